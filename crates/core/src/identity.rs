@@ -1,0 +1,284 @@
+//! Turning a presented key into a verified `Principal`, and a principal into a
+//! `TenantScope`.
+//!
+//! Invariant: `verify` is the only constructor of `Principal`, and
+//! `Principal::scope_for` the only constructor of `TenantScope`. Code that
+//! holds a scope therefore holds proof that a real key, checked against its
+//! stored hash, may act on that tenant.
+
+use time::OffsetDateTime;
+
+use crate::api_key::{ApiKeyToken, KeyHasher};
+use crate::ids::{KeyId, PlanId, TenantId};
+use crate::key::{KeyOwner, KeyRecord, KeyState};
+use crate::role::Role;
+use crate::tenant::{Tenant, TenantStatus};
+
+/// Why a presented key does not identify anyone. Variants map one-to-one to
+/// error codes; `InvalidKey` covers both an unknown id and a wrong secret so
+/// that the two cannot be told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("the API key is not valid")]
+    InvalidKey,
+    #[error("the API key has been revoked")]
+    Revoked,
+    #[error("the API key has expired")]
+    Expired,
+    #[error("the tenant is suspended")]
+    TenantSuspended,
+    #[error("the tenant has been deleted")]
+    TenantDeleted,
+}
+
+/// Who is calling: a verified key with its role, and its tenant unless it is
+/// an operator key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    key_id: KeyId,
+    role: Role,
+    tenant: Option<(TenantId, PlanId)>,
+}
+
+/// Proof that the caller may act on one tenant's resources. Every store call
+/// for tenant data takes one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantScope {
+    tenant: TenantId,
+}
+
+impl TenantScope {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+}
+
+/// Checks a presented token against its stored record and owning tenant.
+///
+/// The secret is checked first, so that nobody without it learns whether the
+/// key exists, is revoked or has expired. `tenant` must be the record's owner
+/// (`None` for platform keys); a tenant key whose tenant row is gone is
+/// treated as deleted.
+pub fn verify(
+    token: &ApiKeyToken,
+    record: &KeyRecord,
+    tenant: Option<&Tenant>,
+    hasher: &KeyHasher,
+    now: OffsetDateTime,
+) -> Result<Principal, IdentifyError> {
+    if token.id != record.id || !hasher.verify(token, &record.hash) {
+        return Err(IdentifyError::InvalidKey);
+    }
+    match record.state(now) {
+        KeyState::Active => {}
+        KeyState::Revoked => return Err(IdentifyError::Revoked),
+        KeyState::Expired => return Err(IdentifyError::Expired),
+    }
+    let tenant = match &record.owner {
+        KeyOwner::Platform => None,
+        KeyOwner::Tenant(owner) => {
+            let tenant = tenant
+                .filter(|t| &t.id == owner)
+                .ok_or(IdentifyError::TenantDeleted)?;
+            match tenant.status {
+                TenantStatus::Active => {}
+                TenantStatus::Suspended => return Err(IdentifyError::TenantSuspended),
+                TenantStatus::Deleted => return Err(IdentifyError::TenantDeleted),
+            }
+            Some((tenant.id.clone(), tenant.plan.clone()))
+        }
+    };
+    Ok(Principal {
+        key_id: record.id.clone(),
+        role: record.role,
+        tenant,
+    })
+}
+
+impl Principal {
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref().map(|(id, _)| id)
+    }
+
+    pub fn plan(&self) -> Option<&PlanId> {
+        self.tenant.as_ref().map(|(_, plan)| plan)
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.role == Role::Operator
+    }
+
+    /// A scope on `tenant` if this principal may manage it as at least
+    /// `required`: a member of that tenant with enough rank, or an operator.
+    /// Anything else gets `None`, which routes answer with 404 so that other
+    /// tenants' existence is never revealed.
+    pub fn scope_for(&self, tenant: &TenantId, required: Role) -> Option<TenantScope> {
+        let allowed = match &self.tenant {
+            None => self.is_operator(),
+            Some((own, _)) => own == tenant && self.role.satisfies_tenant(required),
+        };
+        allowed.then(|| TenantScope {
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_key::ServerSecret;
+    use crate::ids::RegionId;
+    use rand::rngs::OsRng;
+    use time::macros::datetime;
+    use time::Duration;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+
+    struct Fixture {
+        hasher: KeyHasher,
+        token: ApiKeyToken,
+        record: KeyRecord,
+        tenant: Tenant,
+    }
+
+    fn fixture(role: Role) -> Fixture {
+        let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
+        let token = ApiKeyToken::generate(&mut OsRng);
+        let tenant = Tenant {
+            id: TenantId::parse("acme").unwrap(),
+            name: "Acme".into(),
+            plan: PlanId::default_plan(),
+            region: RegionId::default_region(),
+            status: TenantStatus::Active,
+            created_at: NOW,
+            updated_at: NOW,
+            deleted_at: None,
+        };
+        let owner = if role == Role::Operator {
+            KeyOwner::Platform
+        } else {
+            KeyOwner::Tenant(tenant.id.clone())
+        };
+        let record = KeyRecord {
+            id: token.id.clone(),
+            owner,
+            role,
+            name: String::new(),
+            hash: hasher.hash(&token),
+            created_at: NOW,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            rotated_from: None,
+        };
+        Fixture {
+            hasher,
+            token,
+            record,
+            tenant,
+        }
+    }
+
+    #[test]
+    fn a_valid_tenant_key_yields_its_tenant_and_plan() {
+        let f = fixture(Role::Developer);
+        let p = verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW).unwrap();
+        assert_eq!(p.tenant(), Some(&f.tenant.id));
+        assert_eq!(p.plan(), Some(&PlanId::default_plan()));
+        assert_eq!(p.role(), Role::Developer);
+    }
+
+    #[test]
+    fn a_wrong_secret_is_invalid_even_when_the_key_is_revoked() {
+        let mut f = fixture(Role::Admin);
+        f.record.revoked_at = Some(NOW);
+        let wrong = ApiKeyToken {
+            id: f.token.id.clone(),
+            secret: ApiKeyToken::generate(&mut OsRng).secret,
+        };
+        let got = verify(&wrong, &f.record, Some(&f.tenant), &f.hasher, NOW);
+        assert_eq!(got, Err(IdentifyError::InvalidKey));
+    }
+
+    #[test]
+    fn revoked_expired_suspended_and_deleted_are_told_apart() {
+        let mut f = fixture(Role::Admin);
+        f.record.expires_at = Some(NOW);
+        assert_eq!(
+            verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW),
+            Err(IdentifyError::Expired)
+        );
+        assert!(verify(
+            &f.token,
+            &f.record,
+            Some(&f.tenant),
+            &f.hasher,
+            NOW - Duration::seconds(1)
+        )
+        .is_ok());
+
+        let mut f = fixture(Role::Admin);
+        f.record.revoked_at = Some(NOW);
+        assert_eq!(
+            verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW),
+            Err(IdentifyError::Revoked)
+        );
+
+        let mut f = fixture(Role::Reader);
+        f.tenant.status = TenantStatus::Suspended;
+        assert_eq!(
+            verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW),
+            Err(IdentifyError::TenantSuspended)
+        );
+        f.tenant.status = TenantStatus::Deleted;
+        assert_eq!(
+            verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW),
+            Err(IdentifyError::TenantDeleted)
+        );
+        assert_eq!(
+            verify(&f.token, &f.record, None, &f.hasher, NOW),
+            Err(IdentifyError::TenantDeleted),
+            "a purged tenant's key is dead"
+        );
+    }
+
+    #[test]
+    fn a_key_never_verifies_against_another_tenants_row() {
+        let f = fixture(Role::Admin);
+        let mut other = f.tenant.clone();
+        other.id = TenantId::parse("globex").unwrap();
+        assert_eq!(
+            verify(&f.token, &f.record, Some(&other), &f.hasher, NOW),
+            Err(IdentifyError::TenantDeleted)
+        );
+    }
+
+    #[test]
+    fn scopes_follow_membership_and_rank() {
+        let acme = TenantId::parse("acme").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+
+        let f = fixture(Role::Admin);
+        let admin = verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW).unwrap();
+        assert_eq!(admin.scope_for(&acme, Role::Admin).unwrap().tenant(), &acme);
+        assert!(admin.scope_for(&globex, Role::Reader).is_none());
+
+        let f = fixture(Role::Reader);
+        let reader = verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW).unwrap();
+        assert!(reader.scope_for(&acme, Role::Reader).is_some());
+        assert!(reader.scope_for(&acme, Role::Admin).is_none());
+
+        let f = fixture(Role::Operator);
+        let operator = verify(&f.token, &f.record, None, &f.hasher, NOW).unwrap();
+        assert!(operator.tenant().is_none());
+        assert!(operator.scope_for(&globex, Role::Admin).is_some());
+    }
+}

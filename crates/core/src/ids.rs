@@ -1,0 +1,248 @@
+//! Identifier newtypes. Each is parsed once at the edge and trusted afterwards,
+//! so a handler holding a `TenantId` never re-checks its shape.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} must be {min} to {max} characters long")]
+    Length {
+        kind: &'static str,
+        min: usize,
+        max: usize,
+    },
+    #[error("{kind} must start with a lowercase letter")]
+    Start { kind: &'static str },
+    #[error(
+        "{kind} may contain only lowercase letters, digits and single hyphens, and must not end with a hyphen"
+    )]
+    Charset { kind: &'static str },
+    #[error("{kind} must be {len} lowercase hexadecimal characters")]
+    Hex { kind: &'static str, len: usize },
+}
+
+/// Checks the slug rule shared by tenants, plans and regions: lowercase ASCII
+/// letters, digits and hyphens, starting with a letter, with no leading,
+/// trailing or doubled hyphen. The rule keeps ids safe in URLs, file names,
+/// PostgreSQL schema names and metric labels alike.
+fn check_slug(kind: &'static str, s: &str, min: usize, max: usize) -> Result<(), IdError> {
+    if s.len() < min || s.len() > max {
+        return Err(IdError::Length { kind, min, max });
+    }
+    if !s.as_bytes()[0].is_ascii_lowercase() {
+        return Err(IdError::Start { kind });
+    }
+    let charset_ok = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !charset_ok || s.ends_with('-') || s.contains("--") {
+        return Err(IdError::Charset { kind });
+    }
+    Ok(())
+}
+
+macro_rules! slug_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $example:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(try_from = "String", into = "String")]
+        #[schema(value_type = String, example = $example)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses and validates an identifier.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                check_slug($kind, s, $min, $max)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                check_slug($kind, &s, $min, $max)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+slug_id!(
+    /// A tenant's immutable id: a slug of 3 to 63 characters, e.g. `acme`.
+    TenantId, "tenant id", 3, 63, "acme"
+);
+slug_id!(
+    /// A plan (tier) id, e.g. `default` or `pro`.
+    PlanId, "plan id", 1, 63, "default"
+);
+slug_id!(
+    /// A data-residency region, e.g. `eu-west`.
+    RegionId, "region", 1, 63, "default"
+);
+
+impl PlanId {
+    /// The plan every tenant gets until plans are managed (see the governance work).
+    pub fn default_plan() -> Self {
+        Self("default".to_owned())
+    }
+}
+
+impl RegionId {
+    pub fn default_region() -> Self {
+        Self("default".to_owned())
+    }
+}
+
+/// The public half of an API key: 16 lowercase hex characters (64 random bits).
+/// It names the key in URLs, logs and audit entries; it proves nothing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "3f9a0c1d2b4e5f60")]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub const LEN: usize = 16;
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let ok = s.len() == Self::LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Hex {
+                kind: "key id",
+                len: Self::LEN,
+            })
+        }
+    }
+
+    /// A fresh random key id.
+    pub fn generate(rng: &mut (impl rand::RngCore + rand::CryptoRng)) -> Self {
+        let mut bytes = [0u8; Self::LEN / 2];
+        rng.fill_bytes(&mut bytes);
+        Self(hex::encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for KeyId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<KeyId> for String {
+    fn from(id: KeyId) -> String {
+        id.0
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn tenant_id_accepts_slugs() {
+        for ok in ["acme", "a-b-c", "t01", "x".repeat(63).as_str()] {
+            assert!(TenantId::parse(ok).is_ok(), "{ok} should parse");
+        }
+    }
+
+    #[test]
+    fn tenant_id_rejects_non_slugs() {
+        let too_long = "x".repeat(64);
+        for bad in [
+            "",
+            "ab",
+            "Acme",
+            "1acme",
+            "-acme",
+            "acme-",
+            "ac--me",
+            "ac me",
+            "acmé",
+            "ac_me",
+            "../etc",
+            too_long.as_str(),
+        ] {
+            assert!(TenantId::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn tenant_id_deserializes_through_validation() {
+        let err = serde_json::from_str::<TenantId>("\"Bad\"").unwrap_err();
+        assert!(err.to_string().contains("lowercase letter"), "{err}");
+        let ok: TenantId = serde_json::from_str("\"acme\"").unwrap();
+        assert_eq!(ok.as_str(), "acme");
+    }
+
+    #[test]
+    fn key_id_is_sixteen_lowercase_hex() {
+        assert!(KeyId::parse("0123456789abcdef").is_ok());
+        for bad in [
+            "0123456789ABCDEF",
+            "0123456789abcde",
+            "0123456789abcdefa",
+            "0123456789abcdeg",
+        ] {
+            assert!(KeyId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parsed_tenant_ids_round_trip_and_are_url_safe(s in "\\PC{0,70}") {
+            if let Ok(id) = TenantId::parse(&s) {
+                prop_assert_eq!(id.as_str(), s.as_str());
+                prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+            }
+        }
+    }
+}

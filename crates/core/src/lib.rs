@@ -1,0 +1,22 @@
+//! tenantd's domain: identifiers, roles, API keys, tenants, the clock and the
+//! table of stable error codes. Everything here is pure logic with no I/O, so
+//! every rule in it is tested on values and a fake clock.
+#![forbid(unsafe_code)]
+
+pub mod api_key;
+pub mod clock;
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod key;
+pub mod role;
+pub mod tenant;
+
+pub use api_key::{ApiKeyToken, KeyHasher, KeySecret, SecretHash, ServerSecret};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::ErrorCode;
+pub use identity::{IdentifyError, Principal, TenantScope};
+pub use ids::{IdError, KeyId, PlanId, RegionId, TenantId};
+pub use key::{KeyOwner, KeyRecord, KeyState};
+pub use role::Role;
+pub use tenant::{Tenant, TenantStatus, TransitionError};

@@ -1,0 +1,787 @@
+//! The control-plane catalog: tenants and API keys, with every change written
+//! together with its audit entry in one transaction.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tenantd_core::{
+    KeyId, KeyOwner, KeyRecord, PlanId, RegionId, Role, SecretHash, Tenant, TenantId, TenantScope,
+    TenantStatus,
+};
+use time::OffsetDateTime;
+
+use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry};
+use crate::codec::{from_nanos, opt_from_nanos, parse, to_nanos};
+use crate::{Result, StoreError};
+
+/// Whose keys a call concerns. Tenant keys need a `TenantScope`, which only
+/// the identity stage hands out; platform keys are operator business, and the
+/// server's route table lets only operators reach them.
+#[derive(Debug, Clone, Copy)]
+pub enum KeysOf<'a> {
+    Platform,
+    Tenant(&'a TenantScope),
+}
+
+impl KeysOf<'_> {
+    /// The `tenant_id` column value, compared with `IS` so NULL matches NULL.
+    fn column(&self) -> Option<&str> {
+        match self {
+            KeysOf::Platform => None,
+            KeysOf::Tenant(scope) => Some(scope.tenant().as_str()),
+        }
+    }
+}
+
+/// The catalog on one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+}
+
+/// SQLite's extended result codes for a violated PRIMARY KEY or UNIQUE constraint.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("1555" | "2067")))
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Control-plane writes are rare and must survive power loss, so
+            // each commit is synced rather than trusting the OS cache.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Answers when the database serves queries.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction that takes SQLite's write lock at once, so
+    /// two writers queue on the busy timeout instead of failing on upgrade.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    // ---- tenants ----
+
+    /// Inserts a new tenant; `Conflict` if the id is taken, even by a
+    /// soft-deleted tenant (ids are never reused before purge).
+    pub async fn create_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, name, plan, region, status, created_at, updated_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.id.as_str())
+        .bind(&tenant.name)
+        .bind(tenant.plan.as_str())
+        .bind(tenant.region.as_str())
+        .bind(tenant.status.as_str())
+        .bind(to_nanos(tenant.created_at))
+        .bind(to_nanos(tenant.updated_at))
+        .bind(tenant.deleted_at.map(to_nanos))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
+            other => other?,
+        };
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        sqlx::query_as::<_, TenantRow>("SELECT * FROM tenants WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(TenantRow::into_tenant)
+            .transpose()
+    }
+
+    /// Tenants in id order after `after`, at most `limit`, optionally of one status.
+    pub async fn list_tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: u32,
+        status: Option<TenantStatus>,
+    ) -> Result<Vec<Tenant>> {
+        sqlx::query_as::<_, TenantRow>(
+            "SELECT * FROM tenants
+             WHERE id > ? AND (? IS NULL OR status = ?)
+             ORDER BY id LIMIT ?",
+        )
+        .bind(after.map_or("", TenantId::as_str))
+        .bind(status.map(TenantStatus::as_str))
+        .bind(status.map(TenantStatus::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(TenantRow::into_tenant)
+        .collect()
+    }
+
+    /// Replaces a tenant's mutable fields if its status is still
+    /// `expected_status`; `Ok(false)` when a concurrent change got there first.
+    pub async fn update_tenant(
+        &self,
+        tenant: &Tenant,
+        expected_status: TenantStatus,
+        audit: &NewAuditEntry,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE tenants SET name = ?, plan = ?, region = ?, status = ?, updated_at = ?, deleted_at = ?
+             WHERE id = ? AND status = ?",
+        )
+        .bind(&tenant.name)
+        .bind(tenant.plan.as_str())
+        .bind(tenant.region.as_str())
+        .bind(tenant.status.as_str())
+        .bind(to_nanos(tenant.updated_at))
+        .bind(tenant.deleted_at.map(to_nanos))
+        .bind(tenant.id.as_str())
+        .bind(expected_status.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Removes a soft-deleted tenant with its keys and its own audit trail,
+    /// leaving a platform-level audit entry. `Ok(false)` if it is not deleted.
+    pub async fn purge_tenant(&self, id: &TenantId, audit: &NewAuditEntry) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let purged = sqlx::query("DELETE FROM tenants WHERE id = ? AND status = 'deleted'")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if purged == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM audit_log WHERE tenant_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ids of tenants soft-deleted at or before `deleted_by`, oldest first.
+    pub async fn tenants_deleted_by(
+        &self,
+        deleted_by: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TenantId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tenants WHERE deleted_at IS NOT NULL AND deleted_at <= ?
+             ORDER BY deleted_at LIMIT ?",
+        )
+        .bind(to_nanos(deleted_by))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| parse("tenants.id", id, TenantId::parse))
+            .collect()
+    }
+
+    // ---- keys ----
+
+    /// Stores a new key. The caller checked that `owner` matches the record.
+    pub async fn insert_key(&self, key: &KeyRecord, audit: &NewAuditEntry) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        insert_key(&mut tx, key).await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Looks a key up by id alone. Only the identity stage calls this: it
+    /// runs before any tenant is known, and its result is checked against the
+    /// presented secret before anything else uses it.
+    pub async fn key_for_identify(&self, id: &KeyId) -> Result<Option<KeyRecord>> {
+        sqlx::query_as::<_, KeyRow>("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(KeyRow::into_record)
+            .transpose()
+    }
+
+    pub async fn key(&self, owner: KeysOf<'_>, id: &KeyId) -> Result<Option<KeyRecord>> {
+        sqlx::query_as::<_, KeyRow>("SELECT * FROM api_keys WHERE id = ? AND tenant_id IS ?")
+            .bind(id.as_str())
+            .bind(owner.column())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(KeyRow::into_record)
+            .transpose()
+    }
+
+    /// Keys of one owner in id order after `after`, at most `limit`.
+    pub async fn keys(
+        &self,
+        owner: KeysOf<'_>,
+        after: Option<&KeyId>,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>> {
+        sqlx::query_as::<_, KeyRow>(
+            "SELECT * FROM api_keys WHERE tenant_id IS ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(owner.column())
+        .bind(after.map_or("", KeyId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(KeyRow::into_record)
+        .collect()
+    }
+
+    /// Revokes a key at `at`. Revoking a revoked key changes nothing and
+    /// records nothing. `None` if the owner has no such key.
+    pub async fn revoke_key(
+        &self,
+        owner: KeysOf<'_>,
+        id: &KeyId,
+        at: OffsetDateTime,
+        audit: &NewAuditEntry,
+    ) -> Result<Option<KeyRecord>> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id IS ? AND revoked_at IS NULL",
+        )
+        .bind(to_nanos(at))
+        .bind(id.as_str())
+        .bind(owner.column())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            append(&mut tx, audit).await?;
+        }
+        let key =
+            sqlx::query_as::<_, KeyRow>("SELECT * FROM api_keys WHERE id = ? AND tenant_id IS ?")
+                .bind(id.as_str())
+                .bind(owner.column())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(KeyRow::into_record)
+                .transpose()?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    /// Replaces `old` by `new`: `old` now expires at `old_expires_at` (the end
+    /// of the overlap) and `new` is stored, atomically. `Ok(false)` if `old`
+    /// is gone or revoked meanwhile.
+    pub async fn rotate_key(
+        &self,
+        owner: KeysOf<'_>,
+        old: &KeyId,
+        old_expires_at: OffsetDateTime,
+        new: &KeyRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE api_keys SET expires_at = ?
+             WHERE id = ? AND tenant_id IS ? AND revoked_at IS NULL",
+        )
+        .bind(to_nanos(old_expires_at))
+        .bind(old.as_str())
+        .bind(owner.column())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        insert_key(&mut tx, new).await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records last-used instants gathered in memory, in one transaction.
+    /// An instant never moves a key's last use backwards.
+    pub async fn record_key_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
+            )
+            .bind(to_nanos(*at))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// True when at least one operator key exists, revoked or not: bootstrap
+    /// happens only on a store that has never had one.
+    pub async fn has_operator_key(&self) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE role = 'operator'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    // ---- audit ----
+
+    /// One tenant's audit trail after sequence `after`, oldest first.
+    pub async fn tenant_audit(
+        &self,
+        scope: &TenantScope,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        sqlx::query_as::<_, AuditRow>(
+            "SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(scope.tenant().as_str())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(AuditRow::into_entry)
+        .collect()
+    }
+}
+
+async fn insert_key(tx: &mut Transaction<'_, Sqlite>, key: &KeyRecord) -> Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, role, name, secret_hash, created_at, expires_at,
+                               revoked_at, last_used_at, rotated_from)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id.as_str())
+    .bind(key.owner.tenant().map(TenantId::as_str))
+    .bind(key.role.as_str())
+    .bind(&key.name)
+    .bind(&key.hash.0[..])
+    .bind(to_nanos(key.created_at))
+    .bind(key.expires_at.map(to_nanos))
+    .bind(key.revoked_at.map(to_nanos))
+    .bind(key.last_used_at.map(to_nanos))
+    .bind(key.rotated_from.as_ref().map(KeyId::as_str))
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        // 64 random bits make a clash practically impossible; if one happens
+        // the caller retries with a fresh id rather than overwriting a key.
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+        other => other.map(drop).map_err(StoreError::from),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    plan: String,
+    region: String,
+    status: String,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+}
+
+impl TenantRow {
+    fn into_tenant(self) -> Result<Tenant> {
+        Ok(Tenant {
+            id: parse("tenants.id", &self.id, TenantId::parse)?,
+            name: self.name,
+            plan: parse("tenants.plan", &self.plan, PlanId::parse)?,
+            region: parse("tenants.region", &self.region, RegionId::parse)?,
+            status: parse("tenants.status", &self.status, |s| {
+                TenantStatus::parse(s).ok_or("unknown status")
+            })?,
+            created_at: from_nanos(self.created_at)?,
+            updated_at: from_nanos(self.updated_at)?,
+            deleted_at: opt_from_nanos(self.deleted_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    tenant_id: Option<String>,
+    role: String,
+    name: String,
+    secret_hash: Vec<u8>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+    rotated_from: Option<String>,
+}
+
+impl KeyRow {
+    fn into_record(self) -> Result<KeyRecord> {
+        let owner = match self.tenant_id {
+            None => KeyOwner::Platform,
+            Some(t) => KeyOwner::Tenant(parse("api_keys.tenant_id", &t, TenantId::parse)?),
+        };
+        let hash: [u8; 32] = self
+            .secret_hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("api_keys.secret_hash is not 32 bytes".into()))?;
+        Ok(KeyRecord {
+            id: parse("api_keys.id", &self.id, KeyId::parse)?,
+            owner,
+            role: parse("api_keys.role", &self.role, |r| {
+                Role::parse(r).ok_or("unknown role")
+            })?,
+            name: self.name,
+            hash: SecretHash(hash),
+            created_at: from_nanos(self.created_at)?,
+            expires_at: opt_from_nanos(self.expires_at)?,
+            revoked_at: opt_from_nanos(self.revoked_at)?,
+            last_used_at: opt_from_nanos(self.last_used_at)?,
+            rotated_from: self
+                .rotated_from
+                .map(|k| parse("api_keys.rotated_from", &k, KeyId::parse))
+                .transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::OsRng;
+    use serde_json::json;
+    use tenantd_core::identity::verify;
+    use tenantd_core::{ApiKeyToken, KeyHasher, ServerSecret};
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        catalog: Catalog,
+        hasher: KeyHasher,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("catalog.db")).await.unwrap();
+        Fixture {
+            _dir: dir,
+            catalog,
+            hasher: KeyHasher::new(ServerSecret::generate(&mut OsRng)),
+        }
+    }
+
+    fn audit(tenant: Option<&TenantId>, action: &'static str) -> NewAuditEntry {
+        NewAuditEntry {
+            tenant: tenant.cloned(),
+            at: NOW,
+            actor: None,
+            action,
+            target: "t".into(),
+            details: json!({}),
+        }
+    }
+
+    fn tenant(id: &str) -> Tenant {
+        Tenant {
+            id: TenantId::parse(id).unwrap(),
+            name: id.to_uppercase(),
+            plan: PlanId::default_plan(),
+            region: RegionId::default_region(),
+            status: TenantStatus::Active,
+            created_at: NOW,
+            updated_at: NOW,
+            deleted_at: None,
+        }
+    }
+
+    impl Fixture {
+        /// Creates a tenant with an admin key and returns the admin's scope.
+        async fn tenant_with_scope(&self, id: &str) -> (Tenant, TenantScope, KeyRecord) {
+            let t = tenant(id);
+            self.catalog
+                .create_tenant(&t, &audit(Some(&t.id), "tenant.create"))
+                .await
+                .unwrap();
+            let token = ApiKeyToken::generate(&mut OsRng);
+            let key = KeyRecord {
+                id: token.id.clone(),
+                owner: KeyOwner::Tenant(t.id.clone()),
+                role: Role::Admin,
+                name: "admin".into(),
+                hash: self.hasher.hash(&token),
+                created_at: NOW,
+                expires_at: None,
+                revoked_at: None,
+                last_used_at: None,
+                rotated_from: None,
+            };
+            self.catalog
+                .insert_key(&key, &audit(Some(&t.id), "key.create"))
+                .await
+                .unwrap();
+            let stored = self
+                .catalog
+                .key_for_identify(&token.id)
+                .await
+                .unwrap()
+                .unwrap();
+            let principal = verify(&token, &stored, Some(&t), &self.hasher, NOW).unwrap();
+            let scope = principal.scope_for(&t.id, Role::Admin).unwrap();
+            (t, scope, stored)
+        }
+    }
+
+    #[tokio::test]
+    async fn tenants_round_trip_and_ids_are_unique() {
+        let f = fixture().await;
+        let t = tenant("acme");
+        f.catalog
+            .create_tenant(&t, &audit(None, "tenant.create"))
+            .await
+            .unwrap();
+        assert_eq!(f.catalog.tenant(&t.id).await.unwrap(), Some(t.clone()));
+        let again = f
+            .catalog
+            .create_tenant(&t, &audit(None, "tenant.create"))
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn listing_pages_in_id_order_and_filters_by_status() {
+        let f = fixture().await;
+        for id in ["delta", "alpha", "charlie", "bravo"] {
+            f.catalog
+                .create_tenant(&tenant(id), &audit(None, "tenant.create"))
+                .await
+                .unwrap();
+        }
+        let first = f.catalog.list_tenants(None, 2, None).await.unwrap();
+        let ids: Vec<_> = first.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["alpha", "bravo"]);
+        let rest = f
+            .catalog
+            .list_tenants(Some(&first[1].id), 10, None)
+            .await
+            .unwrap();
+        let ids: Vec<_> = rest.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["charlie", "delta"]);
+
+        let mut suspended = tenant("charlie");
+        suspended.status = TenantStatus::Suspended;
+        assert!(f
+            .catalog
+            .update_tenant(
+                &suspended,
+                TenantStatus::Active,
+                &audit(None, "tenant.suspend")
+            )
+            .await
+            .unwrap());
+        let only = f
+            .catalog
+            .list_tenants(None, 10, Some(TenantStatus::Suspended))
+            .await
+            .unwrap();
+        assert_eq!(only, vec![suspended]);
+    }
+
+    #[tokio::test]
+    async fn update_refuses_a_stale_expected_status() {
+        let f = fixture().await;
+        let mut t = tenant("acme");
+        f.catalog
+            .create_tenant(&t, &audit(None, "tenant.create"))
+            .await
+            .unwrap();
+        t.name = "Renamed".into();
+        let applied = f
+            .catalog
+            .update_tenant(&t, TenantStatus::Suspended, &audit(None, "tenant.update"))
+            .await
+            .unwrap();
+        assert!(!applied);
+        assert_eq!(f.catalog.tenant(&t.id).await.unwrap().unwrap().name, "ACME");
+    }
+
+    #[tokio::test]
+    async fn keys_are_scoped_to_their_tenant() {
+        let f = fixture().await;
+        let (_, acme, acme_key) = f.tenant_with_scope("acme").await;
+        let (_, globex, _) = f.tenant_with_scope("globex").await;
+        assert_eq!(
+            f.catalog
+                .key(KeysOf::Tenant(&acme), &acme_key.id)
+                .await
+                .unwrap(),
+            Some(acme_key.clone())
+        );
+        assert_eq!(
+            f.catalog
+                .key(KeysOf::Tenant(&globex), &acme_key.id)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            f.catalog.key(KeysOf::Platform, &acme_key.id).await.unwrap(),
+            None
+        );
+        let revoked = f
+            .catalog
+            .revoke_key(
+                KeysOf::Tenant(&globex),
+                &acme_key.id,
+                NOW,
+                &audit(None, "key.revoke"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(revoked, None, "another tenant cannot revoke the key");
+        let listed = f
+            .catalog
+            .keys(KeysOf::Tenant(&globex), None, 100)
+            .await
+            .unwrap();
+        assert!(listed
+            .iter()
+            .all(|k| k.owner == KeyOwner::Tenant(globex.tenant().clone())));
+        assert_eq!(listed.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn revoking_twice_records_one_audit_entry() {
+        let f = fixture().await;
+        let (t, scope, key) = f.tenant_with_scope("acme").await;
+        for _ in 0..2 {
+            let k = f
+                .catalog
+                .revoke_key(
+                    KeysOf::Tenant(&scope),
+                    &key.id,
+                    NOW,
+                    &audit(Some(&t.id), "key.revoke"),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(k.revoked_at, Some(NOW));
+        }
+        let trail = f.catalog.tenant_audit(&scope, 0, 100).await.unwrap();
+        let actions: Vec<_> = trail.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["tenant.create", "key.create", "key.revoke"]);
+    }
+
+    #[tokio::test]
+    async fn last_use_never_moves_backwards() {
+        let f = fixture().await;
+        let (_, _, key) = f.tenant_with_scope("acme").await;
+        let later = NOW + time::Duration::minutes(5);
+        f.catalog
+            .record_key_use(&[(key.id.clone(), later)])
+            .await
+            .unwrap();
+        f.catalog
+            .record_key_use(&[(key.id.clone(), NOW)])
+            .await
+            .unwrap();
+        let stored = f.catalog.key_for_identify(&key.id).await.unwrap().unwrap();
+        assert_eq!(stored.last_used_at, Some(later));
+    }
+
+    #[tokio::test]
+    async fn purge_removes_the_tenant_its_keys_and_its_trail_but_only_once_deleted() {
+        let f = fixture().await;
+        let (mut t, scope, key) = f.tenant_with_scope("acme").await;
+        assert!(!f
+            .catalog
+            .purge_tenant(&t.id, &audit(None, "tenant.purge"))
+            .await
+            .unwrap());
+
+        t.status = TenantStatus::Deleted;
+        t.deleted_at = Some(NOW);
+        f.catalog
+            .update_tenant(
+                &t,
+                TenantStatus::Active,
+                &audit(Some(&t.id), "tenant.delete"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            f.catalog.tenants_deleted_by(NOW, 10).await.unwrap(),
+            vec![t.id.clone()]
+        );
+        assert!(f
+            .catalog
+            .purge_tenant(&t.id, &audit(None, "tenant.purge"))
+            .await
+            .unwrap());
+
+        assert_eq!(f.catalog.tenant(&t.id).await.unwrap(), None);
+        assert_eq!(f.catalog.key_for_identify(&key.id).await.unwrap(), None);
+        assert!(f
+            .catalog
+            .tenant_audit(&scope, 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_rejects_updates() {
+        let f = fixture().await;
+        f.catalog
+            .create_tenant(&tenant("acme"), &audit(None, "tenant.create"))
+            .await
+            .unwrap();
+        let err = sqlx::query("UPDATE audit_log SET action = 'forged'")
+            .execute(&f.catalog.pool)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+}

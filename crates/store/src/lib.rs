@@ -1,0 +1,28 @@
+//! tenantd's storage. Today: the control-plane catalog (tenants, API keys,
+//! audit log) on embedded SQLite in WAL mode, with migrations compiled into
+//! the binary.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod catalog;
+mod codec;
+
+pub use audit::{AuditEntry, NewAuditEntry};
+pub use catalog::{Catalog, KeysOf};
+
+/// A storage failure. `Conflict` is a unique-key clash the caller can name;
+/// everything else is the store being unreachable or broken, which the server
+/// answers with 503 and logs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a row with this key already exists")]
+    Conflict,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
