@@ -25,7 +25,8 @@ impl fmt::Debug for KeySecret {
 }
 
 /// A whole API key as a client presents it: id plus secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct ApiKeyToken {
     pub id: KeyId,
     pub secret: KeySecret,
@@ -36,6 +37,13 @@ pub struct ApiKeyToken {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("an API key has the form tk_<16 hex>_<48 hex>")]
 pub struct MalformedKey;
+
+impl TryFrom<String> for ApiKeyToken {
+    type Error = MalformedKey;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
 
 impl ApiKeyToken {
     /// Mints a fresh key from a cryptographic RNG (the OS RNG in production).
@@ -73,7 +81,8 @@ impl ApiKeyToken {
 }
 
 /// The server's HMAC key. Generated on first start or given by config.
-#[derive(Clone)]
+#[derive(Clone, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct ServerSecret([u8; 32]);
 
 impl fmt::Debug for ServerSecret {
@@ -85,6 +94,13 @@ impl fmt::Debug for ServerSecret {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the server secret must be 64 hexadecimal characters (32 bytes)")]
 pub struct MalformedServerSecret;
+
+impl TryFrom<String> for ServerSecret {
+    type Error = MalformedServerSecret;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::from_hex(&s)
+    }
+}
 
 impl ServerSecret {
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {

@@ -1,1 +1,28 @@
+//! tenantd's server: the HTTP edge, the identity stage, the route table and
+//! the background work that goes with them.
+//!
+//! `Server::start` opens the store and bootstraps it; `Server::run` serves a
+//! listener until a shutdown future resolves, then drains and flushes.
 #![forbid(unsafe_code)]
+
+pub mod config;
+mod edge;
+mod extract;
+mod identify;
+mod problem;
+mod routes;
+mod serve;
+mod start;
+mod state;
+pub mod telemetry;
+
+pub use routes::{route_table, Access, RouteSpec};
+pub use start::{Server, StartError};
+
+/// The OpenAPI document the server publishes at `/openapi.json`.
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    routes::ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_default()
+}

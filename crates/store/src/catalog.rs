@@ -16,21 +16,22 @@ use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry};
 use crate::codec::{from_nanos, opt_from_nanos, parse, to_nanos};
 use crate::{Result, StoreError};
 
-/// Whose keys a call concerns. Tenant keys need a `TenantScope`, which only
-/// the identity stage hands out; platform keys are operator business, and the
-/// server's route table lets only operators reach them.
+/// Whose keys or audit trail a call concerns. The tenant side needs a
+/// `TenantScope`, which only the identity stage hands out; the platform side
+/// is operator business, and the server's route table lets only operators
+/// reach it.
 #[derive(Debug, Clone, Copy)]
-pub enum KeysOf<'a> {
+pub enum Owner<'a> {
     Platform,
     Tenant(&'a TenantScope),
 }
 
-impl KeysOf<'_> {
+impl Owner<'_> {
     /// The `tenant_id` column value, compared with `IS` so NULL matches NULL.
     fn column(&self) -> Option<&str> {
         match self {
-            KeysOf::Platform => None,
-            KeysOf::Tenant(scope) => Some(scope.tenant().as_str()),
+            Owner::Platform => None,
+            Owner::Tenant(scope) => Some(scope.tenant().as_str()),
         }
     }
 }
@@ -239,7 +240,7 @@ impl Catalog {
             .transpose()
     }
 
-    pub async fn key(&self, owner: KeysOf<'_>, id: &KeyId) -> Result<Option<KeyRecord>> {
+    pub async fn key(&self, owner: Owner<'_>, id: &KeyId) -> Result<Option<KeyRecord>> {
         sqlx::query_as::<_, KeyRow>("SELECT * FROM api_keys WHERE id = ? AND tenant_id IS ?")
             .bind(id.as_str())
             .bind(owner.column())
@@ -252,7 +253,7 @@ impl Catalog {
     /// Keys of one owner in id order after `after`, at most `limit`.
     pub async fn keys(
         &self,
-        owner: KeysOf<'_>,
+        owner: Owner<'_>,
         after: Option<&KeyId>,
         limit: u32,
     ) -> Result<Vec<KeyRecord>> {
@@ -273,7 +274,7 @@ impl Catalog {
     /// records nothing. `None` if the owner has no such key.
     pub async fn revoke_key(
         &self,
-        owner: KeysOf<'_>,
+        owner: Owner<'_>,
         id: &KeyId,
         at: OffsetDateTime,
         audit: &NewAuditEntry,
@@ -308,7 +309,7 @@ impl Catalog {
     /// is gone or revoked meanwhile.
     pub async fn rotate_key(
         &self,
-        owner: KeysOf<'_>,
+        owner: Owner<'_>,
         old: &KeyId,
         old_expires_at: OffsetDateTime,
         new: &KeyRecord,
@@ -363,19 +364,25 @@ impl Catalog {
         Ok(n > 0)
     }
 
+    /// Operator keys that are neither revoked nor expired at `now`.
+    pub async fn active_operator_keys(&self, now: OffsetDateTime) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM api_keys WHERE role = 'operator' AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(to_nanos(now))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     // ---- audit ----
 
-    /// One tenant's audit trail after sequence `after`, oldest first.
-    pub async fn tenant_audit(
-        &self,
-        scope: &TenantScope,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>> {
+    /// One owner's audit trail after sequence `after`, oldest first.
+    pub async fn audit(&self, owner: Owner<'_>, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
         sqlx::query_as::<_, AuditRow>(
-            "SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT * FROM audit_log WHERE tenant_id IS ? AND seq > ? ORDER BY seq LIMIT ?",
         )
-        .bind(scope.tenant().as_str())
+        .bind(owner.column())
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -653,26 +660,26 @@ mod tests {
         let (_, globex, _) = f.tenant_with_scope("globex").await;
         assert_eq!(
             f.catalog
-                .key(KeysOf::Tenant(&acme), &acme_key.id)
+                .key(Owner::Tenant(&acme), &acme_key.id)
                 .await
                 .unwrap(),
             Some(acme_key.clone())
         );
         assert_eq!(
             f.catalog
-                .key(KeysOf::Tenant(&globex), &acme_key.id)
+                .key(Owner::Tenant(&globex), &acme_key.id)
                 .await
                 .unwrap(),
             None
         );
         assert_eq!(
-            f.catalog.key(KeysOf::Platform, &acme_key.id).await.unwrap(),
+            f.catalog.key(Owner::Platform, &acme_key.id).await.unwrap(),
             None
         );
         let revoked = f
             .catalog
             .revoke_key(
-                KeysOf::Tenant(&globex),
+                Owner::Tenant(&globex),
                 &acme_key.id,
                 NOW,
                 &audit(None, "key.revoke"),
@@ -682,7 +689,7 @@ mod tests {
         assert_eq!(revoked, None, "another tenant cannot revoke the key");
         let listed = f
             .catalog
-            .keys(KeysOf::Tenant(&globex), None, 100)
+            .keys(Owner::Tenant(&globex), None, 100)
             .await
             .unwrap();
         assert!(listed
@@ -699,7 +706,7 @@ mod tests {
             let k = f
                 .catalog
                 .revoke_key(
-                    KeysOf::Tenant(&scope),
+                    Owner::Tenant(&scope),
                     &key.id,
                     NOW,
                     &audit(Some(&t.id), "key.revoke"),
@@ -709,7 +716,7 @@ mod tests {
                 .unwrap();
             assert_eq!(k.revoked_at, Some(NOW));
         }
-        let trail = f.catalog.tenant_audit(&scope, 0, 100).await.unwrap();
+        let trail = f.catalog.audit(Owner::Tenant(&scope), 0, 100).await.unwrap();
         let actions: Vec<_> = trail.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["tenant.create", "key.create", "key.revoke"]);
     }
@@ -765,7 +772,7 @@ mod tests {
         assert_eq!(f.catalog.key_for_identify(&key.id).await.unwrap(), None);
         assert!(f
             .catalog
-            .tenant_audit(&scope, 0, 100)
+            .audit(Owner::Tenant(&scope), 0, 100)
             .await
             .unwrap()
             .is_empty());

@@ -8,7 +8,7 @@ mod catalog;
 mod codec;
 
 pub use audit::{AuditEntry, NewAuditEntry};
-pub use catalog::{Catalog, KeysOf};
+pub use catalog::{Catalog, Owner};
 
 /// A storage failure. `Conflict` is a unique-key clash the caller can name;
 /// everything else is the store being unreachable or broken, which the server

@@ -1,0 +1,170 @@
+//! The wire types of tenantd's HTTP API: request and response bodies, shared
+//! by the server (which derives its OpenAPI description from them) and the
+//! Rust SDK, so the two cannot drift apart.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tenantd_core::{KeyId, KeyState, PlanId, RegionId, Role, Tenant, TenantId};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// `urn:tenantd:error:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable machine-readable code; see docs/errors.md.
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The request path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The id to quote when asking an operator about this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` when alive, `ready` when the store answers.
+    pub status: String,
+}
+
+/// The verified identity behind the presented key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub key_id: KeyId,
+    pub role: Role,
+    /// The key's tenant; absent for operator keys.
+    pub tenant: Option<Tenant>,
+    pub plan: Option<PlanId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Immutable slug: 3 to 63 lowercase letters, digits and single hyphens.
+    pub id: TenantId,
+    /// Display name, 1 to 200 characters.
+    pub name: String,
+    /// Data-residency region; the server's `default_region` when omitted.
+    pub region: Option<RegionId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// New display name.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TenantPage {
+    pub items: Vec<Tenant>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// `operator` for platform keys; `admin`, `developer` or `reader` for
+    /// tenant keys, never above the creator's own role.
+    pub role: Role,
+    /// A label, e.g. "ci deploys"; up to 100 characters.
+    #[serde(default)]
+    pub name: String,
+    /// When the key stops working; it never expires when omitted.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the old key keeps working, 0 to 2592000 seconds (default 3600).
+    pub overlap_seconds: Option<u32>,
+    /// When the new key stops working; never when omitted.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A key as listed; the secret is never part of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: KeyId,
+    /// The owning tenant; absent for platform keys.
+    pub tenant: Option<TenantId>,
+    pub role: Role,
+    pub name: String,
+    pub state: KeyState,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Written behind: may lag real use by the flush interval.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<KeyId>,
+}
+
+/// A new key with its token, shown this once and never again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    pub key: KeyView,
+    /// `tk_<id>_<secret>`: store it now; the server keeps only a hash.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RotatedKey {
+    pub key: KeyView,
+    /// The new key's token, shown this once.
+    pub token: String,
+    /// The old key, now expiring at the end of the overlap.
+    pub previous: KeyView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyPage {
+    pub items: Vec<KeyView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    /// Position in the log; later entries have larger numbers.
+    pub seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// The key that made the change; absent for the server's own actions.
+    pub actor_key: Option<KeyId>,
+    pub actor_role: Option<Role>,
+    /// What was done, e.g. `tenant.suspend` or `key.rotate`.
+    pub action: String,
+    /// The id of the object changed.
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditView>,
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,264 @@
+//! Typed, layered configuration: built-in defaults, then `tenantd.toml`, then
+//! `TENANTD_*` environment variables, then command-line flags. It is parsed
+//! and validated once at start; every later reader gets a `Config` it can
+//! trust.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use tenantd_core::{ApiKeyToken, RegionId, ServerSecret};
+
+/// The file read when no `--config` is given; it may be absent.
+pub const DEFAULT_CONFIG_FILE: &str = "tenantd.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store and the generated server secret.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `tenantd_server=debug,info`.
+    pub log_level: String,
+    /// HMAC key for API key hashes, 64 hex characters. When unset, one is
+    /// generated on first start and kept in `<data_dir>/server-secret`.
+    #[serde(skip_serializing)]
+    pub server_secret: Option<ServerSecret>,
+    /// The operator key to create on first start instead of a random one.
+    #[serde(skip_serializing)]
+    pub bootstrap_key: Option<ApiKeyToken>,
+    /// Region given to tenants created without one.
+    pub default_region: RegionId,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted total size of request headers.
+    pub max_header_bytes: usize,
+    /// Time allowed for a whole request, body included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Time a client has to send its request headers before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How long a soft-deleted tenant is kept before it is purged.
+    #[serde(with = "humantime_serde")]
+    pub purge_after: Duration,
+    /// How often the purge sweep runs.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// How often keys' last-used times are written to the store.
+    #[serde(with = "humantime_serde")]
+    pub last_used_flush_interval: Duration,
+    /// How long a key or tenant looked up by the identity stage is cached.
+    /// Changes made through this server take effect at once; this bounds how
+    /// long a change made elsewhere (another node, a restore) may go unseen.
+    #[serde(with = "humantime_serde")]
+    pub identity_cache_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./tenantd-data"),
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+            server_secret: None,
+            bootstrap_key: None,
+            default_region: RegionId::default_region(),
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            purge_after: Duration::from_secs(30 * 24 * 3600),
+            purge_interval: Duration::from_secs(3600),
+            last_used_flush_interval: Duration::from_secs(10),
+            identity_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Values given on the command line; each one set overrides every other layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// Why the configuration cannot be used. The message names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid { setting: &'static str, reason: String },
+}
+
+/// Environment variables read by the `tenantd` client commands, not by the server.
+const CLIENT_ENV: [&str; 3] = ["config", "url", "key"];
+
+impl Config {
+    /// Loads the layers in order. `file` is required to exist when given;
+    /// otherwise `tenantd.toml` in the working directory is read if present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
+            Some(path) => path.to_owned(),
+            None => PathBuf::from(DEFAULT_CONFIG_FILE),
+        };
+        Self::load_from(
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::file(file))
+                .merge(Env::prefixed("TENANTD_").ignore(&CLIENT_ENV))
+                .merge(Serialized::defaults(overrides)),
+        )
+    }
+
+    fn load_from(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| ConfigError::Invalid {
+            setting,
+            reason: reason.to_owned(),
+        };
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| invalid("log_level", &e.to_string()))?;
+        if !(1024..=1024 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid("max_body_bytes", "must be between 1 KiB and 1 GiB"));
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(invalid("max_header_bytes", "must be between 1 KiB and 1 MiB"));
+        }
+        let durations = [
+            ("request_timeout", self.request_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("purge_interval", self.purge_interval),
+            ("last_used_flush_interval", self.last_used_flush_interval),
+            ("identity_cache_ttl", self.identity_cache_ttl),
+        ];
+        for (setting, value) in durations {
+            if value.is_zero() {
+                return Err(invalid(setting, "must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::load(None, overrides)
+    }
+
+    #[test]
+    fn defaults_need_no_file_and_no_environment() {
+        Jail::expect_with(|_| {
+            let config = load(&Overrides::default()).unwrap();
+            assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+            assert_eq!(config.data_dir, PathBuf::from("./tenantd-data"));
+            assert_eq!(config.log_format, LogFormat::Human);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn each_layer_overrides_the_one_before() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tenantd.toml",
+                r#"
+                    listen = "127.0.0.1:9001"
+                    data_dir = "/from/file"
+                    log_format = "json"
+                    request_timeout = "5s"
+                "#,
+            )?;
+            jail.set_env("TENANTD_DATA_DIR", "/from/env");
+            jail.set_env("TENANTD_LOG_FORMAT", "human");
+            let flags = Overrides {
+                log_format: Some(LogFormat::Json),
+                ..Overrides::default()
+            };
+            let config = load(&flags).unwrap();
+            assert_eq!(config.listen.port(), 9001, "file over default");
+            assert_eq!(config.request_timeout, Duration::from_secs(5), "file over default");
+            assert_eq!(config.data_dir, PathBuf::from("/from/env"), "env over file");
+            assert_eq!(config.log_format, LogFormat::Json, "flag over env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_explicit_config_file_must_exist() {
+        Jail::expect_with(|_| {
+            let err = Config::load(Some(Path::new("nope.toml")), &Overrides::default()).unwrap_err();
+            assert!(matches!(err, ConfigError::MissingFile(_)), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_setting_named() {
+        let cases: [(&str, &str, &str); 7] = [
+            ("TENANTD_LISTEN", "not-an-address", "listen"),
+            ("TENANTD_REQUEST_TIMEOUT", "soon", "request_timeout"),
+            ("TENANTD_REQUEST_TIMEOUT", "0s", "request_timeout"),
+            ("TENANTD_SERVER_SECRET", "abc", "server_secret"),
+            ("TENANTD_BOOTSTRAP_KEY", "password", "bootstrap_key"),
+            ("TENANTD_MAX_BODY_BYTES", "10", "max_body_bytes"),
+            ("TENANTD_LISTNE", "127.0.0.1:1", "listne"),
+        ];
+        for (var, value, named) in cases {
+            Jail::expect_with(|jail| {
+                jail.set_env(var, value);
+                let err = load(&Overrides::default()).unwrap_err().to_string();
+                assert!(err.contains(named), "{var}={value}: {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn client_variables_are_not_server_settings() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TENANTD_URL", "http://127.0.0.1:8080");
+            jail.set_env("TENANTD_KEY", "tk_x");
+            assert!(load(&Overrides::default()).is_ok());
+            Ok(())
+        });
+    }
+}

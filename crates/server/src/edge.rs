@@ -1,0 +1,117 @@
+//! The edge: what every request passes before identification. Request ids,
+//! header size limit, request deadline, panic containment and the 404/405
+//! fallbacks, each answering with a problem document.
+
+use std::any::Any;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use tenantd_core::ErrorCode;
+
+use crate::problem::ApiError;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `X-Request-Id` if it is short and plain,
+/// otherwise a fresh random one. Echoed on the response and in every log line.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn acceptable_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| acceptable_request_id(id))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let mut bytes = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            hex::encode(bytes)
+        });
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// Rejects requests whose headers add up to more than the limit, counting
+/// names, values and the four bytes of separators per line. hyper's own
+/// buffer limit sits well above this as a backstop.
+pub async fn limit_header_bytes(
+    State(max): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let total: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if total > max {
+        return ApiError::with_detail(
+            ErrorCode::HeadersTooLarge,
+            format!("request headers are {total} bytes; the limit is {max}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Bounds a whole request, body included, by the configured timeout.
+pub async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::with_detail(
+            ErrorCode::RequestTimeout,
+            format!("the request did not complete within {}s", limit.as_secs_f64()),
+        )
+        .into_response(),
+    }
+}
+
+/// Turns a handler panic into a 500 and logs it; the process goes on.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    tracing::error!(panic = %message, "handler panicked");
+    ApiError::new(ErrorCode::Internal).into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_plain_request_ids_are_kept() {
+        assert!(acceptable_request_id("abc-123_x.y"));
+        assert!(!acceptable_request_id(""));
+        assert!(!acceptable_request_id(&"a".repeat(65)));
+        assert!(!acceptable_request_id("a b"));
+        assert!(!acceptable_request_id("a\u{7f}"));
+    }
+}

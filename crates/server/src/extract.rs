@@ -1,0 +1,182 @@
+//! Request extractors whose rejections are problem documents: JSON bodies,
+//! query strings, and cursor pagination.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tenantd_core::ErrorCode;
+use utoipa::IntoParams;
+
+use crate::problem::ApiError;
+
+/// A JSON body. Syntax errors (and nesting deeper than serde_json's limit of
+/// 128) are 400 `malformed_json`; a body of the wrong shape, including unknown
+/// fields, is 422 `invalid_body`; too large is 413; no JSON content type, 415.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// A JSON body that may be left out entirely, standing for `T::default()`.
+#[derive(Debug)]
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::with_detail(ErrorCode::PayloadTooLarge, e.body_text()),
+                _ => ApiError::with_detail(ErrorCode::MalformedJson, e.body_text()),
+            })?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        let request = Request::from_parts(parts, Body::from(bytes));
+        ApiJson::<T>::from_request(request, state).await.map(|j| Self(j.0))
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let detail = rejection.body_text();
+    match rejection {
+        JsonRejection::JsonDataError(_) => ApiError::with_detail(ErrorCode::InvalidBody, detail),
+        JsonRejection::JsonSyntaxError(_) => ApiError::with_detail(ErrorCode::MalformedJson, detail),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::with_detail(ErrorCode::UnsupportedMediaType, detail)
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::with_detail(ErrorCode::PayloadTooLarge, detail)
+        }
+        _ => ApiError::with_detail(ErrorCode::MalformedJson, detail),
+    }
+}
+
+/// A query string; any problem with it is 400 `invalid_parameter`.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e: QueryRejection| ApiError::invalid_parameter(e.body_text()))
+    }
+}
+
+/// Path parameters; a malformed one is 400 `invalid_parameter`.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| ApiError::invalid_parameter(e.body_text()))
+    }
+}
+
+/// Default and largest page sizes of every list route.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 200;
+
+/// `?cursor=…&limit=…` of list routes. The cursor is opaque to clients.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n @ 1..=MAX_PAGE) => Ok(n),
+            Some(n) => Err(ApiError::invalid_parameter(format!(
+                "limit is {n}; it must be between 1 and {MAX_PAGE}"
+            ))),
+        }
+    }
+
+    /// The position after which the page starts, decoded with `parse`.
+    pub fn after<T>(&self, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|s| parse(&s))
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_parameter("cursor is not valid"))
+    }
+}
+
+/// Splits a page fetched with one extra row into the items and the cursor of
+/// the next page, if there is one.
+pub fn page_of<T>(mut rows: Vec<T>, limit: u32, position: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    let limit = limit as usize;
+    if rows.len() <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit);
+    let next = rows.last().map(|last| URL_SAFE_NO_PAD.encode(position(last)));
+    (rows, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_are_capped() {
+        let q = |limit| PageQuery { cursor: None, limit };
+        assert_eq!(q(None).limit().unwrap(), DEFAULT_PAGE);
+        assert_eq!(q(Some(MAX_PAGE)).limit().unwrap(), MAX_PAGE);
+        assert_eq!(q(Some(0)).limit().unwrap_err().code, ErrorCode::InvalidParameter);
+        assert_eq!(q(Some(MAX_PAGE + 1)).limit().unwrap_err().code, ErrorCode::InvalidParameter);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        let (items, next) = page_of(vec![1, 2, 3], 2, |n| n.to_string());
+        assert_eq!(items, vec![1, 2]);
+        let q = PageQuery { cursor: next, limit: None };
+        assert_eq!(q.after(|s| s.parse::<i32>().ok()).unwrap(), Some(2));
+
+        let (items, next) = page_of(vec![1, 2], 2, |n| n.to_string());
+        assert_eq!((items, next), (vec![1, 2], None));
+
+        let bad = PageQuery { cursor: Some("%%%".into()), limit: None };
+        assert_eq!(bad.after(|s| s.parse::<i32>().ok()).unwrap_err().code, ErrorCode::InvalidParameter);
+    }
+}

@@ -1,0 +1,120 @@
+//! RFC 9457 problem documents. Every error leaves the server through
+//! `ApiError`, whose `code` comes from the one table in `tenantd_core::error`.
+
+use axum::body::Body;
+use axum::extract::{OriginalUri, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tenantd_api::Problem;
+use tenantd_core::ErrorCode;
+
+use crate::edge::RequestId;
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// An error on its way to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// What went wrong this time, for humans. Never internals on a 5xx.
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode) -> Self {
+        Self { code, detail: None }
+    }
+
+    pub fn with_detail(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: Some(detail.into()),
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::NotFound)
+    }
+
+    pub fn invalid_body(detail: impl Into<String>) -> Self {
+        Self::with_detail(ErrorCode::InvalidBody, detail)
+    }
+
+    pub fn invalid_parameter(detail: impl Into<String>) -> Self {
+        Self::with_detail(ErrorCode::InvalidParameter, detail)
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        Self::new(code)
+    }
+}
+
+/// A store failure is logged with its cause and answered with a bare 503.
+impl From<tenantd_store::StoreError> for ApiError {
+    fn from(e: tenantd_store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        Self::new(ErrorCode::StoreUnavailable)
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn body(&self, instance: Option<String>, request_id: Option<String>) -> Vec<u8> {
+        let code = self.code;
+        let problem = Problem {
+            kind: format!("urn:tenantd:error:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.status(),
+            code: code.as_str().to_owned(),
+            detail: self.detail.clone(),
+            instance,
+            request_id,
+        };
+        serde_json::to_vec(&problem).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, self.body(None, None)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="tenantd", charset="UTF-8""#),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        // Kept so that `complete_problems` can add the request id and path.
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Middleware that re-renders every error response with the request's id and
+/// path, wherever in the stack the error was raised.
+pub async fn complete_problems(uri: OriginalUri, request: Request, next: Next) -> Response {
+    let request_id = request.extensions().get::<RequestId>().cloned();
+    let response = next.run(request).await;
+    let Some(error) = response.extensions().get::<ApiError>() else {
+        return response;
+    };
+    let body = error.body(Some(uri.path().to_owned()), request_id.map(|id| id.0));
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}

@@ -1,0 +1,59 @@
+//! Audit routes: a tenant's trail (its admins, or an operator) and the
+//! platform's (operators).
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use tenantd_api::{AuditPage, AuditView};
+use tenantd_core::{TenantId, TenantScope};
+use tenantd_store::{AuditEntry, Owner};
+
+use crate::extract::{page_of, ApiQuery, PageQuery};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+fn view(entry: AuditEntry) -> AuditView {
+    let (actor_key, actor_role) = entry.actor.map_or((None, None), |(k, r)| (Some(k), Some(r)));
+    AuditView {
+        seq: entry.seq,
+        at: entry.at,
+        actor_key,
+        actor_role,
+        action: entry.action,
+        target: entry.target,
+        details: entry.details,
+    }
+}
+
+async fn page(state: &AppState, owner: Owner<'_>, query: PageQuery) -> Result<Json<AuditPage>, ApiError> {
+    let limit = query.limit()?;
+    let after = query.after(|s| s.parse::<i64>().ok())?.unwrap_or(0);
+    let rows = state.catalog.audit(owner, after, limit + 1).await?;
+    let (rows, next_cursor) = page_of(rows, limit, |e| e.seq.to_string());
+    Ok(Json(AuditPage {
+        items: rows.into_iter().map(view).collect(),
+        next_cursor,
+    }))
+}
+
+/// A tenant's audit trail, oldest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "audit",
+    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    responses((status = 200, description = "A page of audit entries", body = AuditPage)))]
+pub(super) async fn tenant_audit(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    page(&state, Owner::Tenant(&scope), query).await
+}
+
+/// The platform's audit trail (operator keys, purges), oldest first.
+#[utoipa::path(get, path = "/v1/platform/audit", tag = "audit", params(PageQuery),
+    security(("api_key" = [])),
+    responses((status = 200, description = "A page of audit entries", body = AuditPage)))]
+pub(super) async fn platform_audit(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    page(&state, Owner::Platform, query).await
+}

@@ -1,0 +1,186 @@
+//! Route: the route table, where every route declares the access it needs,
+//! and the one middleware that enforces it.
+//!
+//! Invariant: a route exists only as a row of `routes()`, so no route can
+//! skip authorization, and the authorization matrix test walks this table.
+
+mod audit;
+mod keys;
+mod meta;
+mod tenants;
+
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use tenantd_core::{ErrorCode, Role, TenantId};
+
+use crate::edge;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+pub(crate) use meta::ApiDoc;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a key: health checks and the API description.
+    Public,
+    /// Any valid key of an active tenant or of the platform.
+    AnyKey,
+    /// Operator keys only.
+    Operator,
+    /// Keys of the tenant named by the `{tenant}` path segment with at least
+    /// this role, or an operator. Keys of other tenants get 404, as if the
+    /// tenant did not exist.
+    Tenant(Role),
+}
+
+/// One row of the route table.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    /// The axum path, with `{name}` parameters as in OpenAPI.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+struct Route {
+    spec: RouteSpec,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("the table uses standard methods");
+    Route {
+        spec: RouteSpec { method, path, access },
+        handler: on(filter, handler),
+    }
+}
+
+fn routes() -> Vec<Route> {
+    use Access::{AnyKey, Operator, Public, Tenant};
+    use Method as M;
+    let admin = Tenant(Role::Admin);
+    vec![
+        route(M::GET, "/healthz", Public, meta::healthz),
+        route(M::GET, "/readyz", Public, meta::readyz),
+        route(M::GET, "/openapi.json", Public, meta::openapi),
+        route(M::GET, "/v1/me", AnyKey, meta::me),
+        // Tenants, managed by operators.
+        route(M::POST, "/v1/tenants", Operator, tenants::create),
+        route(M::GET, "/v1/tenants", Operator, tenants::list),
+        route(M::GET, "/v1/tenants/{tenant}", Operator, tenants::get),
+        route(M::PATCH, "/v1/tenants/{tenant}", Operator, tenants::update),
+        route(M::DELETE, "/v1/tenants/{tenant}", Operator, tenants::delete),
+        route(M::POST, "/v1/tenants/{tenant}/suspend", Operator, tenants::suspend),
+        route(M::POST, "/v1/tenants/{tenant}/resume", Operator, tenants::resume),
+        route(M::POST, "/v1/tenants/{tenant}/restore", Operator, tenants::restore),
+        route(M::POST, "/v1/tenants/{tenant}/purge", Operator, tenants::purge),
+        // A tenant's keys and audit trail: its admins, or an operator.
+        route(M::POST, "/v1/tenants/{tenant}/keys", admin, keys::create_tenant_key),
+        route(M::GET, "/v1/tenants/{tenant}/keys", admin, keys::list_tenant_keys),
+        route(M::GET, "/v1/tenants/{tenant}/keys/{key_id}", admin, keys::get_tenant_key),
+        route(M::POST, "/v1/tenants/{tenant}/keys/{key_id}/rotate", admin, keys::rotate_tenant_key),
+        route(M::POST, "/v1/tenants/{tenant}/keys/{key_id}/revoke", admin, keys::revoke_tenant_key),
+        route(M::GET, "/v1/tenants/{tenant}/audit", admin, audit::tenant_audit),
+        // The platform's own keys and audit trail.
+        route(M::POST, "/v1/platform/keys", Operator, keys::create_platform_key),
+        route(M::GET, "/v1/platform/keys", Operator, keys::list_platform_keys),
+        route(M::GET, "/v1/platform/keys/{key_id}", Operator, keys::get_platform_key),
+        route(M::POST, "/v1/platform/keys/{key_id}/rotate", Operator, keys::rotate_platform_key),
+        route(M::POST, "/v1/platform/keys/{key_id}/revoke", Operator, keys::revoke_platform_key),
+        route(M::GET, "/v1/platform/audit", Operator, audit::platform_audit),
+    ]
+}
+
+/// The route table, for documentation and for tests that must cover every route.
+pub fn route_table() -> Vec<RouteSpec> {
+    routes().into_iter().map(|r| r.spec).collect()
+}
+
+/// The application router: every route behind its access check.
+pub(crate) fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for Route { spec, handler } in routes() {
+        let check = middleware::from_fn_with_state((state.clone(), spec.access), authorize);
+        router = router.route(spec.path, handler.route_layer(check));
+    }
+    router
+        .fallback(edge::not_found)
+        .method_not_allowed_fallback(edge::method_not_allowed)
+        .with_state(state)
+}
+
+/// Identifies the caller and enforces the route's `Access`. On success the
+/// request carries the `Principal` and, on tenant routes, the `TenantScope`.
+async fn authorize(
+    State((state, access)): State<(AppState, Access)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match check_access(&state, access, request).await {
+        Ok(request) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn check_access(state: &AppState, access: Access, request: Request) -> Result<Request, ApiError> {
+    if access == Access::Public {
+        return Ok(request);
+    }
+    let principal = state.identity.identify(request.headers()).await?;
+    let span = tracing::Span::current();
+    span.record("key", principal.key_id().as_str());
+    if let Some(tenant) = principal.tenant() {
+        span.record("tenant", tenant.as_str());
+    }
+    let (mut parts, body) = request.into_parts();
+    match access {
+        Access::Public | Access::AnyKey => {}
+        Access::Operator => {
+            if !principal.is_operator() {
+                return Err(ApiError::with_detail(
+                    ErrorCode::Forbidden,
+                    "this route needs an operator key",
+                ));
+            }
+        }
+        Access::Tenant(required) => {
+            let params = RawPathParams::from_request_parts(&mut parts, state)
+                .await
+                .map_err(|e| ApiError::invalid_parameter(e.body_text()))?;
+            let raw = params
+                .iter()
+                .find(|(name, _)| *name == "tenant")
+                .map(|(_, value)| value)
+                .ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
+            let tenant = TenantId::parse(raw)
+                .map_err(|e| ApiError::invalid_parameter(format!("tenant: {e}")))?;
+            let scope = match principal.scope_for(&tenant, required) {
+                Some(scope) => scope,
+                None if principal.tenant() == Some(&tenant) => {
+                    return Err(ApiError::with_detail(
+                        ErrorCode::Forbidden,
+                        format!("this route needs the {required} role"),
+                    ))
+                }
+                None => return Err(ApiError::not_found()),
+            };
+            // A member's tenant was checked by identify; an operator may name any.
+            if principal.is_operator() && state.catalog.tenant(&tenant).await?.is_none() {
+                return Err(ApiError::not_found());
+            }
+            parts.extensions.insert(scope);
+        }
+    }
+    parts.extensions.insert(principal);
+    Ok(Request::from_parts(parts, body))
+}

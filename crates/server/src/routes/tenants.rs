@@ -1,0 +1,280 @@
+//! Operator routes for tenants: create, read, list, rename, and the
+//! lifecycle (suspend, resume, soft delete, restore, purge).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use tenantd_core::tenant::{check_tenant_name, TenantAction};
+use tenantd_core::{ErrorCode, PlanId, Principal, Tenant, TenantId, TenantStatus};
+use tenantd_store::StoreError;
+use tenantd_api::{CreateTenant, Problem, TenantPage, UpdateTenant};
+use utoipa::IntoParams;
+
+use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListTenantsQuery {
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// Only tenants with this status.
+    pub status: Option<TenantStatus>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    check_tenant_name(name).map_err(|reason| ApiError::invalid_body(format!("name: {reason}")))
+}
+
+async fn load(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
+    state.catalog.tenant(id).await?.ok_or_else(ApiError::not_found)
+}
+
+/// Create a tenant.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Created", body = Tenant),
+        (status = 409, description = "The id is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<Response, ApiError> {
+    check_name(&body.name)?;
+    let now = state.clock.now();
+    let tenant = Tenant {
+        id: body.id,
+        name: body.name,
+        plan: PlanId::default_plan(),
+        region: body.region.unwrap_or_else(|| state.default_region.clone()),
+        status: TenantStatus::Active,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    let audit = state.audit(
+        &principal,
+        Some(&tenant.id),
+        "tenant.create",
+        tenant.id.as_str(),
+        json!({ "name": tenant.name, "plan": tenant.plan, "region": tenant.region }),
+    );
+    match state.catalog.create_tenant(&tenant, &audit).await {
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::with_detail(
+                ErrorCode::TenantExists,
+                format!("tenant {} already exists", tenant.id),
+            ))
+        }
+        other => other?,
+    }
+    // A lookup made before the tenant existed may have cached its absence.
+    state.identity.forget_tenant(&tenant.id).await;
+    let location = format!("/v1/tenants/{}", tenant.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(tenant)).into_response())
+}
+
+/// List tenants in id order.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListTenantsQuery),
+    security(("api_key" = [])),
+    responses((status = 200, description = "A page of tenants", body = TenantPage)))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListTenantsQuery>,
+) -> Result<Json<TenantPage>, ApiError> {
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    };
+    let limit = page.limit()?;
+    let after = page.after(|s| TenantId::parse(s).ok())?;
+    let rows = state
+        .catalog
+        .list_tenants(after.as_ref(), limit + 1, query.status)
+        .await?;
+    let (items, next_cursor) = page_of(rows, limit, |t| t.id.to_string());
+    Ok(Json(TenantPage { items, next_cursor }))
+}
+
+/// Get a tenant, whatever its status.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<Tenant>, ApiError> {
+    Ok(Json(load(&state, &id).await?))
+}
+
+/// Rename a tenant. Its id, and so every reference to it, never changes.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", request_body = UpdateTenant,
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "The updated tenant", body = Tenant)))]
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<UpdateTenant>,
+) -> Result<Json<Tenant>, ApiError> {
+    if let Some(name) = &body.name {
+        check_name(name)?;
+    }
+    let mut tenant = load(&state, &id).await?;
+    if tenant.status == TenantStatus::Deleted {
+        return Err(ApiError::with_detail(
+            ErrorCode::InvalidTransition,
+            "a deleted tenant cannot be changed; restore it first",
+        ));
+    }
+    let Some(name) = body.name else {
+        return Ok(Json(tenant));
+    };
+    let audit = state.audit(
+        &principal,
+        Some(&id),
+        "tenant.update",
+        id.as_str(),
+        json!({ "name": { "from": tenant.name, "to": name } }),
+    );
+    let expected = tenant.status;
+    tenant.name = name;
+    tenant.updated_at = state.clock.now();
+    if !state.catalog.update_tenant(&tenant, expected, &audit).await? {
+        return Err(concurrent_change());
+    }
+    Ok(Json(tenant))
+}
+
+fn concurrent_change() -> ApiError {
+    ApiError::with_detail(
+        ErrorCode::InvalidTransition,
+        "the tenant changed while this request ran; read it and try again",
+    )
+}
+
+/// Applies a lifecycle action and drops the tenant from the identity cache,
+/// so that its keys feel the change on their next request.
+async fn transition(
+    state: &AppState,
+    principal: &Principal,
+    id: &TenantId,
+    action: TenantAction,
+) -> Result<Json<Tenant>, ApiError> {
+    let mut tenant = load(state, id).await?;
+    let from = tenant.status;
+    let to = action
+        .apply(from)
+        .map_err(|e| ApiError::with_detail(ErrorCode::InvalidTransition, e.to_string()))?;
+    let now = state.clock.now();
+    tenant.status = to;
+    tenant.updated_at = now;
+    tenant.deleted_at = (to == TenantStatus::Deleted).then_some(now);
+    let audit = state.audit(
+        principal,
+        Some(id),
+        match action {
+            TenantAction::Suspend => "tenant.suspend",
+            TenantAction::Resume => "tenant.resume",
+            TenantAction::Delete => "tenant.delete",
+            TenantAction::Restore => "tenant.restore",
+        },
+        id.as_str(),
+        json!({ "status": { "from": from, "to": to } }),
+    );
+    if !state.catalog.update_tenant(&tenant, from, &audit).await? {
+        return Err(concurrent_change());
+    }
+    state.identity.forget_tenant(id).await;
+    Ok(Json(tenant))
+}
+
+/// Suspend a tenant: its keys get 403 `tenant_suspended` until it is resumed.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/suspend", tag = "tenants",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The suspended tenant", body = Tenant),
+        (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn suspend(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<Tenant>, ApiError> {
+    transition(&state, &principal, &id, TenantAction::Suspend).await
+}
+
+/// Resume a suspended tenant.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/resume", tag = "tenants",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "The active tenant", body = Tenant)))]
+pub(super) async fn resume(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<Tenant>, ApiError> {
+    transition(&state, &principal, &id, TenantAction::Resume).await
+}
+
+/// Soft-delete a tenant: its keys stop working; it is purged after
+/// `purge_after` unless restored.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "The deleted tenant", body = Tenant)))]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<Tenant>, ApiError> {
+    transition(&state, &principal, &id, TenantAction::Delete).await
+}
+
+/// Bring a soft-deleted tenant back, suspended, so that resuming it is a
+/// deliberate second step.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/restore", tag = "tenants",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "The restored, suspended tenant", body = Tenant)))]
+pub(super) async fn restore(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<Tenant>, ApiError> {
+    transition(&state, &principal, &id, TenantAction::Restore).await
+}
+
+/// Purge a soft-deleted tenant now, with its keys and audit trail.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/purge", tag = "tenants",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Purged"),
+        (status = 409, description = "Not deleted", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn purge(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<StatusCode, ApiError> {
+    load(&state, &id).await?;
+    let audit = state.audit(&principal, None, "tenant.purge", id.as_str(), json!({}));
+    if !state.catalog.purge_tenant(&id, &audit).await? {
+        return Err(ApiError::with_detail(
+            ErrorCode::InvalidTransition,
+            "only a deleted tenant can be purged",
+        ));
+    }
+    state.identity.forget_tenant(&id).await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,182 @@
+//! Serving: the middleware stack around the router, the accept loop with
+//! hyper's header-read timeout, graceful drain, and the background tasks
+//! (write-behind of key use, purge of expired soft deletes).
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use tenantd_store::{NewAuditEntry, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::edge::{self, RequestId};
+use crate::problem;
+use crate::routes;
+use crate::start::Server;
+use crate::state::AppState;
+
+/// hyper refuses buffers under 8 KiB; headers past `max_header_bytes` are
+/// answered with a problem by `edge::limit_header_bytes`, so hyper's own limit
+/// only needs to stop a client that never ends its headers.
+fn hyper_buffer_bytes(config: &Config) -> usize {
+    (config.max_header_bytes * 2).max(64 * 1024)
+}
+
+fn app(state: AppState, config: &Config) -> Router {
+    routes::router(state)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(from_fn_with_state(config.request_timeout, edge::deadline))
+        .layer(CatchPanicLayer::custom(edge::panic_response))
+        .layer(from_fn_with_state(config.max_header_bytes, edge::limit_header_bytes))
+        .layer(from_fn(problem::complete_problems))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request
+                .extensions()
+                .get::<RequestId>()
+                .map_or("", |id| id.0.as_str());
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id,
+                tenant = tracing::field::Empty,
+                key = tracing::field::Empty,
+            )
+        }))
+        .layer(from_fn(edge::request_id))
+}
+
+impl Server {
+    /// Serves `listener` until `shutdown` resolves, then stops accepting,
+    /// lets in-flight requests finish for up to `shutdown_timeout`, writes
+    /// pending key use and closes the store.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let Server { config, state, .. } = self;
+        let app = app(state.clone(), &config);
+        let (stop_background, stopped) = watch::channel(false);
+        let background = [
+            tokio::spawn(flush_key_use(state.clone(), config.last_used_flush_interval, stopped.clone())),
+            tokio::spawn(purge_deleted(state.clone(), config.purge_after, config.purge_interval, stopped)),
+        ];
+
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(hyper_buffer_bytes(&config));
+        let graceful = GracefulShutdown::new();
+        tracing::info!(address = %listener.local_addr()?, "listening");
+
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _peer)) => stream,
+                        Err(e) => {
+                            // Usually out of file descriptors: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let service = TowerToHyperService::new(app.clone());
+                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: draining in-flight requests");
+        if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown()).await.is_err() {
+            tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; closing remaining connections");
+        }
+
+        let _ = stop_background.send(true);
+        for task in background {
+            let _ = task.await;
+        }
+        if let Err(e) = state.identity.last_used().flush(&state.catalog).await {
+            tracing::error!(error = %e, "could not write key use at shutdown");
+        }
+        state.catalog.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Writes key last-used times every `every`.
+async fn flush_key_use(state: AppState, every: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = state.identity.last_used().flush(&state.catalog).await {
+                    tracing::warn!(error = %e, "could not write key use; will retry");
+                }
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Purges tenants soft-deleted more than `retention` ago, every `every`.
+async fn purge_deleted(
+    state: AppState,
+    retention: Duration,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = purge_due(&state, retention).await {
+                    tracing::warn!(error = %e, "purge sweep failed; will retry");
+                }
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreError> {
+    let retention = time::Duration::try_from(retention).unwrap_or(time::Duration::MAX);
+    let now = state.clock.now();
+    let cutoff = now.checked_sub(retention).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    for id in state.catalog.tenants_deleted_by(cutoff, 100).await? {
+        let audit = NewAuditEntry {
+            tenant: None,
+            at: now,
+            actor: None,
+            action: "tenant.purge",
+            target: id.to_string(),
+            details: json!({ "reason": "retention elapsed" }),
+        };
+        if state.catalog.purge_tenant(&id, &audit).await? {
+            state.identity.forget_tenant(&id).await;
+            tracing::info!(tenant = %id, "purged soft-deleted tenant");
+        }
+    }
+    Ok(())
+}
