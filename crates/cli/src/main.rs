@@ -1,1 +1,19 @@
-fn main() {}
+//! The `tenantd` binary: parses arguments and hands over to the library.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod args;
+mod client;
+mod serve;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match cli.command {
+        args::Command::Serve(serve) => serve::run(serve).await,
+        args::Command::Client(command) => client::run(cli.connection, command).await,
+    }
+}

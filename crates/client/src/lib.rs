@@ -1,1 +1,268 @@
+//! Rust SDK for tenantd's HTTP API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tenantd_client::Error> {
+//! use tenantd_client::{Client, KeysOf};
+//! use tenantd_client::api::{CreateKey, CreateTenant};
+//! use tenantd_client::core::{Role, TenantId};
+//!
+//! let operator = Client::new("http://127.0.0.1:8080", "tk_…")?;
+//! let acme = TenantId::parse("acme").expect("a valid slug");
+//! operator
+//!     .create_tenant(&CreateTenant { id: acme.clone(), name: "Acme".into(), region: None })
+//!     .await?;
+//! let admin = operator
+//!     .create_key(KeysOf::Tenant(&acme), &CreateKey { role: Role::Admin, name: "admin".into(), expires_at: None })
+//!     .await?;
+//! let me = operator.with_key(&admin.token).me().await?;
+//! assert_eq!(me.tenant.map(|t| t.id), Some(acme));
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tenantd_api::{
+    AuditPage, CreateKey, CreateTenant, CreatedKey, Health, KeyPage, KeyView, Me, Problem,
+    RotateKey, RotatedKey, TenantPage, UpdateTenant,
+};
+use tenantd_core::{KeyId, Tenant, TenantId, TenantStatus};
+
+pub use tenantd_api as api;
+pub use tenantd_core as core;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with a problem document.
+    #[error("{} {}: {}", .0.status, .0.code, .0.detail.as_deref().unwrap_or(&.0.title))]
+    Api(Box<Problem>),
+    /// The server answered with an error that is not a problem document
+    /// (for example a proxy in between).
+    #[error("unexpected {status} response: {body}")]
+    Unexpected { status: StatusCode, body: String },
+    /// The request could not be sent or the response not read or decoded.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+impl Error {
+    /// The stable error code, when the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api(problem) => Some(&problem.code),
+            _ => None,
+        }
+    }
+}
+
+/// Whose keys or audit trail a call concerns.
+#[derive(Debug, Clone, Copy)]
+pub enum KeysOf<'a> {
+    Platform,
+    Tenant(&'a TenantId),
+}
+
+impl KeysOf<'_> {
+    fn base(&self) -> String {
+        match self {
+            KeysOf::Platform => "/v1/platform".to_owned(),
+            KeysOf::Tenant(id) => format!("/v1/tenants/{id}"),
+        }
+    }
+}
+
+/// A page request: the cursor from the previous page and a page size.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PageRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct TenantQuery<'a> {
+    #[serde(flatten)]
+    page: &'a PageRequest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<TenantStatus>,
+}
+
+/// A client bound to one server and, optionally, one API key.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`)
+    /// presenting `key` on every call.
+    pub fn new(base_url: &str, key: &str) -> Result<Self, Error> {
+        Ok(Self {
+            http: reqwest::Client::builder().build()?,
+            base: base_url.trim_end_matches('/').to_owned(),
+            key: Some(key.to_owned()),
+        })
+    }
+
+    /// A client that presents no key, for the public routes.
+    pub fn anonymous(base_url: &str) -> Result<Self, Error> {
+        Ok(Self {
+            key: None,
+            ..Self::new(base_url, "")?
+        })
+    }
+
+    /// The same server and connection pool, with another key.
+    pub fn with_key(&self, key: &str) -> Self {
+        Self {
+            key: Some(key.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    async fn check(response: Response) -> Result<Response, Error> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await?;
+        match serde_json::from_str::<Problem>(&body) {
+            Ok(problem) => Err(Error::Api(Box::new(problem))),
+            Err(_) => Err(Error::Unexpected { status, body }),
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(builder: RequestBuilder) -> Result<T, Error> {
+        Ok(Self::check(builder.send().await?).await?.json().await?)
+    }
+
+    pub async fn health(&self) -> Result<Health, Error> {
+        Self::send(self.request(Method::GET, "/healthz")).await
+    }
+
+    pub async fn ready(&self) -> Result<Health, Error> {
+        Self::send(self.request(Method::GET, "/readyz")).await
+    }
+
+    /// Who the key belongs to.
+    pub async fn me(&self) -> Result<Me, Error> {
+        Self::send(self.request(Method::GET, "/v1/me")).await
+    }
+
+    pub async fn create_tenant(&self, tenant: &CreateTenant) -> Result<Tenant, Error> {
+        Self::send(self.request(Method::POST, "/v1/tenants").json(tenant)).await
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
+        Self::send(self.request(Method::GET, &format!("/v1/tenants/{id}"))).await
+    }
+
+    pub async fn list_tenants(
+        &self,
+        page: &PageRequest,
+        status: Option<TenantStatus>,
+    ) -> Result<TenantPage, Error> {
+        let query = TenantQuery { page, status };
+        Self::send(self.request(Method::GET, "/v1/tenants").query(&query)).await
+    }
+
+    pub async fn update_tenant(
+        &self,
+        id: &TenantId,
+        update: &UpdateTenant,
+    ) -> Result<Tenant, Error> {
+        Self::send(
+            self.request(Method::PATCH, &format!("/v1/tenants/{id}"))
+                .json(update),
+        )
+        .await
+    }
+
+    pub async fn suspend_tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
+        Self::send(self.request(Method::POST, &format!("/v1/tenants/{id}/suspend"))).await
+    }
+
+    pub async fn resume_tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
+        Self::send(self.request(Method::POST, &format!("/v1/tenants/{id}/resume"))).await
+    }
+
+    /// Soft-deletes a tenant; it can be restored until it is purged.
+    pub async fn delete_tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
+        Self::send(self.request(Method::DELETE, &format!("/v1/tenants/{id}"))).await
+    }
+
+    pub async fn restore_tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
+        Self::send(self.request(Method::POST, &format!("/v1/tenants/{id}/restore"))).await
+    }
+
+    /// Purges a soft-deleted tenant now.
+    pub async fn purge_tenant(&self, id: &TenantId) -> Result<(), Error> {
+        Self::check(
+            self.request(Method::POST, &format!("/v1/tenants/{id}/purge"))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates a key. The token in the answer is shown only this once.
+    pub async fn create_key(
+        &self,
+        owner: KeysOf<'_>,
+        key: &CreateKey,
+    ) -> Result<CreatedKey, Error> {
+        Self::send(
+            self.request(Method::POST, &format!("{}/keys", owner.base()))
+                .json(key),
+        )
+        .await
+    }
+
+    pub async fn list_keys(&self, owner: KeysOf<'_>, page: &PageRequest) -> Result<KeyPage, Error> {
+        Self::send(
+            self.request(Method::GET, &format!("{}/keys", owner.base()))
+                .query(page),
+        )
+        .await
+    }
+
+    pub async fn key(&self, owner: KeysOf<'_>, id: &KeyId) -> Result<KeyView, Error> {
+        Self::send(self.request(Method::GET, &format!("{}/keys/{id}", owner.base()))).await
+    }
+
+    pub async fn rotate_key(
+        &self,
+        owner: KeysOf<'_>,
+        id: &KeyId,
+        rotate: &RotateKey,
+    ) -> Result<RotatedKey, Error> {
+        let path = format!("{}/keys/{id}/rotate", owner.base());
+        Self::send(self.request(Method::POST, &path).json(rotate)).await
+    }
+
+    pub async fn revoke_key(&self, owner: KeysOf<'_>, id: &KeyId) -> Result<KeyView, Error> {
+        Self::send(self.request(Method::POST, &format!("{}/keys/{id}/revoke", owner.base()))).await
+    }
+
+    pub async fn audit(&self, owner: KeysOf<'_>, page: &PageRequest) -> Result<AuditPage, Error> {
+        Self::send(
+            self.request(Method::GET, &format!("{}/audit", owner.base()))
+                .query(page),
+        )
+        .await
+    }
+}

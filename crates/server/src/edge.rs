@@ -77,7 +77,10 @@ pub async fn deadline(State(limit): State<Duration>, request: Request, next: Nex
         Ok(response) => response,
         Err(_) => ApiError::with_detail(
             ErrorCode::RequestTimeout,
-            format!("the request did not complete within {}s", limit.as_secs_f64()),
+            format!(
+                "the request did not complete within {}s",
+                limit.as_secs_f64()
+            ),
         )
         .into_response(),
     }

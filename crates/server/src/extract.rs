@@ -1,8 +1,8 @@
 //! Request extractors whose rejections are problem documents: JSON bodies,
 //! query strings, and cursor pagination.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -44,14 +44,18 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOr
         let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
             .await
             .map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::with_detail(ErrorCode::PayloadTooLarge, e.body_text()),
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::with_detail(ErrorCode::PayloadTooLarge, e.body_text())
+                }
                 _ => ApiError::with_detail(ErrorCode::MalformedJson, e.body_text()),
             })?;
         if bytes.is_empty() {
             return Ok(Self(T::default()));
         }
         let request = Request::from_parts(parts, Body::from(bytes));
-        ApiJson::<T>::from_request(request, state).await.map(|j| Self(j.0))
+        ApiJson::<T>::from_request(request, state)
+            .await
+            .map(|j| Self(j.0))
     }
 }
 
@@ -59,7 +63,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let detail = rejection.body_text();
     match rejection {
         JsonRejection::JsonDataError(_) => ApiError::with_detail(ErrorCode::InvalidBody, detail),
-        JsonRejection::JsonSyntaxError(_) => ApiError::with_detail(ErrorCode::MalformedJson, detail),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::with_detail(ErrorCode::MalformedJson, detail)
+        }
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::with_detail(ErrorCode::UnsupportedMediaType, detail)
         }
@@ -143,13 +149,19 @@ impl PageQuery {
 
 /// Splits a page fetched with one extra row into the items and the cursor of
 /// the next page, if there is one.
-pub fn page_of<T>(mut rows: Vec<T>, limit: u32, position: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+pub fn page_of<T>(
+    mut rows: Vec<T>,
+    limit: u32,
+    position: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
     let limit = limit as usize;
     if rows.len() <= limit {
         return (rows, None);
     }
     rows.truncate(limit);
-    let next = rows.last().map(|last| URL_SAFE_NO_PAD.encode(position(last)));
+    let next = rows
+        .last()
+        .map(|last| URL_SAFE_NO_PAD.encode(position(last)));
     (rows, next)
 }
 
@@ -159,24 +171,42 @@ mod tests {
 
     #[test]
     fn page_sizes_are_capped() {
-        let q = |limit| PageQuery { cursor: None, limit };
+        let q = |limit| PageQuery {
+            cursor: None,
+            limit,
+        };
         assert_eq!(q(None).limit().unwrap(), DEFAULT_PAGE);
         assert_eq!(q(Some(MAX_PAGE)).limit().unwrap(), MAX_PAGE);
-        assert_eq!(q(Some(0)).limit().unwrap_err().code, ErrorCode::InvalidParameter);
-        assert_eq!(q(Some(MAX_PAGE + 1)).limit().unwrap_err().code, ErrorCode::InvalidParameter);
+        assert_eq!(
+            q(Some(0)).limit().unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
+        assert_eq!(
+            q(Some(MAX_PAGE + 1)).limit().unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
     }
 
     #[test]
     fn cursors_round_trip_and_garbage_is_rejected() {
         let (items, next) = page_of(vec![1, 2, 3], 2, |n| n.to_string());
         assert_eq!(items, vec![1, 2]);
-        let q = PageQuery { cursor: next, limit: None };
+        let q = PageQuery {
+            cursor: next,
+            limit: None,
+        };
         assert_eq!(q.after(|s| s.parse::<i32>().ok()).unwrap(), Some(2));
 
         let (items, next) = page_of(vec![1, 2], 2, |n| n.to_string());
         assert_eq!((items, next), (vec![1, 2], None));
 
-        let bad = PageQuery { cursor: Some("%%%".into()), limit: None };
-        assert_eq!(bad.after(|s| s.parse::<i32>().ok()).unwrap_err().code, ErrorCode::InvalidParameter);
+        let bad = PageQuery {
+            cursor: Some("%%%".into()),
+            limit: None,
+        };
+        assert_eq!(
+            bad.after(|s| s.parse::<i32>().ok()).unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
     }
 }

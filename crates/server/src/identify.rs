@@ -42,8 +42,14 @@ impl Identity {
             catalog,
             hasher,
             clock,
-            keys: Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build(),
-            tenants: Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build(),
+            keys: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+            tenants: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
             last_used: LastUsed::default(),
         }
     }
@@ -80,16 +86,17 @@ impl Identity {
                 .map_err(store_unavailable)?,
         };
         let now = self.clock.now();
-        let principal = verify(&token, &record, tenant.as_deref(), &self.hasher, now).map_err(|e| {
-            let code = match e {
-                IdentifyError::InvalidKey => ErrorCode::InvalidApiKey,
-                IdentifyError::Revoked => ErrorCode::KeyRevoked,
-                IdentifyError::Expired => ErrorCode::KeyExpired,
-                IdentifyError::TenantSuspended => ErrorCode::TenantSuspended,
-                IdentifyError::TenantDeleted => ErrorCode::TenantDeleted,
-            };
-            ApiError::new(code)
-        })?;
+        let principal =
+            verify(&token, &record, tenant.as_deref(), &self.hasher, now).map_err(|e| {
+                let code = match e {
+                    IdentifyError::InvalidKey => ErrorCode::InvalidApiKey,
+                    IdentifyError::Revoked => ErrorCode::KeyRevoked,
+                    IdentifyError::Expired => ErrorCode::KeyExpired,
+                    IdentifyError::TenantSuspended => ErrorCode::TenantSuspended,
+                    IdentifyError::TenantDeleted => ErrorCode::TenantDeleted,
+                };
+                ApiError::new(code)
+            })?;
         self.last_used.record(&record.id, now);
         Ok(principal)
     }
@@ -101,6 +108,16 @@ impl Identity {
 
     /// Drops a tenant from the cache after its status or plan changed.
     pub async fn forget_tenant(&self, id: &TenantId) {
+        self.tenants.invalidate(id).await;
+    }
+
+    /// Drops a purged tenant and all its keys. Forgetting the keys matters:
+    /// a purged id may be taken by a new tenant, and a cached key of the old
+    /// one must never verify against the new one.
+    pub async fn forget_purged_tenant(&self, id: &TenantId, keys: &[KeyId]) {
+        for key in keys {
+            self.keys.invalidate(key).await;
+        }
         self.tenants.invalidate(id).await;
     }
 }
@@ -116,12 +133,16 @@ fn presented_key(headers: &HeaderMap) -> Result<ApiKeyToken, ApiError> {
     let bearer = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
-            let value = value.to_str().map_err(|_| malformed("the Authorization header is not ASCII"))?;
+            let value = value
+                .to_str()
+                .map_err(|_| malformed("the Authorization header is not ASCII"))?;
             let (scheme, credentials) = value
                 .split_once(' ')
                 .ok_or_else(|| malformed("the Authorization header must be `Bearer <key>`"))?;
             if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(malformed("the Authorization header must use the Bearer scheme"));
+                return Err(malformed(
+                    "the Authorization header must use the Bearer scheme",
+                ));
             }
             Some(credentials.trim())
         }
@@ -145,7 +166,9 @@ fn presented_key(headers: &HeaderMap) -> Result<ApiKeyToken, ApiError> {
         (Some(key), None) | (None, Some(key)) => key,
         (Some(a), Some(b)) if a == b => a,
         (Some(_), Some(_)) => {
-            return Err(malformed("Authorization and X-Api-Key carry different keys"));
+            return Err(malformed(
+                "Authorization and X-Api-Key carry different keys",
+            ));
         }
     };
     ApiKeyToken::parse(presented).map_err(|e| malformed(&e.to_string()))
@@ -162,7 +185,9 @@ pub struct LastUsed {
 
 impl LastUsed {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, OffsetDateTime>> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn record(&self, id: &KeyId, at: OffsetDateTime) {
@@ -225,7 +250,10 @@ mod tests {
 
     #[test]
     fn missing_malformed_and_conflicting_keys_are_told_apart() {
-        assert_eq!(code(presented_key(&headers(&[]))), Some(ErrorCode::MissingApiKey));
+        assert_eq!(
+            code(presented_key(&headers(&[]))),
+            Some(ErrorCode::MissingApiKey)
+        );
         for bad in ["Basic abc", "Bearer", "Bearer tk_nope", KEY] {
             assert_eq!(
                 code(presented_key(&headers(&[("authorization", bad)]))),
@@ -236,7 +264,10 @@ mod tests {
         let other = KEY.replace("0000_", "0001_").replacen("0123", "0124", 1);
         let bearer = format!("Bearer {KEY}");
         assert_eq!(
-            code(presented_key(&headers(&[("authorization", &bearer), ("x-api-key", &other)]))),
+            code(presented_key(&headers(&[
+                ("authorization", &bearer),
+                ("x-api-key", &other)
+            ]))),
             Some(ErrorCode::MalformedApiKey)
         );
     }

@@ -37,22 +37,27 @@ fn app(state: AppState, config: &Config) -> Router {
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn_with_state(config.request_timeout, edge::deadline))
         .layer(CatchPanicLayer::custom(edge::panic_response))
-        .layer(from_fn_with_state(config.max_header_bytes, edge::limit_header_bytes))
+        .layer(from_fn_with_state(
+            config.max_header_bytes,
+            edge::limit_header_bytes,
+        ))
         .layer(from_fn(problem::complete_problems))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .extensions()
-                .get::<RequestId>()
-                .map_or("", |id| id.0.as_str());
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                request_id,
-                tenant = tracing::field::Empty,
-                key = tracing::field::Empty,
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .extensions()
+                    .get::<RequestId>()
+                    .map_or("", |id| id.0.as_str());
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id,
+                    tenant = tracing::field::Empty,
+                    key = tracing::field::Empty,
+                )
+            }),
+        )
         .layer(from_fn(edge::request_id))
 }
 
@@ -69,8 +74,17 @@ impl Server {
         let app = app(state.clone(), &config);
         let (stop_background, stopped) = watch::channel(false);
         let background = [
-            tokio::spawn(flush_key_use(state.clone(), config.last_used_flush_interval, stopped.clone())),
-            tokio::spawn(purge_deleted(state.clone(), config.purge_after, config.purge_interval, stopped)),
+            tokio::spawn(flush_key_use(
+                state.clone(),
+                config.last_used_flush_interval,
+                stopped.clone(),
+            )),
+            tokio::spawn(purge_deleted(
+                state.clone(),
+                config.purge_after,
+                config.purge_interval,
+                stopped,
+            )),
         ];
 
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -106,7 +120,10 @@ impl Server {
         }
         drop(listener);
         tracing::info!("shutting down: draining in-flight requests");
-        if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; closing remaining connections");
         }
 
@@ -163,7 +180,9 @@ async fn purge_deleted(
 async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreError> {
     let retention = time::Duration::try_from(retention).unwrap_or(time::Duration::MAX);
     let now = state.clock.now();
-    let cutoff = now.checked_sub(retention).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let cutoff = now
+        .checked_sub(retention)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     for id in state.catalog.tenants_deleted_by(cutoff, 100).await? {
         let audit = NewAuditEntry {
             tenant: None,
@@ -173,8 +192,8 @@ async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreErr
             target: id.to_string(),
             details: json!({ "reason": "retention elapsed" }),
         };
-        if state.catalog.purge_tenant(&id, &audit).await? {
-            state.identity.forget_tenant(&id).await;
+        if let Some(keys) = state.catalog.purge_tenant(&id, &audit).await? {
+            state.identity.forget_purged_tenant(&id, &keys).await;
             tracing::info!(tenant = %id, "purged soft-deleted tenant");
         }
     }

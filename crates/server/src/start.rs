@@ -22,7 +22,10 @@ const CATALOG_FILE: &str = "catalog.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("server secret file {path}: {reason}")]
     Secret { path: PathBuf, reason: String },
     #[error("store: {0}")]
@@ -56,8 +59,14 @@ impl Server {
         };
         let catalog = Catalog::open(&data_dir.join(CATALOG_FILE)).await?;
         let hasher = KeyHasher::new(secret);
-        let bootstrap_token = bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
-        let identity = Identity::new(catalog.clone(), hasher, clock.clone(), config.identity_cache_ttl);
+        let bootstrap_token =
+            bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
+        let identity = Identity::new(
+            catalog.clone(),
+            hasher,
+            clock.clone(),
+            config.identity_cache_ttl,
+        );
         let state = AppState::new(Inner {
             catalog,
             identity,
@@ -87,7 +96,10 @@ fn load_or_create_secret(path: &Path) -> Result<ServerSecret, StartError> {
     };
     match fs::read_to_string(path) {
         Ok(text) => {
-            let mode = fs::metadata(path).map_err(|e| fail(e.to_string()))?.permissions().mode();
+            let mode = fs::metadata(path)
+                .map_err(|e| fail(e.to_string()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
                 return Err(fail(format!(
                     "permissions are {:o}; run `chmod 600` on it",

@@ -178,16 +178,26 @@ impl Catalog {
     }
 
     /// Removes a soft-deleted tenant with its keys and its own audit trail,
-    /// leaving a platform-level audit entry. `Ok(false)` if it is not deleted.
-    pub async fn purge_tenant(&self, id: &TenantId, audit: &NewAuditEntry) -> Result<bool> {
+    /// leaving a platform-level audit entry. Returns the ids of the keys
+    /// removed, so that caches can forget them, or `None` if the tenant is
+    /// not deleted.
+    pub async fn purge_tenant(
+        &self,
+        id: &TenantId,
+        audit: &NewAuditEntry,
+    ) -> Result<Option<Vec<KeyId>>> {
         let mut tx = self.begin_write().await?;
+        let keys: Vec<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE tenant_id = ?")
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
         let purged = sqlx::query("DELETE FROM tenants WHERE id = ? AND status = 'deleted'")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
         if purged == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         sqlx::query("DELETE FROM audit_log WHERE tenant_id = ?")
             .bind(id.as_str())
@@ -195,7 +205,11 @@ impl Catalog {
             .await?;
         append(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(true)
+        let keys = keys
+            .iter()
+            .map(|k| parse("api_keys.id", k, KeyId::parse))
+            .collect::<Result<_>>()?;
+        Ok(Some(keys))
     }
 
     /// Ids of tenants soft-deleted at or before `deleted_by`, oldest first.
@@ -716,7 +730,11 @@ mod tests {
                 .unwrap();
             assert_eq!(k.revoked_at, Some(NOW));
         }
-        let trail = f.catalog.audit(Owner::Tenant(&scope), 0, 100).await.unwrap();
+        let trail = f
+            .catalog
+            .audit(Owner::Tenant(&scope), 0, 100)
+            .await
+            .unwrap();
         let actions: Vec<_> = trail.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["tenant.create", "key.create", "key.revoke"]);
     }
@@ -742,11 +760,11 @@ mod tests {
     async fn purge_removes_the_tenant_its_keys_and_its_trail_but_only_once_deleted() {
         let f = fixture().await;
         let (mut t, scope, key) = f.tenant_with_scope("acme").await;
-        assert!(!f
+        let refused = f
             .catalog
             .purge_tenant(&t.id, &audit(None, "tenant.purge"))
-            .await
-            .unwrap());
+            .await;
+        assert_eq!(refused.unwrap(), None, "a live tenant is not purged");
 
         t.status = TenantStatus::Deleted;
         t.deleted_at = Some(NOW);
@@ -762,11 +780,11 @@ mod tests {
             f.catalog.tenants_deleted_by(NOW, 10).await.unwrap(),
             vec![t.id.clone()]
         );
-        assert!(f
+        let removed = f
             .catalog
             .purge_tenant(&t.id, &audit(None, "tenant.purge"))
-            .await
-            .unwrap());
+            .await;
+        assert_eq!(removed.unwrap(), Some(vec![key.id.clone()]));
 
         assert_eq!(f.catalog.tenant(&t.id).await.unwrap(), None);
         assert_eq!(f.catalog.key_for_identify(&key.id).await.unwrap(), None);

@@ -12,7 +12,9 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 fn view(entry: AuditEntry) -> AuditView {
-    let (actor_key, actor_role) = entry.actor.map_or((None, None), |(k, r)| (Some(k), Some(r)));
+    let (actor_key, actor_role) = entry
+        .actor
+        .map_or((None, None), |(k, r)| (Some(k), Some(r)));
     AuditView {
         seq: entry.seq,
         at: entry.at,
@@ -24,7 +26,11 @@ fn view(entry: AuditEntry) -> AuditView {
     }
 }
 
-async fn page(state: &AppState, owner: Owner<'_>, query: PageQuery) -> Result<Json<AuditPage>, ApiError> {
+async fn page(
+    state: &AppState,
+    owner: Owner<'_>,
+    query: PageQuery,
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = query.limit()?;
     let after = query.after(|s| s.parse::<i64>().ok())?.unwrap_or(0);
     let rows = state.catalog.audit(owner, after, limit + 1).await?;

@@ -7,12 +7,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use rand::rngs::OsRng;
 use serde_json::json;
+use tenantd_api::{CreateKey, CreatedKey, KeyPage, KeyView, Problem, RotateKey, RotatedKey};
 use tenantd_core::key::check_key_name;
 use tenantd_core::{
     ApiKeyToken, ErrorCode, KeyId, KeyOwner, KeyRecord, KeyState, Principal, Role, TenantId,
     TenantScope,
 };
-use tenantd_api::{CreateKey, CreatedKey, KeyPage, KeyView, Problem, RotateKey, RotatedKey};
 use tenantd_store::{Owner, StoreError};
 use time::{Duration, OffsetDateTime};
 
@@ -67,10 +67,12 @@ fn check_grant(principal: &Principal, owner: Owner<'_>, role: Role) -> Result<()
         Owner::Tenant(_) if !role.is_tenant_role() => Err(ApiError::invalid_body(
             "role: operator keys belong to the platform, not to a tenant",
         )),
-        Owner::Tenant(_) if !principal.role().may_grant_tenant_role(role) => Err(ApiError::with_detail(
-            ErrorCode::Forbidden,
-            format!("a {} key cannot grant the {role} role", principal.role()),
-        )),
+        Owner::Tenant(_) if !principal.role().may_grant_tenant_role(role) => {
+            Err(ApiError::with_detail(
+                ErrorCode::Forbidden,
+                format!("a {} key cannot grant the {role} role", principal.role()),
+            ))
+        }
         Owner::Tenant(_) => Ok(()),
     }
 }
@@ -125,7 +127,11 @@ async fn create(
         record.id.as_str(),
         json!({ "role": record.role, "name": record.name, "expires_at": record.expires_at.map(|t| t.unix_timestamp()) }),
     );
-    state.catalog.insert_key(&record, &audit).await.map_err(insert_error)?;
+    state
+        .catalog
+        .insert_key(&record, &audit)
+        .await
+        .map_err(insert_error)?;
     // Forget any cached "unknown id" for the new key.
     state.identity.forget_key(&record.id).await;
     let created = CreatedKey {
@@ -140,7 +146,11 @@ async fn create(
         .into_response())
 }
 
-async fn list(state: &AppState, owner: Owner<'_>, page: PageQuery) -> Result<Json<KeyPage>, ApiError> {
+async fn list(
+    state: &AppState,
+    owner: Owner<'_>,
+    page: PageQuery,
+) -> Result<Json<KeyPage>, ApiError> {
     let limit = page.limit()?;
     let after = page.after(|s| KeyId::parse(s).ok())?;
     let rows = state.catalog.keys(owner, after.as_ref(), limit + 1).await?;
@@ -150,7 +160,11 @@ async fn list(state: &AppState, owner: Owner<'_>, page: PageQuery) -> Result<Jso
 }
 
 async fn load(state: &AppState, owner: Owner<'_>, id: &KeyId) -> Result<KeyRecord, ApiError> {
-    state.catalog.key(owner, id).await?.ok_or_else(ApiError::not_found)
+    state
+        .catalog
+        .key(owner, id)
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 async fn rotate(
@@ -245,7 +259,13 @@ async fn revoke(
             "this is the last active operator key; create another before revoking it",
         ));
     }
-    let audit = state.audit(principal, key.owner.tenant(), "key.revoke", id.as_str(), json!({}));
+    let audit = state.audit(
+        principal,
+        key.owner.tenant(),
+        "key.revoke",
+        id.as_str(),
+        json!({}),
+    );
     let revoked = state
         .catalog
         .revoke_key(owner, id, now, &audit)

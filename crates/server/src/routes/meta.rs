@@ -19,7 +19,9 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/healthz", tag = "meta",
     responses((status = 200, description = "Alive", body = Health)))]
 pub(super) async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Readiness: the store answers queries.
@@ -30,7 +32,9 @@ pub(super) async fn healthz() -> Json<Health> {
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.catalog.ping().await?;
-    Ok(Json(Health { status: "ready".into() }))
+    Ok(Json(Health {
+        status: "ready".into(),
+    }))
 }
 
 /// This API's OpenAPI 3.1 description.
@@ -54,7 +58,13 @@ pub(super) async fn me(
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Me>, ApiError> {
     let tenant = match principal.tenant() {
-        Some(id) => Some(state.catalog.tenant(id).await?.ok_or_else(ApiError::not_found)?),
+        Some(id) => Some(
+            state
+                .catalog
+                .tenant(id)
+                .await?
+                .ok_or_else(ApiError::not_found)?,
+        ),
         None => None,
     };
     Ok(Json(Me {

@@ -60,7 +60,11 @@ where
 {
     let filter = MethodFilter::try_from(method.clone()).expect("the table uses standard methods");
     Route {
-        spec: RouteSpec { method, path, access },
+        spec: RouteSpec {
+            method,
+            path,
+            access,
+        },
         handler: on(filter, handler),
     }
 }
@@ -80,24 +84,104 @@ fn routes() -> Vec<Route> {
         route(M::GET, "/v1/tenants/{tenant}", Operator, tenants::get),
         route(M::PATCH, "/v1/tenants/{tenant}", Operator, tenants::update),
         route(M::DELETE, "/v1/tenants/{tenant}", Operator, tenants::delete),
-        route(M::POST, "/v1/tenants/{tenant}/suspend", Operator, tenants::suspend),
-        route(M::POST, "/v1/tenants/{tenant}/resume", Operator, tenants::resume),
-        route(M::POST, "/v1/tenants/{tenant}/restore", Operator, tenants::restore),
-        route(M::POST, "/v1/tenants/{tenant}/purge", Operator, tenants::purge),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/suspend",
+            Operator,
+            tenants::suspend,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/resume",
+            Operator,
+            tenants::resume,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/restore",
+            Operator,
+            tenants::restore,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/purge",
+            Operator,
+            tenants::purge,
+        ),
         // A tenant's keys and audit trail: its admins, or an operator.
-        route(M::POST, "/v1/tenants/{tenant}/keys", admin, keys::create_tenant_key),
-        route(M::GET, "/v1/tenants/{tenant}/keys", admin, keys::list_tenant_keys),
-        route(M::GET, "/v1/tenants/{tenant}/keys/{key_id}", admin, keys::get_tenant_key),
-        route(M::POST, "/v1/tenants/{tenant}/keys/{key_id}/rotate", admin, keys::rotate_tenant_key),
-        route(M::POST, "/v1/tenants/{tenant}/keys/{key_id}/revoke", admin, keys::revoke_tenant_key),
-        route(M::GET, "/v1/tenants/{tenant}/audit", admin, audit::tenant_audit),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/keys",
+            admin,
+            keys::create_tenant_key,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/keys",
+            admin,
+            keys::list_tenant_keys,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/keys/{key_id}",
+            admin,
+            keys::get_tenant_key,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/keys/{key_id}/rotate",
+            admin,
+            keys::rotate_tenant_key,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/keys/{key_id}/revoke",
+            admin,
+            keys::revoke_tenant_key,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/audit",
+            admin,
+            audit::tenant_audit,
+        ),
         // The platform's own keys and audit trail.
-        route(M::POST, "/v1/platform/keys", Operator, keys::create_platform_key),
-        route(M::GET, "/v1/platform/keys", Operator, keys::list_platform_keys),
-        route(M::GET, "/v1/platform/keys/{key_id}", Operator, keys::get_platform_key),
-        route(M::POST, "/v1/platform/keys/{key_id}/rotate", Operator, keys::rotate_platform_key),
-        route(M::POST, "/v1/platform/keys/{key_id}/revoke", Operator, keys::revoke_platform_key),
-        route(M::GET, "/v1/platform/audit", Operator, audit::platform_audit),
+        route(
+            M::POST,
+            "/v1/platform/keys",
+            Operator,
+            keys::create_platform_key,
+        ),
+        route(
+            M::GET,
+            "/v1/platform/keys",
+            Operator,
+            keys::list_platform_keys,
+        ),
+        route(
+            M::GET,
+            "/v1/platform/keys/{key_id}",
+            Operator,
+            keys::get_platform_key,
+        ),
+        route(
+            M::POST,
+            "/v1/platform/keys/{key_id}/rotate",
+            Operator,
+            keys::rotate_platform_key,
+        ),
+        route(
+            M::POST,
+            "/v1/platform/keys/{key_id}/revoke",
+            Operator,
+            keys::revoke_platform_key,
+        ),
+        route(
+            M::GET,
+            "/v1/platform/audit",
+            Operator,
+            audit::platform_audit,
+        ),
     ]
 }
 
@@ -132,7 +216,11 @@ async fn authorize(
     }
 }
 
-async fn check_access(state: &AppState, access: Access, request: Request) -> Result<Request, ApiError> {
+async fn check_access(
+    state: &AppState,
+    access: Access,
+    request: Request,
+) -> Result<Request, ApiError> {
     if access == Access::Public {
         return Ok(request);
     }

@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
+use tenantd_api::{CreateTenant, Problem, TenantPage, UpdateTenant};
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
 use tenantd_core::{ErrorCode, PlanId, Principal, Tenant, TenantId, TenantStatus};
 use tenantd_store::StoreError;
-use tenantd_api::{CreateTenant, Problem, TenantPage, UpdateTenant};
 use utoipa::IntoParams;
 
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
@@ -34,7 +34,11 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 async fn load(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
-    state.catalog.tenant(id).await?.ok_or_else(ApiError::not_found)
+    state
+        .catalog
+        .tenant(id)
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 /// Create a tenant.
@@ -81,7 +85,12 @@ pub(super) async fn create(
     // A lookup made before the tenant existed may have cached its absence.
     state.identity.forget_tenant(&tenant.id).await;
     let location = format!("/v1/tenants/{}", tenant.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(tenant)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(tenant),
+    )
+        .into_response())
 }
 
 /// List tenants in id order.
@@ -153,7 +162,11 @@ pub(super) async fn update(
     let expected = tenant.status;
     tenant.name = name;
     tenant.updated_at = state.clock.now();
-    if !state.catalog.update_tenant(&tenant, expected, &audit).await? {
+    if !state
+        .catalog
+        .update_tenant(&tenant, expected, &audit)
+        .await?
+    {
         return Err(concurrent_change());
     }
     Ok(Json(tenant))
@@ -269,12 +282,12 @@ pub(super) async fn purge(
 ) -> Result<StatusCode, ApiError> {
     load(&state, &id).await?;
     let audit = state.audit(&principal, None, "tenant.purge", id.as_str(), json!({}));
-    if !state.catalog.purge_tenant(&id, &audit).await? {
+    let Some(keys) = state.catalog.purge_tenant(&id, &audit).await? else {
         return Err(ApiError::with_detail(
             ErrorCode::InvalidTransition,
             "only a deleted tenant can be purged",
         ));
-    }
-    state.identity.forget_tenant(&id).await;
+    };
+    state.identity.forget_purged_tenant(&id, &keys).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,198 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tenantd_core::{KeyId, Role, TenantId, TenantStatus};
+use tenantd_server::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "tenantd", version, about = "Multi-tenant API platform")]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the client commands send their requests.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// Base URL of a running tenantd.
+    #[arg(
+        long,
+        global = true,
+        env = "TENANTD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// API key to present.
+    #[arg(long, global = true, env = "TENANTD_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file; `tenantd.toml` in the working directory is read if present.
+    #[arg(long, env = "TENANTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (default ./tenantd-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// A tracing filter, e.g. `info` or `tenantd_server=debug`.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Human,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// Commands that talk to a running server.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Show who the key belongs to.
+    Me,
+    /// Manage tenants (operator).
+    #[command(subcommand)]
+    Tenants(TenantCommand),
+    /// Manage API keys: a tenant's with --tenant, the platform's without.
+    #[command(subcommand)]
+    Keys(KeyCommand),
+    /// Show an audit trail: a tenant's with --tenant, the platform's without.
+    Audit {
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Cursor from the previous page's `next_cursor`.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Items per page (1 to 200).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    Create {
+        id: TenantId,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        region: Option<tenantd_core::RegionId>,
+    },
+    Get {
+        id: TenantId,
+    },
+    List {
+        #[arg(long, value_parser = parse_status)]
+        status: Option<TenantStatus>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Rename {
+        id: TenantId,
+        name: String,
+    },
+    Suspend {
+        id: TenantId,
+    },
+    Resume {
+        id: TenantId,
+    },
+    /// Soft-delete; restorable until purged.
+    Delete {
+        id: TenantId,
+    },
+    Restore {
+        id: TenantId,
+    },
+    /// Purge a soft-deleted tenant now.
+    Purge {
+        id: TenantId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its token is printed once.
+    Create {
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// RFC 3339 instant, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long, value_parser = parse_instant)]
+        expires_at: Option<time::OffsetDateTime>,
+    },
+    List {
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Get {
+        id: KeyId,
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
+    /// Replace a key; the old one works until the overlap ends.
+    Rotate {
+        id: KeyId,
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        #[arg(long)]
+        overlap_seconds: Option<u32>,
+    },
+    Revoke {
+        id: KeyId,
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "one of operator, admin, developer, reader".to_owned())
+}
+
+fn parse_status(s: &str) -> Result<TenantStatus, String> {
+    TenantStatus::parse(s).ok_or_else(|| "one of active, suspended, deleted".to_owned())
+}
+
+fn parse_instant(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,370 @@
+//! The authorization matrix, generated from the router's own route table:
+//! every route is called by every kind of caller, each call asserts the exact
+//! status and code, and every denied call leaves the control plane unchanged.
+//! A route the matrix does not know fails the test.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tenantd_client::api::CreateKey;
+use tenantd_client::{KeysOf, PageRequest};
+use tenantd_core::{KeyId, Role, TenantId, TenantStatus};
+use tenantd_server::{route_table, Access, RouteSpec};
+
+use crate::helpers::{spawn_app, TestApp, START};
+
+/// Who calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caller {
+    NoKey,
+    MalformedKey,
+    /// An acme admin key that was revoked.
+    RevokedKey,
+    /// An acme admin key past its expiry.
+    ExpiredKey,
+    /// The admin of a suspended tenant.
+    SuspendedTenantKey,
+    /// A key of acme, the tenant the tenant routes name.
+    Acme(Role),
+    /// A key of globex, another tenant.
+    Globex(Role),
+    Operator,
+}
+
+const CALLERS: [Caller; 12] = [
+    Caller::NoKey,
+    Caller::MalformedKey,
+    Caller::RevokedKey,
+    Caller::ExpiredKey,
+    Caller::SuspendedTenantKey,
+    Caller::Globex(Role::Admin),
+    Caller::Globex(Role::Developer),
+    Caller::Globex(Role::Reader),
+    Caller::Acme(Role::Reader),
+    Caller::Acme(Role::Developer),
+    Caller::Acme(Role::Admin),
+    Caller::Operator,
+];
+
+/// What a call must get: success, or exactly this status and code.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Allowed,
+    Denied(u16, &'static str),
+}
+
+/// The rule the server must follow, written independently of its code.
+fn expected(access: Access, caller: Caller) -> Expect {
+    use Expect::{Allowed, Denied};
+    if access == Access::Public {
+        return Allowed;
+    }
+    match caller {
+        Caller::NoKey => return Denied(401, "missing_api_key"),
+        Caller::MalformedKey => return Denied(401, "malformed_api_key"),
+        Caller::RevokedKey => return Denied(401, "key_revoked"),
+        Caller::ExpiredKey => return Denied(401, "key_expired"),
+        Caller::SuspendedTenantKey => return Denied(403, "tenant_suspended"),
+        _ => {}
+    }
+    match (access, caller) {
+        (Access::AnyKey, _) | (_, Caller::Operator) => Allowed,
+        (Access::Operator, _) => Denied(403, "forbidden"),
+        (Access::Tenant(_), Caller::Globex(_)) => Denied(404, "not_found"),
+        (Access::Tenant(required), Caller::Acme(role)) if role.satisfies_tenant(required) => {
+            Allowed
+        }
+        (Access::Tenant(_), Caller::Acme(_)) => Denied(403, "forbidden"),
+        (access, caller) => panic!("no rule for {caller:?} on {access:?}"),
+    }
+}
+
+/// A tenant and keys for every caller, on a fresh server.
+struct World {
+    app: TestApp,
+    tokens: Vec<(Caller, String)>,
+    acme_key: KeyId,
+    spare_operator_key: KeyId,
+}
+
+async fn key(
+    app: &TestApp,
+    tenant: &str,
+    role: Role,
+    expires_in: Option<time::Duration>,
+) -> (KeyId, String) {
+    let id = TenantId::parse(tenant).unwrap();
+    let created = app
+        .operator
+        .create_key(
+            KeysOf::Tenant(&id),
+            &CreateKey {
+                role,
+                name: String::new(),
+                expires_at: expires_in.map(|d| START + d),
+            },
+        )
+        .await
+        .unwrap();
+    (created.key.id, created.token)
+}
+
+async fn world() -> World {
+    let app = spawn_app().await;
+    for t in ["acme", "globex", "initech", "umbrella"] {
+        app.create_tenant(t).await;
+    }
+    let mut tokens = vec![(Caller::Operator, app.operator_token.clone())];
+    for role in Role::TENANT_ROLES {
+        tokens.push((Caller::Acme(role), key(&app, "acme", role, None).await.1));
+        tokens.push((
+            Caller::Globex(role),
+            key(&app, "globex", role, None).await.1,
+        ));
+    }
+    let (revoked, token) = key(&app, "acme", Role::Admin, None).await;
+    app.operator
+        .revoke_key(KeysOf::Tenant(&"acme".parse().unwrap()), &revoked)
+        .await
+        .unwrap();
+    tokens.push((Caller::RevokedKey, token));
+    let (_, token) = key(&app, "acme", Role::Admin, Some(time::Duration::seconds(1))).await;
+    tokens.push((Caller::ExpiredKey, token));
+    let (_, token) = key(&app, "initech", Role::Admin, None).await;
+    app.operator
+        .suspend_tenant(&"initech".parse().unwrap())
+        .await
+        .unwrap();
+    tokens.push((Caller::SuspendedTenantKey, token));
+    tokens.push((Caller::MalformedKey, "tk_not-a-key".to_owned()));
+    app.clock.advance(time::Duration::seconds(2));
+
+    let (acme_key, _) = key(&app, "acme", Role::Reader, None).await;
+    let spare = app
+        .operator
+        .create_key(
+            KeysOf::Platform,
+            &CreateKey {
+                role: Role::Operator,
+                name: "spare".into(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    World {
+        app,
+        tokens,
+        acme_key,
+        spare_operator_key: spare.key.id,
+    }
+}
+
+/// The concrete call for a route, the status it answers when allowed, and
+/// what the world must look like before it.
+struct Call {
+    path: String,
+    body: Option<Value>,
+    ok: u16,
+    umbrella_before: Option<TenantStatus>,
+}
+
+fn call(spec: &RouteSpec, w: &World) -> Call {
+    let acme_key = format!("/v1/tenants/acme/keys/{}", w.acme_key);
+    let platform_key = format!("/v1/platform/keys/{}", w.spare_operator_key);
+    let plain = |path: &str, ok| Call {
+        path: path.to_owned(),
+        body: None,
+        ok,
+        umbrella_before: None,
+    };
+    let with_body = |path: &str, body: Value, ok| Call {
+        path: path.to_owned(),
+        body: Some(body),
+        ok,
+        umbrella_before: None,
+    };
+    let umbrella = |suffix: &str, before, ok| Call {
+        path: format!("/v1/tenants/umbrella{suffix}"),
+        body: None,
+        ok,
+        umbrella_before: Some(before),
+    };
+    let new_key = |role: &str| json!({ "role": role, "name": "matrix" });
+    match (spec.method.as_str(), spec.path) {
+        ("GET", "/healthz") => plain("/healthz", 200),
+        ("GET", "/readyz") => plain("/readyz", 200),
+        ("GET", "/openapi.json") => plain("/openapi.json", 200),
+        ("GET", "/v1/me") => plain("/v1/me", 200),
+        ("POST", "/v1/tenants") => {
+            with_body("/v1/tenants", json!({ "id": "matrix", "name": "M" }), 201)
+        }
+        ("GET", "/v1/tenants") => plain("/v1/tenants", 200),
+        ("GET", "/v1/tenants/{tenant}") => umbrella("", TenantStatus::Active, 200),
+        ("PATCH", "/v1/tenants/{tenant}") => Call {
+            body: Some(json!({ "name": "Umbrella 2" })),
+            ..umbrella("", TenantStatus::Active, 200)
+        },
+        ("DELETE", "/v1/tenants/{tenant}") => umbrella("", TenantStatus::Active, 200),
+        ("POST", "/v1/tenants/{tenant}/suspend") => umbrella("/suspend", TenantStatus::Active, 200),
+        ("POST", "/v1/tenants/{tenant}/resume") => {
+            umbrella("/resume", TenantStatus::Suspended, 200)
+        }
+        ("POST", "/v1/tenants/{tenant}/restore") => {
+            umbrella("/restore", TenantStatus::Deleted, 200)
+        }
+        ("POST", "/v1/tenants/{tenant}/purge") => umbrella("/purge", TenantStatus::Deleted, 204),
+        ("POST", "/v1/tenants/{tenant}/keys") => {
+            with_body("/v1/tenants/acme/keys", new_key("reader"), 201)
+        }
+        ("GET", "/v1/tenants/{tenant}/keys") => plain("/v1/tenants/acme/keys", 200),
+        ("GET", "/v1/tenants/{tenant}/keys/{key_id}") => plain(&acme_key, 200),
+        ("POST", "/v1/tenants/{tenant}/keys/{key_id}/rotate") => {
+            with_body(&format!("{acme_key}/rotate"), json!({}), 201)
+        }
+        ("POST", "/v1/tenants/{tenant}/keys/{key_id}/revoke") => {
+            plain(&format!("{acme_key}/revoke"), 200)
+        }
+        ("GET", "/v1/tenants/{tenant}/audit") => plain("/v1/tenants/acme/audit", 200),
+        ("POST", "/v1/platform/keys") => with_body("/v1/platform/keys", new_key("operator"), 201),
+        ("GET", "/v1/platform/keys") => plain("/v1/platform/keys", 200),
+        ("GET", "/v1/platform/keys/{key_id}") => plain(&platform_key, 200),
+        ("POST", "/v1/platform/keys/{key_id}/rotate") => {
+            with_body(&format!("{platform_key}/rotate"), json!({}), 201)
+        }
+        ("POST", "/v1/platform/keys/{key_id}/revoke") => {
+            plain(&format!("{platform_key}/revoke"), 200)
+        }
+        ("GET", "/v1/platform/audit") => plain("/v1/platform/audit", 200),
+        (method, path) => {
+            panic!("route {method} {path} is not covered by the authorization matrix")
+        }
+    }
+}
+
+/// Everything the control plane holds, as the operator sees it, minus the
+/// last-used times that every authenticated call moves.
+async fn snapshot(app: &TestApp) -> Value {
+    let all = PageRequest {
+        cursor: None,
+        limit: Some(200),
+    };
+    let tenants = app.operator.list_tenants(&all, None).await.unwrap();
+    let mut out = json!({
+        "tenants": tenants,
+        "platform_keys": app.operator.list_keys(KeysOf::Platform, &all).await.unwrap(),
+        "platform_audit": app.operator.audit(KeysOf::Platform, &all).await.unwrap(),
+    });
+    for t in &tenants.items {
+        out[format!("keys:{}", t.id)] = json!(app
+            .operator
+            .list_keys(KeysOf::Tenant(&t.id), &all)
+            .await
+            .unwrap());
+        out[format!("audit:{}", t.id)] = json!(app
+            .operator
+            .audit(KeysOf::Tenant(&t.id), &all)
+            .await
+            .unwrap());
+    }
+    strip_last_used(&mut out);
+    out
+}
+
+fn strip_last_used(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("last_used_at");
+            map.values_mut().for_each(strip_last_used);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_last_used),
+        _ => {}
+    }
+}
+
+async fn prepare(w: &World, before: Option<TenantStatus>) {
+    let umbrella: TenantId = "umbrella".parse().unwrap();
+    match before {
+        None | Some(TenantStatus::Active) => {}
+        Some(TenantStatus::Suspended) => {
+            w.app.operator.suspend_tenant(&umbrella).await.unwrap();
+        }
+        Some(TenantStatus::Deleted) => {
+            w.app.operator.delete_tenant(&umbrella).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_every_caller_exactly_and_denials_change_nothing() {
+    let routes = route_table();
+    assert!(
+        routes.len() >= 25,
+        "the table lost routes: {}",
+        routes.len()
+    );
+    let mut checked = 0;
+    for spec in &routes {
+        let w = world().await;
+        let call = call(spec, &w);
+        prepare(&w, call.umbrella_before).await;
+        let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
+
+        // Denials first, so that each one is checked against an untouched world.
+        let mut order: Vec<Caller> = CALLERS.to_vec();
+        order.sort_by_key(|c| expected(spec.access, *c) == Expect::Allowed);
+        let mut allowed_seen = 0;
+        for caller in order {
+            let token = w
+                .tokens
+                .iter()
+                .find(|(c, _)| *c == caller)
+                .map(|(_, t)| t.clone());
+            let mut request = w.app.request(method.clone(), &call.path);
+            if let (Some(token), false) = (token, caller == Caller::NoKey) {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = &call.body {
+                request = request.json(body);
+            }
+            let expect = expected(spec.access, caller);
+            let before = match expect {
+                Expect::Denied(..) => Some(snapshot(&w.app).await),
+                Expect::Allowed => None,
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            let context = format!(
+                "{} {} by {caller:?}: {status} {text:.300}",
+                spec.method, call.path
+            );
+            match expect {
+                Expect::Allowed => {
+                    allowed_seen += 1;
+                    assert_eq!(status, call.ok, "{context}");
+                }
+                Expect::Denied(want_status, want_code) => {
+                    let problem: Value = serde_json::from_str(&text).expect(&context);
+                    assert_eq!(
+                        (status, problem["code"].as_str()),
+                        (want_status, Some(want_code)),
+                        "{context}"
+                    );
+                    assert_eq!(
+                        snapshot(&w.app).await,
+                        before.unwrap(),
+                        "a denied call changed state: {context}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(
+            allowed_seen > 0,
+            "{} {} has no allowed control",
+            spec.method,
+            spec.path
+        );
+    }
+    assert_eq!(checked, routes.len() * CALLERS.len());
+}

@@ -1,0 +1,159 @@
+//! `spawn_app()`: a real tenantd on 127.0.0.1:0 with its own SQLite data
+//! directory and a manual clock, plus shortcuts for the common set-up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::rngs::OsRng;
+use reqwest::Method;
+use tenantd_client::api::{CreateKey, CreateTenant, CreatedKey};
+use tenantd_client::{Client, KeysOf};
+use tenantd_core::{ApiKeyToken, ManualClock, Role, Tenant, TenantId};
+use tenantd_server::config::Config;
+use tenantd_server::Server;
+use time::macros::datetime;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const START: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub operator_token: String,
+    /// SDK client holding the operator key.
+    pub operator: Client,
+    /// Plain HTTP client for requests the SDK would not send.
+    pub http: reqwest::Client,
+    pub clock: ManualClock,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server on a fresh data directory after `tweak` adjusts its config.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = ApiKeyToken::generate(&mut OsRng);
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        bootstrap_key: Some(token.clone()),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    start(dir, config, token.expose()).await
+}
+
+/// Starts a server on an existing data directory (a restart).
+pub async fn restart_app(
+    dir: tempfile::TempDir,
+    config: Config,
+    operator_token: String,
+) -> TestApp {
+    start(dir, config, operator_token).await
+}
+
+async fn start(dir: tempfile::TempDir, config: Config, operator_token: String) -> TestApp {
+    let clock = ManualClock::new(START);
+    let server = Server::start(config.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("server starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(server.run(listener, async {
+        let _ = rx.await;
+    }));
+    let url = format!("http://{addr}");
+    TestApp {
+        addr,
+        operator: Client::new(&url, &operator_token).expect("client"),
+        url,
+        operator_token,
+        http: reqwest::Client::new(),
+        clock,
+        config,
+        dir,
+        shutdown: Some(tx),
+        server: Some(handle),
+    }
+}
+
+impl TestApp {
+    /// Signals shutdown and waits until the server has drained and flushed.
+    /// Returns what a restart needs.
+    pub async fn stop(mut self) -> (tempfile::TempDir, Config, String) {
+        self.signal_stop().await;
+        (self.dir, self.config, self.operator_token)
+    }
+
+    async fn signal_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.server.take() {
+            handle.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub fn client(&self, token: &str) -> Client {
+        self.operator.with_key(token)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    pub async fn create_tenant(&self, id: &str) -> Tenant {
+        self.operator
+            .create_tenant(&CreateTenant {
+                id: TenantId::parse(id).expect("valid id"),
+                name: format!("Tenant {id}"),
+                region: None,
+            })
+            .await
+            .expect("tenant created")
+    }
+
+    /// Creates a key for `tenant` with `role` and returns it with its token.
+    pub async fn tenant_key(&self, tenant: &str, role: Role) -> CreatedKey {
+        let id = TenantId::parse(tenant).expect("valid id");
+        self.operator
+            .create_key(
+                KeysOf::Tenant(&id),
+                &CreateKey {
+                    role,
+                    name: format!("{role} of {tenant}"),
+                    expires_at: None,
+                },
+            )
+            .await
+            .expect("key created")
+    }
+}
+
+/// Asserts that `result` failed with `status` and `code`.
+#[track_caller]
+pub fn assert_problem<T: std::fmt::Debug>(
+    result: Result<T, tenantd_client::Error>,
+    status: u16,
+    code: &str,
+) {
+    match result {
+        Err(tenantd_client::Error::Api(problem)) => {
+            assert_eq!(
+                (problem.status, problem.code.as_str()),
+                (status, code),
+                "{problem:?}"
+            );
+        }
+        other => panic!("expected {status} {code}, got {other:?}"),
+    }
+}

@@ -1,0 +1,134 @@
+//! Start-up and shutdown: bootstrap, the server secret, restarts, and
+//! draining in-flight requests.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenantd_client::Client;
+use tenantd_core::{ManualClock, Role};
+use tenantd_server::config::Config;
+use tenantd_server::{Server, StartError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::{assert_problem, restart_app, spawn_app, START};
+
+#[tokio::test]
+async fn a_generated_bootstrap_key_is_handed_out_once_and_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    let clock = Arc::new(ManualClock::new(START));
+    let mut server = Server::start(config.clone(), clock.clone()).await.unwrap();
+    let token = server
+        .take_bootstrap_token()
+        .expect("a fresh store gets a key");
+    assert!(server.take_bootstrap_token().is_none(), "handed out once");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(listener, async {
+        let _ = stopped.await;
+    }));
+    let me = Client::new(&url, &token).unwrap().me().await.unwrap();
+    assert_eq!(me.role, Role::Operator);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+
+    let mut again = Server::start(config, clock).await.unwrap();
+    assert!(
+        again.take_bootstrap_token().is_none(),
+        "a store with an operator key is not bootstrapped again"
+    );
+}
+
+#[tokio::test]
+async fn the_server_secret_is_private_and_kept_across_restarts() {
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    let key = app.tenant_key("acme", Role::Reader).await;
+    let secret_file = app.config.data_dir.join("server-secret");
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let (dir, config, token) = app.stop().await;
+    let app = restart_app(dir, config, token).await;
+    assert!(
+        app.client(&key.token).me().await.is_ok(),
+        "keys survive a restart"
+    );
+
+    let (dir, config, _) = app.stop().await;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = Server::start(config, Arc::new(ManualClock::new(START))).await;
+    assert!(
+        matches!(refused, Err(StartError::Secret { .. })),
+        "{refused:?}"
+    );
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_configured_bootstrap_key_is_ignored_once_operators_exist() {
+    let app = spawn_app().await;
+    let (dir, mut config, token) = app.stop().await;
+    let other = tenantd_core::ApiKeyToken::generate(&mut rand::rngs::OsRng);
+    config.bootstrap_key = Some(other.clone());
+    let app = restart_app(dir, config, token).await;
+    assert!(app.operator.me().await.is_ok());
+    assert_problem(
+        app.client(&other.expose()).me().await,
+        401,
+        "invalid_api_key",
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    let app = spawn_app().await;
+    let body = r#"{"id":"acme","name":"Acme"}"#;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.operator_token,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    // Let the server read the headers and start the request before stopping.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the server waits for the in-flight request"
+    );
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    drop(stream);
+
+    let (dir, config, token) = tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("stopped after the drain")
+        .unwrap();
+    let app = restart_app(dir, config, token).await;
+    assert!(
+        app.operator.tenant(&"acme".parse().unwrap()).await.is_ok(),
+        "the acknowledged write is durable"
+    );
+}
