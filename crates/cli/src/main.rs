@@ -1,5 +1,7 @@
 //! The `tenantd` binary: parses arguments and hands over to the library.
 #![forbid(unsafe_code)]
+// A command-line tool talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 

@@ -1,6 +1,9 @@
 //! Integration tests: one binary, each module a part of the API, every test
 //! against a real server from `spawn_app()`.
 
+// Helpers outside #[test] functions fail loudly too: a panic is the report.
+#![allow(clippy::unwrap_used)]
+
 mod authz_matrix;
 mod edge;
 mod helpers;

@@ -1,0 +1,177 @@
+//! The `tenantd` binary end to end: configuration errors, the first start,
+//! signals, and the client commands against a running server.
+
+// Helpers outside #[test] functions fail loudly too: a panic is the report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenantd");
+
+/// A command with no TENANTD_* variables inherited from the caller's shell.
+fn tenantd(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TENANTD_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn serve_output(dir: &Path, configure: impl FnOnce(&mut Command)) -> Output {
+    let mut command = tenantd(dir);
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    configure(&mut command);
+    command.output().unwrap()
+}
+
+#[test]
+fn bad_configuration_exits_64_and_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = serve_output(dir.path(), |c| {
+        c.env("TENANTD_REQUEST_TIMEOUT", "soon");
+    });
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(stderr.contains("request_timeout"), "{stderr}");
+
+    std::fs::write(dir.path().join("tenantd.toml"), "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = serve_output(dir.path(), |_| {});
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+
+    let out = serve_output(dir.path(), |c| {
+        c.args(["--config", "missing.toml"]);
+    });
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    assert!(!dir.path().join("tenantd-data").exists(), "nothing was started");
+}
+
+/// A server started with `tenantd serve` in `dir`.
+struct Running {
+    child: Child,
+    url: String,
+    stdout: String,
+}
+
+fn start(dir: &Path) -> Running {
+    let mut child = tenantd(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+            if event["message"] == "listening" {
+                let _ = tx.send(event["address"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let address = rx.recv_timeout(Duration::from_secs(30)).expect("the server says where it listens");
+    // The bootstrap banner is printed before the server starts listening.
+    let mut stdout = String::new();
+    let mut pipe = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(300)) {
+        stdout.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Running {
+        child,
+        url: format!("http://{address}"),
+        stdout,
+    }
+}
+
+impl Running {
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.child.wait().unwrap().code()
+    }
+}
+
+fn client(dir: &Path, url: &str, key: &str, args: &[&str]) -> (bool, Value) {
+    let out = tenantd(dir).args(args).env("TENANTD_URL", url).env("TENANTD_KEY", key).output().unwrap();
+    let text = if out.status.success() { out.stdout } else { out.stderr };
+    let value = serde_json::from_slice(&text)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&text).into_owned()));
+    (out.status.success(), value)
+}
+
+#[test]
+fn first_start_prints_the_operator_key_once_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path());
+    let token = first
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("tk_"))
+        .expect("the bootstrap key is printed")
+        .to_owned();
+    let (ok, me) = client(dir.path(), &first.url, &token, &["me"]);
+    assert!(ok, "{me}");
+    assert_eq!(me["role"], "operator");
+    assert_eq!(first.terminate(), Some(0));
+
+    let second = start(dir.path());
+    assert!(!second.stdout.contains("tk_"), "printed again: {}", second.stdout);
+    let (ok, _) = client(dir.path(), &second.url, &token, &["me"]);
+    assert!(ok, "the key survives a restart");
+    assert_eq!(second.terminate(), Some(0));
+}
+
+#[test]
+fn the_client_commands_drive_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let token = server.stdout.split_whitespace().find(|w| w.starts_with("tk_")).unwrap().to_owned();
+    let url = server.url.clone();
+    let run = |key: &str, args: &[&str]| client(dir.path(), &url, key, args);
+
+    let (ok, tenant) = run(&token, &["tenants", "create", "acme", "--name", "Acme Corp"]);
+    assert!(ok, "{tenant}");
+    assert_eq!(tenant["status"], "active");
+    let (ok, key) = run(&token, &["keys", "create", "--tenant", "acme", "--role", "admin"]);
+    assert!(ok, "{key}");
+    let admin = key["token"].as_str().unwrap().to_owned();
+
+    let (ok, me) = run(&admin, &["me"]);
+    assert!(ok);
+    assert_eq!(me["tenant"]["id"], "acme");
+    let (ok, problem) = run(&admin, &["tenants", "list"]);
+    assert!(!ok);
+    assert_eq!(problem["code"], "forbidden");
+
+    let (ok, _) = run(&token, &["tenants", "suspend", "acme"]);
+    assert!(ok);
+    let (ok, problem) = run(&admin, &["me"]);
+    assert!(!ok);
+    assert_eq!(problem["code"], "tenant_suspended");
+
+    let (ok, message) = client(dir.path(), &url, "", &["me"]);
+    assert!(!ok, "{message}");
+    assert_eq!(server.terminate(), Some(0));
+}
