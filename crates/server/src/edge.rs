@@ -110,6 +110,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_panic_becomes_a_500_problem_without_its_message() {
+        let response = panic_response(Box::new("secret internals: db password"));
+        assert_eq!(response.status(), 500);
+        let error = response.extensions().get::<ApiError>().expect("a problem");
+        assert_eq!(error.code, ErrorCode::Internal);
+        assert!(error.detail.is_none(), "no internals in the answer");
+    }
+
+    #[test]
     fn only_short_plain_request_ids_are_kept() {
         assert!(acceptable_request_id("abc-123_x.y"));
         assert!(!acceptable_request_id(""));

@@ -72,8 +72,13 @@ impl Identity {
                 Ok::<_, StoreError>(found.map(Arc::new))
             })
             .await
-            .map_err(store_unavailable)?
-            .ok_or(ApiError::new(ErrorCode::InvalidApiKey))?;
+            .map_err(store_unavailable)?;
+        let Some(record) = record else {
+            // Spend the same HMAC as for a known key, so that response time
+            // does not tell which key ids exist.
+            let _ = self.hasher.hash(&token);
+            return Err(ApiError::new(ErrorCode::InvalidApiKey));
+        };
         let tenant = match record.owner.tenant() {
             None => None,
             Some(id) => self

@@ -16,7 +16,9 @@ use tenantd_store::{NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing::Level;
 
 use crate::config::Config;
 use crate::edge::{self, RequestId};
@@ -43,22 +45,32 @@ fn app(state: AppState, config: &Config) -> Router {
         ))
         .layer(from_fn(problem::complete_problems))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .extensions()
-                    .get::<RequestId>()
-                    .map_or("", |id| id.0.as_str());
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    request_id,
-                    tenant = tracing::field::Empty,
-                    key = tracing::field::Empty,
-                )
-            }),
+            TraceLayer::new_for_http()
+                .on_response(access_log())
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .map_or("", |id| id.0.as_str());
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                        tenant = tracing::field::Empty,
+                        key = tracing::field::Empty,
+                    )
+                }),
         )
         .layer(from_fn(edge::request_id))
+}
+
+/// One INFO line per response, in the request's span (method, path, request
+/// id, tenant, key), with status and latency: the access log.
+fn access_log() -> DefaultOnResponse {
+    DefaultOnResponse::new()
+        .level(Level::INFO)
+        .latency_unit(LatencyUnit::Micros)
 }
 
 impl Server {

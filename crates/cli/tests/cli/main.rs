@@ -54,7 +54,10 @@ fn bad_configuration_exits_64_and_names_the_setting() {
     });
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
-    assert!(!dir.path().join("tenantd-data").exists(), "nothing was started");
+    assert!(
+        !dir.path().join("tenantd-data").exists(),
+        "nothing was started"
+    );
 }
 
 /// A server started with `tenantd serve` in `dir`.
@@ -75,13 +78,17 @@ fn start(dir: &Path) -> Running {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
             if event["message"] == "listening" {
                 let _ = tx.send(event["address"].as_str().unwrap_or_default().to_owned());
             }
         }
     });
-    let address = rx.recv_timeout(Duration::from_secs(30)).expect("the server says where it listens");
+    let address = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server says where it listens");
     // The bootstrap banner is printed before the server starts listening.
     let mut stdout = String::new();
     let mut pipe = child.stdout.take().unwrap();
@@ -108,14 +115,27 @@ impl Running {
     /// Sends SIGTERM and returns the exit code.
     fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         self.child.wait().unwrap().code()
     }
 }
 
 fn client(dir: &Path, url: &str, key: &str, args: &[&str]) -> (bool, Value) {
-    let out = tenantd(dir).args(args).env("TENANTD_URL", url).env("TENANTD_KEY", key).output().unwrap();
-    let text = if out.status.success() { out.stdout } else { out.stderr };
+    let out = tenantd(dir)
+        .args(args)
+        .env("TENANTD_URL", url)
+        .env("TENANTD_KEY", key)
+        .output()
+        .unwrap();
+    let text = if out.status.success() {
+        out.stdout
+    } else {
+        out.stderr
+    };
     let value = serde_json::from_slice(&text)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&text).into_owned()));
     (out.status.success(), value)
@@ -137,7 +157,11 @@ fn first_start_prints_the_operator_key_once_and_sigterm_stops_cleanly() {
     assert_eq!(first.terminate(), Some(0));
 
     let second = start(dir.path());
-    assert!(!second.stdout.contains("tk_"), "printed again: {}", second.stdout);
+    assert!(
+        !second.stdout.contains("tk_"),
+        "printed again: {}",
+        second.stdout
+    );
     let (ok, _) = client(dir.path(), &second.url, &token, &["me"]);
     assert!(ok, "the key survives a restart");
     assert_eq!(second.terminate(), Some(0));
@@ -147,14 +171,25 @@ fn first_start_prints_the_operator_key_once_and_sigterm_stops_cleanly() {
 fn the_client_commands_drive_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let token = server.stdout.split_whitespace().find(|w| w.starts_with("tk_")).unwrap().to_owned();
+    let token = server
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("tk_"))
+        .unwrap()
+        .to_owned();
     let url = server.url.clone();
     let run = |key: &str, args: &[&str]| client(dir.path(), &url, key, args);
 
-    let (ok, tenant) = run(&token, &["tenants", "create", "acme", "--name", "Acme Corp"]);
+    let (ok, tenant) = run(
+        &token,
+        &["tenants", "create", "acme", "--name", "Acme Corp"],
+    );
     assert!(ok, "{tenant}");
     assert_eq!(tenant["status"], "active");
-    let (ok, key) = run(&token, &["keys", "create", "--tenant", "acme", "--role", "admin"]);
+    let (ok, key) = run(
+        &token,
+        &["keys", "create", "--tenant", "acme", "--role", "admin"],
+    );
     assert!(ok, "{key}");
     let admin = key["token"].as_str().unwrap().to_owned();
 
