@@ -1,0 +1,64 @@
+//! The cost of identifying a request once its key record is in memory:
+//! parsing the presented token and verifying it (HMAC-SHA256, constant-time
+//! compare, expiry and tenant checks). Run with
+//! `cargo bench -p tenantd-core --bench identify`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use rand::rngs::OsRng;
+use tenantd_core::identity::verify;
+use tenantd_core::{
+    ApiKeyToken, KeyHasher, KeyOwner, KeyRecord, PlanId, RegionId, Role, ServerSecret, Tenant,
+    TenantId, TenantStatus,
+};
+use time::macros::datetime;
+
+fn identify(c: &mut Criterion) {
+    let now = datetime!(2026-06-01 00:00 UTC);
+    let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
+    let token = ApiKeyToken::generate(&mut OsRng);
+    let tenant = Tenant {
+        id: TenantId::parse("acme").unwrap(),
+        name: "Acme".into(),
+        plan: PlanId::default_plan(),
+        region: RegionId::default_region(),
+        status: TenantStatus::Active,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    let record = KeyRecord {
+        id: token.id.clone(),
+        owner: KeyOwner::Tenant(tenant.id.clone()),
+        role: Role::Developer,
+        name: String::new(),
+        hash: hasher.hash(&token),
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+    };
+    let presented = token.expose();
+    let wrong = ApiKeyToken {
+        id: token.id.clone(),
+        secret: ApiKeyToken::generate(&mut OsRng).secret,
+    };
+
+    let mut group = c.benchmark_group("identify");
+    group.bench_function("parse_token", |b| {
+        b.iter(|| ApiKeyToken::parse(black_box(&presented)))
+    });
+    group.bench_function("parse_and_verify", |b| {
+        b.iter(|| {
+            let token = ApiKeyToken::parse(black_box(&presented)).unwrap();
+            verify(&token, &record, Some(&tenant), &hasher, now).unwrap()
+        })
+    });
+    group.bench_function("verify_wrong_secret", |b| {
+        b.iter(|| verify(black_box(&wrong), &record, Some(&tenant), &hasher, now).unwrap_err())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, identify);
+criterion_main!(benches);
