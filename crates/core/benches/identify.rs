@@ -3,6 +3,9 @@
 //! compare, expiry and tenant checks). Run with
 //! `cargo bench -p tenantd-core --bench identify`.
 
+// Set-up that cannot fail on these fixed inputs; a panic would be the report.
+#![allow(clippy::unwrap_used)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::rngs::OsRng;
 use tenantd_core::identity::verify;
