@@ -11,7 +11,7 @@ use rand::rngs::OsRng;
 use tenantd_core::identity::verify;
 use tenantd_core::{
     ApiKeyToken, KeyHasher, KeyOwner, KeyRecord, PlanId, RegionId, Role, ServerSecret, Tenant,
-    TenantId, TenantStatus,
+    TenantId,
 };
 use time::macros::datetime;
 
@@ -19,28 +19,21 @@ fn identify(c: &mut Criterion) {
     let now = datetime!(2026-06-01 00:00 UTC);
     let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
     let token = ApiKeyToken::generate(&mut OsRng);
-    let tenant = Tenant {
-        id: TenantId::parse("acme").unwrap(),
-        name: "Acme".into(),
-        plan: PlanId::default_plan(),
-        region: RegionId::default_region(),
-        status: TenantStatus::Active,
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-    };
-    let record = KeyRecord {
-        id: token.id.clone(),
-        owner: KeyOwner::Tenant(tenant.id.clone()),
-        role: Role::Developer,
-        name: String::new(),
-        hash: hasher.hash(&token),
-        created_at: now,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-    };
+    let tenant = Tenant::new(
+        TenantId::parse("acme").unwrap(),
+        "Acme",
+        PlanId::default_plan(),
+        RegionId::default_region(),
+        now,
+    );
+    let record = KeyRecord::issue(
+        &token,
+        KeyOwner::Tenant(tenant.id.clone()),
+        Role::Developer,
+        "",
+        &hasher,
+        now,
+    );
     let presented = token.expose();
     let wrong = ApiKeyToken {
         id: token.id.clone(),

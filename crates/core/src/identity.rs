@@ -152,33 +152,19 @@ mod tests {
     fn fixture(role: Role) -> Fixture {
         let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
         let token = ApiKeyToken::generate(&mut OsRng);
-        let tenant = Tenant {
-            id: TenantId::parse("acme").unwrap(),
-            name: "Acme".into(),
-            plan: PlanId::default_plan(),
-            region: RegionId::default_region(),
-            status: TenantStatus::Active,
-            created_at: NOW,
-            updated_at: NOW,
-            deleted_at: None,
-        };
+        let tenant = Tenant::new(
+            TenantId::parse("acme").unwrap(),
+            "Acme",
+            PlanId::default_plan(),
+            RegionId::default_region(),
+            NOW,
+        );
         let owner = if role == Role::Operator {
             KeyOwner::Platform
         } else {
             KeyOwner::Tenant(tenant.id.clone())
         };
-        let record = KeyRecord {
-            id: token.id.clone(),
-            owner,
-            role,
-            name: String::new(),
-            hash: hasher.hash(&token),
-            created_at: NOW,
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            rotated_from: None,
-        };
+        let record = KeyRecord::issue(&token, owner, role, "", &hasher, NOW);
         Fixture {
             hasher,
             token,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::api_key::SecretHash;
+use crate::api_key::{ApiKeyToken, KeyHasher, SecretHash};
 use crate::ids::{KeyId, TenantId};
 use crate::role::Role;
 
@@ -51,6 +51,30 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// The record of a freshly issued `token`: active, never used, with no
+    /// expiry until the caller sets one.
+    pub fn issue(
+        token: &ApiKeyToken,
+        owner: KeyOwner,
+        role: Role,
+        name: impl Into<String>,
+        hasher: &KeyHasher,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: token.id.clone(),
+            owner,
+            role,
+            name: name.into(),
+            hash: hasher.hash(token),
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            rotated_from: None,
+        }
+    }
+
     /// Revocation wins over expiry; a key is expired from its expiry instant on.
     pub fn state(&self, now: OffsetDateTime) -> KeyState {
         if self.revoked_at.is_some() {

@@ -95,6 +95,26 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// A new, active tenant created at `now`.
+    pub fn new(
+        id: TenantId,
+        name: impl Into<String>,
+        plan: PlanId,
+        region: RegionId,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            plan,
+            region,
+            status: TenantStatus::Active,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
     /// True once a soft-deleted tenant has been kept for the whole retention.
     pub fn purge_due(&self, retention: Duration, now: OffsetDateTime) -> bool {
         self.status == TenantStatus::Deleted
@@ -152,16 +172,16 @@ mod tests {
     }
 
     fn tenant(status: TenantStatus, deleted_at: Option<OffsetDateTime>) -> Tenant {
-        let at = datetime!(2026-01-01 00:00 UTC);
         Tenant {
-            id: TenantId::parse("acme").unwrap(),
-            name: "Acme".into(),
-            plan: PlanId::default_plan(),
-            region: RegionId::default_region(),
             status,
-            created_at: at,
-            updated_at: at,
             deleted_at,
+            ..Tenant::new(
+                TenantId::parse("acme").unwrap(),
+                "Acme",
+                PlanId::default_plan(),
+                RegionId::default_region(),
+                datetime!(2026-01-01 00:00 UTC),
+            )
         }
     }
 

@@ -142,18 +142,14 @@ async fn bootstrap(
     let generated = configured.is_none();
     let token = configured.unwrap_or_else(|| ApiKeyToken::generate(&mut OsRng));
     let now = clock.now();
-    let key = KeyRecord {
-        id: token.id.clone(),
-        owner: KeyOwner::Platform,
-        role: Role::Operator,
-        name: "bootstrap".into(),
-        hash: hasher.hash(&token),
-        created_at: now,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-    };
+    let key = KeyRecord::issue(
+        &token,
+        KeyOwner::Platform,
+        Role::Operator,
+        "bootstrap",
+        hasher,
+        now,
+    );
     let audit = NewAuditEntry {
         tenant: None,
         at: now,

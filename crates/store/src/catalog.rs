@@ -545,16 +545,13 @@ mod tests {
     }
 
     fn tenant(id: &str) -> Tenant {
-        Tenant {
-            id: TenantId::parse(id).unwrap(),
-            name: id.to_uppercase(),
-            plan: PlanId::default_plan(),
-            region: RegionId::default_region(),
-            status: TenantStatus::Active,
-            created_at: NOW,
-            updated_at: NOW,
-            deleted_at: None,
-        }
+        Tenant::new(
+            TenantId::parse(id).unwrap(),
+            id.to_uppercase(),
+            PlanId::default_plan(),
+            RegionId::default_region(),
+            NOW,
+        )
     }
 
     impl Fixture {
@@ -566,18 +563,14 @@ mod tests {
                 .await
                 .unwrap();
             let token = ApiKeyToken::generate(&mut OsRng);
-            let key = KeyRecord {
-                id: token.id.clone(),
-                owner: KeyOwner::Tenant(t.id.clone()),
-                role: Role::Admin,
-                name: "admin".into(),
-                hash: self.hasher.hash(&token),
-                created_at: NOW,
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-                rotated_from: None,
-            };
+            let key = KeyRecord::issue(
+                &token,
+                KeyOwner::Tenant(t.id.clone()),
+                Role::Admin,
+                "admin",
+                &self.hasher,
+                NOW,
+            );
             self.catalog
                 .insert_key(&key, &audit(Some(&t.id), "key.create"))
                 .await

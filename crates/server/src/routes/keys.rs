@@ -109,16 +109,15 @@ async fn create(
     check_expiry(body.expires_at, now)?;
     let token = ApiKeyToken::generate(&mut OsRng);
     let record = KeyRecord {
-        id: token.id.clone(),
-        owner: owner_of(owner),
-        role: body.role,
-        name: body.name,
-        hash: state.identity.hasher().hash(&token),
-        created_at: now,
         expires_at: body.expires_at,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
+        ..KeyRecord::issue(
+            &token,
+            owner_of(owner),
+            body.role,
+            body.name,
+            state.identity.hasher(),
+            now,
+        )
     };
     let audit = state.audit(
         principal,
@@ -194,16 +193,16 @@ async fn rotate(
     let old_expires_at = old.expires_at.map_or(overlap_end, |at| at.min(overlap_end));
     let token = ApiKeyToken::generate(&mut OsRng);
     let record = KeyRecord {
-        id: token.id.clone(),
-        owner: old.owner.clone(),
-        role: old.role,
-        name: old.name.clone(),
-        hash: state.identity.hasher().hash(&token),
-        created_at: now,
         expires_at: body.expires_at,
-        revoked_at: None,
-        last_used_at: None,
         rotated_from: Some(old.id.clone()),
+        ..KeyRecord::issue(
+            &token,
+            old.owner.clone(),
+            old.role,
+            old.name.clone(),
+            state.identity.hasher(),
+            now,
+        )
     };
     let audit = state.audit(
         principal,

@@ -9,7 +9,10 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use tenantd_api::{Health, Me, Problem};
 use tenantd_core::Principal;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::ApiError;
@@ -77,8 +80,66 @@ pub(super) async fn me(
 
 struct Security;
 
+/// A problem response for the OpenAPI description.
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Every keyed route can answer these; listing them once here keeps
+        // the per-route annotations to what is particular to each route.
+        let common = [
+            ("400", "Invalid path or query parameter"),
+            (
+                "401",
+                "No valid key: missing, malformed, unknown, revoked or expired",
+            ),
+            (
+                "403",
+                "The key's role is too low, or its tenant is suspended or deleted",
+            ),
+            ("503", "The store is unavailable or the request timed out"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let Some(security) = operation.security.as_mut() else {
+                    continue;
+                };
+                // The key is accepted in X-Api-Key as well as as a bearer token.
+                security.push(SecurityRequirement::new(
+                    "api_key_header",
+                    Vec::<String>::new(),
+                ));
+                let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                for (status, description) in common {
+                    if status == "400" && !has_parameters {
+                        continue;
+                    }
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem_response(description).into());
+                }
+            }
+        }
+
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",

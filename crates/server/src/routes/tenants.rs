@@ -56,16 +56,13 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     check_name(&body.name)?;
     let now = state.clock.now();
-    let tenant = Tenant {
-        id: body.id,
-        name: body.name,
-        plan: PlanId::default_plan(),
-        region: body.region.unwrap_or_else(|| state.default_region.clone()),
-        status: TenantStatus::Active,
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-    };
+    let tenant = Tenant::new(
+        body.id,
+        body.name,
+        PlanId::default_plan(),
+        body.region.unwrap_or_else(|| state.default_region.clone()),
+        now,
+    );
     let audit = state.audit(
         &principal,
         Some(&tenant.id),
