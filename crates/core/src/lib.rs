@@ -6,6 +6,7 @@
 pub mod api_key;
 pub mod clock;
 pub mod error;
+pub mod filter;
 pub mod identity;
 pub mod ids;
 pub mod key;
