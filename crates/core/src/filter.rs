@@ -294,8 +294,12 @@ impl Parser {
                 match self.bump() {
                     Some(Token::Op(op)) => {
                         let value = self.literal()?;
-                        if value == Literal::Null && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
-                            return Err(error(op_at, "null compares only with = and !="));
+                        let unordered = matches!(value, Literal::Null | Literal::Bool(_));
+                        if unordered && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+                            return Err(error(
+                                op_at,
+                                "null, true and false compare only with = and !=",
+                            ));
                         }
                         Ok(Filter::Cmp(field, op, value))
                     }
@@ -435,7 +439,8 @@ mod tests {
             ("a = 1 b = 2", 6, "expected `and`"),
             ("a ~ 1", 2, "unexpected character"),
             ("a = \"open", 4, "unterminated"),
-            ("a < null", 2, "null compares"),
+            ("a < null", 2, "compare only with"),
+            ("a >= true", 2, "compare only with"),
             ("a in 1", 5, "expected `(`"),
             ("1 = a", 0, "expected a field"),
             ("a..b = 1", 0, "not a field path"),

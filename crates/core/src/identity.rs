@@ -2,15 +2,17 @@
 //! `TenantScope`.
 //!
 //! Invariant: `verify` is the only constructor of `Principal`, and
-//! `Principal::scope_for` the only constructor of `TenantScope`. Code that
-//! holds a scope therefore holds proof that a real key, checked against its
-//! stored hash, may act on that tenant.
+//! `Principal::scope_for` and `Principal::data_scope` the only constructors
+//! of `TenantScope` and `DataScope`. Code that holds a scope therefore holds
+//! proof that a real key, checked against its stored hash, may act on that
+//! tenant.
 
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKeyToken, KeyHasher};
 use crate::ids::{KeyId, PlanId, TenantId};
 use crate::key::{KeyOwner, KeyRecord, KeyState};
+use crate::record::Isolation;
 use crate::role::Role;
 use crate::tenant::{Tenant, TenantStatus};
 
@@ -37,7 +39,15 @@ pub enum IdentifyError {
 pub struct Principal {
     key_id: KeyId,
     role: Role,
-    tenant: Option<(TenantId, PlanId)>,
+    tenant: Option<Membership>,
+}
+
+/// The tenant a key belongs to, as it was when the key was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Membership {
+    tenant: TenantId,
+    plan: PlanId,
+    isolation: Isolation,
 }
 
 /// Proof that the caller may act on one tenant's resources. Every store call
@@ -50,6 +60,25 @@ pub struct TenantScope {
 impl TenantScope {
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
+    }
+}
+
+/// Proof that the caller may use one tenant's data, and where that data
+/// lives. Only members of the tenant get one: operators manage tenants, they
+/// do not read their records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DataScope {
+    tenant: TenantId,
+    isolation: Isolation,
+}
+
+impl DataScope {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
     }
 }
 
@@ -85,7 +114,11 @@ pub fn verify(
                 TenantStatus::Suspended => return Err(IdentifyError::TenantSuspended),
                 TenantStatus::Deleted => return Err(IdentifyError::TenantDeleted),
             }
-            Some((tenant.id.clone(), tenant.plan.clone()))
+            Some(Membership {
+                tenant: tenant.id.clone(),
+                plan: tenant.plan.clone(),
+                isolation: tenant.isolation,
+            })
         }
     };
     Ok(Principal {
@@ -105,11 +138,11 @@ impl Principal {
     }
 
     pub fn tenant(&self) -> Option<&TenantId> {
-        self.tenant.as_ref().map(|(id, _)| id)
+        self.tenant.as_ref().map(|m| &m.tenant)
     }
 
     pub fn plan(&self) -> Option<&PlanId> {
-        self.tenant.as_ref().map(|(_, plan)| plan)
+        self.tenant.as_ref().map(|m| &m.plan)
     }
 
     pub fn is_operator(&self) -> bool {
@@ -123,10 +156,20 @@ impl Principal {
     pub fn scope_for(&self, tenant: &TenantId, required: Role) -> Option<TenantScope> {
         let allowed = match &self.tenant {
             None => self.is_operator(),
-            Some((own, _)) => own == tenant && self.role.satisfies_tenant(required),
+            Some(m) => &m.tenant == tenant && self.role.satisfies_tenant(required),
         };
         allowed.then(|| TenantScope {
             tenant: tenant.clone(),
+        })
+    }
+
+    /// A scope on this key's own tenant's data if its role is at least
+    /// `required`; `None` for operators and for lower roles.
+    pub fn data_scope(&self, required: Role) -> Option<DataScope> {
+        let m = self.tenant.as_ref()?;
+        self.role.satisfies_tenant(required).then(|| DataScope {
+            tenant: m.tenant.clone(),
+            isolation: m.isolation,
         })
     }
 }
@@ -266,5 +309,25 @@ mod tests {
         let operator = verify(&f.token, &f.record, None, &f.hasher, NOW).unwrap();
         assert!(operator.tenant().is_none());
         assert!(operator.scope_for(&globex, Role::Admin).is_some());
+    }
+
+    #[test]
+    fn data_scopes_go_to_members_of_sufficient_rank_only() {
+        let mut f = fixture(Role::Developer);
+        f.tenant.isolation = Isolation::Dedicated;
+        let developer = verify(&f.token, &f.record, Some(&f.tenant), &f.hasher, NOW).unwrap();
+        let scope = developer.data_scope(Role::Developer).unwrap();
+        assert_eq!(
+            (scope.tenant().as_str(), scope.isolation()),
+            ("acme", Isolation::Dedicated)
+        );
+        assert!(developer.data_scope(Role::Admin).is_none());
+
+        let f = fixture(Role::Operator);
+        let operator = verify(&f.token, &f.record, None, &f.hasher, NOW).unwrap();
+        assert!(
+            operator.data_scope(Role::Reader).is_none(),
+            "operators do not read tenant data"
+        );
     }
 }

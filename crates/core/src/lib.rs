@@ -10,14 +10,16 @@ pub mod filter;
 pub mod identity;
 pub mod ids;
 pub mod key;
+pub mod record;
 pub mod role;
 pub mod tenant;
 
 pub use api_key::{ApiKeyToken, KeyHasher, KeySecret, SecretHash, ServerSecret};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ErrorCode;
-pub use identity::{IdentifyError, Principal, TenantScope};
+pub use identity::{DataScope, IdentifyError, Principal, TenantScope};
 pub use ids::{IdError, KeyId, PlanId, RegionId, TenantId};
 pub use key::{KeyOwner, KeyRecord, KeyState};
+pub use record::{CollectionName, Isolation, RecordId};
 pub use role::Role;
 pub use tenant::{Tenant, TenantStatus, TransitionError};

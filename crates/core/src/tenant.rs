@@ -5,6 +5,7 @@ use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 
 use crate::ids::{PlanId, RegionId, TenantId};
+use crate::record::Isolation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -84,6 +85,8 @@ pub struct Tenant {
     pub name: String,
     pub plan: PlanId,
     pub region: RegionId,
+    /// How its data is kept apart from other tenants'.
+    pub isolation: Isolation,
     pub status: TenantStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -95,7 +98,7 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// A new, active tenant created at `now`.
+    /// A new, active, pooled tenant created at `now`.
     pub fn new(
         id: TenantId,
         name: impl Into<String>,
@@ -108,6 +111,7 @@ impl Tenant {
             name: name.into(),
             plan,
             region,
+            isolation: Isolation::Pooled,
             status: TenantStatus::Active,
             created_at: now,
             updated_at: now,

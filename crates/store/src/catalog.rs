@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tenantd_core::{
-    KeyId, KeyOwner, KeyRecord, PlanId, RegionId, Role, SecretHash, Tenant, TenantId, TenantScope,
-    TenantStatus,
+    Isolation, KeyId, KeyOwner, KeyRecord, PlanId, RegionId, Role, SecretHash, Tenant, TenantId,
+    TenantScope, TenantStatus,
 };
 use time::OffsetDateTime;
 
@@ -63,7 +63,7 @@ impl Catalog {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/catalog").run(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -91,13 +91,15 @@ impl Catalog {
     pub async fn create_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO tenants (id, name, plan, region, status, created_at, updated_at, deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tenants (id, name, plan, region, isolation, status, created_at, updated_at,
+                                  deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.id.as_str())
         .bind(&tenant.name)
         .bind(tenant.plan.as_str())
         .bind(tenant.region.as_str())
+        .bind(tenant.isolation.as_str())
         .bind(tenant.status.as_str())
         .bind(to_nanos(tenant.created_at))
         .bind(to_nanos(tenant.updated_at))
@@ -439,6 +441,7 @@ struct TenantRow {
     name: String,
     plan: String,
     region: String,
+    isolation: String,
     status: String,
     created_at: i64,
     updated_at: i64,
@@ -452,6 +455,9 @@ impl TenantRow {
             name: self.name,
             plan: parse("tenants.plan", &self.plan, PlanId::parse)?,
             region: parse("tenants.region", &self.region, RegionId::parse)?,
+            isolation: parse("tenants.isolation", &self.isolation, |s| {
+                Isolation::parse(s).ok_or("unknown isolation model")
+            })?,
             status: parse("tenants.status", &self.status, |s| {
                 TenantStatus::parse(s).ok_or("unknown status")
             })?,
