@@ -6,9 +6,11 @@
 mod audit;
 mod catalog;
 mod codec;
+pub mod data;
 
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use catalog::{Catalog, Owner};
+pub use data::{DataError, DataLimits, DataStore};
 
 /// A storage failure. `Conflict` is a unique-key clash the caller can name;
 /// everything else is the store being unreachable or broken, which the server

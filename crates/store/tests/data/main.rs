@@ -1,0 +1,103 @@
+//! The record store's conformance suite: every test runs against every
+//! isolation model this build supports, on real SQLite databases.
+
+// Helpers outside #[test] functions fail loudly too: a panic is the report.
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod isolation;
+
+use rand::rngs::OsRng;
+use serde_json::Value;
+use tenantd_core::identity::verify;
+use tenantd_core::{
+    ApiKeyToken, CollectionName, DataScope, Isolation, KeyHasher, KeyOwner, KeyRecord, PlanId,
+    RecordId, RegionId, Role, ServerSecret, Tenant, TenantId,
+};
+use tenantd_store::data::{BatchOp, BatchResult, Record};
+use tenantd_store::{DataLimits, DataStore};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+pub const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
+
+/// The models a SQLite pool offers.
+pub const MODELS: [Isolation; 2] = [Isolation::Pooled, Isolation::Dedicated];
+
+#[derive(Debug)]
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub store: DataStore,
+}
+
+pub async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DataStore::open(
+        dir.path(),
+        DataLimits {
+            max_record_bytes: 64 * 1024,
+        },
+    )
+    .await
+    .unwrap();
+    Fixture { _dir: dir, store }
+}
+
+/// A data scope for a developer of `tenant`, obtained the only way there
+/// is: by verifying a real key.
+pub fn scope(tenant: &str, isolation: Isolation) -> DataScope {
+    let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
+    let token = ApiKeyToken::generate(&mut OsRng);
+    let tenant = Tenant {
+        isolation,
+        ..Tenant::new(
+            TenantId::parse(tenant).unwrap(),
+            tenant,
+            PlanId::default_plan(),
+            RegionId::default_region(),
+            NOW,
+        )
+    };
+    let key = KeyRecord::issue(
+        &token,
+        KeyOwner::Tenant(tenant.id.clone()),
+        Role::Developer,
+        "",
+        &hasher,
+        NOW,
+    );
+    verify(&token, &key, Some(&tenant), &hasher, NOW)
+        .unwrap()
+        .data_scope(Role::Developer)
+        .unwrap()
+}
+
+pub fn coll(name: &str) -> CollectionName {
+    CollectionName::parse(name).unwrap()
+}
+
+pub fn rid(id: &str) -> RecordId {
+    RecordId::parse(id).unwrap()
+}
+
+impl Fixture {
+    pub async fn create(
+        &self,
+        scope: &DataScope,
+        collection: &str,
+        id: &str,
+        body: Value,
+    ) -> Record {
+        let ops = vec![BatchOp::Create { id: rid(id), body }];
+        match self
+            .store
+            .write(scope, &coll(collection), ops, NOW)
+            .await
+            .unwrap()
+            .remove(0)
+        {
+            BatchResult::Written(record) => record,
+            other => panic!("{other:?}"),
+        }
+    }
+}
