@@ -79,26 +79,35 @@ pub struct ListedRecord {
     pub position: Cursor,
 }
 
+/// A write's precondition on the record's current state (`If-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The record exists, whatever its version (`If-Match: *`).
+    Exists,
+    /// The record exists at this version.
+    Version(i64),
+}
+
 /// One operation of an all-or-nothing batch.
 #[derive(Debug, Clone)]
 pub enum BatchOp {
-    Create {
-        id: RecordId,
-        body: Value,
-    },
+    /// Insert; fails if the id exists.
+    Create { id: RecordId, body: Value },
+    /// Insert or replace.
     Put {
         id: RecordId,
         body: Value,
-        if_match: Option<i64>,
+        expect: Option<Expect>,
     },
+    /// Apply an RFC 7386 merge patch to an existing record.
     Patch {
         id: RecordId,
         patch: Value,
-        if_match: Option<i64>,
+        expect: Option<Expect>,
     },
     Delete {
         id: RecordId,
-        if_match: Option<i64>,
+        expect: Option<Expect>,
     },
 }
 
@@ -475,10 +484,12 @@ impl DataStore {
             }
         };
         let check_version =
-            |if_match: Option<i64>, current: &Option<RecordRow>| match (if_match, current) {
-                (Some(want), Some(row)) if row.version != want => Err(DataError::VersionMismatch {
-                    current: Some(row.version),
-                }),
+            |expect: Option<Expect>, current: &Option<RecordRow>| match (expect, current) {
+                (Some(Expect::Version(want)), Some(row)) if row.version != want => {
+                    Err(DataError::VersionMismatch {
+                        current: Some(row.version),
+                    })
+                }
                 (Some(_), None) => Err(DataError::VersionMismatch { current: None }),
                 _ => Ok(()),
             };
@@ -486,8 +497,8 @@ impl DataStore {
             BatchOp::Create { id, body } => {
                 self.insert(tx, scope, collection, &id, &body, now).await
             }
-            BatchOp::Put { id, body, if_match } => {
-                check_version(if_match, &current)?;
+            BatchOp::Put { id, body, expect } => {
+                check_version(expect, &current)?;
                 match current {
                     None => self.insert(tx, scope, collection, &id, &body, now).await,
                     Some(row) => self.update(tx, scope, collection, row, body, now).await,
@@ -496,9 +507,9 @@ impl DataStore {
             BatchOp::Patch {
                 id: _,
                 patch,
-                if_match,
+                expect,
             } => {
-                check_version(if_match, &current)?;
+                check_version(expect, &current)?;
                 let row = current.ok_or(DataError::RecordNotFound)?;
                 let mut body: Value = parse("records.body", &row.body, |b| {
                     serde_json::from_str::<Value>(b)
@@ -506,8 +517,8 @@ impl DataStore {
                 merge_patch(&mut body, &patch);
                 self.update(tx, scope, collection, row, body, now).await
             }
-            BatchOp::Delete { id, if_match } => {
-                check_version(if_match, &current)?;
+            BatchOp::Delete { id, expect } => {
+                check_version(expect, &current)?;
                 let row = current.ok_or(DataError::RecordNotFound)?;
                 sqlx::query(
                     "DELETE FROM records WHERE tenant_id = ? AND collection = ? AND id = ?",

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 use tenantd_core::filter::{FieldPath, Filter};
-use tenantd_store::data::{BatchOp, BatchResult, Cursor, DataError, Direction, ListQuery, Usage};
+use tenantd_store::data::{
+    BatchOp, BatchResult, Cursor, DataError, Direction, Expect, ListQuery, Usage,
+};
 
 use crate::{coll, fixture, rid, scope, MODELS, NOW};
 
@@ -103,7 +105,7 @@ async fn records_have_versions_and_exact_usage() {
         let put = vec![BatchOp::Put {
             id: rid("a"),
             body: json!({"n": 2, "x": "yy"}),
-            if_match: Some(1),
+            expect: Some(Expect::Version(1)),
         }];
         let BatchResult::Written(a2) = f
             .store
@@ -118,7 +120,7 @@ async fn records_have_versions_and_exact_usage() {
         let stale = vec![BatchOp::Put {
             id: rid("a"),
             body: json!({}),
-            if_match: Some(1),
+            expect: Some(Expect::Version(1)),
         }];
         assert!(matches!(
             f.store.write(&s, &orders, stale, NOW).await,
@@ -128,7 +130,7 @@ async fn records_have_versions_and_exact_usage() {
         let patch = vec![BatchOp::Patch {
             id: rid("a"),
             patch: json!({"x": null, "y": {"z": true}}),
-            if_match: None,
+            expect: None,
         }];
         let BatchResult::Written(a3) = f
             .store
@@ -154,10 +156,19 @@ async fn records_have_versions_and_exact_usage() {
             Some(a3)
         );
 
+        let must_exist = vec![BatchOp::Put {
+            id: rid("b"),
+            body: json!({}),
+            expect: Some(Expect::Exists),
+        }];
+        assert!(matches!(
+            f.store.write(&s, &orders, must_exist, NOW).await,
+            Err(DataError::VersionMismatch { current: None })
+        ));
         let missing = vec![BatchOp::Patch {
             id: rid("nope"),
             patch: json!({}),
-            if_match: None,
+            expect: None,
         }];
         assert!(matches!(
             f.store.write(&s, &orders, missing, NOW).await,
@@ -165,7 +176,7 @@ async fn records_have_versions_and_exact_usage() {
         ));
         let delete = vec![BatchOp::Delete {
             id: rid("a"),
-            if_match: Some(3),
+            expect: Some(Expect::Version(3)),
         }];
         f.store.write(&s, &orders, delete, NOW).await.unwrap();
         assert_eq!(f.store.usage(&s).await.unwrap(), Usage::default());
@@ -202,7 +213,7 @@ async fn bodies_are_checked_on_every_write() {
     let op = vec![BatchOp::Patch {
         id: rid("a"),
         patch: too_deep,
-        if_match: None,
+        expect: None,
     }];
     assert!(matches!(
         f.store.write(&s, &orders, op, NOW).await,
@@ -229,11 +240,11 @@ async fn a_batch_is_all_or_nothing() {
             BatchOp::Put {
                 id: rid("keep"),
                 body: json!({"v": 2}),
-                if_match: None,
+                expect: None,
             },
             BatchOp::Delete {
                 id: rid("missing"),
-                if_match: None,
+                expect: None,
             },
         ];
         match f.store.write(&s, &orders, ops, NOW).await {

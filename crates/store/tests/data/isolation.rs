@@ -140,12 +140,12 @@ proptest! {
                 match op {
                     Op::Put { tenant, id, value } => {
                         let body = json!({ "owner": scopes[tenant].tenant().as_str(), "v": value });
-                        let put = vec![BatchOp::Put { id: rid(&format!("r{id}")), body, if_match: None }];
+                        let put = vec![BatchOp::Put { id: rid(&format!("r{id}")), body, expect: None }];
                         f.store.write(&scopes[tenant], &orders, put, NOW).await.unwrap();
                         model[tenant].insert(format!("r{id}"), value);
                     }
                     Op::Delete { tenant, id } => {
-                        let delete = vec![BatchOp::Delete { id: rid(&format!("r{id}")), if_match: None }];
+                        let delete = vec![BatchOp::Delete { id: rid(&format!("r{id}")), expect: None }];
                         let result = f.store.write(&scopes[tenant], &orders, delete, NOW).await;
                         match model[tenant].remove(&format!("r{id}")) {
                             Some(_) => assert!(result.is_ok()),
