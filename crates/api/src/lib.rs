@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tenantd_core::{KeyId, KeyState, PlanId, RegionId, Role, Tenant, TenantId};
+use tenantd_core::{
+    CollectionName, Isolation, KeyId, KeyState, PlanId, RecordId, RegionId, Role, Tenant, TenantId,
+};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -54,6 +56,10 @@ pub struct CreateTenant {
     pub name: String,
     /// Data-residency region; the server's `default_region` when omitted.
     pub region: Option<RegionId>,
+    /// Where its data lives: `pooled` (default) or `dedicated` (a database of
+    /// its own). `schema` needs a PostgreSQL storage pool.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -167,4 +173,102 @@ pub struct AuditView {
 pub struct AuditPage {
     pub items: Vec<AuditView>,
     pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    pub name: CollectionName,
+    /// Field paths (e.g. `customer.country`) to index; lists can sort on these
+    /// and filters on them use the index. At most 16.
+    #[serde(default)]
+    pub indexes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Collection {
+    pub name: CollectionName,
+    pub indexes: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CollectionPage {
+    pub items: Vec<Collection>,
+    pub next_cursor: Option<String>,
+}
+
+/// A stored record: its metadata and, under `data`, the JSON object itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecordView {
+    pub id: RecordId,
+    /// Grows by one with every change; also sent as the `ETag`.
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecordPage {
+    pub items: Vec<RecordView>,
+    pub next_cursor: Option<String>,
+}
+
+/// One operation of a batch. `if_match` is the version the record must have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BatchOperation {
+    /// Insert a record; the server assigns the id when none is given.
+    Create {
+        id: Option<RecordId>,
+        #[schema(value_type = Object)]
+        data: Value,
+    },
+    /// Insert or replace a record.
+    Put {
+        id: RecordId,
+        #[schema(value_type = Object)]
+        data: Value,
+        if_match: Option<i64>,
+    },
+    /// Merge-patch (RFC 7386) an existing record.
+    Patch {
+        id: RecordId,
+        #[schema(value_type = Object)]
+        data: Value,
+        if_match: Option<i64>,
+    },
+    Delete {
+        id: RecordId,
+        if_match: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 1000 operations, applied all or none.
+    pub operations: Vec<BatchOperation>,
+}
+
+/// What one batch operation did: the record written, or the id deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchOutcome {
+    pub id: RecordId,
+    /// The new version; absent for a delete.
+    pub version: Option<i64>,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchOutcome>,
 }

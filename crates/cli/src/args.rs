@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tenantd_core::{KeyId, Role, TenantId, TenantStatus};
+use tenantd_core::{Isolation, KeyId, Role, TenantId, TenantStatus};
 use tenantd_server::config::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -111,6 +111,9 @@ pub enum TenantCommand {
         name: String,
         #[arg(long)]
         region: Option<tenantd_core::RegionId>,
+        /// pooled (default) or dedicated.
+        #[arg(long, value_parser = parse_isolation)]
+        isolation: Option<Isolation>,
     },
     Get {
         id: TenantId,
@@ -186,6 +189,10 @@ pub enum KeyCommand {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "one of operator, admin, developer, reader".to_owned())
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    Isolation::parse(s).ok_or_else(|| "one of pooled, schema, dedicated".to_owned())
 }
 
 fn parse_status(s: &str) -> Result<TenantStatus, String> {

@@ -66,9 +66,19 @@ async fn execute(client: &Client, command: ClientCommand) -> Result<(), Error> {
 
 async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
     match command {
-        TenantCommand::Create { id, name, region } => print(
+        TenantCommand::Create {
+            id,
+            name,
+            region,
+            isolation,
+        } => print(
             client
-                .create_tenant(&CreateTenant { id, name, region })
+                .create_tenant(&CreateTenant {
+                    id,
+                    name,
+                    region,
+                    isolation,
+                })
                 .await?,
         ),
         TenantCommand::Get { id } => print(client.tenant(&id).await?),

@@ -45,6 +45,8 @@ pub struct Config {
     pub default_region: RegionId,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest stored record, in bytes of compact JSON.
+    pub max_record_bytes: usize,
     /// Largest accepted total size of request headers.
     pub max_header_bytes: usize,
     /// Time allowed for a whole request, body included.
@@ -84,6 +86,7 @@ impl Default for Config {
             default_region: RegionId::default_region(),
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
+            max_record_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
@@ -157,6 +160,12 @@ impl Config {
             .map_err(|e| invalid("log_level", &e.to_string()))?;
         if !(1024..=1024 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(invalid("max_body_bytes", "must be between 1 KiB and 1 GiB"));
+        }
+        if !(16..=64 * 1024 * 1024).contains(&self.max_record_bytes) {
+            return Err(invalid(
+                "max_record_bytes",
+                "must be between 16 bytes and 64 MiB",
+            ));
         }
         if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(invalid(

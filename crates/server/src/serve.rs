@@ -147,6 +147,7 @@ impl Server {
             tracing::error!(error = %e, "could not write key use at shutdown");
         }
         state.catalog.close().await;
+        state.data.close().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -204,8 +205,7 @@ async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreErr
             target: id.to_string(),
             details: json!({ "reason": "retention elapsed" }),
         };
-        if let Some(keys) = state.catalog.purge_tenant(&id, &audit).await? {
-            state.identity.forget_purged_tenant(&id, &keys).await;
+        if state.purge_tenant(&id, &audit).await? {
             tracing::info!(tenant = %id, "purged soft-deleted tenant");
         }
     }

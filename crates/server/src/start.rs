@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rand::rngs::OsRng;
 use serde_json::json;
 use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyOwner, KeyRecord, Role, ServerSecret};
-use tenantd_store::{Catalog, NewAuditEntry, StoreError};
+use tenantd_store::{Catalog, DataLimits, DataStore, NewAuditEntry, StoreError};
 
 use crate::config::Config;
 use crate::identify::Identity;
@@ -18,6 +18,8 @@ use crate::state::{AppState, Inner};
 
 const SECRET_FILE: &str = "server-secret";
 const CATALOG_FILE: &str = "catalog.db";
+/// Where record databases live: `pooled.db` and `tenants/<id>.db`.
+const DATA_DIR: &str = "data";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -58,6 +60,10 @@ impl Server {
             None => load_or_create_secret(&data_dir.join(SECRET_FILE))?,
         };
         let catalog = Catalog::open(&data_dir.join(CATALOG_FILE)).await?;
+        let limits = DataLimits {
+            max_record_bytes: config.max_record_bytes,
+        };
+        let data = DataStore::open(&data_dir.join(DATA_DIR), limits).await?;
         let hasher = KeyHasher::new(secret);
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
@@ -69,6 +75,7 @@ impl Server {
         );
         let state = AppState::new(Inner {
             catalog,
+            data,
             identity,
             clock,
             default_region: config.default_region.clone(),

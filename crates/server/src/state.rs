@@ -4,8 +4,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tenantd_core::{Clock, Principal, RegionId, TenantId};
-use tenantd_store::{Catalog, NewAuditEntry};
+use tenantd_core::{Clock, Principal, RegionId, TenantId, TenantStatus};
+use tenantd_store::{Catalog, DataStore, NewAuditEntry, StoreError};
 
 use crate::identify::Identity;
 
@@ -15,6 +15,7 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     pub catalog: Catalog,
+    pub data: DataStore,
     pub identity: Identity,
     pub clock: Arc<dyn Clock>,
     pub default_region: RegionId,
@@ -42,6 +43,30 @@ impl AppState {
             target: target.into(),
             details,
         }
+    }
+}
+
+impl AppState {
+    /// Purges a soft-deleted tenant: its records first, then its catalog
+    /// entries, then whatever identify has cached. Data goes first so that a
+    /// crash in between leaves a deleted tenant whose purge the next sweep
+    /// finishes, never data without a tenant. `false` if it is not deleted.
+    pub async fn purge_tenant(
+        &self,
+        id: &TenantId,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let deleted =
+            self.catalog.tenant(id).await?.map(|t| t.status) == Some(TenantStatus::Deleted);
+        if !deleted {
+            return Ok(false);
+        }
+        self.data.purge(id).await?;
+        let Some(keys) = self.catalog.purge_tenant(id, audit).await? else {
+            return Ok(false);
+        };
+        self.identity.forget_purged_tenant(id, &keys).await;
+        Ok(true)
     }
 }
 

@@ -35,6 +35,7 @@ pub(super) async fn healthz() -> Json<Health> {
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.catalog.ping().await?;
+    state.data.ping().await?;
     Ok(Json(Health {
         status: "ready".into(),
     }))
@@ -159,7 +160,7 @@ impl Modify for Security {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "tenantd", description = "Multi-tenant API platform: tenants, keys, audit."),
+    info(title = "tenantd", description = "Multi-tenant API platform: tenants, keys, audit, and a tenant-isolated record store."),
     modifiers(&Security),
     paths(
         healthz, readyz, openapi, me,
@@ -172,6 +173,10 @@ impl Modify for Security {
         super::keys::get_platform_key, super::keys::rotate_platform_key,
         super::keys::revoke_platform_key,
         super::audit::tenant_audit, super::audit::platform_audit,
+        super::data::create_collection, super::data::list_collections, super::data::get_collection,
+        super::data::delete_collection, super::data::create_record, super::data::list_records,
+        super::data::batch, super::data::get_record, super::data::put_record,
+        super::data::patch_record, super::data::delete_record,
     ),
     components(schemas(Problem))
 )]

@@ -5,6 +5,7 @@
 //! skip authorization, and the authorization matrix test walks this table.
 
 mod audit;
+mod data;
 mod keys;
 mod meta;
 mod tenants;
@@ -37,6 +38,9 @@ pub enum Access {
     /// this role, or an operator. Keys of other tenants get 404, as if the
     /// tenant did not exist.
     Tenant(Role),
+    /// The caller's own tenant's data, with at least this role. Operators
+    /// manage tenants; they do not read or write their records.
+    Data(Role),
 }
 
 /// One row of the route table.
@@ -70,9 +74,10 @@ where
 }
 
 fn routes() -> Vec<Route> {
-    use Access::{AnyKey, Operator, Public, Tenant};
+    use Access::{AnyKey, Data, Operator, Public, Tenant};
     use Method as M;
     let admin = Tenant(Role::Admin);
+    let (read, write) = (Data(Role::Reader), Data(Role::Developer));
     vec![
         route(M::GET, "/healthz", Public, meta::healthz),
         route(M::GET, "/readyz", Public, meta::readyz),
@@ -182,6 +187,63 @@ fn routes() -> Vec<Route> {
             Operator,
             audit::platform_audit,
         ),
+        // The data API: the caller's own tenant's collections and records.
+        route(M::POST, "/v1/collections", write, data::create_collection),
+        route(M::GET, "/v1/collections", read, data::list_collections),
+        route(
+            M::GET,
+            "/v1/collections/{collection}",
+            read,
+            data::get_collection,
+        ),
+        route(
+            M::DELETE,
+            "/v1/collections/{collection}",
+            write,
+            data::delete_collection,
+        ),
+        route(
+            M::POST,
+            "/v1/collections/{collection}/records",
+            write,
+            data::create_record,
+        ),
+        route(
+            M::GET,
+            "/v1/collections/{collection}/records",
+            read,
+            data::list_records,
+        ),
+        route(
+            M::POST,
+            "/v1/collections/{collection}/batch",
+            write,
+            data::batch,
+        ),
+        route(
+            M::GET,
+            "/v1/collections/{collection}/records/{id}",
+            read,
+            data::get_record,
+        ),
+        route(
+            M::PUT,
+            "/v1/collections/{collection}/records/{id}",
+            write,
+            data::put_record,
+        ),
+        route(
+            M::PATCH,
+            "/v1/collections/{collection}/records/{id}",
+            write,
+            data::patch_record,
+        ),
+        route(
+            M::DELETE,
+            "/v1/collections/{collection}/records/{id}",
+            write,
+            data::delete_record,
+        ),
     ]
 }
 
@@ -266,6 +328,17 @@ async fn check_access(
             if principal.is_operator() && state.catalog.tenant(&tenant).await?.is_none() {
                 return Err(ApiError::not_found());
             }
+            parts.extensions.insert(scope);
+        }
+        Access::Data(required) => {
+            let scope = principal.data_scope(required).ok_or_else(|| {
+                let detail = if principal.is_operator() {
+                    "operator keys manage tenants; use a key of the tenant for its data".to_owned()
+                } else {
+                    format!("this route needs the {required} role")
+                };
+                ApiError::with_detail(ErrorCode::Forbidden, detail)
+            })?;
             parts.extensions.insert(scope);
         }
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tenantd_api::{CreateTenant, Problem, TenantPage, UpdateTenant};
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
-use tenantd_core::{ErrorCode, PlanId, Principal, Tenant, TenantId, TenantStatus};
+use tenantd_core::{ErrorCode, Isolation, PlanId, Principal, Tenant, TenantId, TenantStatus};
 use tenantd_store::StoreError;
 use utoipa::IntoParams;
 
@@ -55,20 +55,29 @@ pub(super) async fn create(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
     check_name(&body.name)?;
+    let isolation = body.isolation.unwrap_or(Isolation::Pooled);
+    if isolation == Isolation::Schema {
+        return Err(ApiError::invalid_body(
+            "isolation: the schema model needs a PostgreSQL storage pool, and none is configured",
+        ));
+    }
     let now = state.clock.now();
-    let tenant = Tenant::new(
-        body.id,
-        body.name,
-        PlanId::default_plan(),
-        body.region.unwrap_or_else(|| state.default_region.clone()),
-        now,
-    );
+    let tenant = Tenant {
+        isolation,
+        ..Tenant::new(
+            body.id,
+            body.name,
+            PlanId::default_plan(),
+            body.region.unwrap_or_else(|| state.default_region.clone()),
+            now,
+        )
+    };
     let audit = state.audit(
         &principal,
         Some(&tenant.id),
         "tenant.create",
         tenant.id.as_str(),
-        json!({ "name": tenant.name, "plan": tenant.plan, "region": tenant.region }),
+        json!({ "name": tenant.name, "plan": tenant.plan, "region": tenant.region, "isolation": tenant.isolation }),
     );
     match state.catalog.create_tenant(&tenant, &audit).await {
         Err(StoreError::Conflict) => {
@@ -277,14 +286,18 @@ pub(super) async fn purge(
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<StatusCode, ApiError> {
-    load(&state, &id).await?;
-    let audit = state.audit(&principal, None, "tenant.purge", id.as_str(), json!({}));
-    let Some(keys) = state.catalog.purge_tenant(&id, &audit).await? else {
-        return Err(ApiError::with_detail(
+    let not_deleted = || {
+        ApiError::with_detail(
             ErrorCode::InvalidTransition,
             "only a deleted tenant can be purged",
-        ));
+        )
     };
-    state.identity.forget_purged_tenant(&id, &keys).await;
+    if load(&state, &id).await?.status != TenantStatus::Deleted {
+        return Err(not_deleted());
+    }
+    let audit = state.audit(&principal, None, "tenant.purge", id.as_str(), json!({}));
+    if !state.purge_tenant(&id, &audit).await? {
+        return Err(not_deleted());
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -117,6 +117,7 @@ impl TestApp {
                 id: TenantId::parse(id).expect("valid id"),
                 name: format!("Tenant {id}"),
                 region: None,
+                isolation: None,
             })
             .await
             .expect("tenant created")

@@ -22,6 +22,7 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
             id: id("acme"),
             name: "Acme Corp".into(),
             region: Some("eu-west".parse().unwrap()),
+            isolation: None,
         })
         .await
         .unwrap();
@@ -36,6 +37,7 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
             id: id("acme"),
             name: "Other".into(),
             region: None,
+            isolation: None,
         })
         .await;
     assert_problem(again, 409, "tenant_exists");
@@ -55,6 +57,7 @@ async fn names_are_validated() {
                 id: id("acme"),
                 name: name.to_owned(),
                 region: None,
+                isolation: None,
             })
             .await;
         assert_problem(result, 422, "invalid_body");
@@ -192,6 +195,7 @@ async fn soft_delete_restore_and_purge() {
                 id: id("acme"),
                 name: "x".into(),
                 region: None,
+                isolation: None,
             })
             .await,
         409,
