@@ -23,11 +23,13 @@
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 use tenantd_api::{
-    AuditPage, CreateKey, CreateTenant, CreatedKey, Health, KeyPage, KeyView, Me, Problem,
-    RotateKey, RotatedKey, TenantPage, UpdateTenant,
+    AuditPage, BatchRequest, BatchResponse, Collection, CollectionPage, CreateCollection,
+    CreateKey, CreateTenant, CreatedKey, Health, KeyPage, KeyView, Me, Problem, RecordPage,
+    RecordView, RotateKey, RotatedKey, TenantPage, UpdateTenant,
 };
-use tenantd_core::{KeyId, Tenant, TenantId, TenantStatus};
+use tenantd_core::{CollectionName, KeyId, RecordId, Tenant, TenantId, TenantStatus};
 
 pub use tenantd_api as api;
 pub use tenantd_core as core;
@@ -76,6 +78,21 @@ impl KeysOf<'_> {
 /// A page request: the cursor from the previous page and a page size.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PageRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// A record list request.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecordQuery {
+    /// A filter expression, e.g. `status = "paid" and total >= 100`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// An indexed field, or `-field` for descending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,5 +281,125 @@ impl Client {
                 .query(page),
         )
         .await
+    }
+
+    pub async fn create_collection(
+        &self,
+        collection: &CreateCollection,
+    ) -> Result<Collection, Error> {
+        Self::send(
+            self.request(Method::POST, "/v1/collections")
+                .json(collection),
+        )
+        .await
+    }
+
+    pub async fn collections(&self, page: &PageRequest) -> Result<CollectionPage, Error> {
+        Self::send(self.request(Method::GET, "/v1/collections").query(page)).await
+    }
+
+    pub async fn collection(&self, name: &CollectionName) -> Result<Collection, Error> {
+        Self::send(self.request(Method::GET, &format!("/v1/collections/{name}"))).await
+    }
+
+    /// Deletes a collection with all its records.
+    pub async fn delete_collection(&self, name: &CollectionName) -> Result<(), Error> {
+        let path = format!("/v1/collections/{name}");
+        Self::check(self.request(Method::DELETE, &path).send().await?).await?;
+        Ok(())
+    }
+
+    /// Creates a record with a server-assigned id.
+    pub async fn create_record(
+        &self,
+        collection: &CollectionName,
+        data: &Value,
+    ) -> Result<RecordView, Error> {
+        let path = format!("/v1/collections/{collection}/records");
+        Self::send(self.request(Method::POST, &path).json(data)).await
+    }
+
+    pub async fn list_records(
+        &self,
+        collection: &CollectionName,
+        query: &RecordQuery,
+    ) -> Result<RecordPage, Error> {
+        let path = format!("/v1/collections/{collection}/records");
+        Self::send(self.request(Method::GET, &path).query(query)).await
+    }
+
+    pub async fn record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+    ) -> Result<RecordView, Error> {
+        Self::send(self.request(
+            Method::GET,
+            &format!("/v1/collections/{collection}/records/{id}"),
+        ))
+        .await
+    }
+
+    /// Creates or replaces a record; with `if_match`, only at that version.
+    pub async fn put_record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+        data: &Value,
+        if_match: Option<i64>,
+    ) -> Result<RecordView, Error> {
+        let path = format!("/v1/collections/{collection}/records/{id}");
+        Self::send(if_match_header(self.request(Method::PUT, &path), if_match).json(data)).await
+    }
+
+    /// Applies an RFC 7386 merge patch; with `if_match`, only at that version.
+    pub async fn patch_record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+        patch: &Value,
+        if_match: Option<i64>,
+    ) -> Result<RecordView, Error> {
+        let path = format!("/v1/collections/{collection}/records/{id}");
+        let request = if_match_header(self.request(Method::PATCH, &path), if_match)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/merge-patch+json",
+            )
+            .body(patch.to_string());
+        Self::send(request).await
+    }
+
+    pub async fn delete_record(
+        &self,
+        collection: &CollectionName,
+        id: &RecordId,
+        if_match: Option<i64>,
+    ) -> Result<(), Error> {
+        let path = format!("/v1/collections/{collection}/records/{id}");
+        Self::check(
+            if_match_header(self.request(Method::DELETE, &path), if_match)
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies up to 1000 writes, all or none.
+    pub async fn batch(
+        &self,
+        collection: &CollectionName,
+        batch: &BatchRequest,
+    ) -> Result<BatchResponse, Error> {
+        let path = format!("/v1/collections/{collection}/batch");
+        Self::send(self.request(Method::POST, &path).json(batch)).await
+    }
+}
+
+fn if_match_header(builder: RequestBuilder, version: Option<i64>) -> RequestBuilder {
+    match version {
+        Some(v) => builder.header(reqwest::header::IF_MATCH, format!("\"{v}\"")),
+        None => builder,
     }
 }

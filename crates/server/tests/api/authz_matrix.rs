@@ -5,9 +5,9 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use tenantd_client::api::CreateKey;
+use tenantd_client::api::{CreateCollection, CreateKey};
 use tenantd_client::{KeysOf, PageRequest};
-use tenantd_core::{KeyId, Role, TenantId, TenantStatus};
+use tenantd_core::{CollectionName, KeyId, Role, TenantId, TenantStatus};
 use tenantd_server::{route_table, Access, RouteSpec};
 
 use crate::helpers::{spawn_app, TestApp, START};
@@ -67,6 +67,14 @@ fn expected(access: Access, caller: Caller) -> Expect {
         _ => {}
     }
     match (access, caller) {
+        (Access::Data(_), Caller::Operator) => Denied(403, "forbidden"),
+        (Access::Data(required), Caller::Acme(role) | Caller::Globex(role)) => {
+            if role.satisfies_tenant(required) {
+                Allowed
+            } else {
+                Denied(403, "forbidden")
+            }
+        }
         (Access::AnyKey, _) | (_, Caller::Operator) => Allowed,
         (Access::Operator, _) => Denied(403, "forbidden"),
         (Access::Tenant(_), Caller::Globex(_)) => Denied(404, "not_found"),
@@ -151,11 +159,50 @@ async fn world() -> World {
         )
         .await
         .unwrap();
-    World {
+    let world = World {
         app,
         tokens,
         acme_key,
         spare_operator_key: spare.key.id,
+    };
+    reset_data(&world).await;
+    world
+}
+
+/// The record every tenant of the world has in its `orders` collection.
+const RECORD: &str = "/v1/collections/orders/records/r1";
+
+/// Gives acme and globex each an `orders` collection holding one record
+/// `r1`, and no other collection. Run before each allowed call on a data
+/// route, so that every caller finds the same data.
+async fn reset_data(w: &World) {
+    for caller in [Caller::Acme(Role::Admin), Caller::Globex(Role::Admin)] {
+        let client = w.app.client(w.token(caller));
+        let orders: CollectionName = "orders".parse().unwrap();
+        for name in ["orders", "scratch"] {
+            let _ = client.delete_collection(&name.parse().unwrap()).await;
+        }
+        client
+            .create_collection(&CreateCollection {
+                name: orders.clone(),
+                indexes: vec![],
+            })
+            .await
+            .unwrap();
+        client
+            .put_record(&orders, &"r1".parse().unwrap(), &json!({ "x": 0 }), None)
+            .await
+            .unwrap();
+    }
+}
+
+impl World {
+    fn token(&self, caller: Caller) -> &str {
+        self.tokens
+            .iter()
+            .find(|(c, _)| *c == caller)
+            .map(|(_, t)| t.as_str())
+            .unwrap()
     }
 }
 
@@ -235,6 +282,31 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
             plain(&format!("{platform_key}/revoke"), 200)
         }
         ("GET", "/v1/platform/audit") => plain("/v1/platform/audit", 200),
+        ("POST", "/v1/collections") => {
+            with_body("/v1/collections", json!({ "name": "scratch" }), 201)
+        }
+        ("GET", "/v1/collections") => plain("/v1/collections", 200),
+        ("GET", "/v1/collections/{collection}") => plain("/v1/collections/orders", 200),
+        ("DELETE", "/v1/collections/{collection}") => plain("/v1/collections/orders", 204),
+        ("POST", "/v1/collections/{collection}/records") => {
+            with_body("/v1/collections/orders/records", json!({ "x": 1 }), 201)
+        }
+        ("GET", "/v1/collections/{collection}/records") => {
+            plain("/v1/collections/orders/records", 200)
+        }
+        ("POST", "/v1/collections/{collection}/batch") => with_body(
+            "/v1/collections/orders/batch",
+            json!({ "operations": [{ "op": "put", "id": "r2", "data": {} }] }),
+            200,
+        ),
+        ("GET", "/v1/collections/{collection}/records/{id}") => plain(RECORD, 200),
+        ("PUT", "/v1/collections/{collection}/records/{id}") => {
+            with_body(RECORD, json!({ "x": 2 }), 200)
+        }
+        ("PATCH", "/v1/collections/{collection}/records/{id}") => {
+            with_body(RECORD, json!({ "x": 3 }), 200)
+        }
+        ("DELETE", "/v1/collections/{collection}/records/{id}") => plain(RECORD, 204),
         (method, path) => {
             panic!("route {method} {path} is not covered by the authorization matrix")
         }
@@ -243,7 +315,8 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
 
 /// Everything the control plane holds, as the operator sees it, minus the
 /// last-used times that every authenticated call moves.
-async fn snapshot(app: &TestApp) -> Value {
+async fn snapshot(w: &World) -> Value {
+    let app = &w.app;
     let all = PageRequest {
         cursor: None,
         limit: Some(200),
@@ -254,6 +327,19 @@ async fn snapshot(app: &TestApp) -> Value {
         "platform_keys": app.operator.list_keys(KeysOf::Platform, &all).await.unwrap(),
         "platform_audit": app.operator.audit(KeysOf::Platform, &all).await.unwrap(),
     });
+    // Both tenants' data, as their admins see it.
+    for caller in [Caller::Acme(Role::Admin), Caller::Globex(Role::Admin)] {
+        let client = w.app.client(w.token(caller));
+        let collections = client.collections(&all).await.unwrap();
+        for c in &collections.items {
+            let records = client
+                .list_records(&c.name, &Default::default())
+                .await
+                .unwrap();
+            out[format!("records:{caller:?}:{}", c.name)] = json!(records);
+        }
+        out[format!("collections:{caller:?}")] = json!(collections);
+    }
     for t in &tenants.items {
         out[format!("keys:{}", t.id)] = json!(app
             .operator
@@ -298,7 +384,7 @@ async fn prepare(w: &World, before: Option<TenantStatus>) {
 async fn every_route_answers_every_caller_exactly_and_denials_change_nothing() {
     let routes = route_table();
     assert!(
-        routes.len() >= 25,
+        routes.len() >= 36,
         "the table lost routes: {}",
         routes.len()
     );
@@ -327,8 +413,11 @@ async fn every_route_answers_every_caller_exactly_and_denials_change_nothing() {
                 request = request.json(body);
             }
             let expect = expected(spec.access, caller);
+            if expect == Expect::Allowed && matches!(spec.access, Access::Data(_)) {
+                reset_data(&w).await;
+            }
             let before = match expect {
-                Expect::Denied(..) => Some(snapshot(&w.app).await),
+                Expect::Denied(..) => Some(snapshot(&w).await),
                 Expect::Allowed => None,
             };
             let response = request.send().await.unwrap();
@@ -351,7 +440,7 @@ async fn every_route_answers_every_caller_exactly_and_denials_change_nothing() {
                         "{context}"
                     );
                     assert_eq!(
-                        snapshot(&w.app).await,
+                        snapshot(&w).await,
                         before.unwrap(),
                         "a denied call changed state: {context}"
                     );

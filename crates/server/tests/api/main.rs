@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authz_matrix;
+mod data;
 mod edge;
 mod helpers;
 mod keys;
