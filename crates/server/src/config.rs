@@ -47,6 +47,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest stored record, in bytes of compact JSON.
     pub max_record_bytes: usize,
+    /// Bytes of records kept in the in-process read cache; 0 turns it off.
+    pub record_cache_bytes: u64,
+    /// Largest share of the record cache one tenant may hold, in percent.
+    pub record_cache_tenant_share: u8,
+    /// How long a cached record may be served; bounds staleness from writes
+    /// made by another process.
+    #[serde(with = "humantime_serde")]
+    pub record_cache_ttl: Duration,
     /// Largest accepted total size of request headers.
     pub max_header_bytes: usize,
     /// Time allowed for a whole request, body included.
@@ -87,6 +95,9 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_record_bytes: 256 * 1024,
+            record_cache_bytes: 64 * 1024 * 1024,
+            record_cache_tenant_share: 10,
+            record_cache_ttl: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
@@ -167,6 +178,12 @@ impl Config {
                 "must be between 16 bytes and 64 MiB",
             ));
         }
+        if !(1..=100).contains(&self.record_cache_tenant_share) {
+            return Err(invalid(
+                "record_cache_tenant_share",
+                "must be a percentage from 1 to 100",
+            ));
+        }
         if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(invalid(
                 "max_header_bytes",
@@ -180,6 +197,7 @@ impl Config {
             ("purge_interval", self.purge_interval),
             ("last_used_flush_interval", self.last_used_flush_interval),
             ("identity_cache_ttl", self.identity_cache_ttl),
+            ("record_cache_ttl", self.record_cache_ttl),
         ];
         for (setting, value) in durations {
             if value.is_zero() {

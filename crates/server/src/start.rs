@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rand::rngs::OsRng;
 use serde_json::json;
 use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyOwner, KeyRecord, Role, ServerSecret};
+use tenantd_store::cache::CacheLimits;
 use tenantd_store::{Catalog, DataLimits, DataStore, NewAuditEntry, StoreError};
 
 use crate::config::Config;
@@ -63,7 +64,12 @@ impl Server {
         let limits = DataLimits {
             max_record_bytes: config.max_record_bytes,
         };
-        let data = DataStore::open(&data_dir.join(DATA_DIR), limits).await?;
+        let cache = CacheLimits {
+            capacity_bytes: config.record_cache_bytes,
+            tenant_share_percent: config.record_cache_tenant_share,
+            ttl: config.record_cache_ttl,
+        };
+        let data = DataStore::open(&data_dir.join(DATA_DIR), limits, cache).await?;
         let hasher = KeyHasher::new(secret);
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;

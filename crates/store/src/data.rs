@@ -18,6 +18,7 @@ use tenantd_core::record::{check_body, merge_patch};
 use tenantd_core::{CollectionName, DataScope, Isolation, RecordId, TenantId};
 use time::OffsetDateTime;
 
+use crate::cache::{CacheLimits, RecordCache, RecordKey};
 use crate::codec::{from_nanos, parse, to_nanos};
 use crate::StoreError;
 
@@ -161,6 +162,7 @@ pub struct DataLimits {
 /// The record store: the pooled database and the dedicated ones.
 #[derive(Debug, Clone)]
 pub struct DataStore {
+    cache: RecordCache,
     pooled: SqlitePool,
     dedicated_dir: PathBuf,
     dedicated: Cache<TenantId, SqlitePool>,
@@ -225,7 +227,11 @@ fn now_nanos(now: OffsetDateTime) -> i64 {
 impl DataStore {
     /// Opens the pooled database under `dir` (creating it) and prepares the
     /// directory of dedicated databases.
-    pub async fn open(dir: &Path, limits: DataLimits) -> Result<Self, StoreError> {
+    pub async fn open(
+        dir: &Path,
+        limits: DataLimits,
+        cache: CacheLimits,
+    ) -> Result<Self, StoreError> {
         let dedicated_dir = dir.join("tenants");
         std::fs::create_dir_all(&dedicated_dir)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dedicated_dir.display())))?;
@@ -238,6 +244,7 @@ impl DataStore {
             })
             .build();
         Ok(Self {
+            cache: RecordCache::new(cache),
             pooled,
             dedicated_dir,
             dedicated,
@@ -391,17 +398,24 @@ impl DataStore {
         }
         add_usage(&mut tx, scope, -bytes, -records).await?;
         tx.commit().await?;
+        self.cache.invalidate_tenant(scope.tenant(), Some(name));
         Ok(true)
     }
 
     // ---- records ----
 
+    /// One record, from the cache when it holds it.
     pub async fn record(
         &self,
         scope: &DataScope,
         collection: &CollectionName,
         id: &RecordId,
     ) -> Result<Option<Record>> {
+        let key = RecordKey::new(scope, collection, id);
+        if let Some(record) = self.cache.get(&key).await {
+            return Ok(Some(record));
+        }
+        let started = self.cache.read_started();
         let pool = self.pool(scope).await?;
         let row: Option<RecordRow> = sqlx::query_as(
             "SELECT id, version, body, size, created_at, updated_at FROM records
@@ -412,10 +426,13 @@ impl DataStore {
         .bind(id.as_str())
         .fetch_optional(&pool)
         .await?;
-        if row.is_none() {
+        let Some(row) = row else {
             self.require_collection(&pool, scope, collection).await?;
-        }
-        row.map(RecordRow::into_record).transpose()
+            return Ok(None);
+        };
+        let record = row.into_record()?;
+        self.cache.fill(key, &record, started).await;
+        Ok(Some(record))
     }
 
     async fn require_collection(
@@ -442,6 +459,15 @@ impl DataStore {
         now: OffsetDateTime,
     ) -> Result<Vec<BatchResult>> {
         let single = ops.len() == 1;
+        let touched: Vec<RecordKey> = ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Create { id, .. }
+                | BatchOp::Put { id, .. }
+                | BatchOp::Patch { id, .. }
+                | BatchOp::Delete { id, .. } => RecordKey::new(scope, collection, id),
+            })
+            .collect();
         let mut tx = self.begin_write(scope).await?;
         let mut results = Vec::with_capacity(ops.len());
         for (index, op) in ops.into_iter().enumerate() {
@@ -458,6 +484,7 @@ impl DataStore {
             }
         }
         tx.commit().await?;
+        self.cache.invalidate(touched).await;
         Ok(results)
     }
 
@@ -689,6 +716,11 @@ impl DataStore {
             .collect()
     }
 
+    /// Bytes of `tenant`'s records in the read cache.
+    pub async fn cache_bytes(&self, tenant: &TenantId) -> u64 {
+        self.cache.tenant_bytes(tenant).await
+    }
+
     pub async fn usage(&self, scope: &DataScope) -> Result<Usage> {
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT bytes, records FROM usage WHERE tenant_id = ?")
@@ -726,6 +758,7 @@ impl DataStore {
                 _ => {}
             }
         }
+        self.cache.invalidate_tenant(tenant, None);
         Ok(())
     }
 }

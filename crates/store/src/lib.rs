@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+pub mod cache;
 mod catalog;
 mod codec;
 pub mod data;

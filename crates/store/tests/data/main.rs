@@ -4,6 +4,7 @@
 // Helpers outside #[test] functions fail loudly too: a panic is the report.
 #![allow(clippy::unwrap_used)]
 
+mod cache;
 mod conformance;
 mod isolation;
 
@@ -14,12 +15,20 @@ use tenantd_core::{
     ApiKeyToken, CollectionName, DataScope, Isolation, KeyHasher, KeyOwner, KeyRecord, PlanId,
     RecordId, RegionId, Role, ServerSecret, Tenant, TenantId,
 };
+use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, BatchResult, Record};
 use tenantd_store::{DataLimits, DataStore};
 use time::macros::datetime;
 use time::OffsetDateTime;
 
 pub const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
+
+/// Every test runs with the record cache on, so that it is exercised too.
+pub const CACHE: CacheLimits = CacheLimits {
+    capacity_bytes: 1024 * 1024,
+    tenant_share_percent: 50,
+    ttl: std::time::Duration::from_secs(60),
+};
 
 /// The models a SQLite pool offers.
 pub const MODELS: [Isolation; 2] = [Isolation::Pooled, Isolation::Dedicated];
@@ -32,14 +41,10 @@ pub struct Fixture {
 
 pub async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = DataStore::open(
-        dir.path(),
-        DataLimits {
-            max_record_bytes: 64 * 1024,
-        },
-    )
-    .await
-    .unwrap();
+    let limits = DataLimits {
+        max_record_bytes: 64 * 1024,
+    };
+    let store = DataStore::open(dir.path(), limits, CACHE).await.unwrap();
     Fixture { _dir: dir, store }
 }
 
