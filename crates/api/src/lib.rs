@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantd_core::{
-    CollectionName, Isolation, KeyId, KeyState, PlanId, RecordId, RegionId, Role, Tenant, TenantId,
+    CollectionName, Isolation, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role, Tenant,
+    TenantId,
 };
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -60,6 +61,10 @@ pub struct CreateTenant {
     /// its own). `schema` needs a PostgreSQL storage pool.
     #[serde(default)]
     pub isolation: Option<Isolation>,
+    /// The storage pool; the first pool of the tenant's region offering its
+    /// isolation model when omitted. A pool of another region is refused.
+    #[serde(default)]
+    pub pool: Option<PoolName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

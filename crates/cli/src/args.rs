@@ -114,6 +114,9 @@ pub enum TenantCommand {
         /// pooled (default) or dedicated.
         #[arg(long, value_parser = parse_isolation)]
         isolation: Option<Isolation>,
+        /// A storage pool of the tenant's region; chosen by placement when omitted.
+        #[arg(long)]
+        pool: Option<tenantd_core::PoolName>,
     },
     Get {
         id: TenantId,

@@ -71,6 +71,7 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
             name,
             region,
             isolation,
+            pool,
         } => print(
             client
                 .create_tenant(&CreateTenant {
@@ -78,6 +79,7 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
                     name,
                     region,
                     isolation,
+                    pool,
                 })
                 .await?,
         ),

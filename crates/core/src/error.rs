@@ -51,6 +51,7 @@ error_codes! {
     InvalidParameter = ("invalid_parameter", 400, "A path or query parameter is invalid"),
     InvalidFilter = ("invalid_filter", 400, "The filter expression is invalid"),
     InvalidRecord = ("invalid_record", 400, "The record is not a JSON object within the size and depth limits"),
+    PlacementFailed = ("placement_failed", 422, "No storage pool fits the tenant's region and isolation model"),
     CollectionExists = ("collection_exists", 409, "A collection with this name already exists"),
     RecordExists = ("record_exists", 409, "A record with this id already exists"),
     PreconditionFailed = ("precondition_failed", 412, "The record's version does not match If-Match or If-None-Match"),

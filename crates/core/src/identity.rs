@@ -10,7 +10,7 @@
 use time::OffsetDateTime;
 
 use crate::api_key::{ApiKeyToken, KeyHasher};
-use crate::ids::{KeyId, PlanId, TenantId};
+use crate::ids::{KeyId, PlanId, PoolName, TenantId};
 use crate::key::{KeyOwner, KeyRecord, KeyState};
 use crate::record::Isolation;
 use crate::role::Role;
@@ -48,6 +48,7 @@ struct Membership {
     tenant: TenantId,
     plan: PlanId,
     isolation: Isolation,
+    pool: PoolName,
 }
 
 /// Proof that the caller may act on one tenant's resources. Every store call
@@ -70,6 +71,7 @@ impl TenantScope {
 pub struct DataScope {
     tenant: TenantId,
     isolation: Isolation,
+    pool: PoolName,
 }
 
 impl DataScope {
@@ -79,6 +81,11 @@ impl DataScope {
 
     pub fn isolation(&self) -> Isolation {
         self.isolation
+    }
+
+    /// The storage pool holding the tenant's data.
+    pub fn pool(&self) -> &PoolName {
+        &self.pool
     }
 }
 
@@ -118,6 +125,7 @@ pub fn verify(
                 tenant: tenant.id.clone(),
                 plan: tenant.plan.clone(),
                 isolation: tenant.isolation,
+                pool: tenant.pool.clone(),
             })
         }
     };
@@ -170,6 +178,7 @@ impl Principal {
         self.role.satisfies_tenant(required).then(|| DataScope {
             tenant: m.tenant.clone(),
             isolation: m.isolation,
+            pool: m.pool.clone(),
         })
     }
 }

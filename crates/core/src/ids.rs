@@ -107,6 +107,18 @@ slug_id!(
     RegionId, "region", 1, 63, "default"
 );
 
+slug_id!(
+    /// A storage pool's name, e.g. `eu-1`.
+    PoolName, "pool name", 1, 63, "default"
+);
+
+impl PoolName {
+    /// The pool of the default configuration.
+    pub fn default_pool() -> Self {
+        Self("default".to_owned())
+    }
+}
+
 impl PlanId {
     /// The plan every tenant gets until plans are managed (see the governance work).
     pub fn default_plan() -> Self {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 
-use crate::ids::{PlanId, RegionId, TenantId};
+use crate::ids::{PlanId, PoolName, RegionId, TenantId};
 use crate::record::Isolation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -87,6 +87,8 @@ pub struct Tenant {
     pub region: RegionId,
     /// How its data is kept apart from other tenants'.
     pub isolation: Isolation,
+    /// The storage pool holding its data.
+    pub pool: PoolName,
     pub status: TenantStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -98,7 +100,7 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// A new, active, pooled tenant created at `now`.
+    /// A new, active tenant created at `now`, pooled in the default pool.
     pub fn new(
         id: TenantId,
         name: impl Into<String>,
@@ -112,6 +114,7 @@ impl Tenant {
             plan,
             region,
             isolation: Isolation::Pooled,
+            pool: PoolName::default_pool(),
             status: TenantStatus::Active,
             created_at: now,
             updated_at: now,

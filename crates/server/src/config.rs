@@ -10,7 +10,8 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use tenantd_core::{ApiKeyToken, RegionId, ServerSecret};
+use tenantd_core::placement::PoolSpec;
+use tenantd_core::{ApiKeyToken, Isolation, PoolName, RegionId, ServerSecret};
 
 /// The file read when no `--config` is given; it may be absent.
 pub const DEFAULT_CONFIG_FILE: &str = "tenantd.toml";
@@ -47,6 +48,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest stored record, in bytes of compact JSON.
     pub max_record_bytes: usize,
+    /// Where tenants' data may live. Each tenant is placed on a pool of its
+    /// region that offers its isolation model.
+    pub pools: Vec<PoolConfig>,
     /// Bytes of records kept in the in-process read cache; 0 turns it off.
     pub record_cache_bytes: u64,
     /// Largest share of the record cache one tenant may hold, in percent.
@@ -95,6 +99,13 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_record_bytes: 256 * 1024,
+            pools: vec![PoolConfig {
+                name: PoolName::default_pool(),
+                engine: Engine::Sqlite,
+                location: PathBuf::from("data"),
+                region: None,
+                models: vec![Isolation::Pooled, Isolation::Dedicated],
+            }],
             record_cache_bytes: 64 * 1024 * 1024,
             record_cache_tenant_share: 10,
             record_cache_ttl: Duration::from_secs(60),
@@ -107,6 +118,28 @@ impl Default for Config {
             identity_cache_ttl: Duration::from_secs(30),
         }
     }
+}
+
+/// A storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// Embedded SQLite: a shared database and a file per dedicated tenant.
+    Sqlite,
+}
+
+/// A named storage pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: PoolName,
+    pub engine: Engine,
+    /// The pool's directory; relative paths are under `data_dir`.
+    pub location: PathBuf,
+    /// The pool's region; `default_region` when unset.
+    pub region: Option<RegionId>,
+    /// The isolation models the pool offers.
+    pub models: Vec<Isolation>,
 }
 
 /// Values given on the command line; each one set overrides every other layer.
@@ -178,6 +211,32 @@ impl Config {
                 "must be between 16 bytes and 64 MiB",
             ));
         }
+        if self.pools.is_empty() {
+            return Err(invalid("pools", "at least one storage pool is needed"));
+        }
+        for (i, pool) in self.pools.iter().enumerate() {
+            if self.pools[..i].iter().any(|p| p.name == pool.name) {
+                return Err(invalid(
+                    "pools",
+                    &format!("two pools are named {}", pool.name),
+                ));
+            }
+            if pool.models.is_empty() {
+                return Err(invalid(
+                    "pools",
+                    &format!("pool {} offers no isolation model", pool.name),
+                ));
+            }
+            if pool.engine == Engine::Sqlite && pool.models.contains(&Isolation::Schema) {
+                return Err(invalid(
+                    "pools",
+                    &format!(
+                        "pool {}: the schema model needs a PostgreSQL pool",
+                        pool.name
+                    ),
+                ));
+            }
+        }
         if !(1..=100).contains(&self.record_cache_tenant_share) {
             return Err(invalid(
                 "record_cache_tenant_share",
@@ -205,6 +264,31 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// What placement needs to know of each pool.
+    pub fn pool_specs(&self) -> Vec<PoolSpec> {
+        self.pools
+            .iter()
+            .map(|p| PoolSpec {
+                name: p.name.clone(),
+                region: p
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| self.default_region.clone()),
+                models: p.models.clone(),
+            })
+            .collect()
+    }
+
+    /// Each pool's directory.
+    pub fn pool_dirs(&self) -> Vec<(PoolName, PathBuf)> {
+        self.pools
+            .iter()
+            .map(|p| (p.name.clone(), self.data_dir.join(&p.location)))
+            .collect()
     }
 }
 
@@ -287,6 +371,51 @@ mod tests {
                 jail.set_env(var, value);
                 let err = load(&Overrides::default()).unwrap_err().to_string();
                 assert!(err.to_lowercase().contains(named), "{var}={value}: {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn pools_come_from_the_file_and_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tenantd.toml",
+                r#"
+                    default_region = "eu"
+                    [[pools]]
+                    name = "eu-1"
+                    engine = "sqlite"
+                    location = "pools/eu-1"
+                    models = ["pooled"]
+                    [[pools]]
+                    name = "us-1"
+                    engine = "sqlite"
+                    location = "/srv/us-1"
+                    region = "us"
+                    models = ["pooled", "dedicated"]
+                "#,
+            )?;
+            let config = load(&Overrides::default()).unwrap();
+            let specs = config.pool_specs();
+            assert_eq!(specs.len(), 2);
+            assert_eq!(specs[0].region.as_str(), "eu", "the default region");
+            assert_eq!(specs[1].region.as_str(), "us");
+            let dirs = config.pool_dirs();
+            assert_eq!(dirs[0].1, PathBuf::from("./tenantd-data/pools/eu-1"));
+            assert_eq!(dirs[1].1, PathBuf::from("/srv/us-1"));
+            Ok(())
+        });
+        let bad = [
+            ("pools = []", "at least one"),
+            ("[[pools]]\nname = \"a\"\nengine = \"sqlite\"\nlocation = \"a\"\nmodels = [\"schema\"]", "postgresql"),
+            ("[[pools]]\nname = \"a\"\nengine = \"mysql\"\nlocation = \"a\"\nmodels = [\"pooled\"]", "mysql"),
+        ];
+        for (toml, named) in bad {
+            Jail::expect_with(|jail| {
+                jail.create_file("tenantd.toml", toml)?;
+                let err = load(&Overrides::default()).unwrap_err().to_string();
+                assert!(err.to_lowercase().contains(named), "{toml}: {err}");
                 Ok(())
             });
         }

@@ -19,8 +19,6 @@ use crate::state::{AppState, Inner};
 
 const SECRET_FILE: &str = "server-secret";
 const CATALOG_FILE: &str = "catalog.db";
-/// Where record databases live: `pooled.db` and `tenants/<id>.db`.
-const DATA_DIR: &str = "data";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -69,7 +67,7 @@ impl Server {
             tenant_share_percent: config.record_cache_tenant_share,
             ttl: config.record_cache_ttl,
         };
-        let data = DataStore::open(&data_dir.join(DATA_DIR), limits, cache).await?;
+        let data = DataStore::open(&config.pool_dirs(), limits, cache).await?;
         let hasher = KeyHasher::new(secret);
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
@@ -85,6 +83,7 @@ impl Server {
             identity,
             clock,
             default_region: config.default_region.clone(),
+            pools: config.pool_specs(),
         });
         Ok(Self {
             config,

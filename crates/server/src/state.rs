@@ -4,6 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tenantd_core::placement::PoolSpec;
 use tenantd_core::{Clock, Principal, RegionId, TenantId, TenantStatus};
 use tenantd_store::{Catalog, DataStore, NewAuditEntry, StoreError};
 
@@ -19,6 +20,8 @@ pub struct Inner {
     pub identity: Identity,
     pub clock: Arc<dyn Clock>,
     pub default_region: RegionId,
+    /// The configured storage pools, for placement.
+    pub pools: Vec<PoolSpec>,
 }
 
 impl AppState {
@@ -56,12 +59,13 @@ impl AppState {
         id: &TenantId,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
-        let deleted =
-            self.catalog.tenant(id).await?.map(|t| t.status) == Some(TenantStatus::Deleted);
-        if !deleted {
+        let Some(tenant) = self.catalog.tenant(id).await? else {
+            return Ok(false);
+        };
+        if tenant.status != TenantStatus::Deleted {
             return Ok(false);
         }
-        self.data.purge(id).await?;
+        self.data.purge(id, &tenant.pool).await?;
         let Some(keys) = self.catalog.purge_tenant(id, audit).await? else {
             return Ok(false);
         };

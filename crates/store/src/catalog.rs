@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tenantd_core::{
-    Isolation, KeyId, KeyOwner, KeyRecord, PlanId, RegionId, Role, SecretHash, Tenant, TenantId,
-    TenantScope, TenantStatus,
+    Isolation, KeyId, KeyOwner, KeyRecord, PlanId, PoolName, RegionId, Role, SecretHash, Tenant,
+    TenantId, TenantScope, TenantStatus,
 };
 use time::OffsetDateTime;
 
@@ -91,15 +91,16 @@ impl Catalog {
     pub async fn create_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO tenants (id, name, plan, region, isolation, status, created_at, updated_at,
-                                  deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tenants (id, name, plan, region, isolation, pool, status, created_at,
+                                  updated_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.id.as_str())
         .bind(&tenant.name)
         .bind(tenant.plan.as_str())
         .bind(tenant.region.as_str())
         .bind(tenant.isolation.as_str())
+        .bind(tenant.pool.as_str())
         .bind(tenant.status.as_str())
         .bind(to_nanos(tenant.created_at))
         .bind(to_nanos(tenant.updated_at))
@@ -442,6 +443,7 @@ struct TenantRow {
     plan: String,
     region: String,
     isolation: String,
+    pool: String,
     status: String,
     created_at: i64,
     updated_at: i64,
@@ -458,6 +460,7 @@ impl TenantRow {
             isolation: parse("tenants.isolation", &self.isolation, |s| {
                 Isolation::parse(s).ok_or("unknown isolation model")
             })?,
+            pool: parse("tenants.pool", &self.pool, PoolName::parse)?,
             status: parse("tenants.status", &self.status, |s| {
                 TenantStatus::parse(s).ok_or("unknown status")
             })?,

@@ -6,6 +6,7 @@
 //! always bound parameters. Storage usage is kept exactly, in the same
 //! transaction as each write.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use tenantd_core::filter::{CmpOp, FieldPath, Filter, Literal};
 use tenantd_core::record::{check_body, merge_patch};
-use tenantd_core::{CollectionName, DataScope, Isolation, RecordId, TenantId};
+use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, TenantId};
 use time::OffsetDateTime;
 
 use crate::cache::{CacheLimits, RecordCache, RecordKey};
@@ -159,14 +160,22 @@ pub struct DataLimits {
     pub max_record_bytes: usize,
 }
 
-/// The record store: the pooled database and the dedicated ones.
+/// The record store over every configured storage pool.
 #[derive(Debug, Clone)]
 pub struct DataStore {
     cache: RecordCache,
-    pooled: SqlitePool,
-    dedicated_dir: PathBuf,
+    pools: BTreeMap<PoolName, PoolStorage>,
+    /// Open dedicated databases, whichever pool they are in.
     dedicated: Cache<TenantId, SqlitePool>,
     limits: DataLimits,
+}
+
+/// One SQLite storage pool: a directory with the shared `pooled.db` and a
+/// `tenants/` directory of dedicated databases.
+#[derive(Debug, Clone)]
+struct PoolStorage {
+    pooled: SqlitePool,
+    dedicated_dir: PathBuf,
 }
 
 fn options(path: &Path) -> SqliteConnectOptions {
@@ -225,17 +234,27 @@ fn now_nanos(now: OffsetDateTime) -> i64 {
 }
 
 impl DataStore {
-    /// Opens the pooled database under `dir` (creating it) and prepares the
-    /// directory of dedicated databases.
+    /// Opens every pool's shared database under its directory (creating it)
+    /// and prepares its directory of dedicated databases.
     pub async fn open(
-        dir: &Path,
+        pools: &[(PoolName, PathBuf)],
         limits: DataLimits,
         cache: CacheLimits,
     ) -> Result<Self, StoreError> {
-        let dedicated_dir = dir.join("tenants");
-        std::fs::create_dir_all(&dedicated_dir)
-            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dedicated_dir.display())))?;
-        let pooled = open_pool(&dir.join("pooled.db"), 8).await?;
+        let mut opened = BTreeMap::new();
+        for (name, dir) in pools {
+            let dedicated_dir = dir.join("tenants");
+            std::fs::create_dir_all(&dedicated_dir)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dedicated_dir.display())))?;
+            let pooled = open_pool(&dir.join("pooled.db"), 8).await?;
+            opened.insert(
+                name.clone(),
+                PoolStorage {
+                    pooled,
+                    dedicated_dir,
+                },
+            );
+        }
         let dedicated = Cache::builder()
             .max_capacity(OPEN_DEDICATED)
             .eviction_listener(|_tenant, pool: SqlitePool, _cause| {
@@ -245,23 +264,25 @@ impl DataStore {
             .build();
         Ok(Self {
             cache: RecordCache::new(cache),
-            pooled,
-            dedicated_dir,
+            pools: opened,
             dedicated,
             limits,
         })
     }
 
-    fn dedicated_path(&self, tenant: &TenantId) -> PathBuf {
-        self.dedicated_dir.join(format!("{tenant}.db"))
+    fn storage(&self, pool: &PoolName) -> Result<&PoolStorage, StoreError> {
+        self.pools.get(pool).ok_or_else(|| {
+            StoreError::Corrupt(format!("no storage pool named {pool} is configured"))
+        })
     }
 
     /// The database that holds `scope`'s data.
     async fn pool(&self, scope: &DataScope) -> Result<SqlitePool> {
+        let storage = self.storage(scope.pool())?;
         match scope.isolation() {
-            Isolation::Pooled => Ok(self.pooled.clone()),
+            Isolation::Pooled => Ok(storage.pooled.clone()),
             Isolation::Dedicated => {
-                let path = self.dedicated_path(scope.tenant());
+                let path = storage.dedicated_dir.join(format!("{}.db", scope.tenant()));
                 self.dedicated
                     .try_get_with(scope.tenant().clone(), open_pool(&path, 4))
                     .await
@@ -286,14 +307,18 @@ impl DataStore {
             .await?)
     }
 
-    /// Answers when the pooled database serves queries.
+    /// Answers when every pool's shared database serves queries.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pooled).await?;
+        for storage in self.pools.values() {
+            sqlx::query("SELECT 1").execute(&storage.pooled).await?;
+        }
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pooled.close().await;
+        for storage in self.pools.values() {
+            storage.pooled.close().await;
+        }
         for (_, pool) in &self.dedicated {
             pool.close().await;
         }
@@ -732,8 +757,9 @@ impl DataStore {
 
     /// Removes every trace of a tenant's data, whatever its model. Safe to
     /// repeat: a purge interrupted by a crash is finished by the next one.
-    pub async fn purge(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        let mut tx = self.pooled.begin_with("BEGIN IMMEDIATE").await?;
+    pub async fn purge(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
+        let storage = self.storage(pool)?;
+        let mut tx = storage.pooled.begin_with("BEGIN IMMEDIATE").await?;
         for table in ["records", "collections", "usage"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                 .bind(tenant.as_str())
@@ -744,7 +770,7 @@ impl DataStore {
         if let Some(pool) = self.dedicated.remove(tenant).await {
             pool.close().await;
         }
-        let base = self.dedicated_path(tenant);
+        let base = storage.dedicated_dir.join(format!("{tenant}.db"));
         for suffix in ["", "-wal", "-shm"] {
             let mut path = base.clone().into_os_string();
             path.push(suffix);

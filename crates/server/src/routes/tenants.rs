@@ -8,6 +8,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use tenantd_api::{CreateTenant, Problem, TenantPage, UpdateTenant};
+use tenantd_core::placement::place;
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
 use tenantd_core::{ErrorCode, Isolation, PlanId, Principal, Tenant, TenantId, TenantStatus};
 use tenantd_store::StoreError;
@@ -56,28 +57,21 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     check_name(&body.name)?;
     let isolation = body.isolation.unwrap_or(Isolation::Pooled);
-    if isolation == Isolation::Schema {
-        return Err(ApiError::invalid_body(
-            "isolation: the schema model needs a PostgreSQL storage pool, and none is configured",
-        ));
-    }
+    let region = body.region.unwrap_or_else(|| state.default_region.clone());
+    let pool = place(&state.pools, &region, isolation, body.pool.as_ref())
+        .map_err(|e| ApiError::with_detail(ErrorCode::PlacementFailed, e.to_string()))?;
     let now = state.clock.now();
     let tenant = Tenant {
         isolation,
-        ..Tenant::new(
-            body.id,
-            body.name,
-            PlanId::default_plan(),
-            body.region.unwrap_or_else(|| state.default_region.clone()),
-            now,
-        )
+        pool,
+        ..Tenant::new(body.id, body.name, PlanId::default_plan(), region, now)
     };
     let audit = state.audit(
         &principal,
         Some(&tenant.id),
         "tenant.create",
         tenant.id.as_str(),
-        json!({ "name": tenant.name, "plan": tenant.plan, "region": tenant.region, "isolation": tenant.isolation }),
+        json!({ "name": tenant.name, "plan": tenant.plan, "region": tenant.region, "isolation": tenant.isolation, "pool": tenant.pool }),
     );
     match state.catalog.create_tenant(&tenant, &audit).await {
         Err(StoreError::Conflict) => {

@@ -25,6 +25,7 @@ async fn tenant(app: &TestApp, id: &str, isolation: Isolation) -> (Client, Strin
             name: id.into(),
             region: None,
             isolation: Some(isolation),
+            pool: None,
         })
         .await
         .unwrap();
@@ -302,9 +303,10 @@ async fn bad_records_and_names_are_400() {
             name: "x".into(),
             region: None,
             isolation: Some(Isolation::Schema),
+            pool: None,
         })
         .await;
-    assert_problem(schema, 422, "invalid_body");
+    assert_problem(schema, 422, "placement_failed");
 }
 
 #[tokio::test]

@@ -118,6 +118,7 @@ impl TestApp {
                 name: format!("Tenant {id}"),
                 region: None,
                 isolation: None,
+                pool: None,
             })
             .await
             .expect("tenant created")

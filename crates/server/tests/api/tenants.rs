@@ -21,14 +21,19 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
         .create_tenant(&CreateTenant {
             id: id("acme"),
             name: "Acme Corp".into(),
-            region: Some("eu-west".parse().unwrap()),
+            region: None,
             isolation: None,
+            pool: None,
         })
         .await
         .unwrap();
     assert_eq!(created.status, TenantStatus::Active);
     assert_eq!(created.plan.as_str(), "default");
-    assert_eq!(created.region.as_str(), "eu-west");
+    assert_eq!(created.region.as_str(), "default");
+    assert_eq!(
+        (created.isolation, created.pool.as_str()),
+        (tenantd_core::Isolation::Pooled, "default")
+    );
     assert_eq!(app.operator.tenant(&id("acme")).await.unwrap(), created);
 
     let again = app
@@ -38,6 +43,7 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
             name: "Other".into(),
             region: None,
             isolation: None,
+            pool: None,
         })
         .await;
     assert_problem(again, 409, "tenant_exists");
@@ -58,6 +64,7 @@ async fn names_are_validated() {
                 name: name.to_owned(),
                 region: None,
                 isolation: None,
+                pool: None,
             })
             .await;
         assert_problem(result, 422, "invalid_body");
@@ -196,6 +203,7 @@ async fn soft_delete_restore_and_purge() {
                 name: "x".into(),
                 region: None,
                 isolation: None,
+                pool: None,
             })
             .await,
         409,
@@ -283,4 +291,95 @@ async fn soft_deleted_tenants_are_purged_once_the_retention_has_passed() {
         app.operator.tenant(&id("kept")).await.is_ok(),
         "kept was deleted 1 day ago"
     );
+}
+
+#[tokio::test]
+async fn tenants_are_placed_on_a_pool_of_their_region() {
+    use tenantd_core::{Isolation, PoolName};
+    use tenantd_server::config::{Engine, PoolConfig};
+    let pool = |name: &str, region: &str, models: Vec<Isolation>| PoolConfig {
+        name: name.parse().unwrap(),
+        engine: Engine::Sqlite,
+        location: format!("pools/{name}").into(),
+        region: Some(region.parse().unwrap()),
+        models,
+    };
+    let app = spawn_app_with(|c| {
+        c.default_region = "eu".parse().unwrap();
+        c.pools = vec![
+            pool("eu-1", "eu", vec![Isolation::Pooled]),
+            pool("us-1", "us", vec![Isolation::Pooled, Isolation::Dedicated]),
+        ];
+    })
+    .await;
+    let create = |id: &str,
+                  region: Option<&str>,
+                  isolation: Option<Isolation>,
+                  pool: Option<&str>| CreateTenant {
+        id: id.parse().unwrap(),
+        name: id.into(),
+        region: region.map(|r| r.parse().unwrap()),
+        isolation,
+        pool: pool.map(|p| p.parse().unwrap()),
+    };
+    let acme = app
+        .operator
+        .create_tenant(&create("acme", None, None, None))
+        .await
+        .unwrap();
+    assert_eq!((acme.region.as_str(), acme.pool.as_str()), ("eu", "eu-1"));
+
+    // Data residency: an eu tenant never lands on a us pool.
+    assert_problem(
+        app.operator
+            .create_tenant(&create("globex", None, None, Some("us-1")))
+            .await,
+        422,
+        "placement_failed",
+    );
+    assert_problem(
+        app.operator
+            .create_tenant(&create("globex", None, Some(Isolation::Dedicated), None))
+            .await,
+        422,
+        "placement_failed",
+    );
+    assert_problem(
+        app.operator
+            .create_tenant(&create("globex", Some("ap"), None, None))
+            .await,
+        422,
+        "placement_failed",
+    );
+    let globex = app
+        .operator
+        .create_tenant(&create(
+            "globex",
+            Some("us"),
+            Some(Isolation::Dedicated),
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(globex.pool, "us-1".parse::<PoolName>().unwrap());
+
+    // Its data is written under its pool's directory.
+    let client = app.client(&app.tenant_key("globex", Role::Developer).await.token);
+    client
+        .create_collection(&tenantd_client::api::CreateCollection {
+            name: "orders".parse().unwrap(),
+            indexes: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(app
+        .config
+        .data_dir
+        .join("pools/us-1/tenants/globex.db")
+        .exists());
+    assert!(!app
+        .config
+        .data_dir
+        .join("pools/eu-1/tenants/globex.db")
+        .exists());
 }

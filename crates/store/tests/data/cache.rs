@@ -78,7 +78,7 @@ async fn one_tenant_cannot_take_more_than_its_share() {
         ttl: std::time::Duration::from_secs(60),
     };
     let store = DataStore::open(
-        dir.path(),
+        &crate::one_pool(dir.path()),
         DataLimits {
             max_record_bytes: 64 * 1024,
         },

@@ -87,8 +87,8 @@ async fn purge_removes_one_tenant_only() {
                 .unwrap();
             f.create(s, "orders", "x", json!({})).await;
         }
-        f.store.purge(a.tenant()).await.unwrap();
-        f.store.purge(a.tenant()).await.unwrap();
+        f.store.purge(a.tenant(), a.pool()).await.unwrap();
+        f.store.purge(a.tenant(), a.pool()).await.unwrap();
         assert!(
             f.store.collections(&a, None, 10).await.unwrap().is_empty(),
             "{model:?}"

@@ -23,6 +23,11 @@ use time::OffsetDateTime;
 
 pub const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 
+/// The default pool, stored under `dir`.
+pub fn one_pool(dir: &std::path::Path) -> Vec<(tenantd_core::PoolName, std::path::PathBuf)> {
+    vec![(tenantd_core::PoolName::default_pool(), dir.to_owned())]
+}
+
 /// Every test runs with the record cache on, so that it is exercised too.
 pub const CACHE: CacheLimits = CacheLimits {
     capacity_bytes: 1024 * 1024,
@@ -44,7 +49,9 @@ pub async fn fixture() -> Fixture {
     let limits = DataLimits {
         max_record_bytes: 64 * 1024,
     };
-    let store = DataStore::open(dir.path(), limits, CACHE).await.unwrap();
+    let store = DataStore::open(&one_pool(dir.path()), limits, CACHE)
+        .await
+        .unwrap();
     Fixture { _dir: dir, store }
 }
 
