@@ -191,6 +191,8 @@ async fn purge_deleted(
 }
 
 async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreError> {
+    // The sweep's schedule suits the store's statistics refresh too.
+    state.data.optimize().await?;
     let retention = time::Duration::try_from(retention).unwrap_or(time::Duration::MAX);
     let now = state.clock.now();
     let cutoff = now
