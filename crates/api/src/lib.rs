@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantd_core::{
-    CollectionName, Isolation, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role, Tenant,
-    TenantId,
+    CollectionName, Isolation, JobId, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role,
+    Tenant, TenantId,
 };
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -276,4 +276,37 @@ pub struct BatchOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchResponse {
     pub results: Vec<BatchOutcome>,
+}
+
+/// Where to move a tenant's data. Unset fields keep their current value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveTenant {
+    /// A pool of the tenant's region.
+    pub pool: Option<PoolName>,
+    pub isolation: Option<Isolation>,
+}
+
+/// An asynchronous job and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub id: JobId,
+    pub tenant: TenantId,
+    /// `move`.
+    pub kind: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// The step reached: `copying`, `verifying`, `switching`, `cleaning`, `done`.
+    pub step: String,
+    /// The job's parameters, e.g. `{"from": {...}, "to": {...}}`.
+    #[schema(value_type = Object)]
+    pub details: Value,
+    /// Why it failed, or what it could not finish.
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
 }

@@ -26,10 +26,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tenantd_api::{
     AuditPage, BatchRequest, BatchResponse, Collection, CollectionPage, CreateCollection,
-    CreateKey, CreateTenant, CreatedKey, Health, KeyPage, KeyView, Me, Problem, RecordPage,
-    RecordView, RotateKey, RotatedKey, TenantPage, UpdateTenant,
+    CreateKey, CreateTenant, CreatedKey, Health, JobView, KeyPage, KeyView, Me, MoveTenant,
+    Problem, RecordPage, RecordView, RotateKey, RotatedKey, TenantPage, UpdateTenant,
 };
-use tenantd_core::{CollectionName, KeyId, RecordId, Tenant, TenantId, TenantStatus};
+use tenantd_core::{CollectionName, JobId, KeyId, RecordId, Tenant, TenantId, TenantStatus};
 
 pub use tenantd_api as api;
 pub use tenantd_core as core;
@@ -394,6 +394,19 @@ impl Client {
     ) -> Result<BatchResponse, Error> {
         let path = format!("/v1/collections/{collection}/batch");
         Self::send(self.request(Method::POST, &path).json(batch)).await
+    }
+
+    /// Starts moving a tenant's data; poll the returned job with `job`.
+    pub async fn move_tenant(&self, id: &TenantId, to: &MoveTenant) -> Result<JobView, Error> {
+        Self::send(
+            self.request(Method::POST, &format!("/v1/tenants/{id}/move"))
+                .json(to),
+        )
+        .await
+    }
+
+    pub async fn job(&self, id: &JobId) -> Result<JobView, Error> {
+        Self::send(self.request(Method::GET, &format!("/v1/jobs/{}", id.as_str()))).await
     }
 }
 

@@ -57,6 +57,7 @@ error_codes! {
     PreconditionFailed = ("precondition_failed", 412, "The record's version does not match If-Match or If-None-Match"),
     HeadersTooLarge = ("headers_too_large", 431, "The request headers are too large"),
     RequestTimeout = ("request_timeout", 503, "The request did not complete within the server's time limit"),
+    TenantMaintenance = ("tenant_maintenance", 503, "The tenant's data is being moved; writes resume shortly"),
     StoreUnavailable = ("store_unavailable", 503, "The store is unavailable"),
     Internal = ("internal", 500, "Internal server error"),
 }

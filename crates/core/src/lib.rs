@@ -21,6 +21,6 @@ pub use error::ErrorCode;
 pub use identity::{DataScope, IdentifyError, Principal, TenantScope};
 pub use ids::{IdError, KeyId, PlanId, PoolName, RegionId, TenantId};
 pub use key::{KeyOwner, KeyRecord, KeyState};
-pub use record::{CollectionName, Isolation, RecordId};
+pub use record::{CollectionName, Isolation, JobId, RecordId};
 pub use role::Role;
 pub use tenant::{Tenant, TenantStatus, TransitionError};

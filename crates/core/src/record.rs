@@ -120,6 +120,38 @@ impl RecordId {
     }
 }
 
+/// An async job's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "0192f5c4-6f1e-7c3a-9d0b-3e8f2a1c4b5d")]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let shape_ok = s.len() == 36
+            && s.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        if shape_ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Hex {
+                kind: "job id",
+                len: 36,
+            })
+        }
+    }
+
+    pub fn generate(now_unix_millis: u64, random: [u8; 10]) -> Self {
+        Self(RecordId::generate(now_unix_millis, random).0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! string_newtype_impls {
     ($name:ident) => {
         impl TryFrom<String> for $name {
@@ -149,6 +181,7 @@ macro_rules! string_newtype_impls {
 
 string_newtype_impls!(CollectionName);
 string_newtype_impls!(RecordId);
+string_newtype_impls!(JobId);
 
 /// Deepest nesting of arrays and objects in a record body.
 pub const MAX_RECORD_DEPTH: usize = 32;
@@ -256,6 +289,20 @@ mod tests {
             "variant bits"
         );
         assert!(RecordId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn job_ids_are_generated_uuids() {
+        let id = JobId::generate(1_700_000_000_000, [7; 10]);
+        assert_eq!(JobId::parse(id.as_str()), Ok(id));
+        for bad in [
+            "",
+            "not-a-uuid",
+            "0192F5C4-6F1E-7C3A-9D0B-3E8F2A1C4B5D",
+            "0192f5c46f1e7c3a9d0b3e8f2a1c4b5d1234",
+        ] {
+            assert!(JobId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 mod edge;
 mod extract;
 mod identify;
+mod moves;
 mod problem;
 mod routes;
 mod serve;

@@ -71,6 +71,12 @@ impl Server {
         let hasher = KeyHasher::new(secret);
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
+        for job in catalog.fail_interrupted_jobs(clock.now()).await? {
+            // The catalog switches last, so an interrupted move left the
+            // tenant whole where it was; a partial copy is replaced by the
+            // next attempt.
+            tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = %job.step, "a job was interrupted by a restart");
+        }
         let identity = Identity::new(
             catalog.clone(),
             hasher,

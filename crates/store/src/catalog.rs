@@ -39,11 +39,11 @@ impl Owner<'_> {
 /// The catalog on one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// SQLite's extended result codes for a violated PRIMARY KEY or UNIQUE constraint.
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("1555" | "2067")))
 }
 
@@ -80,7 +80,7 @@ impl Catalog {
 
     /// Starts a write transaction that takes SQLite's write lock at once, so
     /// two writers queue on the busy timeout instead of failing on upgrade.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 

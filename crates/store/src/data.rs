@@ -20,6 +20,10 @@ use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, Ten
 use time::OffsetDateTime;
 
 use crate::cache::{CacheLimits, RecordCache, RecordKey};
+use moves::WriteGates;
+pub use moves::{CollectionDigest, Freeze, Placement};
+
+mod moves;
 use crate::codec::{from_nanos, parse, to_nanos};
 use crate::StoreError;
 
@@ -141,6 +145,9 @@ pub enum DataError {
     Batch { index: usize, error: Box<DataError> },
     #[error("{0}")]
     Unsupported(String),
+    /// The tenant's data is being moved; writes wait until it is done.
+    #[error("the tenant's data is being moved; retry shortly")]
+    Maintenance,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -165,8 +172,10 @@ pub struct DataLimits {
 pub struct DataStore {
     cache: RecordCache,
     pools: BTreeMap<PoolName, PoolStorage>,
-    /// Open dedicated databases, whichever pool they are in.
-    dedicated: Cache<TenantId, SqlitePool>,
+    /// Open dedicated databases, by pool and tenant.
+    dedicated: Cache<(PoolName, TenantId), SqlitePool>,
+    /// Tenants whose writes are held while their data moves.
+    gates: WriteGates,
     limits: DataLimits,
 }
 
@@ -228,6 +237,23 @@ fn field_type(path: &FieldPath) -> String {
     format!("json_type(body, '{}')", path.json_path())
 }
 
+/// Creates the indexes of declared fields: one per distinct field path,
+/// led by tenant and collection so that each tenant's entries are contiguous.
+async fn create_indexes(
+    tx: &mut Transaction<'static, Sqlite>,
+    indexes: &[FieldPath],
+) -> Result<()> {
+    for path in indexes {
+        let ddl = format!(
+            "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
+            index_name(path),
+            field_expr(path)
+        );
+        sqlx::query(&ddl).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 fn index_name(path: &FieldPath) -> String {
     format!("\"ix_field_{}\"", path.segments().join("__"))
 }
@@ -269,6 +295,7 @@ impl DataStore {
             cache: RecordCache::new(cache),
             pools: opened,
             dedicated,
+            gates: WriteGates::default(),
             limits,
         })
     }
@@ -281,13 +308,24 @@ impl DataStore {
 
     /// The database that holds `scope`'s data.
     async fn pool(&self, scope: &DataScope) -> Result<SqlitePool> {
-        let storage = self.storage(scope.pool())?;
-        match scope.isolation() {
+        self.pool_at(scope.tenant(), scope.pool(), scope.isolation())
+            .await
+    }
+
+    /// The database holding `tenant`'s data at a placement.
+    async fn pool_at(
+        &self,
+        tenant: &TenantId,
+        pool: &PoolName,
+        isolation: Isolation,
+    ) -> Result<SqlitePool> {
+        let storage = self.storage(pool)?;
+        match isolation {
             Isolation::Pooled => Ok(storage.pooled.clone()),
             Isolation::Dedicated => {
-                let path = storage.dedicated_dir.join(format!("{}.db", scope.tenant()));
+                let path = storage.dedicated_dir.join(format!("{tenant}.db"));
                 self.dedicated
-                    .try_get_with(scope.tenant().clone(), open_pool(&path, 4))
+                    .try_get_with((pool.clone(), tenant.clone()), open_pool(&path, 4))
                     .await
                     .map_err(|e| {
                         DataError::Store(StoreError::Corrupt(format!(
@@ -350,6 +388,7 @@ impl DataStore {
         indexes: &[FieldPath],
         now: OffsetDateTime,
     ) -> Result<Collection> {
+        let _permit = self.gates.permit(scope).await?;
         let mut tx = self.begin_write(scope).await?;
         let paths: Vec<String> = indexes.iter().map(ToString::to_string).collect();
         let inserted = sqlx::query(
@@ -365,16 +404,7 @@ impl DataStore {
             Err(e) if constraint(&e) == Some("unique") => return Err(DataError::CollectionExists),
             other => other?,
         };
-        for path in indexes {
-            // One index per distinct field path, led by tenant and collection
-            // so that each tenant's entries are contiguous.
-            let ddl = format!(
-                "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
-                index_name(path),
-                field_expr(path)
-            );
-            sqlx::query(&ddl).execute(&mut *tx).await?;
-        }
+        create_indexes(&mut tx, indexes).await?;
         tx.commit().await?;
         Ok(Collection {
             name: name.clone(),
@@ -421,6 +451,7 @@ impl DataStore {
         scope: &DataScope,
         name: &CollectionName,
     ) -> Result<bool> {
+        let _permit = self.gates.permit(scope).await?;
         let mut tx = self.begin_write(scope).await?;
         let (bytes, records): (i64, i64) = sqlx::query_as(
             "SELECT coalesce(sum(size), 0), count(*) FROM records WHERE tenant_id = ? AND collection = ?",
@@ -500,6 +531,7 @@ impl DataStore {
         ops: Vec<BatchOp>,
         now: OffsetDateTime,
     ) -> Result<Vec<BatchResult>> {
+        let _permit = self.gates.permit(scope).await?;
         let single = ops.len() == 1;
         let touched: Vec<RecordKey> = ops
             .iter()
@@ -756,8 +788,16 @@ impl DataStore {
                 .await?;
         }
         tx.commit().await?;
-        if let Some(pool) = self.dedicated.remove(tenant).await {
-            pool.close().await;
+        self.remove_dedicated(tenant, pool).await?;
+        self.cache.invalidate_tenant(tenant, None);
+        Ok(())
+    }
+
+    /// Closes and deletes `tenant`'s dedicated database in `pool`, if any.
+    async fn remove_dedicated(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
+        let storage = self.storage(pool)?;
+        if let Some(open) = self.dedicated.remove(&(pool.clone(), tenant.clone())).await {
+            open.close().await;
         }
         let base = storage.dedicated_dir.join(format!("{tenant}.db"));
         for suffix in ["", "-wal", "-shm"] {
@@ -773,7 +813,6 @@ impl DataStore {
                 _ => {}
             }
         }
-        self.cache.invalidate_tenant(tenant, None);
         Ok(())
     }
 }

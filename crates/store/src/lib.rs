@@ -8,6 +8,7 @@ pub mod cache;
 mod catalog;
 mod codec;
 pub mod data;
+pub mod jobs;
 
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use catalog::{Catalog, Owner};

@@ -64,6 +64,7 @@ fn data_error(e: DataError) -> ApiError {
             tracing::error!(%detail, "data model not served by this store");
             ApiError::new(ErrorCode::Internal)
         }
+        DataError::Maintenance => ApiError::new(ErrorCode::TenantMaintenance),
         DataError::Store(e) => e.into(),
     }
 }

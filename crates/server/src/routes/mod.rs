@@ -113,6 +113,13 @@ fn routes() -> Vec<Route> {
             Operator,
             tenants::purge,
         ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/move",
+            Operator,
+            tenants::move_tenant,
+        ),
+        route(M::GET, "/v1/jobs/{job_id}", Operator, tenants::get_job),
         // A tenant's keys and audit trail: its admins, or an operator.
         route(
             M::POST,

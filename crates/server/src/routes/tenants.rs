@@ -7,14 +7,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
-use tenantd_api::{CreateTenant, Problem, TenantPage, UpdateTenant};
+use tenantd_api::{CreateTenant, JobView, MoveTenant, Problem, TenantPage, UpdateTenant};
 use tenantd_core::placement::place;
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
-use tenantd_core::{ErrorCode, Isolation, PlanId, Principal, Tenant, TenantId, TenantStatus};
+use tenantd_core::{
+    ErrorCode, Isolation, JobId, PlanId, Principal, Role, Tenant, TenantId, TenantStatus,
+};
+use tenantd_store::data::Placement;
+use tenantd_store::jobs::Job;
 use tenantd_store::StoreError;
 use utoipa::IntoParams;
 
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
+use crate::moves::start_move;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -294,4 +299,96 @@ pub(super) async fn purge(
         return Err(not_deleted());
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn job_view(job: Job) -> JobView {
+    JobView {
+        id: job.id,
+        tenant: job.tenant,
+        kind: job.kind,
+        state: job.state.as_str().to_owned(),
+        step: job.step,
+        details: job.details,
+        error: job.error,
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+    }
+}
+
+/// Move a tenant's data to another pool of its region or another isolation
+/// model, as a job: copy, verify, switch, remove the old copy. Writes get
+/// 503 `tenant_maintenance` while the copy runs; a failure leaves the
+/// tenant whole where it was.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/move", tag = "tenants", request_body = MoveTenant,
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses(
+        (status = 202, description = "The job started; poll its Location", body = JobView),
+        (status = 409, description = "Deleted, already there, or a job is running", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No pool fits", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn move_tenant(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<MoveTenant>,
+) -> Result<Response, ApiError> {
+    let tenant = load(&state, &id).await?;
+    if tenant.status == TenantStatus::Deleted {
+        return Err(ApiError::with_detail(
+            ErrorCode::InvalidTransition,
+            "a deleted tenant cannot be moved",
+        ));
+    }
+    let isolation = body.isolation.unwrap_or(tenant.isolation);
+    // Without a pool named, the tenant stays in its pool if that pool offers
+    // the model, and goes to the first pool of its region that does if not.
+    let pool = match &body.pool {
+        Some(pool) => place(&state.pools, &tenant.region, isolation, Some(pool)),
+        None => place(&state.pools, &tenant.region, isolation, Some(&tenant.pool))
+            .or_else(|_| place(&state.pools, &tenant.region, isolation, None)),
+    }
+    .map_err(|e| ApiError::with_detail(ErrorCode::PlacementFailed, e.to_string()))?;
+    let to = Placement { pool, isolation };
+    if to.pool == tenant.pool && to.isolation == tenant.isolation {
+        return Err(ApiError::with_detail(
+            ErrorCode::InvalidTransition,
+            "the tenant is already there",
+        ));
+    }
+    // Operators hold a scope on every tenant; the job acts with it.
+    let scope = principal
+        .scope_for(&id, Role::Admin)
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden))?;
+    let job = match start_move(&state, &principal, scope, &tenant, to).await {
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::with_detail(
+                ErrorCode::InvalidTransition,
+                "a job is already running for this tenant",
+            ))
+        }
+        other => other?,
+    };
+    let location = format!("/v1/jobs/{}", job.id.as_str());
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job_view(job)),
+    )
+        .into_response())
+}
+
+/// Get a job.
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "tenants",
+    params(("job_id" = JobId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "The job", body = JobView)))]
+pub(super) async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<JobId>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = state
+        .catalog
+        .job(&id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(job_view(job)))
 }

@@ -5,9 +5,9 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use tenantd_client::api::{CreateCollection, CreateKey};
+use tenantd_client::api::{CreateCollection, CreateKey, MoveTenant};
 use tenantd_client::{KeysOf, PageRequest};
-use tenantd_core::{CollectionName, KeyId, Role, TenantId, TenantStatus};
+use tenantd_core::{CollectionName, Isolation, JobId, KeyId, Role, TenantId, TenantStatus};
 use tenantd_server::{route_table, Access, RouteSpec};
 
 use crate::helpers::{spawn_app, TestApp, START};
@@ -89,6 +89,8 @@ fn expected(access: Access, caller: Caller) -> Expect {
 /// A tenant and keys for every caller, on a fresh server.
 struct World {
     app: TestApp,
+    /// A finished move job of tenant hooli.
+    job: JobId,
     tokens: Vec<(Caller, String)>,
     acme_key: KeyId,
     spare_operator_key: KeyId,
@@ -159,7 +161,22 @@ async fn world() -> World {
         )
         .await
         .unwrap();
+    app.create_tenant("hooli").await;
+    let hooli: TenantId = "hooli".parse().unwrap();
+    let started = app
+        .operator
+        .move_tenant(
+            &hooli,
+            &MoveTenant {
+                pool: None,
+                isolation: Some(Isolation::Dedicated),
+            },
+        )
+        .await
+        .unwrap();
+    crate::helpers::wait_for_job(&app, &started.id).await;
     let world = World {
+        job: started.id,
         app,
         tokens,
         acme_key,
@@ -282,6 +299,11 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
             plain(&format!("{platform_key}/revoke"), 200)
         }
         ("GET", "/v1/platform/audit") => plain("/v1/platform/audit", 200),
+        ("POST", "/v1/tenants/{tenant}/move") => Call {
+            body: Some(json!({ "isolation": "dedicated" })),
+            ..umbrella("/move", TenantStatus::Active, 202)
+        },
+        ("GET", "/v1/jobs/{job_id}") => plain(&format!("/v1/jobs/{}", w.job.as_str()), 200),
         ("POST", "/v1/collections") => {
             with_body("/v1/collections", json!({ "name": "scratch" }), 201)
         }

@@ -159,3 +159,15 @@ pub fn assert_problem<T: std::fmt::Debug>(
         other => panic!("expected {status} {code}, got {other:?}"),
     }
 }
+
+/// Polls a job until it ends, and returns it.
+pub async fn wait_for_job(app: &TestApp, id: &tenantd_core::JobId) -> tenantd_client::api::JobView {
+    for _ in 0..500 {
+        let job = app.operator.job(id).await.expect("job");
+        if job.state != "running" {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("job {} did not end within 10 s", id.as_str());
+}

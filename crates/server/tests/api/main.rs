@@ -10,5 +10,6 @@ mod edge;
 mod helpers;
 mod keys;
 mod lifecycle;
+mod moves;
 mod openapi;
 mod tenants;

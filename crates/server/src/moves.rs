@@ -1,0 +1,178 @@
+//! The tenant move job: copy a tenant's data to another placement (pool and
+//! isolation model), verify the copy, switch the catalog, remove the old copy.
+//!
+//! Until the catalog switches, the old copy is the tenant's data: any failure
+//! before that removes the new copy and leaves the tenant where it was.
+//! Writes are held (503 `tenant_maintenance`) from the copy to the switch;
+//! reads go on from the old copy.
+
+use rand::RngCore;
+use serde_json::json;
+use tenantd_core::{JobId, Principal, Tenant, TenantScope};
+use tenantd_store::data::{DataError, Placement};
+use tenantd_store::jobs::{Job, JobState};
+
+use crate::state::AppState;
+
+fn placement_json(p: &Placement) -> serde_json::Value {
+    json!({ "pool": p.pool, "isolation": p.isolation })
+}
+
+/// Records a move job for `tenant` and starts it in the background.
+pub(crate) async fn start_move(
+    state: &AppState,
+    principal: &Principal,
+    scope: TenantScope,
+    tenant: &Tenant,
+    to: Placement,
+) -> Result<Job, tenantd_store::StoreError> {
+    let now = state.clock.now();
+    let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut random = [0u8; 10];
+    rand::thread_rng().fill_bytes(&mut random);
+    let from = Placement {
+        pool: tenant.pool.clone(),
+        isolation: tenant.isolation,
+    };
+    let job = Job {
+        id: JobId::generate(millis, random),
+        tenant: tenant.id.clone(),
+        kind: "move".into(),
+        state: JobState::Running,
+        step: "copying".into(),
+        details: json!({ "from": placement_json(&from), "to": placement_json(&to) }),
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = state.audit(
+        principal,
+        Some(&tenant.id),
+        "tenant.move.start",
+        job.id.as_str(),
+        job.details.clone(),
+    );
+    state.catalog.start_job(&job, &audit).await?;
+    let runner = MoveRun {
+        state: state.clone(),
+        principal: principal.clone(),
+        scope,
+        job: job.id.clone(),
+        from,
+        to,
+    };
+    tokio::spawn(runner.run());
+    Ok(job)
+}
+
+struct MoveRun {
+    state: AppState,
+    principal: Principal,
+    scope: TenantScope,
+    job: JobId,
+    from: Placement,
+    to: Placement,
+}
+
+impl MoveRun {
+    async fn step(&self, state: JobState, step: &str, error: Option<&str>) {
+        let at = self.state.clock.now();
+        if let Err(e) = self
+            .state
+            .catalog
+            .advance_job(&self.job, state, step, error, at)
+            .await
+        {
+            tracing::error!(job = %self.job.as_str(), error = %e, "could not record the job's progress");
+        }
+    }
+
+    async fn run(self) {
+        let data = &self.state.data;
+        let tenant = self.scope.tenant().clone();
+        // Writes are held from here until the switch, so the copy is complete.
+        let freeze = data.freeze(&self.scope).await;
+        if let Err((step, error)) = self.copy_verify_switch().await {
+            {
+                drop(freeze);
+                tracing::warn!(tenant = %tenant, job = %self.job.as_str(), %error, "move failed");
+                if let Err(e) = data.remove_copy(&self.scope, &self.to).await {
+                    tracing::error!(tenant = %tenant, error = %e, "could not remove the partial copy");
+                }
+                self.step(JobState::Failed, step, Some(&error)).await;
+                return;
+            }
+        }
+        data.moved(&self.scope, self.to.clone());
+        self.state.identity.forget_tenant(&tenant).await;
+        drop(freeze);
+
+        self.step(JobState::Running, "cleaning", None).await;
+        match data.remove_copy(&self.scope, &self.from).await {
+            Ok(()) => self.step(JobState::Succeeded, "done", None).await,
+            Err(e) => {
+                // The tenant is whole at its new placement; only disk space is lost.
+                let note = format!("moved, but the old copy was not removed: {e}");
+                tracing::error!(tenant = %tenant, %note);
+                self.step(JobState::Succeeded, "done", Some(&note)).await;
+            }
+        }
+    }
+
+    /// The steps that can still fail without touching the tenant's data.
+    async fn copy_verify_switch(&self) -> Result<(), (&'static str, String)> {
+        let data = &self.state.data;
+        let fail = |step: &'static str| move |e: DataError| (step, e.to_string());
+        data.copy_tenant(&self.scope, &self.from, &self.to)
+            .await
+            .map_err(fail("copying"))?;
+
+        self.step(JobState::Running, "verifying", None).await;
+        let before = data
+            .digests(&self.scope, &self.from)
+            .await
+            .map_err(fail("verifying"))?;
+        let after = data
+            .digests(&self.scope, &self.to)
+            .await
+            .map_err(fail("verifying"))?;
+        if before != after {
+            let differs = before
+                .iter()
+                .zip(after.iter())
+                .find(|(a, b)| a != b)
+                .map_or_else(
+                    || "the collections differ".to_owned(),
+                    |(a, _)| format!("collection {} differs", a.collection),
+                );
+            return Err(("verifying", format!("the copy does not match: {differs}")));
+        }
+
+        self.step(JobState::Running, "switching", None).await;
+        let audit = self.state.audit(
+            &self.principal,
+            Some(self.scope.tenant()),
+            "tenant.move",
+            self.scope.tenant().as_str(),
+            json!({ "job": self.job, "from": placement_json(&self.from), "to": placement_json(&self.to) }),
+        );
+        let switched = self
+            .state
+            .catalog
+            .switch_placement(
+                &self.scope,
+                (&self.from.pool, self.from.isolation),
+                (&self.to.pool, self.to.isolation),
+                &audit,
+            )
+            .await
+            .map_err(|e| ("switching", e.to_string()))?;
+        if !switched {
+            return Err((
+                "switching",
+                "the tenant's placement changed meanwhile".into(),
+            ));
+        }
+        Ok(())
+    }
+}

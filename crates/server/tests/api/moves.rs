@@ -1,0 +1,295 @@
+//! Moving a tenant between pools and isolation models: verified, atomic, and
+//! harmless when it fails.
+
+use serde_json::json;
+use tenantd_client::api::{CreateCollection, CreateTenant, MoveTenant, RecordView};
+use tenantd_client::{Client, RecordQuery};
+use tenantd_core::{Isolation, Role, TenantId};
+use tenantd_server::config::{Engine, PoolConfig};
+
+use crate::helpers::{assert_problem, spawn_app_with, wait_for_job, TestApp};
+
+fn pools(c: &mut tenantd_server::config::Config) {
+    let pool = |name: &str| PoolConfig {
+        name: name.parse().unwrap(),
+        engine: Engine::Sqlite,
+        location: format!("pools/{name}").into(),
+        region: None,
+        models: vec![Isolation::Pooled, Isolation::Dedicated],
+    };
+    c.pools = vec![pool("a"), pool("b")];
+}
+
+/// acme on pool a, pooled, with 50 records written through the API.
+async fn acme_with_data(app: &TestApp) -> (Client, Vec<RecordView>) {
+    app.operator
+        .create_tenant(&CreateTenant {
+            id: "acme".parse().unwrap(),
+            name: "Acme".into(),
+            region: None,
+            isolation: None,
+            pool: Some("a".parse().unwrap()),
+        })
+        .await
+        .unwrap();
+    let client = app.client(&app.tenant_key("acme", Role::Developer).await.token);
+    let orders = "orders".parse().unwrap();
+    client
+        .create_collection(&CreateCollection {
+            name: "orders".parse().unwrap(),
+            indexes: vec!["n".into()],
+        })
+        .await
+        .unwrap();
+    for n in 0..50 {
+        let id = format!("r{n:02}").parse().unwrap();
+        client
+            .put_record(&orders, &id, &json!({ "n": n }), None)
+            .await
+            .unwrap();
+    }
+    // Versions above 1 must survive the move.
+    client
+        .put_record(
+            &orders,
+            &"r07".parse().unwrap(),
+            &json!({ "n": 7, "x": 1 }),
+            Some(1),
+        )
+        .await
+        .unwrap();
+    let all = RecordQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let records = client.list_records(&orders, &all).await.unwrap().items;
+    (client, records)
+}
+
+async fn count_rows(path: std::path::PathBuf, tenant: &str) -> i64 {
+    let url = format!("sqlite://{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE tenant_id = ?")
+        .bind(tenant)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+#[tokio::test]
+async fn a_move_copies_verifies_switches_and_removes_the_old_copy() {
+    let app = spawn_app_with(pools).await;
+    let (client, before) = acme_with_data(&app).await;
+    let acme: TenantId = "acme".parse().unwrap();
+    let data = app.config.data_dir.join("pools");
+
+    for (pool, isolation) in [
+        ("a", Isolation::Dedicated),
+        ("b", Isolation::Pooled),
+        ("b", Isolation::Dedicated),
+    ] {
+        let to = MoveTenant {
+            pool: Some(pool.parse().unwrap()),
+            isolation: Some(isolation),
+        };
+        let job = app.operator.move_tenant(&acme, &to).await.unwrap();
+        let done = wait_for_job(&app, &job.id).await;
+        assert_eq!(
+            (done.state.as_str(), done.step.as_str(), done.error),
+            ("succeeded", "done", None)
+        );
+        let tenant = app.operator.tenant(&acme).await.unwrap();
+        assert_eq!((tenant.pool.as_str(), tenant.isolation), (pool, isolation));
+
+        let all = RecordQuery {
+            limit: Some(1000),
+            ..Default::default()
+        };
+        let after = client
+            .list_records(&"orders".parse().unwrap(), &all)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(
+            after, before,
+            "same ids, versions, times and data after moving to {pool}/{isolation:?}"
+        );
+        let sorted = RecordQuery {
+            sort: Some("-n".into()),
+            limit: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            client
+                .list_records(&"orders".parse().unwrap(), &sorted)
+                .await
+                .unwrap()
+                .items[0]
+                .data["n"],
+            49
+        );
+    }
+    // Only the final copy remains.
+    assert_eq!(count_rows(data.join("a/pooled.db"), "acme").await, 0);
+    assert_eq!(count_rows(data.join("b/pooled.db"), "acme").await, 0);
+    assert!(!data.join("a/tenants/acme.db").exists());
+    assert_eq!(count_rows(data.join("b/tenants/acme.db"), "acme").await, 50);
+    // The tenant writes at its new home.
+    client
+        .create_record(&"orders".parse().unwrap(), &json!({"n": 50}))
+        .await
+        .unwrap();
+
+    let trail = app
+        .operator
+        .audit(tenantd_client::KeysOf::Tenant(&acme), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        trail
+            .items
+            .iter()
+            .filter(|e| e.action == "tenant.move")
+            .count(),
+        3
+    );
+}
+
+/// Installs a trigger in `db` that aborts the insert of record `r30`: a
+/// real failure halfway through a copy.
+async fn poison(db: std::path::PathBuf, sql: &str) {
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_failure_mid_copy_leaves_the_tenant_whole_where_it_was() {
+    let app = spawn_app_with(pools).await;
+    let (client, before) = acme_with_data(&app).await;
+    let acme: TenantId = "acme".parse().unwrap();
+    let target = app.config.data_dir.join("pools/b/pooled.db");
+    poison(
+        target.clone(),
+        "CREATE TRIGGER poison BEFORE INSERT ON records WHEN NEW.id = 'r30'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .await;
+
+    let to = MoveTenant {
+        pool: Some("b".parse().unwrap()),
+        isolation: None,
+    };
+    let job = app.operator.move_tenant(&acme, &to).await.unwrap();
+    let done = wait_for_job(&app, &job.id).await;
+    assert_eq!(
+        (done.state.as_str(), done.step.as_str()),
+        ("failed", "copying")
+    );
+    assert!(done.error.unwrap().contains("injected failure"));
+
+    let tenant = app.operator.tenant(&acme).await.unwrap();
+    assert_eq!(
+        (tenant.pool.as_str(), tenant.isolation),
+        ("a", Isolation::Pooled)
+    );
+    let all = RecordQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    assert_eq!(
+        client
+            .list_records(&"orders".parse().unwrap(), &all)
+            .await
+            .unwrap()
+            .items,
+        before
+    );
+    assert_eq!(
+        count_rows(target, "acme").await,
+        0,
+        "no partial copy is left behind"
+    );
+    client
+        .create_record(&"orders".parse().unwrap(), &json!({"n": 50}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_copy_that_does_not_verify_is_discarded() {
+    let app = spawn_app_with(pools).await;
+    let (client, before) = acme_with_data(&app).await;
+    let acme: TenantId = "acme".parse().unwrap();
+    // Silent corruption on the target: the copy lands, but changed.
+    poison(
+        app.config.data_dir.join("pools/b/pooled.db"),
+        "CREATE TRIGGER corrupt AFTER INSERT ON records WHEN NEW.id = 'r12'
+         BEGIN UPDATE records SET body = '{\"n\":-1}' WHERE rowid = NEW.rowid; END",
+    )
+    .await;
+    let to = MoveTenant {
+        pool: Some("b".parse().unwrap()),
+        isolation: None,
+    };
+    let job = app.operator.move_tenant(&acme, &to).await.unwrap();
+    let done = wait_for_job(&app, &job.id).await;
+    assert_eq!(
+        (done.state.as_str(), done.step.as_str()),
+        ("failed", "verifying")
+    );
+    assert!(done.error.unwrap().contains("collection orders differs"));
+    assert_eq!(app.operator.tenant(&acme).await.unwrap().pool.as_str(), "a");
+    let all = RecordQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    assert_eq!(
+        client
+            .list_records(&"orders".parse().unwrap(), &all)
+            .await
+            .unwrap()
+            .items,
+        before
+    );
+}
+
+#[tokio::test]
+async fn moves_respect_placement_rules() {
+    let app = spawn_app_with(|c| {
+        pools(c);
+        c.pools[1].region = Some("us".parse().unwrap());
+    })
+    .await;
+    let (_, _) = acme_with_data(&app).await;
+    let acme: TenantId = "acme".parse().unwrap();
+    let to_us = MoveTenant {
+        pool: Some("b".parse().unwrap()),
+        isolation: None,
+    };
+    assert_problem(
+        app.operator.move_tenant(&acme, &to_us).await,
+        422,
+        "placement_failed",
+    );
+    assert_problem(
+        app.operator
+            .move_tenant(&acme, &MoveTenant::default())
+            .await,
+        409,
+        "invalid_transition",
+    );
+    app.operator.delete_tenant(&acme).await.unwrap();
+    let dedicated = MoveTenant {
+        pool: None,
+        isolation: Some(Isolation::Dedicated),
+    };
+    assert_problem(
+        app.operator.move_tenant(&acme, &dedicated).await,
+        409,
+        "invalid_transition",
+    );
+}

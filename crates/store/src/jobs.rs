@@ -1,0 +1,184 @@
+//! Asynchronous jobs in the catalog: created, advanced step by step, and
+//! ended as succeeded or failed. At most one job runs per tenant.
+
+use serde_json::Value;
+use tenantd_core::{Isolation, JobId, PoolName, TenantId, TenantScope};
+use time::OffsetDateTime;
+
+use crate::audit::append;
+use crate::catalog::{is_unique_violation, Catalog};
+use crate::codec::{from_nanos, parse, to_nanos};
+use crate::{NewAuditEntry, Result, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Running, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub tenant: TenantId,
+    pub kind: String,
+    pub state: JobState,
+    /// The step the job is at, or ended at.
+    pub step: String,
+    /// Job-specific parameters, e.g. where from and where to.
+    pub details: Value,
+    pub error: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    tenant_id: String,
+    kind: String,
+    state: String,
+    step: String,
+    details: String,
+    error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl JobRow {
+    fn into_job(self) -> Result<Job> {
+        Ok(Job {
+            id: parse("jobs.id", &self.id, JobId::parse)?,
+            tenant: parse("jobs.tenant_id", &self.tenant_id, TenantId::parse)?,
+            kind: self.kind,
+            state: parse("jobs.state", &self.state, |s| {
+                JobState::parse(s).ok_or("unknown state")
+            })?,
+            step: self.step,
+            details: parse("jobs.details", &self.details, |d| {
+                serde_json::from_str::<Value>(d)
+            })?,
+            error: self.error,
+            created_at: from_nanos(self.created_at)?,
+            updated_at: from_nanos(self.updated_at)?,
+        })
+    }
+}
+
+impl Catalog {
+    /// Records a new running job; `Conflict` if the tenant already has one.
+    pub async fn start_job(&self, job: &Job, audit: &NewAuditEntry) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, kind, state, step, details, error, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job.id.as_str())
+        .bind(job.tenant.as_str())
+        .bind(&job.kind)
+        .bind(job.state.as_str())
+        .bind(&job.step)
+        .bind(job.details.to_string())
+        .bind(&job.error)
+        .bind(to_nanos(job.created_at))
+        .bind(to_nanos(job.updated_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict),
+            other => other?,
+        };
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves a job to `step` and `state`, with an error when it failed.
+    pub async fn advance_job(
+        &self,
+        id: &JobId,
+        state: JobState,
+        step: &str,
+        error: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        sqlx::query("UPDATE jobs SET state = ?, step = ?, error = ?, updated_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(step)
+            .bind(error)
+            .bind(to_nanos(at))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn job(&self, id: &JobId) -> Result<Option<Job>> {
+        sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(JobRow::into_job)
+            .transpose()
+    }
+
+    /// Ends as failed every job still marked running: called at start, when
+    /// no job can be running any more. Returns the jobs so ended.
+    pub async fn fail_interrupted_jobs(&self, at: OffsetDateTime) -> Result<Vec<Job>> {
+        let rows: Vec<JobRow> = sqlx::query_as(
+            "UPDATE jobs SET state = 'failed', error = 'interrupted by a restart', updated_at = ?
+             WHERE state = 'running' RETURNING *",
+        )
+        .bind(to_nanos(at))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    /// Points the tenant at its new placement if it is still at `from`, in
+    /// one transaction with the audit entry. `Ok(false)` if it changed.
+    pub async fn switch_placement(
+        &self,
+        scope: &TenantScope,
+        from: (&PoolName, Isolation),
+        to: (&PoolName, Isolation),
+        audit: &NewAuditEntry,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let switched = sqlx::query(
+            "UPDATE tenants SET pool = ?, isolation = ?, updated_at = ?
+             WHERE id = ? AND pool = ? AND isolation = ?",
+        )
+        .bind(to.0.as_str())
+        .bind(to.1.as_str())
+        .bind(to_nanos(audit.at))
+        .bind(scope.tenant().as_str())
+        .bind(from.0.as_str())
+        .bind(from.1.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if switched == 0 {
+            return Ok(false);
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
