@@ -7,13 +7,14 @@
 mod cache;
 mod conformance;
 mod isolation;
+mod moves;
 
 use rand::rngs::OsRng;
 use serde_json::Value;
 use tenantd_core::identity::verify;
 use tenantd_core::{
     ApiKeyToken, CollectionName, DataScope, Isolation, KeyHasher, KeyOwner, KeyRecord, PlanId,
-    RecordId, RegionId, Role, ServerSecret, Tenant, TenantId,
+    RecordId, RegionId, Role, ServerSecret, Tenant, TenantId, TenantScope,
 };
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, BatchResult, Record};
@@ -58,6 +59,11 @@ pub async fn fixture() -> Fixture {
 /// A data scope for a developer of `tenant`, obtained the only way there
 /// is: by verifying a real key.
 pub fn scope(tenant: &str, isolation: Isolation) -> DataScope {
+    scopes(tenant, isolation).0
+}
+
+/// Both scopes of a developer of `tenant`: its data, and its control plane.
+pub fn scopes(tenant: &str, isolation: Isolation) -> (DataScope, TenantScope) {
     let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
     let token = ApiKeyToken::generate(&mut OsRng);
     let tenant = Tenant {
@@ -78,10 +84,10 @@ pub fn scope(tenant: &str, isolation: Isolation) -> DataScope {
         &hasher,
         NOW,
     );
-    verify(&token, &key, Some(&tenant), &hasher, NOW)
-        .unwrap()
-        .data_scope(Role::Developer)
-        .unwrap()
+    let principal = verify(&token, &key, Some(&tenant), &hasher, NOW).unwrap();
+    let data = principal.data_scope(Role::Developer).unwrap();
+    let control = principal.scope_for(&tenant.id, Role::Reader).unwrap();
+    (data, control)
 }
 
 pub fn coll(name: &str) -> CollectionName {
