@@ -14,6 +14,8 @@ pub mod placement;
 pub mod record;
 pub mod role;
 pub mod tenant;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use api_key::{ApiKeyToken, KeyHasher, KeySecret, SecretHash, ServerSecret};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -9,13 +9,12 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use rand::rngs::OsRng;
 use serde_json::json;
 use tenantd_core::filter::{FieldPath, Filter};
-use tenantd_core::identity::verify;
+use tenantd_core::testing::member;
 use tenantd_core::{
-    ApiKeyToken, CollectionName, DataScope, Isolation, KeyHasher, KeyOwner, KeyRecord, PlanId,
-    PoolName, RecordId, RegionId, Role, ServerSecret, Tenant, TenantId,
+    CollectionName, DataScope, Isolation, PlanId, PoolName, RecordId, RegionId, Role, Tenant,
+    TenantId,
 };
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, ListQuery};
@@ -28,8 +27,6 @@ const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 const RECORDS: usize = 10_000;
 
 fn scope(tenant: &str, isolation: Isolation) -> DataScope {
-    let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
-    let token = ApiKeyToken::generate(&mut OsRng);
     let tenant = Tenant {
         isolation,
         ..Tenant::new(
@@ -40,16 +37,7 @@ fn scope(tenant: &str, isolation: Isolation) -> DataScope {
             NOW,
         )
     };
-    let key = KeyRecord::issue(
-        &token,
-        KeyOwner::Tenant(tenant.id.clone()),
-        Role::Developer,
-        "",
-        &hasher,
-        NOW,
-    );
-    verify(&token, &key, Some(&tenant), &hasher, NOW)
-        .unwrap()
+    member(&tenant, Role::Developer, NOW)
         .data_scope(Role::Developer)
         .unwrap()
 }

@@ -779,17 +779,18 @@ impl DataStore {
     /// Removes every trace of a tenant's data, whatever its model. Safe to
     /// repeat: a purge interrupted by a crash is finished by the next one.
     pub async fn purge(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
-        let storage = self.storage(pool)?;
-        let mut tx = storage.pooled.begin_with("BEGIN IMMEDIATE").await?;
-        for table in ["records", "collections", "usage"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        self.remove_pooled(tenant, pool).await?;
         self.remove_dedicated(tenant, pool).await?;
         self.cache.invalidate_tenant(tenant, None);
+        Ok(())
+    }
+
+    /// Deletes `tenant`'s rows from `pool`'s shared database.
+    async fn remove_pooled(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
+        let storage = self.storage(pool)?;
+        let mut tx = storage.pooled.begin_with("BEGIN IMMEDIATE").await?;
+        delete_tenant_rows(&mut tx, tenant).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -854,6 +855,20 @@ fn list_sql<'a>(
     sql.push_bind(i64::from(query.limit));
 
     Ok(sql)
+}
+
+/// Deletes every row of `tenant` in one database.
+async fn delete_tenant_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+) -> Result<(), StoreError> {
+    for table in ["records", "collections", "usage"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+            .bind(tenant.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Bytes a record counts for: its id and its stored body.
@@ -1072,12 +1087,9 @@ struct ListRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::rngs::OsRng;
     use serde_json::json;
-    use tenantd_core::identity::verify;
-    use tenantd_core::{
-        ApiKeyToken, KeyHasher, KeyOwner, KeyRecord, PlanId, RegionId, Role, ServerSecret, Tenant,
-    };
+    use tenantd_core::testing::member;
+    use tenantd_core::{PlanId, RegionId, Role, Tenant};
 
     /// SQLite's plan for a list, one line per step.
     async fn plan(
@@ -1125,8 +1137,6 @@ mod tests {
         .await
         .unwrap();
         let now = OffsetDateTime::UNIX_EPOCH;
-        let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
-        let token = ApiKeyToken::generate(&mut OsRng);
         let tenant = Tenant::new(
             "acme".parse().unwrap(),
             "Acme",
@@ -1134,16 +1144,7 @@ mod tests {
             RegionId::default_region(),
             now,
         );
-        let key = KeyRecord::issue(
-            &token,
-            KeyOwner::Tenant(tenant.id.clone()),
-            Role::Developer,
-            "",
-            &hasher,
-            now,
-        );
-        let scope = verify(&token, &key, Some(&tenant), &hasher, now)
-            .unwrap()
+        let scope = member(&tenant, Role::Developer, now)
             .data_scope(Role::Reader)
             .unwrap();
         let customer = FieldPath::parse("customer").unwrap();

@@ -165,12 +165,7 @@ impl DataStore {
                 .await?;
 
         let mut tx = target.begin_with("BEGIN IMMEDIATE").await?;
-        for table in ["records", "collections", "usage"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?;
-        }
+        super::delete_tenant_rows(&mut tx, scope.tenant()).await?;
         for (name, indexes, created_at) in &collections {
             sqlx::query("INSERT INTO collections (tenant_id, name, indexes, created_at) VALUES (?, ?, ?, ?)")
                 .bind(tenant)
@@ -260,18 +255,7 @@ impl DataStore {
         let tenant = scope.tenant();
         match at.isolation {
             Isolation::Dedicated => self.remove_dedicated(tenant, &at.pool).await,
-            Isolation::Pooled | Isolation::Schema => {
-                let storage = self.storage(&at.pool)?;
-                let mut tx = storage.pooled.begin_with("BEGIN IMMEDIATE").await?;
-                for table in ["records", "collections", "usage"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-                        .bind(tenant.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
+            Isolation::Pooled | Isolation::Schema => self.remove_pooled(tenant, &at.pool).await,
         }
     }
 }

@@ -9,12 +9,11 @@ mod conformance;
 mod isolation;
 mod moves;
 
-use rand::rngs::OsRng;
 use serde_json::Value;
-use tenantd_core::identity::verify;
+use tenantd_core::testing::member;
 use tenantd_core::{
-    ApiKeyToken, CollectionName, DataScope, Isolation, KeyHasher, KeyOwner, KeyRecord, PlanId,
-    RecordId, RegionId, Role, ServerSecret, Tenant, TenantId, TenantScope,
+    CollectionName, DataScope, Isolation, PlanId, RecordId, RegionId, Role, Tenant, TenantId,
+    TenantScope,
 };
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, BatchResult, Record};
@@ -64,8 +63,6 @@ pub fn scope(tenant: &str, isolation: Isolation) -> DataScope {
 
 /// Both scopes of a developer of `tenant`: its data, and its control plane.
 pub fn scopes(tenant: &str, isolation: Isolation) -> (DataScope, TenantScope) {
-    let hasher = KeyHasher::new(ServerSecret::generate(&mut OsRng));
-    let token = ApiKeyToken::generate(&mut OsRng);
     let tenant = Tenant {
         isolation,
         ..Tenant::new(
@@ -76,15 +73,7 @@ pub fn scopes(tenant: &str, isolation: Isolation) -> (DataScope, TenantScope) {
             NOW,
         )
     };
-    let key = KeyRecord::issue(
-        &token,
-        KeyOwner::Tenant(tenant.id.clone()),
-        Role::Developer,
-        "",
-        &hasher,
-        NOW,
-    );
-    let principal = verify(&token, &key, Some(&tenant), &hasher, NOW).unwrap();
+    let principal = member(&tenant, Role::Developer, NOW);
     let data = principal.data_scope(Role::Developer).unwrap();
     let control = principal.scope_for(&tenant.id, Role::Reader).unwrap();
     (data, control)
