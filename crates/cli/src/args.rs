@@ -84,6 +84,8 @@ pub enum ClientCommand {
     /// Manage API keys: a tenant's with --tenant, the platform's without.
     #[command(subcommand)]
     Keys(KeyCommand),
+    /// Show a job, e.g. a tenant move.
+    Job { id: tenantd_core::JobId },
     /// Show an audit trail: a tenant's with --tenant, the platform's without.
     Audit {
         #[arg(long)]
@@ -147,6 +149,14 @@ pub enum TenantCommand {
     /// Purge a soft-deleted tenant now.
     Purge {
         id: TenantId,
+    },
+    /// Move a tenant's data to another pool of its region or isolation model.
+    Move {
+        id: TenantId,
+        #[arg(long)]
+        pool: Option<tenantd_core::PoolName>,
+        #[arg(long, value_parser = parse_isolation)]
+        isolation: Option<Isolation>,
     },
 }
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use serde::Serialize;
-use tenantd_api::{CreateKey, CreateTenant, RotateKey, UpdateTenant};
+use tenantd_api::{CreateKey, CreateTenant, MoveTenant, RotateKey, UpdateTenant};
 use tenantd_client::{Client, Error, KeysOf, PageRequest};
 
 use crate::args::{ClientCommand, Connection, KeyCommand, PageArgs, TenantCommand};
@@ -56,6 +56,7 @@ pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
 async fn execute(client: &Client, command: ClientCommand) -> Result<(), Error> {
     match command {
         ClientCommand::Me => print(client.me().await?),
+        ClientCommand::Job { id } => print(client.job(&id).await?),
         ClientCommand::Audit { tenant, page: p } => {
             print(client.audit(owner(tenant.as_ref()), &page(p)).await?)
         }
@@ -96,6 +97,15 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
         TenantCommand::Resume { id } => print(client.resume_tenant(&id).await?),
         TenantCommand::Delete { id } => print(client.delete_tenant(&id).await?),
         TenantCommand::Restore { id } => print(client.restore_tenant(&id).await?),
+        TenantCommand::Move {
+            id,
+            pool,
+            isolation,
+        } => print(
+            client
+                .move_tenant(&id, &MoveTenant { pool, isolation })
+                .await?,
+        ),
         TenantCommand::Purge { id } => {
             client.purge_tenant(&id).await?;
             print(serde_json::json!({ "purged": id }))

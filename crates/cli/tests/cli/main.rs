@@ -210,3 +210,143 @@ fn the_client_commands_drive_a_running_server() {
     assert!(!ok, "{message}");
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[test]
+fn a_tenant_moves_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let token = server
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("tk_"))
+        .unwrap()
+        .to_owned();
+    let url = server.url.clone();
+    let run = |args: &[&str]| client(dir.path(), &url, &token, args);
+    assert!(run(&["tenants", "create", "acme", "--name", "Acme"]).0);
+    let (ok, job) = run(&["tenants", "move", "acme", "--isolation", "dedicated"]);
+    assert!(ok, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut state = String::new();
+    for _ in 0..200 {
+        let (ok, job) = run(&["job", &id]);
+        assert!(ok, "{job}");
+        state = job["state"].as_str().unwrap().to_owned();
+        if state != "running" {
+            break;
+        }
+        #[allow(clippy::disallowed_methods)] // A plain test thread, not a Tokio worker.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(state, "succeeded");
+    let (_, tenant) = run(&["tenants", "get", "acme"]);
+    assert_eq!(tenant["isolation"], "dedicated");
+    assert_eq!(server.terminate(), Some(0));
+}
+
+/// Kills the server with SIGKILL while clients write, restarts it, and
+/// checks that every write it acknowledged is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_write_is_lost_to_kill_9() {
+    use tenantd_client::api::{CreateCollection, CreateKey, CreateTenant};
+    use tenantd_client::{Client, KeysOf};
+    use tenantd_core::Role;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let token = server
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("tk_"))
+        .unwrap()
+        .to_owned();
+    let operator = Client::new(&server.url, &token).unwrap();
+    for (id, isolation) in [
+        ("acme", None),
+        ("globex", Some(tenantd_core::Isolation::Dedicated)),
+    ] {
+        operator
+            .create_tenant(&CreateTenant {
+                id: id.parse().unwrap(),
+                name: id.into(),
+                region: None,
+                isolation,
+                pool: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut writers = Vec::new();
+    for tenant in ["acme", "globex"] {
+        let key = operator
+            .create_key(
+                KeysOf::Tenant(&tenant.parse().unwrap()),
+                &CreateKey {
+                    role: Role::Developer,
+                    name: String::new(),
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        let client = operator.with_key(&key.token);
+        client
+            .create_collection(&CreateCollection {
+                name: "events".parse().unwrap(),
+                indexes: vec![],
+            })
+            .await
+            .unwrap();
+        for writer in 0..2 {
+            let client = client.clone();
+            let token = key.token.clone();
+            writers.push(tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                // Bounded: the server is killed long before this ends.
+                for n in 0..100_000 {
+                    let id = format!("w{writer}-{n}").parse().unwrap();
+                    let body = serde_json::json!({ "n": n });
+                    match client
+                        .put_record(&"events".parse().unwrap(), &id, &body, None)
+                        .await
+                    {
+                        Ok(_) => acknowledged.push(id),
+                        Err(_) => break,
+                    }
+                }
+                (token, acknowledged)
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut results = Vec::new();
+    for writer in writers {
+        results.push(writer.await.unwrap());
+    }
+    let mut child = server.child;
+    let _ = child.wait();
+
+    let restarted = start(dir.path());
+    let mut checked = 0;
+    for (token, acknowledged) in results {
+        assert!(!acknowledged.is_empty(), "the writers got some writes in");
+        let client = Client::new(&restarted.url, &token).unwrap();
+        for id in &acknowledged {
+            let record = client.record(&"events".parse().unwrap(), id).await;
+            assert!(
+                record.is_ok(),
+                "acknowledged write {id} was lost: {record:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+    eprintln!("all {checked} acknowledged writes survived kill -9");
+    assert_eq!(restarted.terminate(), Some(0));
+}
