@@ -9,6 +9,7 @@ mod catalog;
 mod codec;
 pub mod data;
 pub mod jobs;
+pub mod postgres;
 
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use catalog::{Catalog, Owner};
@@ -27,6 +28,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Catalog(#[from] postgres::CatalogProblems),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
