@@ -1,8 +1,6 @@
 //! Identifier newtypes. Each is parsed once at the edge and trusted afterwards,
 //! so a handler holding a `TenantId` never re-checks its shape.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -45,6 +43,39 @@ fn check_slug(kind: &'static str, s: &str, min: usize, max: usize) -> Result<(),
     Ok(())
 }
 
+/// The conversions every string identifier shares: parse on the way in
+/// (`TryFrom<String>`, `FromStr`), plain text on the way out.
+macro_rules! string_newtype {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use string_newtype;
+
 macro_rules! slug_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $example:literal) => {
         $(#[$doc])*
@@ -65,32 +96,7 @@ macro_rules! slug_id {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                check_slug($kind, &s, $min, $max)?;
-                Ok(Self(s))
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
-                Self::parse(s)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+        string_newtype!($name);
     };
 }
 
@@ -168,31 +174,7 @@ impl KeyId {
     }
 }
 
-impl TryFrom<String> for KeyId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<KeyId> for String {
-    fn from(id: KeyId) -> String {
-        id.0
-    }
-}
-
-impl std::str::FromStr for KeyId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(KeyId);
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,12 @@
 //! The data API's domain: collection names, record ids, isolation models and
 //! the shape rules for record bodies.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::filter::FieldPath;
-use crate::ids::IdError;
+use crate::ids::{string_newtype, IdError};
 
 /// How a tenant's data is kept apart from other tenants'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -152,36 +150,9 @@ impl JobId {
     }
 }
 
-macro_rules! string_newtype_impls {
-    ($name:ident) => {
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
-            }
-        }
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
-            }
-        }
-        impl std::str::FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
-                Self::parse(s)
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-string_newtype_impls!(CollectionName);
-string_newtype_impls!(RecordId);
-string_newtype_impls!(JobId);
+string_newtype!(CollectionName);
+string_newtype!(RecordId);
+string_newtype!(JobId);
 
 /// Deepest nesting of arrays and objects in a record body.
 pub const MAX_RECORD_DEPTH: usize = 32;

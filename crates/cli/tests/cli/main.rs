@@ -112,6 +112,15 @@ fn start(dir: &Path) -> Running {
 }
 
 impl Running {
+    /// The operator key the first start printed.
+    fn bootstrap_token(&self) -> String {
+        self.stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("tk_"))
+            .expect("the bootstrap key is printed")
+            .to_owned()
+    }
+
     /// Sends SIGTERM and returns the exit code.
     fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
@@ -145,12 +154,7 @@ fn client(dir: &Path, url: &str, key: &str, args: &[&str]) -> (bool, Value) {
 fn first_start_prints_the_operator_key_once_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let first = start(dir.path());
-    let token = first
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("tk_"))
-        .expect("the bootstrap key is printed")
-        .to_owned();
+    let token = first.bootstrap_token();
     let (ok, me) = client(dir.path(), &first.url, &token, &["me"]);
     assert!(ok, "{me}");
     assert_eq!(me["role"], "operator");
@@ -171,12 +175,7 @@ fn first_start_prints_the_operator_key_once_and_sigterm_stops_cleanly() {
 fn the_client_commands_drive_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let token = server
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("tk_"))
-        .unwrap()
-        .to_owned();
+    let token = server.bootstrap_token();
     let url = server.url.clone();
     let run = |key: &str, args: &[&str]| client(dir.path(), &url, key, args);
 
@@ -215,12 +214,7 @@ fn the_client_commands_drive_a_running_server() {
 fn a_tenant_moves_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let token = server
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("tk_"))
-        .unwrap()
-        .to_owned();
+    let token = server.bootstrap_token();
     let url = server.url.clone();
     let run = |args: &[&str]| client(dir.path(), &url, &token, args);
     assert!(run(&["tenants", "create", "acme", "--name", "Acme"]).0);
@@ -254,12 +248,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
 
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let token = server
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("tk_"))
-        .unwrap()
-        .to_owned();
+    let token = server.bootstrap_token();
     let operator = Client::new(&server.url, &token).unwrap();
     for (id, isolation) in [
         ("acme", None),
