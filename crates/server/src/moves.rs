@@ -93,14 +93,35 @@ impl MoveRun {
         // Writes are held from here until the switch, so the copy is complete.
         let freeze = data.freeze(&self.scope).await;
         if let Err((step, error)) = self.copy_verify_switch().await {
-            {
-                drop(freeze);
-                tracing::warn!(tenant = %tenant, job = %self.job.as_str(), %error, "move failed");
-                if let Err(e) = data.remove_copy(&self.scope, &self.to).await {
-                    tracing::error!(tenant = %tenant, error = %e, "could not remove the partial copy");
+            // A switch whose commit was reported as failed may still have
+            // committed: the catalog decides which copy is the tenant's.
+            let switched = if step == "switching" {
+                self.catalog_points_at_target().await
+            } else {
+                Some(false)
+            };
+            match switched {
+                Some(true) => {}
+                Some(false) => {
+                    drop(freeze);
+                    tracing::warn!(tenant = %tenant, job = %self.job.as_str(), %error, "move failed");
+                    if let Err(e) = data.remove_copy(&self.scope, &self.to).await {
+                        tracing::error!(tenant = %tenant, error = %e, "could not remove the partial copy");
+                    }
+                    self.step(JobState::Failed, step, Some(&error)).await;
+                    return;
                 }
-                self.step(JobState::Failed, step, Some(&error)).await;
-                return;
+                None => {
+                    // Neither copy can be known to be unused: keep both, and
+                    // keep holding the tenant's writes until a restart lets
+                    // the catalog decide, so that the copies cannot diverge.
+                    std::mem::forget(freeze);
+                    let note =
+                        format!("{error}; the catalog could not be read: both copies were kept and writes stay held until a restart");
+                    tracing::error!(tenant = %tenant, job = %self.job.as_str(), %note);
+                    self.step(JobState::Failed, step, Some(&note)).await;
+                    return;
+                }
             }
         }
         data.moved(&self.scope, self.to.clone());
@@ -116,6 +137,16 @@ impl MoveRun {
                 tracing::error!(tenant = %tenant, %note);
                 self.step(JobState::Succeeded, "done", Some(&note)).await;
             }
+        }
+    }
+
+    /// Whether the catalog says the tenant lives at the target; `None` when
+    /// the catalog cannot be read.
+    async fn catalog_points_at_target(&self) -> Option<bool> {
+        match self.state.catalog.tenant(self.scope.tenant()).await {
+            Ok(Some(t)) => Some(t.pool == self.to.pool && t.isolation == self.to.isolation),
+            Ok(None) => Some(false),
+            Err(_) => None,
         }
     }
 
