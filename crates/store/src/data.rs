@@ -27,8 +27,13 @@ mod moves;
 use crate::codec::{from_nanos, parse, to_nanos};
 use crate::StoreError;
 
-/// Open dedicated databases kept at once; the least recently used closes first.
-const OPEN_DEDICATED: u64 = 256;
+/// Open dedicated databases kept at once; the least recently used closes
+/// first. With `DEDICATED_CONNECTIONS` each and three files per connection
+/// (database, WAL, shared memory), this bounds the descriptors they hold.
+const OPEN_DEDICATED: u64 = 128;
+/// Connections per open dedicated database: one tenant's requests rarely
+/// need more, and SQLite serializes its writers anyway.
+const DEDICATED_CONNECTIONS: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Collection {
@@ -325,7 +330,10 @@ impl DataStore {
             Isolation::Dedicated => {
                 let path = storage.dedicated_dir.join(format!("{tenant}.db"));
                 self.dedicated
-                    .try_get_with((pool.clone(), tenant.clone()), open_pool(&path, 4))
+                    .try_get_with(
+                        (pool.clone(), tenant.clone()),
+                        open_pool(&path, DEDICATED_CONNECTIONS),
+                    )
                     .await
                     .map_err(|e| {
                         DataError::Store(StoreError::Corrupt(format!(
