@@ -6,6 +6,7 @@
 
 mod cache;
 mod conformance;
+mod filters;
 mod isolation;
 mod moves;
 
