@@ -1,6 +1,8 @@
-//! tenantd's storage. Today: the control-plane catalog (tenants, API keys,
-//! audit log) on embedded SQLite in WAL mode, with migrations compiled into
-//! the binary.
+//! tenantd's storage: the control-plane catalog (tenants, API keys, audit
+//! log, jobs) and the tenant-isolated record store, on embedded SQLite in WAL
+//! mode with migrations compiled into the binary; and the PostgreSQL
+//! foundations (row-level security schema and catalog check) that the record
+//! store will run on next.
 #![forbid(unsafe_code)]
 
 mod audit;
