@@ -48,6 +48,14 @@ pub struct Me {
     pub plan: Option<PlanId>,
 }
 
+/// One page of a list, in the list's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
@@ -74,12 +82,8 @@ pub struct UpdateTenant {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TenantPage {
-    pub items: Vec<Tenant>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
+/// A page of Tenant items.
+pub type TenantPage = Page<Tenant>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -150,11 +154,8 @@ pub struct RotatedKey {
     pub previous: KeyView,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct KeyPage {
-    pub items: Vec<KeyView>,
-    pub next_cursor: Option<String>,
-}
+/// A page of KeyView items.
+pub type KeyPage = Page<KeyView>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditView {
@@ -174,11 +175,8 @@ pub struct AuditView {
     pub details: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<AuditView>,
-    pub next_cursor: Option<String>,
-}
+/// A page of AuditView items.
+pub type AuditPage = Page<AuditView>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -199,11 +197,8 @@ pub struct Collection {
     pub created_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct CollectionPage {
-    pub items: Vec<Collection>,
-    pub next_cursor: Option<String>,
-}
+/// A page of Collection items.
+pub type CollectionPage = Page<Collection>;
 
 /// A stored record: its metadata and, under `data`, the JSON object itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -221,11 +216,8 @@ pub struct RecordView {
     pub data: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct RecordPage {
-    pub items: Vec<RecordView>,
-    pub next_cursor: Option<String>,
-}
+/// A page of RecordView items.
+pub type RecordPage = Page<RecordView>;
 
 /// One operation of a batch. `if_match` is the version the record must have.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

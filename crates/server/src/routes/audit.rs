@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use tenantd_api::{AuditPage, AuditView};
+use tenantd_api::{AuditPage, AuditView, Page};
 use tenantd_core::{TenantId, TenantScope};
 use tenantd_store::{AuditEntry, Owner};
 
@@ -44,7 +44,7 @@ async fn page(
 /// A tenant's audit trail, oldest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "audit",
     params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
-    responses((status = 200, description = "A page of audit entries", body = AuditPage)))]
+    responses((status = 200, description = "A page of audit entries", body = Page<AuditView>)))]
 pub(super) async fn tenant_audit(
     State(state): State<AppState>,
     Extension(scope): Extension<TenantScope>,
@@ -56,7 +56,7 @@ pub(super) async fn tenant_audit(
 /// The platform's audit trail (operator keys, purges), oldest first.
 #[utoipa::path(get, path = "/v1/platform/audit", tag = "audit", params(PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, description = "A page of audit entries", body = AuditPage)))]
+    responses((status = 200, description = "A page of audit entries", body = Page<AuditView>)))]
 pub(super) async fn platform_audit(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantd_api::{
     BatchOperation, BatchOutcome, BatchRequest, BatchResponse, Collection, CollectionPage,
-    CreateCollection, Problem, RecordPage, RecordView,
+    CreateCollection, Page, Problem, RecordPage, RecordView,
 };
 use tenantd_core::filter::{FieldPath, Filter};
 use tenantd_core::record::check_indexes;
@@ -216,7 +216,7 @@ pub(super) async fn create_collection(
 
 /// List the tenant's collections by name.
 #[utoipa::path(get, path = "/v1/collections", tag = "data", params(PageQuery), security(("api_key" = [])),
-    responses((status = 200, description = "A page of collections", body = CollectionPage)))]
+    responses((status = 200, description = "A page of collections", body = Page<Collection>)))]
 pub(super) async fn list_collections(
     State(state): State<AppState>,
     Extension(scope): Extension<DataScope>,
@@ -334,7 +334,7 @@ fn parse_sort(sort: &Option<String>) -> Result<Option<(FieldPath, Direction)>, A
 #[utoipa::path(get, path = "/v1/collections/{collection}/records", tag = "data",
     params(("collection" = CollectionName, Path), ListRecordsQuery), security(("api_key" = [])),
     responses(
-        (status = 200, description = "A page of records", body = RecordPage),
+        (status = 200, description = "A page of records", body = Page<RecordView>),
         (status = 400, description = "Invalid filter, sort, cursor or limit", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn list_records(

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use rand::rngs::OsRng;
 use serde_json::json;
-use tenantd_api::{CreateKey, CreatedKey, KeyPage, KeyView, Problem, RotateKey, RotatedKey};
+use tenantd_api::{CreateKey, CreatedKey, KeyPage, KeyView, Page, Problem, RotateKey, RotatedKey};
 use tenantd_core::key::check_key_name;
 use tenantd_core::{
     ApiKeyToken, ErrorCode, KeyId, KeyOwner, KeyRecord, KeyState, Principal, Role, TenantId,
@@ -296,7 +296,7 @@ pub(super) async fn create_tenant_key(
 /// List a tenant's keys, revoked and expired ones included.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "keys",
     params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
-    responses((status = 200, description = "A page of keys", body = KeyPage)))]
+    responses((status = 200, description = "A page of keys", body = Page<KeyView>)))]
 pub(super) async fn list_tenant_keys(
     State(state): State<AppState>,
     Extension(scope): Extension<TenantScope>,
@@ -362,7 +362,7 @@ pub(super) async fn create_platform_key(
 /// List operator keys.
 #[utoipa::path(get, path = "/v1/platform/keys", tag = "keys", params(PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, description = "A page of keys", body = KeyPage)))]
+    responses((status = 200, description = "A page of keys", body = Page<KeyView>)))]
 pub(super) async fn list_platform_keys(
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageQuery>,

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
-use tenantd_api::{CreateTenant, JobView, MoveTenant, Problem, TenantPage, UpdateTenant};
+use tenantd_api::{CreateTenant, JobView, MoveTenant, Page, Problem, TenantPage, UpdateTenant};
 use tenantd_core::placement::place;
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
 use tenantd_core::{
@@ -101,7 +101,7 @@ pub(super) async fn create(
 /// List tenants in id order.
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListTenantsQuery),
     security(("api_key" = [])),
-    responses((status = 200, description = "A page of tenants", body = TenantPage)))]
+    responses((status = 200, description = "A page of tenants", body = Page<Tenant>)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListTenantsQuery>,
