@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -65,6 +65,8 @@ struct Running {
     child: Child,
     url: String,
     stdout: String,
+    /// Every JSON log event the server wrote so far.
+    logs: Arc<Mutex<Vec<Value>>>,
 }
 
 fn start(dir: &Path) -> Running {
@@ -76,14 +78,16 @@ fn start(dir: &Path) -> Running {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let logs: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let collected = logs.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
+            // A line that is not JSON is kept as a string, for the tests to see.
+            let event: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
             if event["message"] == "listening" {
                 let _ = tx.send(event["address"].as_str().unwrap_or_default().to_owned());
             }
+            collected.lock().unwrap().push(event);
         }
     });
     let address = rx
@@ -108,6 +112,7 @@ fn start(dir: &Path) -> Running {
         child,
         url: format!("http://{address}"),
         stdout,
+        logs,
     }
 }
 
@@ -207,6 +212,34 @@ fn the_client_commands_drive_a_running_server() {
 
     let (ok, message) = client(dir.path(), &url, "", &["me"]);
     assert!(!ok, "{message}");
+
+    // One access-log event per request, in a span that names the request,
+    // its tenant and its key (never the secret).
+    let logs = server.logs.lock().unwrap().clone();
+    let access: Vec<&Value> = logs
+        .iter()
+        .filter(|e| e["message"] == "finished processing request")
+        .collect();
+    assert!(!access.is_empty(), "no access log in {logs:?}");
+    assert!(
+        logs.iter().all(Value::is_object),
+        "every log line is a JSON object: {logs:?}"
+    );
+    let tenant_request = access
+        .iter()
+        .find(|e| e["span"]["tenant"] == "acme" && e["span"]["path"] == "/v1/me")
+        .unwrap_or_else(|| panic!("no access log for acme's /v1/me in {access:?}"));
+    assert!(tenant_request["span"]["request_id"]
+        .as_str()
+        .is_some_and(|id| id.len() == 32));
+    assert!(tenant_request["span"]["key"]
+        .as_str()
+        .is_some_and(|k| k.len() == 16));
+    let secret = admin.rsplit('_').next().unwrap();
+    assert!(
+        !logs.iter().any(|e| e.to_string().contains(secret)),
+        "a key secret reached the logs"
+    );
     assert_eq!(server.terminate(), Some(0));
 }
 
