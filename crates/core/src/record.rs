@@ -1,8 +1,10 @@
 //! The data API's domain: collection names, record ids, isolation models and
 //! the shape rules for record bodies.
 
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::filter::FieldPath;
@@ -93,8 +95,15 @@ impl RecordId {
         Ok(Self(s.to_owned()))
     }
 
-    /// A fresh time-ordered id.
-    pub fn generate(now_unix_millis: u64, random: [u8; 10]) -> Self {
+    /// A fresh id that sorts after ids generated before `now`.
+    pub fn generate(now: OffsetDateTime, rng: &mut impl RngCore) -> Self {
+        let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let mut random = [0u8; 10];
+        rng.fill_bytes(&mut random);
+        Self::from_parts(millis, random)
+    }
+
+    fn from_parts(now_unix_millis: u64, random: [u8; 10]) -> Self {
         // UUIDv7 layout: 48-bit milliseconds, version 7, 12 random bits,
         // variant 0b10, 62 random bits.
         let mut b = [0u8; 16];
@@ -141,8 +150,9 @@ impl JobId {
         }
     }
 
-    pub fn generate(now_unix_millis: u64, random: [u8; 10]) -> Self {
-        Self(RecordId::generate(now_unix_millis, random).0)
+    /// A fresh id that sorts after ids generated before `now`.
+    pub fn generate(now: OffsetDateTime, rng: &mut impl RngCore) -> Self {
+        Self(RecordId::generate(now, rng).0)
     }
 
     pub fn as_str(&self) -> &str {
@@ -250,8 +260,8 @@ mod tests {
 
     #[test]
     fn generated_ids_are_uuid_v7_and_sort_by_time() {
-        let a = RecordId::generate(1_700_000_000_000, [0xff; 10]);
-        let b = RecordId::generate(1_700_000_000_001, [0x00; 10]);
+        let a = RecordId::from_parts(1_700_000_000_000, [0xff; 10]);
+        let b = RecordId::from_parts(1_700_000_000_001, [0x00; 10]);
         assert!(a < b);
         assert_eq!(a.as_str().len(), 36);
         assert_eq!(&a.as_str()[14..15], "7", "version nibble");
@@ -264,7 +274,7 @@ mod tests {
 
     #[test]
     fn job_ids_are_generated_uuids() {
-        let id = JobId::generate(1_700_000_000_000, [7; 10]);
+        let id = JobId::generate(OffsetDateTime::UNIX_EPOCH, &mut rand::thread_rng());
         assert_eq!(JobId::parse(id.as_str()), Ok(id));
         for bad in [
             "",

@@ -6,7 +6,6 @@
 //! Writes are held (503 `tenant_maintenance`) from the copy to the switch;
 //! reads go on from the old copy.
 
-use rand::RngCore;
 use serde_json::json;
 use tenantd_core::{JobId, Principal, Tenant, TenantScope};
 use tenantd_store::data::{DataError, Placement};
@@ -27,15 +26,12 @@ pub(crate) async fn start_move(
     to: Placement,
 ) -> Result<Job, tenantd_store::StoreError> {
     let now = state.clock.now();
-    let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let mut random = [0u8; 10];
-    rand::thread_rng().fill_bytes(&mut random);
     let from = Placement {
         pool: tenant.pool.clone(),
         isolation: tenant.isolation,
     };
     let job = Job {
-        id: JobId::generate(millis, random),
+        id: JobId::generate(now, &mut rand::thread_rng()),
         tenant: tenant.id.clone(),
         kind: "move".into(),
         state: JobState::Running,

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantd_api::{
@@ -141,10 +140,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Expect>, ApiError> {
 }
 
 fn new_record_id(state: &AppState) -> RecordId {
-    let millis = u64::try_from(state.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let mut random = [0u8; 10];
-    rand::thread_rng().fill_bytes(&mut random);
-    RecordId::generate(millis, random)
+    RecordId::generate(state.clock.now(), &mut rand::thread_rng())
 }
 
 fn parse_indexes(fields: &[String]) -> Result<Vec<FieldPath>, ApiError> {

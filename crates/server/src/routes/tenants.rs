@@ -291,14 +291,13 @@ pub(super) async fn purge(
             "only a deleted tenant can be purged",
         )
     };
-    if load(&state, &id).await?.status != TenantStatus::Deleted {
-        return Err(not_deleted());
-    }
     let audit = state.audit(&principal, None, "tenant.purge", id.as_str(), json!({}));
-    if !state.purge_tenant(&id, &audit).await? {
-        return Err(not_deleted());
+    if state.purge_tenant(&id, &audit).await? {
+        return Ok(StatusCode::NO_CONTENT);
     }
-    Ok(StatusCode::NO_CONTENT)
+    // Not purged: say whether the tenant is missing or not deleted.
+    load(&state, &id).await?;
+    Err(not_deleted())
 }
 
 fn job_view(job: Job) -> JobView {
