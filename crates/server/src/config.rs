@@ -12,6 +12,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use tenantd_core::placement::PoolSpec;
 use tenantd_core::{ApiKeyToken, Isolation, PoolName, RegionId, ServerSecret};
+use tenantd_store::StoragePool;
 
 /// The file read when no `--config` is given; it may be absent.
 pub const DEFAULT_CONFIG_FILE: &str = "tenantd.toml";
@@ -102,7 +103,8 @@ impl Default for Config {
             pools: vec![PoolConfig {
                 name: PoolName::default_pool(),
                 engine: Engine::Sqlite,
-                location: PathBuf::from("data"),
+                location: "data".into(),
+                owner_location: None,
                 region: None,
                 models: vec![Isolation::Pooled, Isolation::Dedicated],
             }],
@@ -126,20 +128,92 @@ impl Default for Config {
 pub enum Engine {
     /// Embedded SQLite: a shared database and a file per dedicated tenant.
     Sqlite,
+    /// A PostgreSQL database: shared tables under row-level security, a
+    /// schema per tenant, and a database per dedicated tenant on its server.
+    Postgres,
 }
 
 /// A named storage pool.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     pub name: PoolName,
     pub engine: Engine,
-    /// The pool's directory; relative paths are under `data_dir`.
-    pub location: PathBuf,
+    /// SQLite: the pool's directory; relative paths are under `data_dir`.
+    /// PostgreSQL: the URL the application connects with, as a role that is
+    /// neither the tables' owner, a superuser nor BYPASSRLS.
+    pub location: String,
+    /// PostgreSQL only: the URL of the role that owns the pool's schemas,
+    /// which applies migrations and creates indexes, tenant schemas and
+    /// (with CREATEDB) dedicated databases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_location: Option<String>,
     /// The pool's region; `default_region` when unset.
     pub region: Option<RegionId>,
     /// The isolation models the pool offers.
     pub models: Vec<Isolation>,
+}
+
+/// Shown without the passwords its URLs may hold.
+impl std::fmt::Debug for PoolConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolConfig")
+            .field("name", &self.name)
+            .field("engine", &self.engine)
+            .field("location", &without_password(&self.location))
+            .field(
+                "owner_location",
+                &self.owner_location.as_deref().map(without_password),
+            )
+            .field("region", &self.region)
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl PoolConfig {
+    /// Checks what the engine needs; the reason names the setting.
+    fn check(&self) -> Result<(), String> {
+        match self.engine {
+            Engine::Sqlite => {
+                if self.models.contains(&Isolation::Schema) {
+                    return Err("the schema model needs a PostgreSQL pool".into());
+                }
+                if self.owner_location.is_some() {
+                    return Err("owner_location is for PostgreSQL pools only".into());
+                }
+            }
+            Engine::Postgres => {
+                let owner = self.owner_location.as_deref().ok_or(
+                    "a PostgreSQL pool needs owner_location, the URL of the role that owns its schemas",
+                )?;
+                for (setting, url) in [
+                    ("location", self.location.as_str()),
+                    ("owner_location", owner),
+                ] {
+                    tenantd_store::postgres::check_url(url).map_err(|e| {
+                        // The URL may hold a password: name the setting, not the value.
+                        format!("{setting} is not a PostgreSQL URL ({e})")
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Values given on the command line; each one set overrides every other layer.
@@ -227,15 +301,8 @@ impl Config {
                     &format!("pool {} offers no isolation model", pool.name),
                 ));
             }
-            if pool.engine == Engine::Sqlite && pool.models.contains(&Isolation::Schema) {
-                return Err(invalid(
-                    "pools",
-                    &format!(
-                        "pool {}: the schema model needs a PostgreSQL pool",
-                        pool.name
-                    ),
-                ));
-            }
+            pool.check()
+                .map_err(|reason| invalid("pools", &format!("pool {}: {reason}", pool.name)))?;
         }
         if !(1..=100).contains(&self.record_cache_tenant_share) {
             return Err(invalid(
@@ -283,11 +350,16 @@ impl Config {
             .collect()
     }
 
-    /// Each pool's directory.
-    pub fn pool_dirs(&self) -> Vec<(PoolName, PathBuf)> {
+    /// Where each pool keeps its data, for the record store to open.
+    pub fn storage_pools(&self) -> Vec<StoragePool> {
         self.pools
             .iter()
-            .map(|p| (p.name.clone(), self.data_dir.join(&p.location)))
+            .map(|p| match (p.engine, &p.owner_location) {
+                (Engine::Postgres, Some(owner)) => {
+                    StoragePool::postgres(p.name.clone(), &p.location, owner)
+                }
+                _ => StoragePool::sqlite(p.name.clone(), &self.data_dir.join(&p.location)),
+            })
             .collect()
     }
 }
@@ -298,6 +370,7 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+    use tenantd_store::PoolLocation;
 
     fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
         Config::load(None, overrides)
@@ -401,15 +474,25 @@ mod tests {
             assert_eq!(specs.len(), 2);
             assert_eq!(specs[0].region.as_str(), "eu", "the default region");
             assert_eq!(specs[1].region.as_str(), "us");
-            let dirs = config.pool_dirs();
-            assert_eq!(dirs[0].1, PathBuf::from("./tenantd-data/pools/eu-1"));
-            assert_eq!(dirs[1].1, PathBuf::from("/srv/us-1"));
+            let dirs: Vec<_> = config
+                .storage_pools()
+                .into_iter()
+                .map(|p| match p.location {
+                    PoolLocation::Sqlite { dir } => dir,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(dirs[0], PathBuf::from("./tenantd-data/pools/eu-1"));
+            assert_eq!(dirs[1], PathBuf::from("/srv/us-1"));
             Ok(())
         });
         let bad = [
             ("pools = []", "at least one"),
             ("[[pools]]\nname = \"a\"\nengine = \"sqlite\"\nlocation = \"a\"\nmodels = [\"schema\"]", "postgresql"),
             ("[[pools]]\nname = \"a\"\nengine = \"mysql\"\nlocation = \"a\"\nmodels = [\"pooled\"]", "mysql"),
+            ("[[pools]]\nname = \"a\"\nengine = \"postgres\"\nlocation = \"postgres://app@db/t\"\nmodels = [\"pooled\"]", "owner_location"),
+            ("[[pools]]\nname = \"a\"\nengine = \"postgres\"\nlocation = \"mysql://app:hunter2@db/t\"\nowner_location = \"postgres://o@db/t\"\nmodels = [\"pooled\"]", "location is not a postgresql url"),
+            ("[[pools]]\nname = \"a\"\nengine = \"sqlite\"\nlocation = \"a\"\nowner_location = \"postgres://o@db/t\"\nmodels = [\"pooled\"]", "for postgresql pools only"),
         ];
         for (toml, named) in bad {
             Jail::expect_with(|jail| {
@@ -419,6 +502,28 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn pool_urls_are_shown_without_their_passwords() {
+        let pool = PoolConfig {
+            name: PoolName::default_pool(),
+            engine: Engine::Postgres,
+            location: "postgres://app:hunter2@db:5432/t".into(),
+            owner_location: Some("postgresql://owner:s3cret@db/t".into()),
+            region: None,
+            models: vec![Isolation::Pooled],
+        };
+        let shown = format!("{pool:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://app:***@db:5432/t"), "{shown}");
+        assert_eq!(
+            without_password("postgres://app@db/t"),
+            "postgres://app@db/t"
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Server {
             tenant_share_percent: config.record_cache_tenant_share,
             ttl: config.record_cache_ttl,
         };
-        let data = DataStore::open(&config.pool_dirs(), limits, cache).await?;
+        let data = DataStore::open(&config.storage_pools(), limits, cache).await?;
         let hasher = KeyHasher::new(secret);
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;

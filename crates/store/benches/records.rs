@@ -1,6 +1,8 @@
-//! The record store's cost per operation on each SQLite model: get by id
-//! (from the database and from the cache), a filtered list over an indexed
-//! field, and a single write. Run with
+//! The record store's cost per operation on every engine and model: get by
+//! id (from the database and from the cache), a filtered list over an
+//! indexed field, and a single write. SQLite runs in a temporary directory;
+//! PostgreSQL on a throwaway cluster that makes every commit durable, like
+//! SQLite's `synchronous=FULL`. Run with
 //! `cargo bench -p tenantd-store --bench records`.
 
 // Set-up that cannot fail on these inputs; a panic would be the report.
@@ -18,7 +20,8 @@ use tenantd_core::{
 };
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, ListQuery};
-use tenantd_store::{DataLimits, DataStore};
+use tenantd_store::{DataLimits, DataStore, StoragePool};
+use tenantd_testkit::Postgres;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
@@ -26,9 +29,10 @@ const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 /// Records per tenant, spread over 100 customers.
 const RECORDS: usize = 10_000;
 
-fn scope(tenant: &str, isolation: Isolation) -> DataScope {
+fn scope(tenant: &str, pool: &str, isolation: Isolation) -> DataScope {
     let tenant = Tenant {
         isolation,
+        pool: PoolName::parse(pool).unwrap(),
         ..Tenant::new(
             TenantId::parse(tenant).unwrap(),
             tenant,
@@ -42,13 +46,27 @@ fn scope(tenant: &str, isolation: Isolation) -> DataScope {
         .unwrap()
 }
 
-async fn store(dir: &std::path::Path, cache_bytes: u64) -> DataStore {
+/// A store with a SQLite pool `sqlite` under `dir` and a PostgreSQL pool
+/// `pg` on `database` of `server`.
+async fn store(
+    dir: &std::path::Path,
+    server: &Postgres,
+    database: &str,
+    cache_bytes: u64,
+) -> DataStore {
     let cache = CacheLimits {
         capacity_bytes: cache_bytes,
         tenant_share_percent: 100,
         ttl: Duration::from_secs(600),
     };
-    let pools = vec![(PoolName::default_pool(), dir.to_owned())];
+    let pools = [
+        StoragePool::sqlite(PoolName::parse("sqlite").unwrap(), dir),
+        StoragePool::postgres(
+            PoolName::parse("pg").unwrap(),
+            &server.app_url(database),
+            &server.owner_url(database),
+        ),
+    ];
     DataStore::open(
         &pools,
         DataLimits {
@@ -89,24 +107,37 @@ fn records(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cached_dir = tempfile::tempdir().unwrap();
+    let server = Postgres::start_durable();
     let (uncached, cached) = runtime.block_on(async {
+        let (first, second) = (
+            server.tenantd_database().await,
+            server.tenantd_database().await,
+        );
         (
-            store(dir.path(), 0).await,
-            store(cached_dir.path(), 64 * 1024 * 1024).await,
+            store(dir.path(), &server, &first, 0).await,
+            store(cached_dir.path(), &server, &second, 64 * 1024 * 1024).await,
         )
     });
     let orders = CollectionName::parse("orders").unwrap();
     // A neighbour's rows share the pooled tables, as in production.
-    let neighbour = scope("globex", Isolation::Pooled);
     runtime.block_on(async {
-        for st in [&uncached, &cached] {
-            fill(st, &neighbour).await;
+        for pool in ["sqlite", "pg"] {
+            let neighbour = scope("globex", pool, Isolation::Pooled);
+            for st in [&uncached, &cached] {
+                fill(st, &neighbour).await;
+            }
         }
     });
     let mut group = c.benchmark_group("records");
-    for model in [Isolation::Pooled, Isolation::Dedicated] {
-        let name = model.as_str();
-        let s = scope(&format!("acme-{name}"), model);
+    for (pool, model) in [
+        ("sqlite", Isolation::Pooled),
+        ("sqlite", Isolation::Dedicated),
+        ("pg", Isolation::Pooled),
+        ("pg", Isolation::Schema),
+        ("pg", Isolation::Dedicated),
+    ] {
+        let name = format!("{pool}-{}", model.as_str());
+        let s = scope(&format!("acme-{name}"), pool, model);
         runtime.block_on(async {
             for st in [&uncached, &cached] {
                 fill(st, &s).await;
@@ -114,11 +145,11 @@ fn records(c: &mut Criterion) {
             }
         });
         let id = RecordId::parse("r004242").unwrap();
-        group.bench_function(BenchmarkId::new("get_by_id", name), |b| {
+        group.bench_function(BenchmarkId::new("get_by_id", &name), |b| {
             b.to_async(&runtime)
                 .iter(|| async { uncached.record(&s, &orders, &id).await.unwrap().unwrap() })
         });
-        group.bench_function(BenchmarkId::new("get_by_id_cached", name), |b| {
+        group.bench_function(BenchmarkId::new("get_by_id_cached", &name), |b| {
             b.to_async(&runtime)
                 .iter(|| async { cached.record(&s, &orders, &id).await.unwrap().unwrap() })
         });
@@ -131,14 +162,14 @@ fn records(c: &mut Criterion) {
             limit: 100,
             ..Default::default()
         };
-        group.bench_function(BenchmarkId::new("list_filter_indexed_100", name), |b| {
+        group.bench_function(BenchmarkId::new("list_filter_indexed_100", &name), |b| {
             b.to_async(&runtime).iter(|| async {
                 let page = uncached.list(&s, &collection, &query).await.unwrap();
                 assert_eq!(page.len(), 100);
             })
         });
         let mut n = 0u64;
-        group.bench_function(BenchmarkId::new("put", name), |b| {
+        group.bench_function(BenchmarkId::new("put", &name), |b| {
             b.to_async(&runtime).iter(|| {
                 n += 1;
                 let op = BatchOp::Put {

@@ -1,20 +1,23 @@
-//! The tenant-isolated record store on SQLite: collections of JSON records,
-//! in the shared pooled database or in a database file of the tenant's own.
+//! The tenant-isolated record store: collections of JSON records on every
+//! configured storage pool, SQLite (pooled rows in a shared database file, or
+//! a file per tenant) or PostgreSQL (pooled rows under row-level security, a
+//! schema per tenant, or a database per tenant).
 //!
 //! Every call takes a `DataScope`, which only the identity stage can make,
 //! and every statement is keyed by its tenant; values from requests are
 //! always bound parameters. Storage usage is kept exactly, in the same
-//! transaction as each write.
+//! transaction as each write. The logic lives here once; `sqlite` and `pg`
+//! hold each engine's statements behind the same functions.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
 use moka::future::Cache;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
-use tenantd_core::filter::{CmpOp, FieldPath, Filter, Literal};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tenantd_core::filter::{FieldPath, Filter};
 use tenantd_core::record::{check_body, merge_patch};
 use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, TenantId};
 use time::OffsetDateTime;
@@ -23,16 +26,28 @@ use crate::cache::{CacheLimits, RecordCache, RecordKey};
 use moves::WriteGates;
 pub use moves::{CollectionDigest, Freeze, Placement};
 
+/// Calls the engine's version of a statement function on a session.
+macro_rules! on_engine {
+    ($session:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $session.conn() {
+            Conn::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
+            Conn::Postgres(c) => pg::$f(c, $($arg),*).await,
+        }
+    };
+}
+
 mod moves;
+mod pg;
+mod sqlite;
 use crate::codec::{from_nanos, parse, to_nanos};
 use crate::StoreError;
 
 /// Open dedicated databases kept at once; the least recently used closes
-/// first. With `DEDICATED_CONNECTIONS` each and three files per connection
-/// (database, WAL, shared memory), this bounds the descriptors they hold.
+/// first. This bounds the file descriptors (SQLite: database, WAL and shared
+/// memory per connection) and server connections (PostgreSQL) they hold.
 const OPEN_DEDICATED: u64 = 128;
-/// Connections per open dedicated database: one tenant's requests rarely
-/// need more, and SQLite serializes its writers anyway.
+/// Connections per open dedicated SQLite database: one tenant's requests
+/// rarely need more, and SQLite serializes its writers anyway.
 const DEDICATED_CONNECTIONS: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,218 +187,292 @@ pub struct DataLimits {
     pub max_record_bytes: usize,
 }
 
+/// A configured storage pool: its name and where it keeps data.
+#[derive(Debug, Clone)]
+pub struct StoragePool {
+    pub name: PoolName,
+    pub location: PoolLocation,
+}
+
+#[derive(Debug, Clone)]
+pub enum PoolLocation {
+    /// A directory with the shared `pooled.db` and a `tenants/` directory
+    /// of dedicated database files.
+    Sqlite { dir: PathBuf },
+    /// A PostgreSQL database: the application connects with `app_url` (a
+    /// role that is neither owner, superuser nor BYPASSRLS); `owner_url`
+    /// applies migrations, creates indexes, tenant schemas and databases.
+    Postgres { app_url: String, owner_url: String },
+}
+
+impl StoragePool {
+    pub fn sqlite(name: PoolName, dir: &Path) -> Self {
+        Self {
+            name,
+            location: PoolLocation::Sqlite {
+                dir: dir.to_owned(),
+            },
+        }
+    }
+
+    pub fn postgres(name: PoolName, app_url: &str, owner_url: &str) -> Self {
+        Self {
+            name,
+            location: PoolLocation::Postgres {
+                app_url: app_url.to_owned(),
+                owner_url: owner_url.to_owned(),
+            },
+        }
+    }
+}
+
 /// The record store over every configured storage pool.
 #[derive(Debug, Clone)]
 pub struct DataStore {
     cache: RecordCache,
-    pools: BTreeMap<PoolName, PoolStorage>,
+    pools: BTreeMap<PoolName, Storage>,
     /// Open dedicated databases, by pool and tenant.
-    dedicated: Cache<(PoolName, TenantId), SqlitePool>,
+    dedicated: Cache<(PoolName, TenantId), Db>,
+    /// Held while a dedicated database is opened.
+    opening: Arc<tokio::sync::Mutex<()>>,
     /// Tenants whose writes are held while their data moves.
     gates: WriteGates,
     limits: DataLimits,
 }
 
-/// One SQLite storage pool: a directory with the shared `pooled.db` and a
-/// `tenants/` directory of dedicated databases.
+/// One opened storage pool.
 #[derive(Debug, Clone)]
-struct PoolStorage {
-    pooled: SqlitePool,
-    dedicated_dir: PathBuf,
+enum Storage {
+    Sqlite {
+        pooled: SqlitePool,
+        dedicated_dir: PathBuf,
+    },
+    Postgres(Box<pg::PgStorage>),
 }
 
-fn options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // Acknowledged writes must survive a crash of the process; FULL also
-        // survives power loss, at one fsync per commit.
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5))
-        // Statistics let the planner prefer a declared field's index over the
-        // primary key; they are refreshed as pooled connections close.
-        .optimize_on_close(true, 1000)
+/// The database (and on PostgreSQL, the schema) holding one tenant's data.
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(pg::PgDatabase),
 }
 
-async fn open_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, StoreError> {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        .idle_timeout(Duration::from_secs(60))
-        .connect_with(options(path))
-        .await?;
-    sqlx::migrate!("./migrations/data").run(&pool).await?;
-    Ok(pool)
+/// A connection to a tenant's data, in a transaction for writes and for
+/// every PostgreSQL access (which is how the tenant and schema are set).
+enum Session {
+    SqliteWrite(Transaction<'static, Sqlite>),
+    SqliteRead(PoolConnection<Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
 }
 
-/// SQLite's extended codes for a violated unique key and a violated foreign key.
-fn constraint(e: &sqlx::Error) -> Option<&'static str> {
-    match e {
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("1555" | "2067") => Some("unique"),
-            Some("787") => Some("foreign_key"),
-            _ => None,
-        },
-        _ => None,
+enum Conn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+impl Session {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Session::SqliteWrite(tx) => Conn::Sqlite(tx),
+            Session::SqliteRead(c) => Conn::Sqlite(c),
+            Session::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
+
+    async fn commit(self) -> Result<()> {
+        match self {
+            Session::SqliteWrite(tx) => tx.commit().await?,
+            Session::SqliteRead(_) => {}
+            Session::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
     }
 }
 
-/// The expression a field path is stored and indexed under. Paths are
-/// identifiers joined by dots (checked by `FieldPath::parse`), so the JSON
-/// path literal cannot hold a quote; it is written into the SQL text, like a
-/// column name, because SQLite matches expression indexes only on identical
-/// expressions. Values are always bound.
-fn field_expr(path: &FieldPath) -> String {
-    format!("json_extract(body, '{}')", path.json_path())
-}
-
-fn field_type(path: &FieldPath) -> String {
-    format!("json_type(body, '{}')", path.json_path())
-}
-
-/// Creates the indexes of declared fields: one per distinct field path,
-/// led by tenant and collection so that each tenant's entries are contiguous.
-async fn create_indexes(
-    tx: &mut Transaction<'static, Sqlite>,
-    indexes: &[FieldPath],
-) -> Result<()> {
-    for path in indexes {
-        let ddl = format!(
-            "CREATE INDEX IF NOT EXISTS {} ON records (tenant_id, collection, {}, id)",
-            index_name(path),
-            field_expr(path)
-        );
-        sqlx::query(&ddl).execute(&mut **tx).await?;
+impl Db {
+    async fn read(&self, tenant: &TenantId) -> Result<Session> {
+        Ok(match self {
+            Db::Sqlite(pool) => Session::SqliteRead(pool.acquire().await?),
+            Db::Postgres(db) => Session::Postgres(db.begin(tenant).await?),
+        })
     }
-    Ok(())
-}
 
-fn index_name(path: &FieldPath) -> String {
-    format!("\"ix_field_{}\"", path.segments().join("__"))
-}
+    async fn write(&self, tenant: &TenantId) -> Result<Session> {
+        Ok(match self {
+            // Takes the write lock at once: a deferred transaction that
+            // reads first could fail to upgrade under a concurrent writer.
+            Db::Sqlite(pool) => Session::SqliteWrite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(db) => Session::Postgres(db.begin(tenant).await?),
+        })
+    }
 
-fn now_nanos(now: OffsetDateTime) -> i64 {
-    to_nanos(now)
+    /// Creates the indexes of declared fields; before the transaction that
+    /// declares them, since on PostgreSQL only the tables' owner may.
+    async fn create_indexes(&self, indexes: &[FieldPath]) -> Result<()> {
+        match self {
+            Db::Sqlite(pool) => sqlite::create_indexes(pool, indexes).await,
+            Db::Postgres(db) => db.create_indexes(indexes).await,
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(db) => db.close().await,
+        }
+    }
 }
 
 impl DataStore {
-    /// Opens every pool's shared database under its directory (creating it)
-    /// and prepares its directory of dedicated databases.
+    /// Opens every pool: a SQLite pool's shared database under its directory
+    /// (creating both); a PostgreSQL pool's database, migrated as its owner
+    /// and refused if the application's role could bypass row-level security.
     pub async fn open(
-        pools: &[(PoolName, PathBuf)],
+        pools: &[StoragePool],
         limits: DataLimits,
         cache: CacheLimits,
     ) -> Result<Self, StoreError> {
         let mut opened = BTreeMap::new();
-        for (name, dir) in pools {
-            let dedicated_dir = dir.join("tenants");
-            std::fs::create_dir_all(&dedicated_dir)
-                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dedicated_dir.display())))?;
-            let pooled = open_pool(&dir.join("pooled.db"), 8).await?;
-            opened.insert(
-                name.clone(),
-                PoolStorage {
-                    pooled,
-                    dedicated_dir,
-                },
-            );
+        for spec in pools {
+            let storage = match &spec.location {
+                PoolLocation::Sqlite { dir } => {
+                    let dedicated_dir = dir.join("tenants");
+                    std::fs::create_dir_all(&dedicated_dir).map_err(|e| {
+                        StoreError::Corrupt(format!("{}: {e}", dedicated_dir.display()))
+                    })?;
+                    Storage::Sqlite {
+                        pooled: sqlite::open(&dir.join("pooled.db"), 8).await?,
+                        dedicated_dir,
+                    }
+                }
+                PoolLocation::Postgres { app_url, owner_url } => {
+                    Storage::Postgres(Box::new(pg::PgStorage::open(app_url, owner_url).await?))
+                }
+            };
+            opened.insert(spec.name.clone(), storage);
         }
         let dedicated = Cache::builder()
             .max_capacity(OPEN_DEDICATED)
-            .eviction_listener(|_tenant, pool: SqlitePool, _cause| {
+            .eviction_listener(|_tenant, db: Db, _cause| {
                 // Closing waits for connections in use; do it off the caller's path.
-                tokio::spawn(async move { pool.close().await });
+                tokio::spawn(async move { db.close().await });
             })
             .build();
         Ok(Self {
             cache: RecordCache::new(cache),
             pools: opened,
             dedicated,
+            opening: Arc::default(),
             gates: WriteGates::default(),
             limits,
         })
     }
 
-    fn storage(&self, pool: &PoolName) -> Result<&PoolStorage, StoreError> {
+    fn storage(&self, pool: &PoolName) -> Result<&Storage, StoreError> {
         self.pools.get(pool).ok_or_else(|| {
             StoreError::Corrupt(format!("no storage pool named {pool} is configured"))
         })
     }
 
     /// The database that holds `scope`'s data.
-    async fn pool(&self, scope: &DataScope) -> Result<SqlitePool> {
-        self.pool_at(scope.tenant(), scope.pool(), scope.isolation())
+    async fn db(&self, scope: &DataScope) -> Result<Db> {
+        self.db_at(scope.tenant(), scope.pool(), scope.isolation())
             .await
     }
 
     /// The database holding `tenant`'s data at a placement.
-    async fn pool_at(
-        &self,
-        tenant: &TenantId,
-        pool: &PoolName,
-        isolation: Isolation,
-    ) -> Result<SqlitePool> {
+    async fn db_at(&self, tenant: &TenantId, pool: &PoolName, isolation: Isolation) -> Result<Db> {
         let storage = self.storage(pool)?;
-        match isolation {
-            Isolation::Pooled => Ok(storage.pooled.clone()),
-            Isolation::Dedicated => {
-                let path = storage.dedicated_dir.join(format!("{tenant}.db"));
-                self.dedicated
-                    .try_get_with(
-                        (pool.clone(), tenant.clone()),
-                        open_pool(&path, DEDICATED_CONNECTIONS),
-                    )
-                    .await
-                    .map_err(|e| {
-                        DataError::Store(StoreError::Corrupt(format!(
-                            "opening {}: {e}",
-                            path.display()
-                        )))
-                    })
+        match (storage, isolation) {
+            (Storage::Sqlite { pooled, .. }, Isolation::Pooled) => Ok(Db::Sqlite(pooled.clone())),
+            (Storage::Postgres(pg), Isolation::Pooled) => Ok(Db::Postgres(pg.pooled())),
+            (Storage::Postgres(pg), Isolation::Schema) => {
+                Ok(Db::Postgres(pg.schema(tenant).await?))
             }
-            Isolation::Schema => Err(DataError::Unsupported(
+            (Storage::Sqlite { .. }, Isolation::Schema) => Err(DataError::Unsupported(
                 "the schema model needs a PostgreSQL storage pool".into(),
             )),
+            (storage, Isolation::Dedicated) => {
+                let key = (pool.clone(), tenant.clone());
+                if let Some(db) = self.dedicated.get(&key).await {
+                    return Ok(db);
+                }
+                // One open at a time, so that two first requests of a tenant
+                // do not both create and migrate its database. Opens are
+                // rare: once per tenant until the database is evicted.
+                let _opening = self.opening.lock().await;
+                if let Some(db) = self.dedicated.get(&key).await {
+                    return Ok(db);
+                }
+                let db = match storage {
+                    Storage::Sqlite { dedicated_dir, .. } => {
+                        let path = dedicated_dir.join(format!("{tenant}.db"));
+                        Db::Sqlite(sqlite::open(&path, DEDICATED_CONNECTIONS).await?)
+                    }
+                    Storage::Postgres(pg) => Db::Postgres(pg.dedicated(tenant).await?),
+                };
+                self.dedicated.insert(key, db.clone()).await;
+                Ok(db)
+            }
         }
     }
 
-    async fn begin_write(&self, scope: &DataScope) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self
-            .pool(scope)
-            .await?
-            .begin_with("BEGIN IMMEDIATE")
-            .await?)
+    async fn read(&self, scope: &DataScope) -> Result<Session> {
+        self.db(scope).await?.read(scope.tenant()).await
+    }
+
+    async fn begin_write(&self, scope: &DataScope) -> Result<Session> {
+        self.db(scope).await?.write(scope.tenant()).await
     }
 
     /// Answers when every pool's shared database serves queries.
     pub async fn ping(&self) -> Result<(), StoreError> {
         for storage in self.pools.values() {
-            sqlx::query("SELECT 1").execute(&storage.pooled).await?;
+            match storage {
+                Storage::Sqlite { pooled, .. } => {
+                    sqlx::query("SELECT 1").execute(pooled).await?;
+                }
+                Storage::Postgres(pg) => pg.ping().await?,
+            }
         }
         Ok(())
     }
 
-    /// Refreshes the planner's statistics where they are stale (SQLite's
-    /// `PRAGMA optimize`), for long-lived connections that seldom close.
+    /// Refreshes SQLite's planner statistics where they are stale (`PRAGMA
+    /// optimize`), for long-lived connections that seldom close. PostgreSQL's
+    /// autovacuum does this on its own.
     pub async fn optimize(&self) -> Result<(), StoreError> {
         for storage in self.pools.values() {
-            sqlx::query("PRAGMA optimize")
-                .execute(&storage.pooled)
-                .await?;
+            if let Storage::Sqlite { pooled, .. } = storage {
+                sqlx::query("PRAGMA optimize").execute(pooled).await?;
+            }
         }
-        for (_, pool) in &self.dedicated {
-            sqlx::query("PRAGMA optimize").execute(&pool).await?;
+        for (_, db) in &self.dedicated {
+            if let Db::Sqlite(pool) = db {
+                sqlx::query("PRAGMA optimize").execute(&pool).await?;
+            }
         }
         Ok(())
     }
 
     pub async fn close(&self) {
         for storage in self.pools.values() {
-            storage.pooled.close().await;
+            match storage {
+                Storage::Sqlite { pooled, .. } => pooled.close().await,
+                Storage::Postgres(pg) => pg.close().await,
+            }
         }
-        for (_, pool) in &self.dedicated {
-            pool.close().await;
+        for (_, db) in &self.dedicated {
+            db.close().await;
+        }
+    }
+
+    /// The SQLite database behind `scope`, for tests of query plans.
+    #[cfg(test)]
+    async fn sqlite_pool(&self, scope: &DataScope) -> SqlitePool {
+        match self.db(scope).await {
+            Ok(Db::Sqlite(pool)) => pool,
+            other => panic!("not a SQLite placement: {other:?}"),
         }
     }
 
@@ -397,23 +486,17 @@ impl DataStore {
         now: OffsetDateTime,
     ) -> Result<Collection> {
         let _permit = self.gates.permit(scope).await?;
-        let mut tx = self.begin_write(scope).await?;
+        let db = self.db(scope).await?;
+        db.create_indexes(indexes).await?;
         let paths: Vec<String> = indexes.iter().map(ToString::to_string).collect();
-        let inserted = sqlx::query(
-            "INSERT INTO collections (tenant_id, name, indexes, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(name.as_str())
-        .bind(serde_json::to_string(&paths).unwrap_or_default())
-        .bind(now_nanos(now))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if constraint(&e) == Some("unique") => return Err(DataError::CollectionExists),
-            other => other?,
+        let row = CollectionRow {
+            name: name.to_string(),
+            indexes: serde_json::to_string(&paths).unwrap_or_default(),
+            created_at: to_nanos(now),
         };
-        create_indexes(&mut tx, indexes).await?;
-        tx.commit().await?;
+        let mut session = db.write(scope.tenant()).await?;
+        on_engine!(session, insert_collection(scope.tenant(), &row))?;
+        session.commit().await?;
         Ok(Collection {
             name: name.clone(),
             indexes: indexes.to_vec(),
@@ -426,14 +509,10 @@ impl DataStore {
         scope: &DataScope,
         name: &CollectionName,
     ) -> Result<Option<Collection>> {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT name, indexes, created_at FROM collections WHERE tenant_id = ? AND name = ?",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool(scope).await?)
-        .await?;
-        row.map(collection_from_row).transpose()
+        let mut session = self.read(scope).await?;
+        let row = on_engine!(session, collection(scope.tenant(), name))?;
+        session.commit().await?;
+        row.map(CollectionRow::into_collection).transpose()
     }
 
     pub async fn collections(
@@ -442,15 +521,16 @@ impl DataStore {
         after: Option<&CollectionName>,
         limit: u32,
     ) -> Result<Vec<Collection>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT name, indexes, created_at FROM collections WHERE tenant_id = ? AND name > ? ORDER BY name LIMIT ?",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(after.map_or("", CollectionName::as_str))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool(scope).await?)
-        .await?;
-        rows.into_iter().map(collection_from_row).collect()
+        let mut session = self.read(scope).await?;
+        let after = after.map_or("", CollectionName::as_str);
+        let rows = on_engine!(
+            session,
+            collections(scope.tenant(), after, i64::from(limit))
+        )?;
+        session.commit().await?;
+        rows.into_iter()
+            .map(CollectionRow::into_collection)
+            .collect()
     }
 
     /// Deletes a collection and its records; `false` if there was none.
@@ -460,25 +540,13 @@ impl DataStore {
         name: &CollectionName,
     ) -> Result<bool> {
         let _permit = self.gates.permit(scope).await?;
-        let mut tx = self.begin_write(scope).await?;
-        let (bytes, records): (i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(size), 0), count(*) FROM records WHERE tenant_id = ? AND collection = ?",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(name.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let deleted = sqlx::query("DELETE FROM collections WHERE tenant_id = ? AND name = ?")
-            .bind(scope.tenant().as_str())
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
+        let mut session = self.begin_write(scope).await?;
+        let Some((bytes, records)) = on_engine!(session, delete_collection(scope.tenant(), name))?
+        else {
             return Ok(false);
-        }
-        add_usage(&mut tx, scope, -bytes, -records).await?;
-        tx.commit().await?;
+        };
+        on_engine!(session, add_usage(scope.tenant(), -bytes, -records))?;
+        session.commit().await?;
         self.cache.invalidate_tenant(scope.tenant(), Some(name));
         Ok(true)
     }
@@ -497,38 +565,20 @@ impl DataStore {
             return Ok(Some(record));
         }
         let started = self.cache.read_started();
-        let pool = self.pool(scope).await?;
-        let row: Option<RecordRow> = sqlx::query_as(
-            "SELECT id, version, body, size, created_at, updated_at FROM records
-             WHERE tenant_id = ? AND collection = ? AND id = ?",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(collection.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&pool)
-        .await?;
+        let mut session = self.read(scope).await?;
+        let row = on_engine!(session, record(scope.tenant(), collection, id, false))?;
         let Some(row) = row else {
-            self.require_collection(&pool, scope, collection).await?;
-            return Ok(None);
+            let found = on_engine!(session, collection(scope.tenant(), collection))?;
+            session.commit().await?;
+            return match found {
+                Some(_) => Ok(None),
+                None => Err(DataError::CollectionNotFound),
+            };
         };
+        session.commit().await?;
         let record = row.into_record()?;
         self.cache.fill(key, &record, started).await;
         Ok(Some(record))
-    }
-
-    async fn require_collection(
-        &self,
-        pool: &SqlitePool,
-        scope: &DataScope,
-        collection: &CollectionName,
-    ) -> Result<()> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?")
-                .bind(scope.tenant().as_str())
-                .bind(collection.as_str())
-                .fetch_optional(pool)
-                .await?;
-        found.map(drop).ok_or(DataError::CollectionNotFound)
     }
 
     /// Runs `ops` in one transaction: all succeed or none is applied.
@@ -550,10 +600,10 @@ impl DataStore {
                 | BatchOp::Delete { id, .. } => RecordKey::new(scope, collection, id),
             })
             .collect();
-        let mut tx = self.begin_write(scope).await?;
+        let mut session = self.begin_write(scope).await?;
         let mut results = Vec::with_capacity(ops.len());
         for (index, op) in ops.into_iter().enumerate() {
-            match self.apply(&mut tx, scope, collection, op, now).await {
+            match self.apply(&mut session, scope, collection, op, now).await {
                 Ok(result) => results.push(result),
                 // A single write reports its own error; a batch says which one failed.
                 Err(error) if single => return Err(error),
@@ -565,31 +615,24 @@ impl DataStore {
                 }
             }
         }
-        tx.commit().await?;
+        session.commit().await?;
         self.cache.invalidate(touched).await;
         Ok(results)
     }
 
     async fn apply(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        session: &mut Session,
         scope: &DataScope,
         collection: &CollectionName,
         op: BatchOp,
         now: OffsetDateTime,
     ) -> Result<BatchResult> {
+        let tenant = scope.tenant();
         let current = match &op {
             BatchOp::Create { .. } => None,
             BatchOp::Put { id, .. } | BatchOp::Patch { id, .. } | BatchOp::Delete { id, .. } => {
-                sqlx::query_as::<_, RecordRow>(
-                    "SELECT id, version, body, size, created_at, updated_at FROM records
-                     WHERE tenant_id = ? AND collection = ? AND id = ?",
-                )
-                .bind(scope.tenant().as_str())
-                .bind(collection.as_str())
-                .bind(id.as_str())
-                .fetch_optional(&mut **tx)
-                .await?
+                on_engine!(session, record(tenant, collection, id, true))?
             }
         };
         let check_version =
@@ -604,13 +647,20 @@ impl DataStore {
             };
         match op {
             BatchOp::Create { id, body } => {
-                self.insert(tx, scope, collection, &id, &body, now).await
+                self.insert(session, tenant, collection, &id, body, now)
+                    .await
             }
             BatchOp::Put { id, body, expect } => {
                 check_version(expect, &current)?;
                 match current {
-                    None => self.insert(tx, scope, collection, &id, &body, now).await,
-                    Some(row) => self.update(tx, scope, collection, row, body, now).await,
+                    None => {
+                        self.insert(session, tenant, collection, &id, body, now)
+                            .await
+                    }
+                    Some(row) => {
+                        self.update(session, tenant, collection, row, body, now)
+                            .await
+                    }
                 }
             }
             BatchOp::Patch {
@@ -624,20 +674,14 @@ impl DataStore {
                     serde_json::from_str::<Value>(b)
                 })?;
                 merge_patch(&mut body, &patch);
-                self.update(tx, scope, collection, row, body, now).await
+                self.update(session, tenant, collection, row, body, now)
+                    .await
             }
             BatchOp::Delete { id, expect } => {
                 check_version(expect, &current)?;
                 let row = current.ok_or(DataError::RecordNotFound)?;
-                sqlx::query(
-                    "DELETE FROM records WHERE tenant_id = ? AND collection = ? AND id = ?",
-                )
-                .bind(scope.tenant().as_str())
-                .bind(collection.as_str())
-                .bind(id.as_str())
-                .execute(&mut **tx)
-                .await?;
-                add_usage(tx, scope, -row.size, -1).await?;
+                on_engine!(session, delete_record(tenant, collection, &id))?;
+                on_engine!(session, add_usage(tenant, -row.size, -1))?;
                 Ok(BatchResult::Deleted(id))
             }
         }
@@ -659,40 +703,28 @@ impl DataStore {
 
     async fn insert(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        scope: &DataScope,
+        session: &mut Session,
+        tenant: &TenantId,
         collection: &CollectionName,
         id: &RecordId,
-        body: &Value,
+        body: Value,
         now: OffsetDateTime,
     ) -> Result<BatchResult> {
-        let text = self.encode(body)?;
-        let size = stored_size(id, &text);
-        let inserted = sqlx::query(
-            "INSERT INTO records (tenant_id, collection, id, version, body, size, created_at, updated_at)
-             VALUES (?, ?, ?, 1, ?, ?, ?, ?)",
-        )
-        .bind(scope.tenant().as_str())
-        .bind(collection.as_str())
-        .bind(id.as_str())
-        .bind(&text)
-        .bind(size)
-        .bind(now_nanos(now))
-        .bind(now_nanos(now))
-        .execute(&mut **tx)
-        .await;
-        match inserted {
-            Err(e) if constraint(&e) == Some("unique") => return Err(DataError::RecordExists),
-            Err(e) if constraint(&e) == Some("foreign_key") => {
-                return Err(DataError::CollectionNotFound)
-            }
-            other => other?,
+        let text = self.encode(&body)?;
+        let row = RecordRow {
+            id: id.to_string(),
+            version: 1,
+            size: stored_size(id, &text),
+            body: text,
+            created_at: to_nanos(now),
+            updated_at: to_nanos(now),
         };
-        add_usage(tx, scope, size, 1).await?;
+        on_engine!(session, insert_record(tenant, collection.as_str(), &row))?;
+        on_engine!(session, add_usage(tenant, row.size, 1))?;
         Ok(BatchResult::Written(Record {
             id: id.clone(),
             version: 1,
-            body: body.clone(),
+            body,
             created_at: now,
             updated_at: now,
         }))
@@ -700,32 +732,27 @@ impl DataStore {
 
     async fn update(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        scope: &DataScope,
+        session: &mut Session,
+        tenant: &TenantId,
         collection: &CollectionName,
-        row: RecordRow,
+        current: RecordRow,
         body: Value,
         now: OffsetDateTime,
     ) -> Result<BatchResult> {
         let text = self.encode(&body)?;
-        let id = parse("records.id", &row.id, RecordId::parse)?;
-        let size = stored_size(&id, &text);
-        sqlx::query(
-            "UPDATE records SET body = ?, size = ?, version = version + 1, updated_at = ?
-             WHERE tenant_id = ? AND collection = ? AND id = ?",
-        )
-        .bind(&text)
-        .bind(size)
-        .bind(now_nanos(now))
-        .bind(scope.tenant().as_str())
-        .bind(collection.as_str())
-        .bind(id.as_str())
-        .execute(&mut **tx)
-        .await?;
-        add_usage(tx, scope, size - row.size, 0).await?;
+        let id = parse("records.id", &current.id, RecordId::parse)?;
+        let row = RecordRow {
+            size: stored_size(&id, &text),
+            body: text,
+            version: current.version + 1,
+            updated_at: to_nanos(now),
+            ..current
+        };
+        on_engine!(session, update_record(tenant, collection, &row))?;
+        on_engine!(session, add_usage(tenant, row.size - current.size, 0))?;
         Ok(BatchResult::Written(Record {
             id,
-            version: row.version + 1,
+            version: row.version,
             body,
             created_at: from_nanos(row.created_at)?,
             updated_at: now,
@@ -744,11 +771,9 @@ impl DataStore {
                 return Err(DataError::NotIndexed(field.clone()));
             }
         }
-        let mut sql = list_sql(scope, collection, query)?;
-        let rows: Vec<ListRow> = sql
-            .build_query_as()
-            .fetch_all(&self.pool(scope).await?)
-            .await?;
+        let mut session = self.read(scope).await?;
+        let rows = on_engine!(session, list(scope.tenant(), collection, query))?;
+        session.commit().await?;
         rows.into_iter()
             .map(|row| {
                 let sort_value = match (&query.sort, &row.sort_key) {
@@ -776,30 +801,39 @@ impl DataStore {
     }
 
     pub async fn usage(&self, scope: &DataScope) -> Result<Usage> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT bytes, records FROM usage WHERE tenant_id = ?")
-                .bind(scope.tenant().as_str())
-                .fetch_optional(&self.pool(scope).await?)
-                .await?;
+        let mut session = self.read(scope).await?;
+        let row = on_engine!(session, usage(scope.tenant()))?;
+        session.commit().await?;
         Ok(row.map_or_else(Usage::default, |(bytes, records)| Usage { bytes, records }))
     }
 
-    /// Removes every trace of a tenant's data, whatever its model. Safe to
-    /// repeat: a purge interrupted by a crash is finished by the next one.
+    /// Removes every trace of a tenant's data in `pool`, whatever its model.
+    /// Safe to repeat: a purge interrupted by a crash is finished by the next one.
     pub async fn purge(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
         self.remove_pooled(tenant, pool).await?;
+        self.remove_schema(tenant, pool).await?;
         self.remove_dedicated(tenant, pool).await?;
         self.cache.invalidate_tenant(tenant, None);
         Ok(())
     }
 
-    /// Deletes `tenant`'s rows from `pool`'s shared database.
+    /// Deletes `tenant`'s rows from `pool`'s shared tables.
     async fn remove_pooled(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
-        let storage = self.storage(pool)?;
-        let mut tx = storage.pooled.begin_with("BEGIN IMMEDIATE").await?;
-        delete_tenant_rows(&mut tx, tenant).await?;
-        tx.commit().await?;
-        Ok(())
+        let db = self
+            .db_at(tenant, pool, Isolation::Pooled)
+            .await
+            .map_err(store_error)?;
+        let mut session = db.write(tenant).await.map_err(store_error)?;
+        on_engine!(session, delete_tenant_rows(tenant)).map_err(store_error)?;
+        session.commit().await.map_err(store_error)
+    }
+
+    /// Drops `tenant`'s own schema in `pool`, if it is PostgreSQL.
+    async fn remove_schema(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
+        match self.storage(pool)? {
+            Storage::Postgres(pg) => pg.drop_schema(tenant).await,
+            Storage::Sqlite { .. } => Ok(()),
+        }
     }
 
     /// Closes and deletes `tenant`'s dedicated database in `pool`, if any.
@@ -808,7 +842,11 @@ impl DataStore {
         if let Some(open) = self.dedicated.remove(&(pool.clone(), tenant.clone())).await {
             open.close().await;
         }
-        let base = storage.dedicated_dir.join(format!("{tenant}.db"));
+        let dedicated_dir = match storage {
+            Storage::Postgres(pg) => return pg.drop_database(tenant).await,
+            Storage::Sqlite { dedicated_dir, .. } => dedicated_dir,
+        };
+        let base = dedicated_dir.join(format!("{tenant}.db"));
         for suffix in ["", "-wal", "-shm"] {
             let mut path = base.clone().into_os_string();
             path.push(suffix);
@@ -826,57 +864,12 @@ impl DataStore {
     }
 }
 
-/// The SELECT of a list: scoped to the tenant and collection, the filter
-/// and keyset bound, ordered by the sort field (through its index) and id.
-fn list_sql<'a>(
-    scope: &'a DataScope,
-    collection: &'a Collection,
-    query: &ListQuery,
-) -> Result<QueryBuilder<'a, Sqlite>> {
-    let mut sql =
-        QueryBuilder::<Sqlite>::new("SELECT id, version, body, size, created_at, updated_at, ");
-    match &query.sort {
-        Some((field, _)) => sql.push(format!("json_quote({}) AS sort_key", field_expr(field))),
-        None => sql.push("NULL AS sort_key"),
-    };
-    sql.push(" FROM records WHERE tenant_id = ");
-    sql.push_bind(scope.tenant().as_str());
-    sql.push(" AND collection = ");
-    sql.push_bind(collection.name.as_str());
-    if let Some(filter) = &query.filter {
-        sql.push(" AND ");
-        push_filter(&mut sql, filter);
+/// A failure of a step that no request caused, as the storage error it is.
+fn store_error(e: DataError) -> StoreError {
+    match e {
+        DataError::Store(e) => e,
+        other => StoreError::Corrupt(other.to_string()),
     }
-    if let Some(after) = &query.after {
-        sql.push(" AND ");
-        push_keyset(&mut sql, query.sort.as_ref(), after)?;
-    }
-    let dir = match query.sort {
-        Some((_, Direction::Descending)) => "DESC",
-        _ => "ASC",
-    };
-    sql.push(" ORDER BY ");
-    if let Some((field, _)) = &query.sort {
-        sql.push(format!("{} {dir}, ", field_expr(field)));
-    }
-    sql.push(format!("id {dir} LIMIT "));
-    sql.push_bind(i64::from(query.limit));
-
-    Ok(sql)
-}
-
-/// Deletes every row of `tenant` in one database.
-async fn delete_tenant_rows(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: &TenantId,
-) -> Result<(), StoreError> {
-    for table in ["records", "collections", "usage"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-            .bind(tenant.as_str())
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Bytes a record counts for: its id and its stored body.
@@ -884,184 +877,37 @@ fn stored_size(id: &RecordId, text: &str) -> i64 {
     i64::try_from(id.as_str().len() + text.len()).unwrap_or(i64::MAX)
 }
 
-async fn add_usage(
-    tx: &mut Transaction<'static, Sqlite>,
-    scope: &DataScope,
-    bytes: i64,
-    records: i64,
-) -> Result<()> {
-    // An UPDATE first: an upsert would check the CHECK constraints against a
-    // negative delta as if it were the new row.
-    let updated = sqlx::query(
-        "UPDATE usage SET bytes = bytes + ?, records = records + ? WHERE tenant_id = ?",
-    )
-    .bind(bytes)
-    .bind(records)
-    .bind(scope.tenant().as_str())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        sqlx::query("INSERT INTO usage (tenant_id, bytes, records) VALUES (?, ?, ?)")
-            .bind(scope.tenant().as_str())
-            .bind(bytes)
-            .bind(records)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+/// A collection as stored: its declared index paths as a JSON array.
+#[derive(Debug, sqlx::FromRow)]
+struct CollectionRow {
+    name: String,
+    indexes: String,
+    created_at: i64,
 }
 
-/// Compiles a filter to SQL with every value bound. `!=` is the negation of
-/// `=`, so records without the field match `field != value`.
-fn push_filter(sql: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
-    match filter {
-        Filter::And(terms) | Filter::Or(terms) => {
-            let joiner = if matches!(filter, Filter::And(_)) {
-                " AND "
-            } else {
-                " OR "
-            };
-            sql.push("(");
-            for (i, term) in terms.iter().enumerate() {
-                if i > 0 {
-                    sql.push(joiner);
-                }
-                push_filter(sql, term);
-            }
-            sql.push(")");
-        }
-        Filter::In(field, values) => {
-            sql.push("(");
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                push_comparison(sql, field, CmpOp::Eq, value);
-            }
-            sql.push(")");
-        }
-        Filter::Cmp(field, CmpOp::Ne, value) => {
-            sql.push("NOT ");
-            push_comparison(sql, field, CmpOp::Eq, value);
-        }
-        Filter::Cmp(field, op, value) => push_comparison(sql, field, *op, value),
-    }
-}
-
-/// One typed comparison: a string never equals or orders against a number,
-/// and `true` is not `1`, unlike in plain SQLite.
-fn push_comparison(
-    sql: &mut QueryBuilder<'_, Sqlite>,
-    field: &FieldPath,
-    op: CmpOp,
-    value: &Literal,
-) {
-    let ty = field_type(field);
-    match value {
-        Literal::Null => {
-            // Missing and JSON null both count as null.
-            sql.push(format!("(coalesce({ty}, 'null') = 'null')"));
-        }
-        Literal::Bool(b) => {
-            sql.push(format!(
-                "(coalesce({ty}, '') = '{}')",
-                if *b { "true" } else { "false" }
-            ));
-        }
-        Literal::Number(n) => {
-            sql.push(format!(
-                "(coalesce({ty}, '') IN ('integer', 'real') AND {} {} ",
-                field_expr(field),
-                op.as_sql()
-            ));
-            sql.push_bind(*n);
-            sql.push(")");
-        }
-        Literal::String(s) => {
-            sql.push(format!(
-                "(coalesce({ty}, '') = 'text' AND {} {} ",
-                field_expr(field),
-                op.as_sql()
-            ));
-            sql.push_bind(s.clone());
-            sql.push(")");
-        }
-    }
-}
-
-/// Binds a sort value as the SQL value `json_extract` yields for it.
-fn push_sort_value(sql: &mut QueryBuilder<'_, Sqlite>, value: &Value) -> Result<()> {
-    match value {
-        Value::Number(n) if n.is_i64() => sql.push_bind(n.as_i64()),
-        Value::Number(n) => sql.push_bind(n.as_f64()),
-        Value::String(s) => sql.push_bind(s.clone()),
-        _ => return Err(DataError::InvalidBody("the cursor is not valid".into())),
-    };
-    Ok(())
-}
-
-/// The condition for rows after `after` in the list's order. SQLite sorts
-/// NULL first ascending and last descending; the id breaks ties.
-fn push_keyset(
-    sql: &mut QueryBuilder<'_, Sqlite>,
-    sort: Option<&(FieldPath, Direction)>,
-    after: &Cursor,
-) -> Result<()> {
-    let Some((field, dir)) = sort else {
-        sql.push("id > ");
-        sql.push_bind(after.id.as_str().to_owned());
-        return Ok(());
-    };
-    let x = field_expr(field);
-    let (cmp, null_after) = match dir {
-        Direction::Ascending => (">", false),
-        Direction::Descending => ("<", true),
-    };
-    match after.sort_value.as_ref().unwrap_or(&Value::Null) {
-        Value::Null => {
-            if null_after {
-                sql.push(format!("({x} IS NULL AND id {cmp} "));
-                sql.push_bind(after.id.as_str().to_owned());
-                sql.push(")");
-            } else {
-                sql.push(format!("(({x} IS NULL AND id {cmp} "));
-                sql.push_bind(after.id.as_str().to_owned());
-                sql.push(format!(") OR {x} IS NOT NULL)"));
-            }
-        }
-        value => {
-            sql.push(format!("({x} {cmp} "));
-            push_sort_value(sql, value)?;
-            sql.push(format!(" OR ({x} = "));
-            push_sort_value(sql, value)?;
-            sql.push(format!(" AND id {cmp} "));
-            sql.push_bind(after.id.as_str().to_owned());
-            sql.push(")");
-            if null_after {
-                sql.push(format!(" OR {x} IS NULL"));
-            }
-            sql.push(")");
-        }
-    }
-    Ok(())
-}
-
-fn collection_from_row((name, indexes, created_at): (String, String, i64)) -> Result<Collection> {
-    let paths: Vec<String> = parse("collections.indexes", &indexes, |t| {
-        serde_json::from_str::<Vec<String>>(t)
-    })?;
-    Ok(Collection {
-        name: parse("collections.name", &name, CollectionName::parse)?,
-        indexes: paths
+impl CollectionRow {
+    /// The declared index paths.
+    fn index_paths(&self) -> Result<Vec<FieldPath>> {
+        let paths: Vec<String> = parse("collections.indexes", &self.indexes, |t| {
+            serde_json::from_str::<Vec<String>>(t)
+        })?;
+        Ok(paths
             .iter()
             .map(|p| parse("collections.indexes", p, FieldPath::parse))
-            .collect::<Result<_, StoreError>>()?,
-        created_at: from_nanos(created_at)?,
-    })
+            .collect::<Result<_, StoreError>>()?)
+    }
+
+    fn into_collection(self) -> Result<Collection> {
+        Ok(Collection {
+            indexes: self.index_paths()?,
+            name: parse("collections.name", &self.name, CollectionName::parse)?,
+            created_at: from_nanos(self.created_at)?,
+        })
+    }
 }
 
-#[derive(sqlx::FromRow)]
+/// A record as stored; the body is JSON text on every engine.
+#[derive(Debug, sqlx::FromRow)]
 struct RecordRow {
     id: String,
     version: i64,
@@ -1089,114 +935,6 @@ impl RecordRow {
 struct ListRow {
     #[sqlx(flatten)]
     record: RecordRow,
+    /// The sort field's value as JSON text, when the list is sorted.
     sort_key: Option<String>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use tenantd_core::testing::member;
-    use tenantd_core::{PlanId, RegionId, Role, Tenant};
-
-    /// SQLite's plan for a list, one line per step.
-    async fn plan(
-        pool: &SqlitePool,
-        scope: &DataScope,
-        collection: &Collection,
-        query: &ListQuery,
-    ) -> Vec<String> {
-        let text = format!(
-            "EXPLAIN QUERY PLAN {}",
-            list_sql(scope, collection, query).unwrap().sql()
-        );
-        // Bind the list's own parameters to the EXPLAIN of its text.
-        let mut explain = sqlx::query_as::<_, (i64, i64, i64, String)>(&text);
-        explain = explain
-            .bind(scope.tenant().as_str())
-            .bind(collection.name.as_str());
-        if query.filter.is_some() {
-            explain = explain.bind("c042");
-        }
-        let rows = explain
-            .bind(i64::from(query.limit))
-            .fetch_all(pool)
-            .await
-            .unwrap();
-        rows.into_iter().map(|r| r.3).collect()
-    }
-
-    #[tokio::test]
-    async fn declared_fields_are_served_by_their_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CacheLimits {
-            capacity_bytes: 0,
-            tenant_share_percent: 100,
-            ttl: Duration::from_secs(1),
-        };
-        let pools = [(PoolName::default_pool(), dir.path().to_owned())];
-        let store = DataStore::open(
-            &pools,
-            DataLimits {
-                max_record_bytes: 1024,
-            },
-            cache,
-        )
-        .await
-        .unwrap();
-        let now = OffsetDateTime::UNIX_EPOCH;
-        let tenant = Tenant::new(
-            "acme".parse().unwrap(),
-            "Acme",
-            PlanId::default_plan(),
-            RegionId::default_region(),
-            now,
-        );
-        let scope = member(&tenant, Role::Developer, now)
-            .data_scope(Role::Reader)
-            .unwrap();
-        let customer = FieldPath::parse("customer").unwrap();
-        let name = CollectionName::parse("orders").unwrap();
-        let collection = store
-            .create_collection(&scope, &name, std::slice::from_ref(&customer), now)
-            .await
-            .unwrap();
-        let ops = (0..2000)
-            .map(|n| BatchOp::Create {
-                id: RecordId::parse(&format!("r{n:05}")).unwrap(),
-                body: json!({ "customer": format!("c{:03}", n % 100), "total": n }),
-            })
-            .collect();
-        store.write(&scope, &name, ops, now).await.unwrap();
-        // What `optimize_on_close` does as connections cycle: gather the
-        // statistics the planner needs to prefer a selective index.
-        let pool = store.pool(&scope).await.unwrap();
-        sqlx::query("ANALYZE").execute(&pool).await.unwrap();
-
-        let by_customer = ListQuery {
-            filter: Some(Filter::parse("customer = \"c042\"").unwrap()),
-            limit: 100,
-            ..Default::default()
-        };
-        let steps = plan(&pool, &scope, &collection, &by_customer).await;
-        assert!(
-            steps.iter().any(|s| s.contains("ix_field_customer")),
-            "the filter should use the index: {steps:?}"
-        );
-
-        let sorted = ListQuery {
-            sort: Some((customer, Direction::Ascending)),
-            limit: 100,
-            ..Default::default()
-        };
-        let steps = plan(&pool, &scope, &collection, &sorted).await;
-        assert!(
-            steps.iter().any(|s| s.contains("ix_field_customer")),
-            "the sort should use the index: {steps:?}"
-        );
-        assert!(
-            !steps.iter().any(|s| s.contains("TEMP B-TREE")),
-            "no separate sort step: {steps:?}"
-        );
-    }
 }

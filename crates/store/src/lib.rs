@@ -15,7 +15,7 @@ pub mod postgres;
 
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use catalog::{Catalog, Owner};
-pub use data::{DataError, DataLimits, DataStore};
+pub use data::{DataError, DataLimits, DataStore, PoolLocation, StoragePool};
 
 /// A storage failure. `Conflict` is a unique-key clash the caller can name;
 /// everything else is the store being unreachable or broken, which the server

@@ -8,13 +8,26 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use sqlx::{Connection, PgConnection};
+
+/// The role that owns tenantd's schemas and may create databases.
+pub const OWNER_ROLE: &str = "tenantd_owner";
+/// The role tenantd serves requests as: not owner, superuser nor BYPASSRLS.
+pub const APP_ROLE: &str = "tenantd_app";
 
 /// A running throwaway PostgreSQL cluster.
 #[derive(Debug)]
 pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
+    /// Set once the tenantd roles exist.
+    roles: tokio::sync::OnceCell<()>,
+    /// Numbers the databases made by `tenantd_database`.
+    databases: AtomicUsize,
 }
 
 fn is_root() -> bool {
@@ -59,8 +72,58 @@ fn free_port() -> u16 {
 }
 
 impl Postgres {
-    /// Starts a new cluster, or panics saying what failed.
+    /// One cluster shared by every test of this test binary, started on
+    /// first use. A watcher process stops it and removes its directory once
+    /// the test process has exited, however it exits, since statics are
+    /// never dropped.
+    pub fn shared() -> &'static Postgres {
+        static SHARED: OnceLock<Postgres> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = Postgres::start();
+            server.stop_after_exit_of(std::process::id());
+            server
+        })
+    }
+
+    // The watcher is meant to outlive this process, which therefore never
+    // waits for it; init reaps it.
+    #[allow(clippy::zombie_processes)]
+    fn stop_after_exit_of(&self, pid: u32) {
+        let data = self.data_dir();
+        let stop = if is_root() {
+            "runuser -u postgres -- pg_ctl stop -m immediate -D \"$2\""
+        } else {
+            "pg_ctl stop -m immediate -D \"$2\""
+        };
+        let script =
+            format!("while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; {stop}; rm -rf \"$3\"");
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("watcher")
+            .arg(pid.to_string())
+            .arg(&data)
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the cluster's watcher");
+    }
+
+    /// Starts a new cluster tuned for tests: no fsync, since nothing in it
+    /// needs to survive a crash of the machine. Panics saying what failed.
     pub fn start() -> Self {
+        Self::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    }
+
+    /// Starts a new cluster that makes every commit durable, as production
+    /// does, for benchmarks that compare engines fairly.
+    pub fn start_durable() -> Self {
+        Self::start_with("-c fsync=on -c synchronous_commit=on -c full_page_writes=on")
+    }
+
+    fn start_with(durability: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tenantd-pg-")
             .tempdir()
@@ -97,8 +160,8 @@ impl Postgres {
         let port = free_port();
         let socket_dir = dir.path().to_string_lossy().into_owned();
         let options = format!(
-            "-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+            "-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 {durability} \
+             -c max_connections=300"
         );
         let log = dir
             .path()
@@ -114,7 +177,54 @@ impl Postgres {
             ),
             "pg_ctl start",
         );
-        Self { dir, port }
+        Self {
+            dir,
+            port,
+            roles: tokio::sync::OnceCell::new(),
+            databases: AtomicUsize::new(0),
+        }
+    }
+
+    /// A fresh database for one tenantd storage pool, owned by `OWNER_ROLE`,
+    /// with the roles an operator would create (made on first use). Returns
+    /// its name; `app_url` and `owner_url` connect to it.
+    pub async fn tenantd_database(&self) -> String {
+        let mut admin = PgConnection::connect(&self.admin_url())
+            .await
+            .expect("connect as the superuser");
+        self.roles
+            .get_or_init(|| async {
+                for statement in [
+                    format!("CREATE ROLE {OWNER_ROLE} LOGIN CREATEDB"),
+                    format!("CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS"),
+                ] {
+                    sqlx::query(&statement)
+                        .execute(&mut admin)
+                        .await
+                        .expect("create the tenantd roles");
+                }
+            })
+            .await;
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            self.databases.fetch_add(1, Ordering::Relaxed)
+        );
+        sqlx::query(&format!("CREATE DATABASE {name} OWNER {OWNER_ROLE}"))
+            .execute(&mut admin)
+            .await
+            .expect("create a database");
+        name
+    }
+
+    /// The application role's URL on `database`.
+    pub fn app_url(&self, database: &str) -> String {
+        self.url(APP_ROLE, database)
+    }
+
+    /// The owner role's URL on `database`.
+    pub fn owner_url(&self, database: &str) -> String {
+        self.url(OWNER_ROLE, database)
     }
 
     pub fn port(&self) -> u16 {

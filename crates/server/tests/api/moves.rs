@@ -2,10 +2,12 @@
 //! harmless when it fails.
 
 use serde_json::json;
+use sqlx::Connection;
 use tenantd_client::api::{CreateCollection, CreateTenant, MoveTenant, RecordView};
 use tenantd_client::{Client, RecordQuery};
 use tenantd_core::{Isolation, Role, TenantId};
 use tenantd_server::config::{Engine, PoolConfig};
+use tenantd_testkit::Postgres;
 
 use crate::helpers::{assert_problem, spawn_app_with, wait_for_job, TestApp};
 
@@ -13,7 +15,8 @@ fn pools(c: &mut tenantd_server::config::Config) {
     let pool = |name: &str| PoolConfig {
         name: name.parse().unwrap(),
         engine: Engine::Sqlite,
-        location: format!("pools/{name}").into(),
+        location: format!("pools/{name}"),
+        owner_location: None,
         region: None,
         models: vec![Isolation::Pooled, Isolation::Dedicated],
     };
@@ -292,4 +295,141 @@ async fn moves_respect_placement_rules() {
         409,
         "invalid_transition",
     );
+}
+
+/// Pool `a` on SQLite and pool `pg` on a fresh database of the test
+/// binary's PostgreSQL server, in one region.
+async fn sqlite_and_postgres() -> TestApp {
+    let server = Postgres::shared();
+    let database = server.tenantd_database().await;
+    spawn_app_with(|c| {
+        pools(c);
+        c.pools[1] = PoolConfig {
+            name: "pg".parse().unwrap(),
+            engine: Engine::Postgres,
+            location: server.app_url(&database),
+            owner_location: Some(server.owner_url(&database)),
+            region: None,
+            models: vec![Isolation::Pooled, Isolation::Schema, Isolation::Dedicated],
+        };
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_tenant_moves_between_sqlite_and_every_postgresql_model() {
+    let app = sqlite_and_postgres().await;
+    let (client, before) = acme_with_data(&app).await;
+    let acme: TenantId = "acme".parse().unwrap();
+    for (pool, isolation) in [
+        ("pg", Isolation::Schema),
+        ("pg", Isolation::Dedicated),
+        ("pg", Isolation::Pooled),
+        ("a", Isolation::Dedicated),
+    ] {
+        let to = MoveTenant {
+            pool: Some(pool.parse().unwrap()),
+            isolation: Some(isolation),
+        };
+        let job = app.operator.move_tenant(&acme, &to).await.unwrap();
+        let done = wait_for_job(&app, &job.id).await;
+        assert_eq!(
+            (done.state.as_str(), done.step.as_str(), done.error),
+            ("succeeded", "done", None),
+            "to {pool}/{isolation:?}"
+        );
+        let all = RecordQuery {
+            limit: Some(1000),
+            ..Default::default()
+        };
+        let after = client
+            .list_records(&"orders".parse().unwrap(), &all)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(after, before, "after moving to {pool}/{isolation:?}");
+        let page = RecordQuery {
+            filter: Some("n >= 10 and n < 13".into()),
+            sort: Some("-n".into()),
+            limit: Some(2),
+            ..Default::default()
+        };
+        let first = client
+            .list_records(&"orders".parse().unwrap(), &page)
+            .await
+            .unwrap();
+        let ns: Vec<_> = first.items.iter().map(|r| r.data["n"].clone()).collect();
+        assert_eq!(ns, [json!(12), json!(11)], "on {pool}/{isolation:?}");
+        let second = RecordQuery {
+            cursor: first.next_cursor.clone(),
+            ..page
+        };
+        let rest = client
+            .list_records(&"orders".parse().unwrap(), &second)
+            .await
+            .unwrap();
+        assert_eq!(rest.items.len(), 1);
+        assert_eq!(rest.items[0].data["n"], 10);
+    }
+}
+
+#[tokio::test]
+async fn a_failure_mid_copy_into_postgresql_leaves_the_tenant_whole() {
+    let app = sqlite_and_postgres().await;
+    let (client, before) = acme_with_data(&app).await;
+    let acme: TenantId = "acme".parse().unwrap();
+    // The pool's schema exists once the server has started; its owner
+    // installs a trigger that fails the copy of r30.
+    let pg = app.config.pools[1].owner_location.clone().unwrap();
+    let mut owner = sqlx::PgConnection::connect(&pg).await.unwrap();
+    for statement in [
+        "CREATE FUNCTION tenantd.poison() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN IF NEW.id = 'r30' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER poison BEFORE INSERT ON tenantd.records FOR EACH ROW EXECUTE FUNCTION tenantd.poison()",
+    ] {
+        sqlx::query(statement).execute(&mut owner).await.unwrap();
+    }
+
+    let to = MoveTenant {
+        pool: Some("pg".parse().unwrap()),
+        isolation: Some(Isolation::Pooled),
+    };
+    let job = app.operator.move_tenant(&acme, &to).await.unwrap();
+    let done = wait_for_job(&app, &job.id).await;
+    assert_eq!(
+        (done.state.as_str(), done.step.as_str()),
+        ("failed", "copying")
+    );
+    assert!(done.error.unwrap().contains("injected failure"));
+    let tenant = app.operator.tenant(&acme).await.unwrap();
+    assert_eq!(
+        (tenant.pool.as_str(), tenant.isolation),
+        ("a", Isolation::Pooled)
+    );
+    let all = RecordQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    assert_eq!(
+        client
+            .list_records(&"orders".parse().unwrap(), &all)
+            .await
+            .unwrap()
+            .items,
+        before
+    );
+    // Row-level security binds the owner too: look as the tenant.
+    sqlx::query("SELECT set_config('app.tenant_id', 'acme', false)")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tenantd.records")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "no partial copy is left behind");
+    client
+        .create_record(&"orders".parse().unwrap(), &json!({"n": 50}))
+        .await
+        .unwrap();
 }

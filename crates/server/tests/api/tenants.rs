@@ -300,7 +300,8 @@ async fn tenants_are_placed_on_a_pool_of_their_region() {
     let pool = |name: &str, region: &str, models: Vec<Isolation>| PoolConfig {
         name: name.parse().unwrap(),
         engine: Engine::Sqlite,
-        location: format!("pools/{name}").into(),
+        location: format!("pools/{name}"),
+        owner_location: None,
         region: Some(region.parse().unwrap()),
         models,
     };

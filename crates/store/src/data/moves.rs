@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
 use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, TenantId, TenantScope};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use super::{DataError, DataStore, Result};
+use super::{pg, sqlite, Conn, DataError, DataStore, Db, RecordRow, Result};
+use crate::codec::parse;
 use crate::StoreError;
 
 /// Where a tenant's data lives.
@@ -98,16 +99,20 @@ impl Drop for Freeze {
     }
 }
 
-/// The text whose hash identifies a record's content.
-fn digest_row(hasher: &mut Sha256, id: &str, version: i64, body: &str) {
-    hasher.update(id.as_bytes());
+/// Adds a record to a digest. The body is hashed in its canonical form
+/// (serde's: keys sorted, no spaces), so that the same content digests the
+/// same on every engine whatever text the engine stores.
+fn digest_row(hasher: &mut Sha256, row: &RecordRow) -> Result<()> {
+    let body: Value = parse("records.body", &row.body, |b| {
+        serde_json::from_str::<Value>(b)
+    })?;
+    hasher.update(row.id.as_bytes());
     hasher.update([0]);
-    hasher.update(version.to_be_bytes());
-    hasher.update(body.as_bytes());
+    hasher.update(row.version.to_be_bytes());
+    hasher.update(body.to_string().as_bytes());
     hasher.update([0]);
+    Ok(())
 }
-
-type RecordRowRaw = (String, i64, String, i64, i64, i64);
 
 impl DataStore {
     /// Holds the tenant's writes until the returned `Freeze` is dropped.
@@ -131,13 +136,14 @@ impl DataStore {
         self.cache.invalidate_tenant(scope.tenant(), None);
     }
 
-    async fn pool_of(&self, scope: &TenantScope, at: &Placement) -> Result<SqlitePool> {
-        self.pool_at(scope.tenant(), &at.pool, at.isolation).await
+    async fn db_of(&self, scope: &TenantScope, at: &Placement) -> Result<Db> {
+        self.db_at(scope.tenant(), &at.pool, at.isolation).await
     }
 
     /// Copies every collection, record and the usage of the tenant from
     /// `from` to `to`, replacing whatever an earlier attempt left at `to`.
-    /// Records keep their ids, versions and times.
+    /// Records keep their ids, versions and times. The source is read in one
+    /// transaction, so the copy is of one moment even on PostgreSQL.
     pub async fn copy_tenant(
         &self,
         scope: &TenantScope,
@@ -149,68 +155,36 @@ impl DataStore {
                 "the tenant is already at this placement".into(),
             ));
         }
-        let tenant = scope.tenant().as_str();
-        let source = self.pool_of(scope, from).await?;
-        let target = self.pool_of(scope, to).await?;
-        let collections: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT name, indexes, created_at FROM collections WHERE tenant_id = ? ORDER BY name",
-        )
-        .bind(tenant)
-        .fetch_all(&source)
-        .await?;
-        let usage: Option<(i64, i64)> =
-            sqlx::query_as("SELECT bytes, records FROM usage WHERE tenant_id = ?")
-                .bind(tenant)
-                .fetch_optional(&source)
-                .await?;
+        let tenant = scope.tenant();
+        let source = self.db_of(scope, from).await?;
+        let target = self.db_of(scope, to).await?;
 
-        let mut tx = target.begin_with("BEGIN IMMEDIATE").await?;
-        super::delete_tenant_rows(&mut tx, scope.tenant()).await?;
-        for (name, indexes, created_at) in &collections {
-            sqlx::query("INSERT INTO collections (tenant_id, name, indexes, created_at) VALUES (?, ?, ?, ?)")
-                .bind(tenant)
-                .bind(name)
-                .bind(indexes)
-                .bind(created_at)
-                .execute(&mut *tx)
-                .await?;
-            let collection =
-                super::collection_from_row((name.clone(), indexes.clone(), *created_at))?;
-            super::create_indexes(&mut tx, &collection.indexes).await?;
-            let rows: Vec<RecordRowRaw> = sqlx::query_as(
-                "SELECT id, version, body, size, created_at, updated_at FROM records
-                 WHERE tenant_id = ? AND collection = ? ORDER BY id",
-            )
-            .bind(tenant)
-            .bind(name)
-            .fetch_all(&source)
-            .await?;
-            for (id, version, body, size, created, updated) in rows {
-                sqlx::query(
-                    "INSERT INTO records (tenant_id, collection, id, version, body, size, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(tenant)
-                .bind(name)
-                .bind(id)
-                .bind(version)
-                .bind(body)
-                .bind(size)
-                .bind(created)
-                .bind(updated)
-                .execute(&mut *tx)
-                .await?;
+        let mut read = source.read(tenant).await?;
+        let collections = on_engine!(read, collections(tenant, "", i64::MAX))?;
+        let usage = on_engine!(read, usage(tenant))?;
+        let mut contents = Vec::with_capacity(collections.len());
+        for collection in collections {
+            let rows = on_engine!(read, records(tenant, &collection.name))?;
+            contents.push((collection, rows));
+        }
+        read.commit().await?;
+
+        for (collection, _) in &contents {
+            let indexes = collection.index_paths()?;
+            target.create_indexes(&indexes).await?;
+        }
+        let mut write = target.write(tenant).await?;
+        on_engine!(write, delete_tenant_rows(tenant))?;
+        for (collection, rows) in &contents {
+            on_engine!(write, insert_collection(tenant, collection))?;
+            for row in rows {
+                on_engine!(write, insert_record(tenant, &collection.name, row))?;
             }
         }
         if let Some((bytes, records)) = usage {
-            sqlx::query("INSERT INTO usage (tenant_id, bytes, records) VALUES (?, ?, ?)")
-                .bind(tenant)
-                .bind(bytes)
-                .bind(records)
-                .execute(&mut *tx)
-                .await?;
+            on_engine!(write, add_usage(tenant, bytes, records))?;
         }
-        tx.commit().await?;
+        write.commit().await?;
         Ok(())
     }
 
@@ -220,42 +194,34 @@ impl DataStore {
         scope: &TenantScope,
         at: &Placement,
     ) -> Result<Vec<CollectionDigest>> {
-        let pool = self.pool_of(scope, at).await?;
-        let tenant = scope.tenant().as_str();
-        let names: Vec<(String,)> =
-            sqlx::query_as("SELECT name FROM collections WHERE tenant_id = ? ORDER BY name")
-                .bind(tenant)
-                .fetch_all(&pool)
-                .await?;
-        let mut digests = Vec::with_capacity(names.len());
-        for (name,) in names {
-            let rows: Vec<(String, i64, String)> = sqlx::query_as(
-                "SELECT id, version, body FROM records WHERE tenant_id = ? AND collection = ? ORDER BY id",
-            )
-            .bind(tenant)
-            .bind(&name)
-            .fetch_all(&pool)
-            .await?;
+        let tenant = scope.tenant();
+        let mut read = self.db_of(scope, at).await?.read(tenant).await?;
+        let collections = on_engine!(read, collections(tenant, "", i64::MAX))?;
+        let mut digests = Vec::with_capacity(collections.len());
+        for collection in collections {
+            let rows = on_engine!(read, records(tenant, &collection.name))?;
             let mut hasher = Sha256::new();
-            for (id, version, body) in &rows {
-                digest_row(&mut hasher, id, *version, body);
+            for row in &rows {
+                digest_row(&mut hasher, row)?;
             }
             digests.push(CollectionDigest {
-                collection: crate::codec::parse("collections.name", &name, CollectionName::parse)?,
+                collection: parse("collections.name", &collection.name, CollectionName::parse)?,
                 records: rows.len() as i64,
                 sha256: hasher.finalize().into(),
             });
         }
+        read.commit().await?;
         Ok(digests)
     }
 
     /// Removes the tenant's copy at `at` only: its rows in the pool's shared
-    /// database, or its dedicated file.
+    /// tables, its own schema, or its dedicated database.
     pub async fn remove_copy(&self, scope: &TenantScope, at: &Placement) -> Result<(), StoreError> {
         let tenant = scope.tenant();
         match at.isolation {
+            Isolation::Pooled => self.remove_pooled(tenant, &at.pool).await,
+            Isolation::Schema => self.remove_schema(tenant, &at.pool).await,
             Isolation::Dedicated => self.remove_dedicated(tenant, &at.pool).await,
-            Isolation::Pooled | Isolation::Schema => self.remove_pooled(tenant, &at.pool).await,
         }
     }
 }

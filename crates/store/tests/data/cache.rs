@@ -2,17 +2,15 @@
 //! its share.
 
 use serde_json::json;
-use tenantd_core::Isolation;
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, Expect};
-use tenantd_store::{DataLimits, DataStore};
 
-use crate::{coll, rid, scope, NOW};
+use crate::{coll, rid, scope, MODELS, NOW};
 
 #[tokio::test]
 async fn cached_reads_see_every_write() {
     let f = crate::fixture().await;
-    let s = scope("acme", Isolation::Pooled);
+    let s = scope("acme", MODELS[0]);
     let orders = coll("orders");
     f.store
         .create_collection(&s, &orders, &[], NOW)
@@ -71,23 +69,15 @@ async fn cached_reads_see_every_write() {
 
 #[tokio::test]
 async fn one_tenant_cannot_take_more_than_its_share() {
-    let dir = tempfile::tempdir().unwrap();
     let limits = CacheLimits {
         capacity_bytes: 64 * 1024,
         tenant_share_percent: 25,
         ttl: std::time::Duration::from_secs(60),
     };
-    let store = DataStore::open(
-        &crate::one_pool(dir.path()),
-        DataLimits {
-            max_record_bytes: 64 * 1024,
-        },
-        limits,
-    )
-    .await
-    .unwrap();
-    let noisy = scope("noisy", Isolation::Pooled);
-    let quiet = scope("quiet", Isolation::Pooled);
+    let f = crate::fixture_with(limits).await;
+    let store = &f.store;
+    let noisy = scope("noisy", MODELS[0]);
+    let quiet = scope("quiet", MODELS[0]);
     let orders = coll("orders");
     for s in [&noisy, &quiet] {
         store.create_collection(s, &orders, &[], NOW).await.unwrap();

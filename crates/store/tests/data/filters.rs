@@ -7,10 +7,9 @@ use std::cmp::Ordering;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tenantd_core::filter::{CmpOp, FieldPath, Filter, Literal};
-use tenantd_core::Isolation;
 use tenantd_store::data::{BatchOp, ListQuery};
 
-use crate::{coll, fixture, rid, scope, NOW};
+use crate::{coll, fixture, rid, scope, MODELS, NOW};
 
 const PATHS: [&str; 3] = ["a", "b", "c.d"];
 
@@ -141,7 +140,9 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
             let f = fixture().await;
-            let s = scope("acme", Isolation::Pooled);
+            // One model per engine: the others run the same statements.
+            for model in [MODELS[0], MODELS[2]] {
+            let s = scope("acme", model);
             let items = coll("items");
             let collection = f.store.create_collection(&s, &items, &[], NOW).await.unwrap();
             let ops = bodies
@@ -150,7 +151,7 @@ proptest! {
                 .map(|(i, body)| BatchOp::Create { id: rid(&format!("r{i:02}")), body: body.clone() })
                 .collect();
             f.store.write(&s, &items, ops, NOW).await.unwrap();
-            for filter in filters {
+            for filter in &filters {
                 let query = ListQuery { filter: Some(filter.clone()), limit: 100, ..Default::default() };
                 let got: Vec<String> = f
                     .store
@@ -163,10 +164,11 @@ proptest! {
                 let expected: Vec<String> = bodies
                     .iter()
                     .enumerate()
-                    .filter(|(_, body)| matches(&filter, body))
+                    .filter(|(_, body)| matches(filter, body))
                     .map(|(i, _)| format!("r{i:02}"))
                     .collect();
-                assert_eq!(got, expected, "filter {filter:?} over {bodies:?}");
+                assert_eq!(got, expected, "{model:?}: filter {filter:?} over {bodies:?}");
+            }
             }
         });
     }

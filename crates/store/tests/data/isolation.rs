@@ -6,18 +6,16 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::json;
 use tenantd_core::filter::Filter;
-use tenantd_core::Isolation;
 use tenantd_store::data::{BatchOp, DataError, ListQuery};
 
 use crate::{coll, fixture, rid, scope, MODELS, NOW};
 
 #[tokio::test]
 async fn the_same_names_in_two_tenants_stay_independent() {
-    for (model_a, model_b) in [
-        (MODELS[0], MODELS[0]),
-        (MODELS[0], MODELS[1]),
-        (MODELS[1], MODELS[1]),
-    ] {
+    let pairs = MODELS
+        .iter()
+        .flat_map(|a| MODELS.iter().map(move |b| (*a, *b)));
+    for (model_a, model_b) in pairs {
         let f = fixture().await;
         let a = scope("acme", model_a);
         let b = scope("globex", model_b);
@@ -79,8 +77,9 @@ async fn purge_removes_one_tenant_only() {
     for model in MODELS {
         let f = fixture().await;
         let a = scope("acme", model);
-        let b = scope("globex", Isolation::Pooled);
-        for s in [&a, &b] {
+        let b = scope("globex", MODELS[0]);
+        let c = scope("initech", model);
+        for s in [&a, &b, &c] {
             f.store
                 .create_collection(s, &coll("orders"), &[], NOW)
                 .await
@@ -94,9 +93,15 @@ async fn purge_removes_one_tenant_only() {
             "{model:?}"
         );
         assert_eq!(f.store.usage(&a).await.unwrap().records, 0);
-        assert_eq!(f.store.collections(&b, None, 10).await.unwrap().len(), 1);
+        for other in [&b, &c] {
+            assert_eq!(f.store.collections(other, None, 10).await.unwrap().len(), 1);
+            assert_eq!(f.store.usage(other).await.unwrap().records, 1);
+        }
     }
 }
+
+/// Tenants of the property test.
+const TENANTS: usize = 7;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -106,36 +111,41 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..3usize, 0..6u8, any::<u8>()).prop_map(|(tenant, id, value)| Op::Put {
+        (0..TENANTS, 0..6u8, any::<u8>()).prop_map(|(tenant, id, value)| Op::Put {
             tenant,
             id,
             value
         }),
-        (0..3usize, 0..6u8).prop_map(|(tenant, id)| Op::Delete { tenant, id }),
+        (0..TENANTS, 0..6u8).prop_map(|(tenant, id)| Op::Delete { tenant, id }),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Random interleaved writes by three tenants (two pooled, one
-    /// dedicated) over the same ids: each tenant sees exactly its own model
-    /// of the data through get, list, filter and usage.
+    /// Random interleaved writes by seven tenants (one on every engine and
+    /// model, and a second pooled one on each engine) over the same ids:
+    /// each tenant sees exactly its own model of the data through get,
+    /// list, filter and usage.
     #[test]
     fn every_tenant_sees_exactly_its_own_records(ops in proptest::collection::vec(op(), 1..40)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
             let f = fixture().await;
             let scopes = [
-                scope("acme", Isolation::Pooled),
-                scope("globex", Isolation::Pooled),
-                scope("initech", Isolation::Dedicated),
+                scope("acme", MODELS[0]),
+                scope("globex", MODELS[0]),
+                scope("initech", MODELS[1]),
+                scope("hooli", MODELS[2]),
+                scope("umbrella", MODELS[2]),
+                scope("wonka", MODELS[3]),
+                scope("stark", MODELS[4]),
             ];
             let orders = coll("orders");
             for s in &scopes {
                 f.store.create_collection(s, &orders, &[], NOW).await.unwrap();
             }
-            let mut model: [BTreeMap<String, u8>; 3] = Default::default();
+            let mut model: [BTreeMap<String, u8>; TENANTS] = Default::default();
             for op in ops {
                 match op {
                     Op::Put { tenant, id, value } => {

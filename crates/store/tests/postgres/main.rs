@@ -10,7 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tenantd_core::testing::member;
 use tenantd_core::{DataScope, PlanId, RegionId, Role, Tenant, TenantId};
-use tenantd_store::postgres::{begin_tenant, check_catalog, migrate};
+use tenantd_store::postgres::{begin_tenant, check_catalog, migrate, SCHEMA};
 use tenantd_store::StoreError;
 use tenantd_testkit::Postgres;
 use time::OffsetDateTime;
@@ -33,10 +33,11 @@ async fn db() -> Db {
     ] {
         sqlx::query(statement).execute(&admin).await.unwrap();
     }
-    let owner = PgPool::connect(&server.url("tenantd_owner", "tenantd"))
+    let owner_url = server.url("tenantd_owner", "tenantd");
+    migrate(&owner_url.parse().unwrap(), SCHEMA, "tenantd_app")
         .await
         .unwrap();
-    migrate(&owner, "tenantd_app").await.unwrap();
+    let owner = PgPool::connect(&owner_url).await.unwrap();
     Db {
         server,
         admin,
@@ -81,7 +82,7 @@ async fn insert(
     row_tenant: &str,
     id: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = begin_tenant(pool, scope).await.unwrap();
+    let mut tx = begin_tenant(pool, scope.tenant(), SCHEMA).await.unwrap();
     sqlx::query("INSERT INTO tenantd.collections (tenant_id, name, indexes, created_at) VALUES ($1, 'orders', '[]', 0) ON CONFLICT DO NOTHING")
         .bind(row_tenant)
         .execute(&mut *tx)
@@ -104,7 +105,7 @@ async fn row_level_security_isolates_tenants_and_fails_closed() {
     // The same id in another tenant is no conflict: keys lead with tenant_id.
     insert(&app, &globex, "globex", "a1").await.unwrap();
 
-    let mut tx = begin_tenant(&app, &acme).await.unwrap();
+    let mut tx = begin_tenant(&app, acme.tenant(), SCHEMA).await.unwrap();
     assert_eq!(count(&mut tx).await, 1, "acme sees only its own row");
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT id FROM tenantd.records WHERE tenant_id = 'globex'")
@@ -196,7 +197,7 @@ async fn a_cancelled_request_leaves_no_tenant_on_the_connection() {
 
     // A request that sets its tenant and is cancelled mid-transaction.
     let cancelled = tokio::time::timeout(Duration::from_millis(200), async {
-        let mut tx = begin_tenant(&app, &acme).await.unwrap();
+        let mut tx = begin_tenant(&app, acme.tenant(), SCHEMA).await.unwrap();
         sqlx::query("SELECT pg_sleep(2)")
             .execute(&mut *tx)
             .await
