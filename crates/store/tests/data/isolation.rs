@@ -8,7 +8,11 @@ use serde_json::json;
 use tenantd_core::filter::Filter;
 use tenantd_store::data::{BatchOp, DataError, ListQuery};
 
-use crate::{coll, fixture, rid, scope, MODELS, NOW};
+use sqlx::{Connection, PgConnection};
+use tenantd_store::DataStore;
+use tenantd_testkit::Postgres;
+
+use crate::{coll, fixture, pools, rid, scope, CACHE, LIMITS, MODELS, NOW};
 
 #[tokio::test]
 async fn the_same_names_in_two_tenants_stay_independent() {
@@ -188,5 +192,49 @@ proptest! {
                 assert_eq!(f.store.usage(s).await.unwrap().records, model[i].len() as i64);
             }
         });
+    }
+}
+
+/// A PostgreSQL pool whose tenant tables could leak is refused when the
+/// store opens it (as at server start), naming the table, for the pooled
+/// schema and for tenant schemas alike.
+#[tokio::test]
+async fn a_postgres_pool_without_forced_row_level_security_is_refused() {
+    let f = fixture().await;
+    let wonka = scope("wonka", MODELS[3]);
+    f.store
+        .create_collection(&wonka, &coll("orders"), &[], NOW)
+        .await
+        .unwrap();
+    let server = Postgres::shared();
+    let mut owner = PgConnection::connect(&server.owner_url(f.database()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reopen =
+        || async { DataStore::open(&pools(dir.path(), f.database()), LIMITS, CACHE).await };
+    reopen().await.unwrap();
+
+    for (table, problem) in [
+        (
+            "tenantd.records",
+            "tenantd.records does not FORCE ROW LEVEL SECURITY",
+        ),
+        (
+            "t_wonka.usage",
+            "t_wonka.usage does not FORCE ROW LEVEL SECURITY",
+        ),
+    ] {
+        sqlx::query(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        let refused = reopen().await.unwrap_err().to_string();
+        assert!(refused.contains(problem), "{refused}");
+        sqlx::query(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        reopen().await.unwrap();
     }
 }

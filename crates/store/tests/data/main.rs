@@ -114,6 +114,13 @@ pub async fn fixture_with(cache: CacheLimits) -> Fixture {
     }
 }
 
+impl Fixture {
+    /// The fixture's PostgreSQL database.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+}
+
 impl Drop for Fixture {
     /// Drops the fixture's databases (its own and its tenants'), so that a
     /// long suite does not fill the disk; on a thread of its own, as the
