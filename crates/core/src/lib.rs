@@ -7,6 +7,7 @@ pub mod api_key;
 pub mod clock;
 pub mod error;
 pub mod filter;
+pub mod gcra;
 pub mod identity;
 pub mod ids;
 pub mod key;

@@ -1,0 +1,241 @@
+//! The generic cell rate algorithm (GCRA): a rate limit with a burst, kept as
+//! one number per key, the theoretical arrival time (TAT) of the next
+//! request. Pure arithmetic on nanoseconds, so that the in-memory and Redis
+//! limiters make the same decision from the same state and clock.
+//!
+//! A limit of `rate` requests per `period` spaces requests one emission
+//! interval `T = period / rate` apart; `burst` requests may arrive at once.
+//! A request of cost `n` is allowed at `now` when `TAT + n·T − burst·T ≤ now`.
+
+use std::time::Duration;
+
+/// A rate limit: `rate` requests per `period`, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Nanoseconds between requests at the sustained rate.
+    interval: u64,
+    burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("a rate limit needs a rate and a burst of at least 1")]
+    Zero,
+    #[error("the period is too long or the rate too high to represent")]
+    OutOfRange,
+}
+
+impl Limit {
+    pub fn new(rate: u32, period: Duration, burst: u32) -> Result<Self, LimitError> {
+        if rate == 0 || burst == 0 {
+            return Err(LimitError::Zero);
+        }
+        let period = u64::try_from(period.as_nanos()).map_err(|_| LimitError::OutOfRange)?;
+        let interval = period / u64::from(rate);
+        if interval == 0 {
+            return Err(LimitError::OutOfRange);
+        }
+        Ok(Self { interval, burst })
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// How far ahead of `now` the TAT may run: the burst's worth of intervals.
+    fn tolerance(&self) -> u64 {
+        self.interval.saturating_mul(u64::from(self.burst))
+    }
+}
+
+/// The outcome of one decision, with the state to store when allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed {
+        /// The new TAT to store for the key.
+        tat: u64,
+        /// Requests of cost 1 still allowed right now.
+        remaining: u32,
+        /// Time until the limit is fully replenished.
+        reset_after: Duration,
+    },
+    Denied {
+        /// Time until a request of this cost would be allowed.
+        retry_after: Duration,
+        /// Time until the limit is fully replenished.
+        reset_after: Duration,
+    },
+}
+
+/// Decides a request of `cost` at `now` (nanoseconds on any monotonic or
+/// wall scale shared by all callers) given the key's stored TAT, if any.
+/// A cost above the burst is never allowed: its `retry_after` is the time
+/// until the limit is full, after which it would still not fit.
+pub fn decide(limit: &Limit, stored_tat: Option<u64>, now: u64, cost: u32) -> Decision {
+    let tat = stored_tat.map_or(now, |t| t.max(now));
+    let new_tat = tat.saturating_add(limit.interval.saturating_mul(u64::from(cost)));
+    let reset_after = |tat: u64| Duration::from_nanos(tat.saturating_sub(now));
+    // The earliest instant at which the request fits within the burst; in
+    // i128, since it lies before the scale's zero early on.
+    let allow_at = i128::from(new_tat) - i128::from(limit.tolerance());
+    let early = allow_at - i128::from(now);
+    if cost > limit.burst || early > 0 {
+        return Decision::Denied {
+            retry_after: Duration::from_nanos(u64::try_from(early.max(0)).unwrap_or(u64::MAX)),
+            reset_after: reset_after(tat),
+        };
+    }
+    let remaining = -early / i128::from(limit.interval);
+    Decision::Allowed {
+        tat: new_tat,
+        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        reset_after: reset_after(new_tat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn ten_per_second_burst_5() -> Limit {
+        Limit::new(10, Duration::from_secs(1), 5).unwrap()
+    }
+
+    /// Runs requests of cost 1 at the given instants; returns which were allowed.
+    fn run(limit: &Limit, instants: &[u64]) -> Vec<bool> {
+        let mut tat = None;
+        instants
+            .iter()
+            .map(|&now| match decide(limit, tat, now, 1) {
+                Decision::Allowed { tat: t, .. } => {
+                    tat = Some(t);
+                    true
+                }
+                Decision::Denied { .. } => false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_is_allowed_at_once_and_then_the_rate() {
+        let limit = ten_per_second_burst_5();
+        let allowed = run(&limit, &[0; 7]);
+        assert_eq!(allowed, [true, true, true, true, true, false, false]);
+        // One interval (100 ms) later, exactly one more fits.
+        let mut tat = None;
+        for _ in 0..5 {
+            if let Decision::Allowed { tat: t, .. } = decide(&limit, tat, 0, 1) {
+                tat = Some(t);
+            }
+        }
+        assert!(matches!(
+            decide(&limit, tat, SECOND / 10 - 1, 1),
+            Decision::Denied { .. }
+        ));
+        assert!(matches!(
+            decide(&limit, tat, SECOND / 10, 1),
+            Decision::Allowed { remaining: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn denial_says_exactly_when_to_retry_and_when_the_limit_is_full() {
+        let limit = ten_per_second_burst_5();
+        // The TAT after five requests at 0 is 500 ms.
+        let tat = Some(SECOND / 2);
+        match decide(&limit, tat, SECOND / 20, 1) {
+            Decision::Denied {
+                retry_after,
+                reset_after,
+            } => {
+                assert_eq!(retry_after, Duration::from_millis(50));
+                assert_eq!(reset_after, Duration::from_millis(450));
+            }
+            other => panic!("{other:?}"),
+        }
+        match decide(&limit, None, 0, 1) {
+            Decision::Allowed {
+                remaining,
+                reset_after,
+                ..
+            } => {
+                assert_eq!(remaining, 4);
+                assert_eq!(reset_after, Duration::from_millis(100));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cost_above_the_burst_never_fits() {
+        let limit = ten_per_second_burst_5();
+        assert!(matches!(
+            decide(&limit, None, 1_000 * SECOND, 6),
+            Decision::Denied { .. }
+        ));
+        assert!(matches!(
+            decide(&limit, None, 0, 5),
+            Decision::Allowed { remaining: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn limits_must_be_representable() {
+        assert_eq!(
+            Limit::new(0, Duration::from_secs(1), 1),
+            Err(LimitError::Zero)
+        );
+        assert_eq!(
+            Limit::new(1, Duration::from_secs(1), 0),
+            Err(LimitError::Zero)
+        );
+        assert_eq!(
+            Limit::new(u32::MAX, Duration::from_nanos(1), 1),
+            Err(LimitError::OutOfRange)
+        );
+    }
+
+    proptest! {
+        /// Whatever the arrival pattern, no window of length W admits more
+        /// than burst + W / T requests, and a client that waits out its
+        /// `retry_after` is then allowed.
+        #[test]
+        fn no_window_admits_more_than_burst_plus_rate(
+            gaps in prop::collection::vec(0u64..300_000_000, 1..200),
+            window in 1u64..3 * SECOND,
+        ) {
+            let limit = ten_per_second_burst_5();
+            let mut instants = Vec::with_capacity(gaps.len());
+            let mut now = 0;
+            for gap in gaps {
+                now += gap;
+                instants.push(now);
+            }
+            let allowed: Vec<u64> = instants
+                .iter()
+                .zip(run(&limit, &instants))
+                .filter_map(|(&t, ok)| ok.then_some(t))
+                .collect();
+            let cap = u64::from(limit.burst()) + window / limit.interval;
+            for (i, &start) in allowed.iter().enumerate() {
+                let within = allowed[i..].iter().take_while(|&&t| t < start + window).count();
+                prop_assert!(within as u64 <= cap, "{within} in {window} ns from {start}");
+            }
+
+            let mut tat = None;
+            for &t in &instants {
+                match decide(&limit, tat, t, 1) {
+                    Decision::Allowed { tat: next, .. } => tat = Some(next),
+                    Decision::Denied { retry_after, .. } => {
+                        let later = t + u64::try_from(retry_after.as_nanos()).unwrap();
+                        let retried = matches!(decide(&limit, tat, later, 1), Decision::Allowed { .. });
+                        prop_assert!(retried, "denied again after waiting {:?}", retry_after);
+                    }
+                }
+            }
+        }
+    }
+}
