@@ -6,7 +6,10 @@ use rand::rngs::OsRng;
 use time::OffsetDateTime;
 
 use crate::identity::verify;
-use crate::{ApiKeyToken, KeyHasher, KeyOwner, KeyRecord, Principal, Role, ServerSecret, Tenant};
+use crate::{
+    ApiKeyToken, Isolation, KeyHasher, KeyOwner, KeyRecord, PlanId, PoolName, Principal, RegionId,
+    Role, ServerSecret, Tenant, TenantId,
+};
 
 /// A verified key of `tenant` with `role`, as of `now`.
 pub fn member(tenant: &Tenant, role: Role, now: OffsetDateTime) -> Principal {
@@ -21,4 +24,20 @@ pub fn member(tenant: &Tenant, role: Role, now: OffsetDateTime) -> Principal {
         now,
     );
     verify(&token, &key, Some(tenant), &hasher, now).expect("a freshly issued key verifies")
+}
+
+/// A new tenant `id` on the default plan and region whose data lives on
+/// storage pool `pool` with `isolation`, created at `now`.
+pub fn tenant_at(id: &str, pool: &str, isolation: Isolation, now: OffsetDateTime) -> Tenant {
+    Tenant {
+        isolation,
+        pool: PoolName::parse(pool).expect("a valid pool name"),
+        ..Tenant::new(
+            TenantId::parse(id).expect("a valid tenant id"),
+            id,
+            PlanId::default_plan(),
+            RegionId::default_region(),
+            now,
+        )
+    }
 }

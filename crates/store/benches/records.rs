@@ -13,11 +13,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use serde_json::json;
 use tenantd_core::filter::{FieldPath, Filter};
-use tenantd_core::testing::member;
-use tenantd_core::{
-    CollectionName, DataScope, Isolation, PlanId, PoolName, RecordId, RegionId, Role, Tenant,
-    TenantId,
-};
+use tenantd_core::testing::{member, tenant_at};
+use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, Role};
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, ListQuery};
 use tenantd_store::{DataLimits, DataStore, StoragePool};
@@ -30,20 +27,13 @@ const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 const RECORDS: usize = 10_000;
 
 fn scope(tenant: &str, pool: &str, isolation: Isolation) -> DataScope {
-    let tenant = Tenant {
-        isolation,
-        pool: PoolName::parse(pool).unwrap(),
-        ..Tenant::new(
-            TenantId::parse(tenant).unwrap(),
-            tenant,
-            PlanId::default_plan(),
-            RegionId::default_region(),
-            NOW,
-        )
-    };
-    member(&tenant, Role::Developer, NOW)
-        .data_scope(Role::Developer)
-        .unwrap()
+    member(
+        &tenant_at(tenant, pool, isolation, NOW),
+        Role::Developer,
+        NOW,
+    )
+    .data_scope(Role::Developer)
+    .unwrap()
 }
 
 /// A store with a SQLite pool `sqlite` under `dir` and a PostgreSQL pool

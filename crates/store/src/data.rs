@@ -16,8 +16,10 @@ use std::sync::Arc;
 use moka::future::Cache;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
-use tenantd_core::filter::{FieldPath, Filter};
+use sqlx::{
+    PgConnection, Postgres, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction,
+};
+use tenantd_core::filter::{CmpOp, FieldPath, Filter, Literal};
 use tenantd_core::record::{check_body, merge_patch};
 use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, TenantId};
 use time::OffsetDateTime;
@@ -233,8 +235,8 @@ pub struct DataStore {
     pools: BTreeMap<PoolName, Storage>,
     /// Open dedicated databases, by pool and tenant.
     dedicated: Cache<(PoolName, TenantId), Db>,
-    /// Held while a dedicated database is opened.
-    opening: Arc<tokio::sync::Mutex<()>>,
+    /// One lock per dedicated database, held while it is opened.
+    opening: moka::sync::Cache<(PoolName, TenantId), Arc<tokio::sync::Mutex<()>>>,
     /// Tenants whose writes are held while their data moves.
     gates: WriteGates,
     limits: DataLimits,
@@ -362,7 +364,7 @@ impl DataStore {
             cache: RecordCache::new(cache),
             pools: opened,
             dedicated,
-            opening: Arc::default(),
+            opening: moka::sync::Cache::new(OPEN_DEDICATED * 8),
             gates: WriteGates::default(),
             limits,
         })
@@ -397,10 +399,11 @@ impl DataStore {
                 if let Some(db) = self.dedicated.get(&key).await {
                     return Ok(db);
                 }
-                // One open at a time, so that two first requests of a tenant
-                // do not both create and migrate its database. Opens are
-                // rare: once per tenant until the database is evicted.
-                let _opening = self.opening.lock().await;
+                // One open at a time per database, so that two first requests
+                // of a tenant do not both create and migrate it, while another
+                // tenant's slow open (a CREATE DATABASE) never holds this one.
+                let lock = self.opening.get_with(key.clone(), Arc::default);
+                let _opening = lock.lock().await;
                 if let Some(db) = self.dedicated.get(&key).await {
                     return Ok(db);
                 }
@@ -869,6 +872,49 @@ fn store_error(e: DataError) -> StoreError {
     match e {
         DataError::Store(e) => e,
         other => StoreError::Corrupt(other.to_string()),
+    }
+}
+
+/// Compiles a filter to SQL: its structure (`and`, `or`, `in`, `!=` as the
+/// negation of `=`, so that records without the field match `field != v`)
+/// around typed comparisons, which each engine writes with `comparison`
+/// and which must never be NULL.
+fn push_filter<'a, DB: sqlx::Database>(
+    sql: &mut QueryBuilder<'a, DB>,
+    filter: &Filter,
+    comparison: fn(&mut QueryBuilder<'a, DB>, &FieldPath, CmpOp, &Literal),
+) {
+    match filter {
+        Filter::And(terms) | Filter::Or(terms) => {
+            let joiner = if matches!(filter, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            sql.push("(");
+            for (i, term) in terms.iter().enumerate() {
+                if i > 0 {
+                    sql.push(joiner);
+                }
+                push_filter(sql, term, comparison);
+            }
+            sql.push(")");
+        }
+        Filter::In(field, values) => {
+            sql.push("(");
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                comparison(sql, field, CmpOp::Eq, value);
+            }
+            sql.push(")");
+        }
+        Filter::Cmp(field, CmpOp::Ne, value) => {
+            sql.push("NOT ");
+            comparison(sql, field, CmpOp::Eq, value);
+        }
+        Filter::Cmp(field, op, value) => comparison(sql, field, *op, value),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use sqlx::Connection;
-use tenantd_client::api::{CreateCollection, CreateTenant, MoveTenant, RecordView};
+use tenantd_client::api::{CreateCollection, CreateTenant, JobView, MoveTenant, RecordView};
 use tenantd_client::{Client, RecordQuery};
 use tenantd_core::{Isolation, Role, TenantId};
 use tenantd_server::config::{Engine, PoolConfig};
@@ -61,12 +61,50 @@ async fn acme_with_data(app: &TestApp) -> (Client, Vec<RecordView>) {
         )
         .await
         .unwrap();
+    let records = all_orders(&client).await;
+    (client, records)
+}
+
+/// Every record of `orders`, in id order.
+async fn all_orders(client: &Client) -> Vec<RecordView> {
     let all = RecordQuery {
         limit: Some(1000),
         ..Default::default()
     };
-    let records = client.list_records(&orders, &all).await.unwrap().items;
-    (client, records)
+    client
+        .list_records(&"orders".parse().unwrap(), &all)
+        .await
+        .unwrap()
+        .items
+}
+
+/// Moves acme to `pool` (and `isolation`, if given) and waits for the job.
+async fn move_acme(app: &TestApp, pool: &str, isolation: Option<Isolation>) -> JobView {
+    let to = MoveTenant {
+        pool: Some(pool.parse().unwrap()),
+        isolation,
+    };
+    let job = app
+        .operator
+        .move_tenant(&"acme".parse().unwrap(), &to)
+        .await
+        .unwrap();
+    wait_for_job(app, &job.id).await
+}
+
+/// After a failed move, acme is still on pool `a`, pooled, with exactly
+/// `before`, and writes again.
+async fn assert_whole_on_a(app: &TestApp, client: &Client, before: &[RecordView]) {
+    let tenant = app.operator.tenant(&"acme".parse().unwrap()).await.unwrap();
+    assert_eq!(
+        (tenant.pool.as_str(), tenant.isolation),
+        ("a", Isolation::Pooled)
+    );
+    assert_eq!(all_orders(client).await, before);
+    client
+        .create_record(&"orders".parse().unwrap(), &json!({"n": 50}))
+        .await
+        .unwrap();
 }
 
 async fn count_rows(path: std::path::PathBuf, tenant: &str) -> i64 {
@@ -93,12 +131,7 @@ async fn a_move_copies_verifies_switches_and_removes_the_old_copy() {
         ("b", Isolation::Pooled),
         ("b", Isolation::Dedicated),
     ] {
-        let to = MoveTenant {
-            pool: Some(pool.parse().unwrap()),
-            isolation: Some(isolation),
-        };
-        let job = app.operator.move_tenant(&acme, &to).await.unwrap();
-        let done = wait_for_job(&app, &job.id).await;
+        let done = move_acme(&app, pool, Some(isolation)).await;
         assert_eq!(
             (done.state.as_str(), done.step.as_str(), done.error),
             ("succeeded", "done", None)
@@ -106,15 +139,7 @@ async fn a_move_copies_verifies_switches_and_removes_the_old_copy() {
         let tenant = app.operator.tenant(&acme).await.unwrap();
         assert_eq!((tenant.pool.as_str(), tenant.isolation), (pool, isolation));
 
-        let all = RecordQuery {
-            limit: Some(1000),
-            ..Default::default()
-        };
-        let after = client
-            .list_records(&"orders".parse().unwrap(), &all)
-            .await
-            .unwrap()
-            .items;
+        let after = all_orders(&client).await;
         assert_eq!(
             after, before,
             "same ids, versions, times and data after moving to {pool}/{isolation:?}"
@@ -173,7 +198,6 @@ async fn poison(db: std::path::PathBuf, sql: &str) {
 async fn a_failure_mid_copy_leaves_the_tenant_whole_where_it_was() {
     let app = spawn_app_with(pools).await;
     let (client, before) = acme_with_data(&app).await;
-    let acme: TenantId = "acme".parse().unwrap();
     let target = app.config.data_dir.join("pools/b/pooled.db");
     poison(
         target.clone(),
@@ -182,51 +206,25 @@ async fn a_failure_mid_copy_leaves_the_tenant_whole_where_it_was() {
     )
     .await;
 
-    let to = MoveTenant {
-        pool: Some("b".parse().unwrap()),
-        isolation: None,
-    };
-    let job = app.operator.move_tenant(&acme, &to).await.unwrap();
-    let done = wait_for_job(&app, &job.id).await;
+    let done = move_acme(&app, "b", None).await;
     assert_eq!(
         (done.state.as_str(), done.step.as_str()),
         ("failed", "copying")
     );
     assert!(done.error.unwrap().contains("injected failure"));
 
-    let tenant = app.operator.tenant(&acme).await.unwrap();
-    assert_eq!(
-        (tenant.pool.as_str(), tenant.isolation),
-        ("a", Isolation::Pooled)
-    );
-    let all = RecordQuery {
-        limit: Some(1000),
-        ..Default::default()
-    };
-    assert_eq!(
-        client
-            .list_records(&"orders".parse().unwrap(), &all)
-            .await
-            .unwrap()
-            .items,
-        before
-    );
+    assert_whole_on_a(&app, &client, &before).await;
     assert_eq!(
         count_rows(target, "acme").await,
         0,
         "no partial copy is left behind"
     );
-    client
-        .create_record(&"orders".parse().unwrap(), &json!({"n": 50}))
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
 async fn a_copy_that_does_not_verify_is_discarded() {
     let app = spawn_app_with(pools).await;
     let (client, before) = acme_with_data(&app).await;
-    let acme: TenantId = "acme".parse().unwrap();
     // Silent corruption on the target: the copy lands, but changed.
     poison(
         app.config.data_dir.join("pools/b/pooled.db"),
@@ -234,30 +232,13 @@ async fn a_copy_that_does_not_verify_is_discarded() {
          BEGIN UPDATE records SET body = '{\"n\":-1}' WHERE rowid = NEW.rowid; END",
     )
     .await;
-    let to = MoveTenant {
-        pool: Some("b".parse().unwrap()),
-        isolation: None,
-    };
-    let job = app.operator.move_tenant(&acme, &to).await.unwrap();
-    let done = wait_for_job(&app, &job.id).await;
+    let done = move_acme(&app, "b", None).await;
     assert_eq!(
         (done.state.as_str(), done.step.as_str()),
         ("failed", "verifying")
     );
     assert!(done.error.unwrap().contains("collection orders differs"));
-    assert_eq!(app.operator.tenant(&acme).await.unwrap().pool.as_str(), "a");
-    let all = RecordQuery {
-        limit: Some(1000),
-        ..Default::default()
-    };
-    assert_eq!(
-        client
-            .list_records(&"orders".parse().unwrap(), &all)
-            .await
-            .unwrap()
-            .items,
-        before
-    );
+    assert_whole_on_a(&app, &client, &before).await;
 }
 
 #[tokio::test]
@@ -320,33 +301,19 @@ async fn sqlite_and_postgres() -> TestApp {
 async fn a_tenant_moves_between_sqlite_and_every_postgresql_model() {
     let app = sqlite_and_postgres().await;
     let (client, before) = acme_with_data(&app).await;
-    let acme: TenantId = "acme".parse().unwrap();
     for (pool, isolation) in [
         ("pg", Isolation::Schema),
         ("pg", Isolation::Dedicated),
         ("pg", Isolation::Pooled),
         ("a", Isolation::Dedicated),
     ] {
-        let to = MoveTenant {
-            pool: Some(pool.parse().unwrap()),
-            isolation: Some(isolation),
-        };
-        let job = app.operator.move_tenant(&acme, &to).await.unwrap();
-        let done = wait_for_job(&app, &job.id).await;
+        let done = move_acme(&app, pool, Some(isolation)).await;
         assert_eq!(
             (done.state.as_str(), done.step.as_str(), done.error),
             ("succeeded", "done", None),
             "to {pool}/{isolation:?}"
         );
-        let all = RecordQuery {
-            limit: Some(1000),
-            ..Default::default()
-        };
-        let after = client
-            .list_records(&"orders".parse().unwrap(), &all)
-            .await
-            .unwrap()
-            .items;
+        let after = all_orders(&client).await;
         assert_eq!(after, before, "after moving to {pool}/{isolation:?}");
         let page = RecordQuery {
             filter: Some("n >= 10 and n < 13".into()),
@@ -377,7 +344,6 @@ async fn a_tenant_moves_between_sqlite_and_every_postgresql_model() {
 async fn a_failure_mid_copy_into_postgresql_leaves_the_tenant_whole() {
     let app = sqlite_and_postgres().await;
     let (client, before) = acme_with_data(&app).await;
-    let acme: TenantId = "acme".parse().unwrap();
     // The pool's schema exists once the server has started; its owner
     // installs a trigger that fails the copy of r30.
     let pg = app.config.pools[1].owner_location.clone().unwrap();
@@ -390,34 +356,13 @@ async fn a_failure_mid_copy_into_postgresql_leaves_the_tenant_whole() {
         sqlx::query(statement).execute(&mut owner).await.unwrap();
     }
 
-    let to = MoveTenant {
-        pool: Some("pg".parse().unwrap()),
-        isolation: Some(Isolation::Pooled),
-    };
-    let job = app.operator.move_tenant(&acme, &to).await.unwrap();
-    let done = wait_for_job(&app, &job.id).await;
+    let done = move_acme(&app, "pg", Some(Isolation::Pooled)).await;
     assert_eq!(
         (done.state.as_str(), done.step.as_str()),
         ("failed", "copying")
     );
     assert!(done.error.unwrap().contains("injected failure"));
-    let tenant = app.operator.tenant(&acme).await.unwrap();
-    assert_eq!(
-        (tenant.pool.as_str(), tenant.isolation),
-        ("a", Isolation::Pooled)
-    );
-    let all = RecordQuery {
-        limit: Some(1000),
-        ..Default::default()
-    };
-    assert_eq!(
-        client
-            .list_records(&"orders".parse().unwrap(), &all)
-            .await
-            .unwrap()
-            .items,
-        before
-    );
+    assert_whole_on_a(&app, &client, &before).await;
     // Row-level security binds the owner too: look as the tenant.
     sqlx::query("SELECT set_config('app.tenant_id', 'acme', false)")
         .execute(&mut owner)
@@ -428,8 +373,4 @@ async fn a_failure_mid_copy_into_postgresql_leaves_the_tenant_whole() {
         .await
         .unwrap();
     assert_eq!(left, 0, "no partial copy is left behind");
-    client
-        .create_record(&"orders".parse().unwrap(), &json!({"n": 50}))
-        .await
-        .unwrap();
 }

@@ -13,11 +13,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
-use tenantd_core::filter::{CmpOp, FieldPath, Filter, Literal};
+use tenantd_core::filter::{CmpOp, FieldPath, Literal};
 use tenantd_core::{CollectionName, RecordId, TenantId};
 
 use super::{
-    Collection, CollectionRow, Cursor, DataError, Direction, ListQuery, ListRow, RecordRow, Result,
+    push_filter, Collection, CollectionRow, Cursor, DataError, Direction, ListQuery, ListRow,
+    RecordRow, Result,
 };
 use crate::postgres::{begin_tenant, check_catalog, migrate, quote_ident, SCHEMA};
 use crate::StoreError;
@@ -575,7 +576,7 @@ fn list_sql<'a>(
     sql.push_bind(collection.name.as_str());
     if let Some(filter) = &query.filter {
         sql.push(" AND ");
-        push_filter(&mut sql, filter);
+        push_filter(&mut sql, filter, push_comparison);
     }
     let dir = match query.sort {
         Some((_, Direction::Descending)) => "DESC",
@@ -632,45 +633,9 @@ fn push_keyset(
     Ok(())
 }
 
-/// Compiles a filter with every value bound, in the same semantics as on
-/// SQLite: typed comparisons, missing fields equal to null, and `!=` the
-/// negation of `=`. Each comparison is written over the field's sort key,
-/// which is never NULL (so negation is exact) and is what its index holds.
-fn push_filter(sql: &mut QueryBuilder<'_, Postgres>, filter: &Filter) {
-    match filter {
-        Filter::And(terms) | Filter::Or(terms) => {
-            let joiner = if matches!(filter, Filter::And(_)) {
-                " AND "
-            } else {
-                " OR "
-            };
-            sql.push("(");
-            for (i, term) in terms.iter().enumerate() {
-                if i > 0 {
-                    sql.push(joiner);
-                }
-                push_filter(sql, term);
-            }
-            sql.push(")");
-        }
-        Filter::In(field, values) => {
-            sql.push("(");
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                push_comparison(sql, field, CmpOp::Eq, value);
-            }
-            sql.push(")");
-        }
-        Filter::Cmp(field, CmpOp::Ne, value) => {
-            sql.push("NOT ");
-            push_comparison(sql, field, CmpOp::Eq, value);
-        }
-        Filter::Cmp(field, op, value) => push_comparison(sql, field, *op, value),
-    }
-}
-
+/// One typed comparison, with its value bound, in the same semantics as on
+/// SQLite. It is written over the field's sort key, which is never NULL (so
+/// `!=`, a negation, is exact) and is what the field's index holds.
 fn push_comparison(
     sql: &mut QueryBuilder<'_, Postgres>,
     field: &FieldPath,
@@ -717,8 +682,8 @@ mod tests {
     use super::*;
     use crate::cache::CacheLimits;
     use serde_json::json;
-    use tenantd_core::testing::member;
-    use tenantd_core::{DataScope, Isolation, PlanId, PoolName, RegionId, Role, Tenant};
+    use tenantd_core::testing::{member, tenant_at};
+    use tenantd_core::{DataScope, Isolation, PoolName, Role};
     use tenantd_testkit::Postgres;
     use time::OffsetDateTime;
 
@@ -771,17 +736,7 @@ mod tests {
         };
         let store = DataStore::open(&pools, limits, cache).await.unwrap();
         let now = OffsetDateTime::UNIX_EPOCH;
-        let tenant = Tenant {
-            pool: pg,
-            isolation: Isolation::Pooled,
-            ..Tenant::new(
-                "acme".parse().unwrap(),
-                "Acme",
-                PlanId::default_plan(),
-                RegionId::default_region(),
-                now,
-            )
-        };
+        let tenant = tenant_at("acme", pg.as_str(), Isolation::Pooled, now);
         let scope = member(&tenant, Role::Developer, now)
             .data_scope(Role::Reader)
             .unwrap();

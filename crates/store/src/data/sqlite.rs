@@ -8,11 +8,12 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
-use tenantd_core::filter::{CmpOp, FieldPath, Filter, Literal};
+use tenantd_core::filter::{CmpOp, FieldPath, Literal};
 use tenantd_core::{CollectionName, RecordId, TenantId};
 
 use super::{
-    Collection, CollectionRow, Cursor, DataError, Direction, ListQuery, ListRow, RecordRow, Result,
+    push_filter, Collection, CollectionRow, Cursor, DataError, Direction, ListQuery, ListRow,
+    RecordRow, Result,
 };
 use crate::StoreError;
 
@@ -342,7 +343,7 @@ fn list_sql<'a>(
     sql.push_bind(collection.name.as_str());
     if let Some(filter) = &query.filter {
         sql.push(" AND ");
-        push_filter(&mut sql, filter);
+        push_filter(&mut sql, filter, push_comparison);
     }
     if let Some(after) = &query.after {
         sql.push(" AND ");
@@ -362,45 +363,8 @@ fn list_sql<'a>(
     Ok(sql)
 }
 
-/// Compiles a filter to SQL with every value bound. `!=` is the negation of
-/// `=`, so records without the field match `field != value`.
-fn push_filter(sql: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
-    match filter {
-        Filter::And(terms) | Filter::Or(terms) => {
-            let joiner = if matches!(filter, Filter::And(_)) {
-                " AND "
-            } else {
-                " OR "
-            };
-            sql.push("(");
-            for (i, term) in terms.iter().enumerate() {
-                if i > 0 {
-                    sql.push(joiner);
-                }
-                push_filter(sql, term);
-            }
-            sql.push(")");
-        }
-        Filter::In(field, values) => {
-            sql.push("(");
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                push_comparison(sql, field, CmpOp::Eq, value);
-            }
-            sql.push(")");
-        }
-        Filter::Cmp(field, CmpOp::Ne, value) => {
-            sql.push("NOT ");
-            push_comparison(sql, field, CmpOp::Eq, value);
-        }
-        Filter::Cmp(field, op, value) => push_comparison(sql, field, *op, value),
-    }
-}
-
-/// One typed comparison: a string never equals or orders against a number,
-/// and `true` is not `1`, unlike in plain SQLite.
+/// One typed comparison, with its value bound: a string never equals or
+/// orders against a number, and `true` is not `1`, unlike in plain SQLite.
 fn push_comparison(
     sql: &mut QueryBuilder<'_, Sqlite>,
     field: &FieldPath,
@@ -503,8 +467,9 @@ mod tests {
     use super::*;
     use crate::cache::CacheLimits;
     use serde_json::json;
-    use tenantd_core::testing::member;
-    use tenantd_core::{DataScope, PlanId, PoolName, RegionId, Role, Tenant};
+    use tenantd_core::filter::Filter;
+    use tenantd_core::testing::{member, tenant_at};
+    use tenantd_core::{DataScope, Isolation, PoolName, Role};
     use time::OffsetDateTime;
 
     /// SQLite's plan for a list, one line per step.
@@ -556,13 +521,7 @@ mod tests {
         .await
         .unwrap();
         let now = OffsetDateTime::UNIX_EPOCH;
-        let tenant = Tenant::new(
-            "acme".parse().unwrap(),
-            "Acme",
-            PlanId::default_plan(),
-            RegionId::default_region(),
-            now,
-        );
+        let tenant = tenant_at("acme", "default", Isolation::Pooled, now);
         let scope = member(&tenant, Role::Developer, now)
             .data_scope(Role::Reader)
             .unwrap();

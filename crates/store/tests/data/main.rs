@@ -12,13 +12,10 @@ mod isolation;
 mod moves;
 
 use serde_json::Value;
-use tenantd_core::testing::member;
+use tenantd_core::testing::{member, tenant_at};
 
 use sqlx::{Connection, PgConnection};
-use tenantd_core::{
-    CollectionName, DataScope, Isolation, PlanId, PoolName, RecordId, RegionId, Role, Tenant,
-    TenantId, TenantScope,
-};
+use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, Role, TenantScope};
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, BatchResult, Record};
 use tenantd_store::{DataLimits, DataStore, StoragePool};
@@ -166,17 +163,7 @@ pub fn scope(tenant: &str, at: At) -> DataScope {
 
 /// Both scopes of a developer of `tenant`: its data, and its control plane.
 pub fn scopes(tenant: &str, at: At) -> (DataScope, TenantScope) {
-    let tenant = Tenant {
-        isolation: at.isolation,
-        pool: PoolName::parse(at.pool).unwrap(),
-        ..Tenant::new(
-            TenantId::parse(tenant).unwrap(),
-            tenant,
-            PlanId::default_plan(),
-            RegionId::default_region(),
-            NOW,
-        )
-    };
+    let tenant = tenant_at(tenant, at.pool, at.isolation, NOW);
     let principal = member(&tenant, Role::Developer, NOW);
     let data = principal.data_scope(Role::Developer).unwrap();
     let control = principal.scope_for(&tenant.id, Role::Reader).unwrap();

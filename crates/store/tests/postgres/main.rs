@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tenantd_core::testing::member;
-use tenantd_core::{DataScope, PlanId, RegionId, Role, Tenant, TenantId};
+use tenantd_core::testing::{member, tenant_at};
+use tenantd_core::{DataScope, Isolation, Role};
 use tenantd_store::postgres::{begin_tenant, check_catalog, migrate, SCHEMA};
 use tenantd_store::StoreError;
 use tenantd_testkit::Postgres;
@@ -57,16 +57,13 @@ impl Db {
 
 fn scope(tenant: &str) -> DataScope {
     let now = OffsetDateTime::UNIX_EPOCH;
-    let tenant = Tenant::new(
-        TenantId::parse(tenant).unwrap(),
-        tenant,
-        PlanId::default_plan(),
-        RegionId::default_region(),
+    member(
+        &tenant_at(tenant, "default", Isolation::Pooled, now),
+        Role::Developer,
         now,
-    );
-    member(&tenant, Role::Developer, now)
-        .data_scope(Role::Developer)
-        .unwrap()
+    )
+    .data_scope(Role::Developer)
+    .unwrap()
 }
 
 async fn count(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> i64 {
