@@ -3,6 +3,10 @@
 //! request. Pure arithmetic on nanoseconds, so that the in-memory and Redis
 //! limiters make the same decision from the same state and clock.
 //!
+//! Time is counted in microseconds: instants since the Unix epoch then stay
+//! below 2^53, so Redis's Lua (whose numbers are doubles) computes exactly
+//! what this module computes.
+//!
 //! A limit of `rate` requests per `period` spaces requests one emission
 //! interval `T = period / rate` apart; `burst` requests may arrive at once.
 //! A request of cost `n` is allowed at `now` when `TAT + n·T − burst·T ≤ now`.
@@ -12,7 +16,7 @@ use std::time::Duration;
 /// A rate limit: `rate` requests per `period`, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
-    /// Nanoseconds between requests at the sustained rate.
+    /// Microseconds between requests at the sustained rate.
     interval: u64,
     burst: u32,
 }
@@ -30,7 +34,7 @@ impl Limit {
         if rate == 0 || burst == 0 {
             return Err(LimitError::Zero);
         }
-        let period = u64::try_from(period.as_nanos()).map_err(|_| LimitError::OutOfRange)?;
+        let period = u64::try_from(period.as_micros()).map_err(|_| LimitError::OutOfRange)?;
         let interval = period / u64::from(rate);
         if interval == 0 {
             return Err(LimitError::OutOfRange);
@@ -42,8 +46,13 @@ impl Limit {
         self.burst
     }
 
+    /// Microseconds between requests at the sustained rate.
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
     /// How far ahead of `now` the TAT may run: the burst's worth of intervals.
-    fn tolerance(&self) -> u64 {
+    pub fn tolerance(&self) -> u64 {
         self.interval.saturating_mul(u64::from(self.burst))
     }
 }
@@ -67,21 +76,21 @@ pub enum Decision {
     },
 }
 
-/// Decides a request of `cost` at `now` (nanoseconds on any monotonic or
-/// wall scale shared by all callers) given the key's stored TAT, if any.
+/// Decides a request of `cost` at `now` (microseconds on a scale shared by
+/// all callers, normally since the Unix epoch) given the key's stored TAT, if any.
 /// A cost above the burst is never allowed: its `retry_after` is the time
 /// until the limit is full, after which it would still not fit.
 pub fn decide(limit: &Limit, stored_tat: Option<u64>, now: u64, cost: u32) -> Decision {
     let tat = stored_tat.map_or(now, |t| t.max(now));
     let new_tat = tat.saturating_add(limit.interval.saturating_mul(u64::from(cost)));
-    let reset_after = |tat: u64| Duration::from_nanos(tat.saturating_sub(now));
+    let reset_after = |tat: u64| Duration::from_micros(tat.saturating_sub(now));
     // The earliest instant at which the request fits within the burst; in
     // i128, since it lies before the scale's zero early on.
     let allow_at = i128::from(new_tat) - i128::from(limit.tolerance());
     let early = allow_at - i128::from(now);
     if cost > limit.burst || early > 0 {
         return Decision::Denied {
-            retry_after: Duration::from_nanos(u64::try_from(early.max(0)).unwrap_or(u64::MAX)),
+            retry_after: Duration::from_micros(u64::try_from(early.max(0)).unwrap_or(u64::MAX)),
             reset_after: reset_after(tat),
         };
     }
@@ -98,7 +107,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SECOND: u64 = 1_000_000_000;
+    const SECOND: u64 = 1_000_000;
 
     fn ten_per_second_burst_5() -> Limit {
         Limit::new(10, Duration::from_secs(1), 5).unwrap()
@@ -193,7 +202,7 @@ mod tests {
             Err(LimitError::Zero)
         );
         assert_eq!(
-            Limit::new(u32::MAX, Duration::from_nanos(1), 1),
+            Limit::new(u32::MAX, Duration::from_micros(1), 1),
             Err(LimitError::OutOfRange)
         );
     }
@@ -204,7 +213,7 @@ mod tests {
         /// `retry_after` is then allowed.
         #[test]
         fn no_window_admits_more_than_burst_plus_rate(
-            gaps in prop::collection::vec(0u64..300_000_000, 1..200),
+            gaps in prop::collection::vec(0u64..300_000, 1..200),
             window in 1u64..3 * SECOND,
         ) {
             let limit = ten_per_second_burst_5();
@@ -222,7 +231,7 @@ mod tests {
             let cap = u64::from(limit.burst()) + window / limit.interval;
             for (i, &start) in allowed.iter().enumerate() {
                 let within = allowed[i..].iter().take_while(|&&t| t < start + window).count();
-                prop_assert!(within as u64 <= cap, "{within} in {window} ns from {start}");
+                prop_assert!(within as u64 <= cap, "{within} in {window} µs from {start}");
             }
 
             let mut tat = None;
@@ -230,7 +239,7 @@ mod tests {
                 match decide(&limit, tat, t, 1) {
                     Decision::Allowed { tat: next, .. } => tat = Some(next),
                     Decision::Denied { retry_after, .. } => {
-                        let later = t + u64::try_from(retry_after.as_nanos()).unwrap();
+                        let later = t + u64::try_from(retry_after.as_micros()).unwrap();
                         let retried = matches!(decide(&limit, tat, later, 1), Decision::Allowed { .. });
                         prop_assert!(retried, "denied again after waiting {:?}", retry_after);
                     }

@@ -6,12 +6,15 @@
 pub mod api_key;
 pub mod clock;
 pub mod error;
+pub mod fair;
 pub mod filter;
 pub mod gcra;
 pub mod identity;
 pub mod ids;
 pub mod key;
 pub mod placement;
+pub mod plan;
+pub mod quota;
 pub mod record;
 pub mod role;
 pub mod tenant;

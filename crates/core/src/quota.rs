@@ -1,0 +1,819 @@
+//! The quota ledger: one tenant's usage, counted per metric and period, and
+//! the decisions made against the tenant's current quotas.
+//!
+//! The ledger counts every metric over every period whatever the plan says,
+//! so that changing a plan or a limit mid-period keeps the usage exactly and
+//! applies the new limits at the next decision. It belongs to the tenant, not
+//! to a key: rotating keys never touches it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::{Date, Month, OffsetDateTime};
+
+use crate::plan::{AddOn, Metric, Period, Quota};
+
+/// The day of the month a tenant's monthly quotas reset (UTC midnight).
+/// Days 29 to 31 are refused so that every month has the day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "u8", into = "u8")]
+#[schema(value_type = u8)]
+pub struct BillingDay(u8);
+
+impl BillingDay {
+    pub fn new(day: u8) -> Result<Self, String> {
+        if (1..=28).contains(&day) {
+            Ok(Self(day))
+        } else {
+            Err(format!("billing day {day} is not from 1 to 28"))
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for BillingDay {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl TryFrom<u8> for BillingDay {
+    type Error = String;
+    fn try_from(day: u8) -> Result<Self, String> {
+        Self::new(day)
+    }
+}
+
+impl From<BillingDay> for u8 {
+    fn from(day: BillingDay) -> u8 {
+        day.0
+    }
+}
+
+/// The window of `period` holding `now`, as UTC Unix seconds `[start, end)`.
+pub fn window(period: Period, billing_day: BillingDay, now: i64) -> (i64, i64) {
+    let aligned = |length: i64| {
+        let start = now - now.rem_euclid(length);
+        (start, start + length)
+    };
+    match period {
+        Period::Minute => aligned(60),
+        Period::Hour => aligned(3600),
+        Period::Day => aligned(86_400),
+        Period::Month => {
+            let date = OffsetDateTime::from_unix_timestamp(now)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+                .date();
+            let this_month = anchor(date.year(), date.month(), billing_day);
+            let (start, end) = if date.day() >= billing_day.get() {
+                let (y, m) = next_month(date.year(), date.month());
+                (this_month, anchor(y, m, billing_day))
+            } else {
+                let (y, m) = previous_month(date.year(), date.month());
+                (anchor(y, m, billing_day), this_month)
+            };
+            (start, end)
+        }
+    }
+}
+
+fn anchor(year: i32, month: Month, day: BillingDay) -> i64 {
+    Date::from_calendar_date(year, month, day.get())
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .unwrap_or(0)
+}
+
+fn next_month(year: i32, month: Month) -> (i32, Month) {
+    match month {
+        Month::December => (year + 1, Month::January),
+        m => (year, m.next()),
+    }
+}
+
+fn previous_month(year: i32, month: Month) -> (i32, Month) {
+    match month {
+        Month::January => (year - 1, Month::December),
+        m => (year, m.previous()),
+    }
+}
+
+/// Counted metrics, in ledger order.
+const COUNTED: [Metric; 3] = [Metric::Requests, Metric::IngressBytes, Metric::EgressBytes];
+/// Level metrics, in ledger order.
+const LEVELS: [Metric; 3] = [
+    Metric::StorageBytes,
+    Metric::Records,
+    Metric::ConcurrentRequests,
+];
+
+fn counted_index(metric: Metric) -> Option<usize> {
+    COUNTED.iter().position(|&m| m == metric)
+}
+
+fn level_index(metric: Metric) -> Option<usize> {
+    LEVELS.iter().position(|&m| m == metric)
+}
+
+/// One tenant's usage. Fixed-size, so a tenant costs the same few hundred
+/// bytes however many quotas its plan has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Start of each period's current window (Unix seconds), by `Period::index`.
+    window_start: [i64; 4],
+    /// Counted usage in the current windows: `[counted metric][period]`.
+    used: [[u64; 4]; 3],
+    /// When each counted quota first went over its hard limit in the
+    /// current window (Unix seconds), or 0.
+    grace_from: [[i64; 4]; 3],
+    /// Soft limits already reported in the current window, as bits.
+    soft_noted: [u8; 3],
+    /// Current levels: storage bytes, records, requests in flight.
+    level: [u64; 3],
+    /// When each level first went over its hard limit, or 0; cleared when it
+    /// falls back under.
+    level_grace_from: [i64; 3],
+    level_soft_noted: u8,
+}
+
+/// What one request asks of the quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// The request body's declared length, when known before it is read.
+    pub ingress_bytes: Option<u64>,
+    /// Whether the request may add records or storage.
+    pub writes: bool,
+}
+
+/// A quota as it stands for one tenant now, with add-ons counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub quota: Quota,
+    pub used: u64,
+    pub soft: Option<u64>,
+    /// The hard limit plus active add-ons.
+    pub hard: u64,
+    /// The current window `[start, end)` for counted quotas.
+    pub window: Option<(i64, i64)>,
+    /// Whether the grace allowance is being used now.
+    pub in_grace: bool,
+}
+
+impl Standing {
+    pub fn remaining(&self) -> u64 {
+        self.hard.saturating_sub(self.used)
+    }
+}
+
+/// Something worth recording: a soft limit passed, or a request refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaEvent {
+    pub kind: QuotaEventKind,
+    pub metric: Metric,
+    pub period: Option<Period>,
+    pub used: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaEventKind {
+    SoftPassed,
+    GraceStarted,
+}
+
+impl QuotaEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SoftPassed => "soft_limit_passed",
+            Self::GraceStarted => "grace_started",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaDecision {
+    /// Admitted and charged. `nearest` is the quota closest to its hard
+    /// limit, for the `RateLimit` headers; `over_soft` those past soft.
+    Allowed {
+        nearest: Option<Standing>,
+        over_soft: Vec<Standing>,
+        events: Vec<QuotaEvent>,
+    },
+    /// Refused; nothing was charged. A counted quota resets after
+    /// `retry_after`; a level only goes down when usage does.
+    Exceeded {
+        standing: Standing,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Ledger {
+    /// Starts the windows holding `now` over, resetting what ended.
+    fn roll(&mut self, billing_day: BillingDay, now: i64) {
+        for period in Period::ALL {
+            let p = period.index();
+            let (start, _) = window(period, billing_day, now);
+            if self.window_start[p] != start {
+                self.window_start[p] = start;
+                for m in 0..COUNTED.len() {
+                    self.used[m][p] = 0;
+                    self.grace_from[m][p] = 0;
+                    self.soft_noted[m] &= !(1 << p);
+                }
+            }
+        }
+    }
+
+    /// The standing of `quota` now, with `add_ons` counted.
+    pub fn standing(
+        &mut self,
+        quota: &Quota,
+        add_ons: &[AddOn],
+        billing_day: BillingDay,
+        now: OffsetDateTime,
+    ) -> Standing {
+        let secs = now.unix_timestamp();
+        self.roll(billing_day, secs);
+        let extra: u64 = add_ons
+            .iter()
+            .filter(|a| a.applies_to(quota, now))
+            .map(|a| a.amount)
+            .fold(0, u64::saturating_add);
+        let (used, grace_from, window) = match (counted_index(quota.metric()), quota.period()) {
+            (Some(m), Some(period)) => {
+                let p = period.index();
+                (
+                    self.used[m][p],
+                    self.grace_from[m][p],
+                    Some(window(period, billing_day, secs)),
+                )
+            }
+            _ => {
+                let l = level_index(quota.metric()).unwrap_or(0);
+                (self.level[l], self.level_grace_from[l], None)
+            }
+        };
+        let in_grace = quota
+            .grace()
+            .is_some_and(|g| grace_from != 0 && secs < grace_from + g.duration.as_secs() as i64);
+        Standing {
+            quota: *quota,
+            used,
+            soft: quota.soft().map(|s| s.saturating_add(extra)),
+            hard: quota.hard().saturating_add(extra),
+            window,
+            in_grace,
+        }
+    }
+
+    /// Decides one request against `quotas` and, if it is admitted, charges
+    /// one request to every period. Bytes are charged when known, by `charge`.
+    pub fn admit(
+        &mut self,
+        quotas: &[Quota],
+        add_ons: &[AddOn],
+        billing_day: BillingDay,
+        now: OffsetDateTime,
+        demand: Demand,
+    ) -> QuotaDecision {
+        let secs = now.unix_timestamp();
+        let mut checked = Vec::with_capacity(quotas.len());
+        let mut events = Vec::new();
+        for quota in quotas {
+            let metric = quota.metric();
+            // The queue enforces the concurrency cap by making requests wait.
+            let asked = match metric {
+                Metric::ConcurrentRequests => continue,
+                Metric::Requests => 1,
+                Metric::IngressBytes => demand.ingress_bytes.unwrap_or(0).max(1),
+                Metric::EgressBytes => 1,
+                Metric::StorageBytes | Metric::Records if demand.writes => 1,
+                Metric::StorageBytes | Metric::Records => continue,
+            };
+            let standing = self.standing(quota, add_ons, billing_day, now);
+            let wanted = standing.used.saturating_add(asked);
+            if wanted > standing.hard {
+                let Some(grace) = quota.grace() else {
+                    return exceeded(standing, secs);
+                };
+                let allowance = standing
+                    .hard
+                    .saturating_add(standing.hard.saturating_mul(u64::from(grace.percent)) / 100);
+                let started = self.grace_started(quota);
+                if started == 0 {
+                    self.set_grace_started(quota, secs);
+                    events.push(QuotaEvent {
+                        kind: QuotaEventKind::GraceStarted,
+                        metric,
+                        period: quota.period(),
+                        used: standing.used,
+                        limit: standing.hard,
+                    });
+                }
+                let started = if started == 0 { secs } else { started };
+                let grace_ends = started.saturating_add(grace.duration.as_secs() as i64);
+                if secs >= grace_ends || wanted > allowance {
+                    return exceeded(standing, secs);
+                }
+            }
+            checked.push(standing);
+        }
+        for period in Period::ALL {
+            self.used[0][period.index()] += 1;
+        }
+        let mut over_soft = Vec::new();
+        let mut nearest: Option<Standing> = None;
+        for mut standing in checked {
+            if standing.quota.metric() == Metric::Requests {
+                standing.used += 1;
+            }
+            if standing.soft.is_some_and(|soft| standing.used > soft) {
+                over_soft.push(standing);
+                if self.note_soft(&standing.quota) {
+                    events.push(QuotaEvent {
+                        kind: QuotaEventKind::SoftPassed,
+                        metric: standing.quota.metric(),
+                        period: standing.quota.period(),
+                        used: standing.used,
+                        limit: standing.soft.unwrap_or(standing.hard),
+                    });
+                }
+            }
+            let closer = nearest.is_none_or(|n| {
+                u128::from(standing.remaining()) * u128::from(n.hard)
+                    < u128::from(n.remaining()) * u128::from(standing.hard)
+            });
+            if closer {
+                nearest = Some(standing);
+            }
+        }
+        QuotaDecision::Allowed {
+            nearest,
+            over_soft,
+            events,
+        }
+    }
+
+    /// Adds `amount` of a counted metric (bytes measured after the fact) to
+    /// every period's window holding `now`.
+    pub fn charge(&mut self, metric: Metric, amount: u64, billing_day: BillingDay, now: i64) {
+        let Some(m) = counted_index(metric) else {
+            return;
+        };
+        self.roll(billing_day, now);
+        for used in &mut self.used[m] {
+            *used = used.saturating_add(amount);
+        }
+    }
+
+    /// Sets a level (storage, records, requests in flight) to its measured value.
+    pub fn set_level(&mut self, metric: Metric, value: u64) {
+        if let Some(l) = level_index(metric) {
+            self.level[l] = value;
+        }
+    }
+
+    /// Usage of a counted metric in the window of `period` holding `now`.
+    pub fn used(
+        &mut self,
+        metric: Metric,
+        period: Period,
+        billing_day: BillingDay,
+        now: i64,
+    ) -> u64 {
+        self.roll(billing_day, now);
+        counted_index(metric).map_or(0, |m| self.used[m][period.index()])
+    }
+
+    /// The current value of a level metric.
+    pub fn level(&self, metric: Metric) -> u64 {
+        level_index(metric).map_or(0, |l| self.level[l])
+    }
+
+    fn grace_started(&self, quota: &Quota) -> i64 {
+        match (counted_index(quota.metric()), quota.period()) {
+            (Some(m), Some(p)) => self.grace_from[m][p.index()],
+            _ => level_index(quota.metric()).map_or(0, |l| self.level_grace_from[l]),
+        }
+    }
+
+    fn set_grace_started(&mut self, quota: &Quota, at: i64) {
+        match (counted_index(quota.metric()), quota.period()) {
+            (Some(m), Some(p)) => self.grace_from[m][p.index()] = at,
+            _ => {
+                if let Some(l) = level_index(quota.metric()) {
+                    self.level_grace_from[l] = at;
+                }
+            }
+        }
+    }
+
+    /// Marks the quota's soft limit reported; `true` the first time in a window.
+    fn note_soft(&mut self, quota: &Quota) -> bool {
+        let (bits, bit) = match (counted_index(quota.metric()), quota.period()) {
+            (Some(m), Some(p)) => (&mut self.soft_noted[m], 1u8 << p.index()),
+            _ => (
+                &mut self.level_soft_noted,
+                1u8 << level_index(quota.metric()).unwrap_or(0),
+            ),
+        };
+        let first = *bits & bit == 0;
+        *bits |= bit;
+        first
+    }
+}
+
+fn exceeded(standing: Standing, now: i64) -> QuotaDecision {
+    let retry_after = standing
+        .window
+        .map(|(_, end)| Duration::from_secs(u64::try_from(end - now).unwrap_or(0)));
+    QuotaDecision::Exceeded {
+        standing,
+        retry_after,
+    }
+}
+
+/// How fast a counted quota is being used and when, at that pace, it runs out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burn {
+    /// Units per hour since the window started.
+    pub per_hour: f64,
+    /// When the hard limit is reached at that pace, if before the reset.
+    pub exhausted_at: Option<i64>,
+}
+
+/// The burn of a standing at `now` (Unix seconds); `None` for levels.
+pub fn burn(standing: &Standing, now: i64) -> Option<Burn> {
+    let (start, end) = standing.window?;
+    // At least a minute elapsed, so that the first seconds of a window do
+    // not project wild rates.
+    let elapsed = (now - start).max(60) as f64;
+    let per_second = standing.used as f64 / elapsed;
+    let exhausted_at = if standing.remaining() == 0 {
+        Some(now)
+    } else if per_second > 0.0 {
+        let at = now + (standing.remaining() as f64 / per_second).ceil() as i64;
+        (at < end).then_some(at)
+    } else {
+        None
+    };
+    Some(Burn {
+        per_hour: per_second * 3600.0,
+        exhausted_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Grace, QuotaFields};
+    use time::macros::datetime;
+
+    fn secs(t: OffsetDateTime) -> i64 {
+        t.unix_timestamp()
+    }
+
+    fn quota(metric: Metric, period: Option<Period>, soft: Option<u64>, hard: u64) -> Quota {
+        Quota::new(QuotaFields {
+            metric,
+            period,
+            soft,
+            hard,
+            grace: None,
+        })
+        .unwrap()
+    }
+
+    fn allowed(d: &QuotaDecision) -> bool {
+        matches!(d, QuotaDecision::Allowed { .. })
+    }
+
+    #[test]
+    fn months_are_anchored_at_the_billing_day() {
+        let day15 = BillingDay::new(15).unwrap();
+        let cases = [
+            // (now, start, end)
+            (
+                datetime!(2026-03-20 10:00 UTC),
+                datetime!(2026-03-15 00:00 UTC),
+                datetime!(2026-04-15 00:00 UTC),
+            ),
+            (
+                datetime!(2026-03-14 23:59:59 UTC),
+                datetime!(2026-02-15 00:00 UTC),
+                datetime!(2026-03-15 00:00 UTC),
+            ),
+            (
+                datetime!(2026-03-15 00:00 UTC),
+                datetime!(2026-03-15 00:00 UTC),
+                datetime!(2026-04-15 00:00 UTC),
+            ),
+            (
+                datetime!(2026-12-31 12:00 UTC),
+                datetime!(2026-12-15 00:00 UTC),
+                datetime!(2027-01-15 00:00 UTC),
+            ),
+            (
+                datetime!(2027-01-02 12:00 UTC),
+                datetime!(2026-12-15 00:00 UTC),
+                datetime!(2027-01-15 00:00 UTC),
+            ),
+        ];
+        for (now, start, end) in cases {
+            assert_eq!(
+                window(Period::Month, day15, secs(now)),
+                (secs(start), secs(end)),
+                "{now}"
+            );
+        }
+        let now = secs(datetime!(2026-03-20 10:17:42 UTC));
+        assert_eq!(
+            window(Period::Minute, day15, now),
+            (
+                secs(datetime!(2026-03-20 10:17 UTC)),
+                secs(datetime!(2026-03-20 10:18 UTC))
+            )
+        );
+        assert_eq!(
+            window(Period::Day, day15, now).0,
+            secs(datetime!(2026-03-20 00:00 UTC))
+        );
+        assert!(BillingDay::new(29).is_err());
+        assert!(BillingDay::new(0).is_err());
+    }
+
+    #[test]
+    fn the_hard_limit_is_exact_and_refusal_says_when_it_resets() {
+        let q = [quota(Metric::Requests, Some(Period::Hour), Some(3), 5)];
+        let mut ledger = Ledger::default();
+        let day = BillingDay::default();
+        let now = datetime!(2026-03-20 10:59:00 UTC);
+        for i in 0..5 {
+            let d = ledger.admit(&q, &[], day, now, Demand::default());
+            assert!(allowed(&d), "request {i}");
+        }
+        match ledger.admit(&q, &[], day, now, Demand::default()) {
+            QuotaDecision::Exceeded {
+                standing,
+                retry_after,
+            } => {
+                assert_eq!(standing.used, 5);
+                assert_eq!(retry_after, Some(Duration::from_secs(60)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The refusal charged nothing, and the next hour starts afresh.
+        assert_eq!(
+            ledger.used(Metric::Requests, Period::Hour, day, secs(now)),
+            5
+        );
+        let next = datetime!(2026-03-20 11:00:00 UTC);
+        assert!(allowed(&ledger.admit(
+            &q,
+            &[],
+            day,
+            next,
+            Demand::default()
+        )));
+        assert_eq!(
+            ledger.used(Metric::Requests, Period::Hour, day, secs(next)),
+            1
+        );
+        // The day kept counting across the hour.
+        assert_eq!(
+            ledger.used(Metric::Requests, Period::Day, day, secs(next)),
+            6
+        );
+    }
+
+    #[test]
+    fn passing_the_soft_limit_is_reported_once_per_window() {
+        let q = [quota(Metric::Requests, Some(Period::Day), Some(2), 10)];
+        let mut ledger = Ledger::default();
+        let day = BillingDay::default();
+        let now = datetime!(2026-03-20 10:00 UTC);
+        let mut reported = Vec::new();
+        for _ in 0..4 {
+            match ledger.admit(&q, &[], day, now, Demand::default()) {
+                QuotaDecision::Allowed {
+                    over_soft, events, ..
+                } => reported.push((over_soft.len(), events.len())),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(reported, [(0, 0), (0, 0), (1, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn grace_allows_a_percentage_over_hard_for_a_while() {
+        let q = [Quota::new(QuotaFields {
+            metric: Metric::Requests,
+            period: Some(Period::Day),
+            soft: None,
+            hard: 10,
+            grace: Some(Grace {
+                percent: 20,
+                duration: Duration::from_secs(600),
+            }),
+        })
+        .unwrap()];
+        let mut ledger = Ledger::default();
+        let day = BillingDay::default();
+        let t0 = datetime!(2026-03-20 10:00 UTC);
+        let admit =
+            |ledger: &mut Ledger, at| allowed(&ledger.admit(&q, &[], day, at, Demand::default()));
+        let first: Vec<bool> = (0..13).map(|_| admit(&mut ledger, t0)).collect();
+        // 10 within hard, 2 more within the 20 % grace, then refused.
+        assert_eq!(first.iter().filter(|&&ok| ok).count(), 12);
+        assert!(!first[12]);
+        // The grace runs 10 minutes from the first request over hard; after
+        // that, hard applies even though the allowance is not used up.
+        let mut relaxed = Ledger::default();
+        for _ in 0..11 {
+            admit(&mut relaxed, t0);
+        }
+        assert!(admit(&mut relaxed, t0 + time::Duration::seconds(599)));
+        assert!(!admit(&mut relaxed, t0 + time::Duration::seconds(600)));
+        // A new window starts without grace used.
+        let tomorrow = datetime!(2026-03-21 00:00 UTC);
+        assert!(admit(&mut relaxed, tomorrow));
+        let standing = relaxed.standing(&q[0], &[], day, tomorrow);
+        assert!(!standing.in_grace);
+    }
+
+    #[test]
+    fn add_ons_raise_a_quota_until_they_expire() {
+        let q = [quota(Metric::Requests, Some(Period::Month), Some(4), 5)];
+        let day = BillingDay::default();
+        let t0 = datetime!(2026-03-20 10:00 UTC);
+        let add_ons = [AddOn {
+            metric: Metric::Requests,
+            period: Some(Period::Month),
+            amount: 3,
+            expires_at: t0 + time::Duration::hours(1),
+        }];
+        let mut ledger = Ledger::default();
+        let admitted = (0..10)
+            .filter(|_| allowed(&ledger.admit(&q, &add_ons, day, t0, Demand::default())))
+            .count();
+        assert_eq!(admitted, 8);
+        let standing = ledger.standing(&q[0], &add_ons, day, t0);
+        assert_eq!((standing.soft, standing.hard), (Some(7), 8));
+        // Once it expires the plain hard limit applies to the usage so far.
+        let later = t0 + time::Duration::hours(1);
+        assert!(!allowed(&ledger.admit(
+            &q,
+            &add_ons,
+            day,
+            later,
+            Demand::default()
+        )));
+    }
+
+    #[test]
+    fn a_limit_changed_mid_period_applies_to_the_usage_kept() {
+        let day = BillingDay::default();
+        let now = datetime!(2026-03-20 10:00 UTC);
+        let small = [quota(Metric::Requests, Some(Period::Day), None, 3)];
+        let large = [quota(Metric::Requests, Some(Period::Day), None, 5)];
+        let mut ledger = Ledger::default();
+        for _ in 0..3 {
+            assert!(allowed(&ledger.admit(
+                &small,
+                &[],
+                day,
+                now,
+                Demand::default()
+            )));
+        }
+        assert!(!allowed(&ledger.admit(
+            &small,
+            &[],
+            day,
+            now,
+            Demand::default()
+        )));
+        // Raised: two more, not five. Lowered again: none.
+        assert!(allowed(&ledger.admit(
+            &large,
+            &[],
+            day,
+            now,
+            Demand::default()
+        )));
+        assert!(allowed(&ledger.admit(
+            &large,
+            &[],
+            day,
+            now,
+            Demand::default()
+        )));
+        assert!(!allowed(&ledger.admit(
+            &large,
+            &[],
+            day,
+            now,
+            Demand::default()
+        )));
+        assert!(!allowed(&ledger.admit(
+            &small,
+            &[],
+            day,
+            now,
+            Demand::default()
+        )));
+        // A plan with no quota at all still counts, for the next plan.
+        assert!(allowed(&ledger.admit(
+            &[],
+            &[],
+            day,
+            now,
+            Demand::default()
+        )));
+        assert_eq!(
+            ledger.used(Metric::Requests, Period::Day, day, secs(now)),
+            6
+        );
+    }
+
+    #[test]
+    fn byte_and_level_quotas() {
+        let day = BillingDay::default();
+        let now = datetime!(2026-03-20 10:00 UTC);
+        let q = [
+            quota(Metric::IngressBytes, Some(Period::Day), None, 100),
+            quota(Metric::StorageBytes, None, None, 1000),
+        ];
+        let mut ledger = Ledger::default();
+        let body = |len| Demand {
+            ingress_bytes: Some(len),
+            writes: true,
+        };
+        assert!(allowed(&ledger.admit(&q, &[], day, now, body(60))));
+        ledger.charge(Metric::IngressBytes, 60, day, secs(now));
+        // A declared body that would pass the limit is refused up front.
+        assert!(!allowed(&ledger.admit(&q, &[], day, now, body(41))));
+        assert!(allowed(&ledger.admit(&q, &[], day, now, body(40))));
+        ledger.set_level(Metric::StorageBytes, 1000);
+        match ledger.admit(&q, &[], day, now, body(0)) {
+            QuotaDecision::Exceeded {
+                standing,
+                retry_after,
+            } => {
+                assert_eq!(standing.quota.metric(), Metric::StorageBytes);
+                assert_eq!(retry_after, None, "a level does not reset by itself");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Reads are not held back by storage.
+        let read = Demand::default();
+        assert!(allowed(&ledger.admit(&q[1..], &[], day, now, read)));
+    }
+
+    #[test]
+    fn the_nearest_quota_is_the_one_with_least_left_in_proportion() {
+        let day = BillingDay::default();
+        let now = datetime!(2026-03-20 10:00 UTC);
+        let q = [
+            quota(Metric::Requests, Some(Period::Minute), None, 100),
+            quota(Metric::Requests, Some(Period::Day), None, 1000),
+        ];
+        let mut ledger = Ledger::default();
+        ledger.charge(
+            Metric::Requests,
+            900,
+            day,
+            secs(now - time::Duration::hours(1)),
+        );
+        match ledger.admit(&q, &[], day, now, Demand::default()) {
+            QuotaDecision::Allowed {
+                nearest: Some(n), ..
+            } => {
+                assert_eq!(n.quota.period(), Some(Period::Day));
+                assert_eq!(n.remaining(), 99);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn burn_rate_projects_exhaustion_within_the_window() {
+        let day = BillingDay::default();
+        let q = quota(Metric::Requests, Some(Period::Day), None, 1000);
+        let mut ledger = Ledger::default();
+        let noon = datetime!(2026-03-20 12:00 UTC);
+        ledger.charge(Metric::Requests, 240, day, secs(noon));
+        let standing = ledger.standing(&q, &[], day, noon);
+        let b = burn(&standing, secs(noon)).unwrap();
+        assert!((b.per_hour - 20.0).abs() < 1e-9, "{}", b.per_hour);
+        // 760 left at 20 an hour is 38 hours: after the reset, so no projection.
+        assert_eq!(b.exhausted_at, None);
+        ledger.charge(Metric::Requests, 360, day, secs(noon));
+        let standing = ledger.standing(&q, &[], day, noon);
+        let b = burn(&standing, secs(noon)).unwrap();
+        // 600 in 12 h is 50 an hour; 400 left takes 8 hours.
+        assert_eq!(b.exhausted_at, Some(secs(datetime!(2026-03-20 20:00 UTC))));
+    }
+}
