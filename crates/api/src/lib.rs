@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tenantd_core::plan::{Metric, Period};
+use tenantd_core::quota::BillingDay;
 use tenantd_core::{
     CollectionName, Isolation, JobId, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role,
     Tenant, TenantId,
@@ -73,6 +75,13 @@ pub struct CreateTenant {
     /// isolation model when omitted. A pool of another region is refused.
     #[serde(default)]
     pub pool: Option<PoolName>,
+    /// One of the server's configured plans; `default` when omitted.
+    #[serde(default)]
+    pub plan: Option<PlanId>,
+    /// The day of the month (1 to 28, UTC) its monthly quotas reset; the day
+    /// of creation (at most 28) when omitted.
+    #[serde(default)]
+    pub billing_day: Option<BillingDay>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -80,6 +89,13 @@ pub struct CreateTenant {
 pub struct UpdateTenant {
     /// New display name.
     pub name: Option<String>,
+    /// Another configured plan. Usage so far is kept; the new limits apply
+    /// from the next request.
+    #[serde(default)]
+    pub plan: Option<PlanId>,
+    /// A new billing day; the current monthly window ends on the old day.
+    #[serde(default)]
+    pub billing_day: Option<BillingDay>,
 }
 
 /// A page of Tenant items.
@@ -301,4 +317,120 @@ pub struct JobView {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+}
+
+/// A tenant's usage against its quotas, now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageView {
+    pub tenant: TenantId,
+    pub plan: PlanId,
+    pub billing_day: BillingDay,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// One entry per quota of the tenant's plan.
+    pub quotas: Vec<QuotaUsage>,
+    /// Everything counted, whether or not a quota limits it.
+    pub counters: Vec<Counter>,
+}
+
+/// Usage of one quota.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaUsage {
+    pub metric: Metric,
+    /// Absent for levels (storage, records, concurrent requests).
+    pub period: Option<Period>,
+    pub used: u64,
+    /// The soft limit, add-ons included.
+    pub soft: Option<u64>,
+    /// The hard limit, add-ons included.
+    pub hard: u64,
+    pub remaining: u64,
+    /// Whether requests are being let through on the grace allowance.
+    pub in_grace: bool,
+    /// When the window resets; absent for levels.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resets_at: Option<OffsetDateTime>,
+    /// Units per hour since the window started; absent for levels.
+    pub burn_per_hour: Option<f64>,
+    /// When the hard limit is reached at the current burn, if before the reset.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub exhausted_at: Option<OffsetDateTime>,
+}
+
+/// One counted metric over one period, or a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Counter {
+    pub metric: Metric,
+    pub period: Option<Period>,
+    pub value: u64,
+}
+
+/// Usage metered in one hour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageHour {
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: OffsetDateTime,
+    pub requests: u64,
+    /// Requests refused by admission (rate limit, quota, queue).
+    pub rejected: u64,
+    pub ingress_bytes: u64,
+    pub egress_bytes: u64,
+    /// Seats held times the time they were held.
+    pub seat_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageHistory {
+    pub tenant: TenantId,
+    /// Oldest first; hours without traffic are absent.
+    pub hours: Vec<UsageHour>,
+}
+
+/// A soft limit passed or a grace period started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaEventView {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `soft_limit_passed` or `grace_started`.
+    pub kind: String,
+    pub metric: String,
+    pub period: Option<String>,
+    pub used: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaEvents {
+    /// Newest first.
+    pub items: Vec<QuotaEventView>,
+}
+
+/// A temporary raise of one quota of one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAddOn {
+    pub metric: Metric,
+    /// The quota's period; absent for levels.
+    #[serde(default)]
+    pub period: Option<Period>,
+    /// Added to the quota's soft and hard limits.
+    pub amount: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AddOnView {
+    pub id: i64,
+    pub metric: Metric,
+    pub period: Option<Period>,
+    pub amount: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AddOns {
+    /// Add-ons not yet expired, oldest first.
+    pub items: Vec<AddOnView>,
 }

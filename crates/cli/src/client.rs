@@ -81,6 +81,8 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
                     region,
                     isolation,
                     pool,
+                    plan: None,
+                    billing_day: None,
                 })
                 .await?,
         ),
@@ -90,7 +92,7 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
         }
         TenantCommand::Rename { id, name } => print(
             client
-                .update_tenant(&id, &UpdateTenant { name: Some(name) })
+                .update_tenant(&id, &UpdateTenant { name: Some(name), plan: None, billing_day: None })
                 .await?,
         ),
         TenantCommand::Suspend { id } => print(client.suspend_tenant(&id).await?),

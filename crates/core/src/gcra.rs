@@ -36,7 +36,12 @@ impl Limit {
         }
         let period = u64::try_from(period.as_micros()).map_err(|_| LimitError::OutOfRange)?;
         let interval = period / u64::from(rate);
-        if interval == 0 {
+        // A burst's worth of time stays below 2^50 µs (35 years), so that
+        // instants plus tolerances stay exact in a double, as Lua needs.
+        let fits = interval
+            .checked_mul(u64::from(burst))
+            .is_some_and(|tolerance| tolerance < 1 << 50);
+        if interval == 0 || !fits {
             return Err(LimitError::OutOfRange);
         }
         Ok(Self { interval, burst })
@@ -203,6 +208,11 @@ mod tests {
         );
         assert_eq!(
             Limit::new(u32::MAX, Duration::from_micros(1), 1),
+            Err(LimitError::OutOfRange)
+        );
+        let forty_years = Duration::from_secs(40 * 365 * 86_400);
+        assert_eq!(
+            Limit::new(1, forty_years, 1),
             Err(LimitError::OutOfRange)
         );
     }

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::api_key::{ApiKeyToken, KeyHasher};
 use crate::ids::{KeyId, PlanId, PoolName, TenantId};
+use crate::quota::BillingDay;
 use crate::key::{KeyOwner, KeyRecord, KeyState};
 use crate::record::Isolation;
 use crate::role::Role;
@@ -47,6 +48,7 @@ pub struct Principal {
 struct Membership {
     tenant: TenantId,
     plan: PlanId,
+    billing_day: BillingDay,
     isolation: Isolation,
     pool: PoolName,
 }
@@ -124,6 +126,7 @@ pub fn verify(
             Some(Membership {
                 tenant: tenant.id.clone(),
                 plan: tenant.plan.clone(),
+                billing_day: tenant.billing_day,
                 isolation: tenant.isolation,
                 pool: tenant.pool.clone(),
             })
@@ -151,6 +154,11 @@ impl Principal {
 
     pub fn plan(&self) -> Option<&PlanId> {
         self.tenant.as_ref().map(|m| &m.plan)
+    }
+
+    /// The day the tenant's monthly quotas reset; `None` for platform keys.
+    pub fn billing_day(&self) -> Option<BillingDay> {
+        self.tenant.as_ref().map(|m| m.billing_day)
     }
 
     pub fn is_operator(&self) -> bool {

@@ -210,12 +210,13 @@ pub enum QuotaDecision {
 }
 
 impl Ledger {
-    /// Starts the windows holding `now` over, resetting what ended.
+    /// Starts the windows holding `now` over, resetting what ended. Never
+    /// goes back: an instant before the current windows changes nothing.
     fn roll(&mut self, billing_day: BillingDay, now: i64) {
         for period in Period::ALL {
             let p = period.index();
             let (start, _) = window(period, billing_day, now);
-            if self.window_start[p] != start {
+            if start > self.window_start[p] {
                 self.window_start[p] = start;
                 for m in 0..COUNTED.len() {
                     self.used[m][p] = 0;
@@ -365,6 +366,17 @@ impl Ledger {
         self.roll(billing_day, now);
         for used in &mut self.used[m] {
             *used = used.saturating_add(amount);
+        }
+    }
+
+    /// Takes back one request admitted at `admitted` (Unix seconds) that was
+    /// then refused further on, from the windows that still hold it.
+    pub fn refund_request(&mut self, billing_day: BillingDay, admitted: i64) {
+        for period in Period::ALL {
+            let p = period.index();
+            if window(period, billing_day, admitted).0 == self.window_start[p] {
+                self.used[0][p] = self.used[0][p].saturating_sub(1);
+            }
         }
     }
 
@@ -586,6 +598,24 @@ mod tests {
             ledger.used(Metric::Requests, Period::Day, day, secs(next)),
             6
         );
+    }
+
+    #[test]
+    fn a_refund_leaves_windows_that_started_since_untouched() {
+        let q = [quota(Metric::Requests, Some(Period::Minute), None, 10)];
+        let mut ledger = Ledger::default();
+        let day = BillingDay::default();
+        let t0 = datetime!(2026-03-20 10:00:59 UTC);
+        ledger.admit(&q, &[], day, t0, Demand::default());
+        let t1 = datetime!(2026-03-20 10:01:00 UTC);
+        ledger.admit(&q, &[], day, t1, Demand::default());
+        // The first request is refunded after the minute turned: only the
+        // hour, day and month still hold it.
+        ledger.refund_request(day, secs(t0));
+        assert_eq!(ledger.used(Metric::Requests, Period::Minute, day, secs(t1)), 1);
+        assert_eq!(ledger.used(Metric::Requests, Period::Hour, day, secs(t1)), 1);
+        // An instant before the current window does not reset it.
+        assert_eq!(ledger.used(Metric::Requests, Period::Minute, day, secs(t0)), 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 
 use crate::ids::{PlanId, PoolName, RegionId, TenantId};
+use crate::quota::BillingDay;
 use crate::record::Isolation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -90,6 +91,8 @@ pub struct Tenant {
     /// The storage pool holding its data.
     pub pool: PoolName,
     pub status: TenantStatus,
+    /// The day of the month (UTC) its monthly quotas reset.
+    pub billing_day: BillingDay,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -100,7 +103,8 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// A new, active tenant created at `now`, pooled in the default pool.
+    /// A new, active tenant created at `now`, pooled in the default pool,
+    /// billed from the day of its creation (the 28th for days after it).
     pub fn new(
         id: TenantId,
         name: impl Into<String>,
@@ -116,6 +120,7 @@ impl Tenant {
             isolation: Isolation::Pooled,
             pool: PoolName::default_pool(),
             status: TenantStatus::Active,
+            billing_day: BillingDay::new(now.day().min(28)).unwrap_or_default(),
             created_at: now,
             updated_at: now,
             deleted_at: None,

@@ -10,8 +10,10 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use tenantd_core::fair::Discipline;
 use tenantd_core::placement::PoolSpec;
-use tenantd_core::{ApiKeyToken, Isolation, PoolName, RegionId, ServerSecret};
+use tenantd_core::plan::{OpClass, Plan};
+use tenantd_core::{ApiKeyToken, Isolation, PlanId, PoolName, RegionId, ServerSecret};
 use tenantd_store::StoragePool;
 
 /// The file read when no `--config` is given; it may be absent.
@@ -85,6 +87,134 @@ pub struct Config {
     /// long a change made elsewhere (another node, a restore) may go unseen.
     #[serde(with = "humantime_serde")]
     pub identity_cache_ttl: Duration,
+    /// The plans tenants may be on. A plan named `default` is always there:
+    /// the built-in one unless this list defines it.
+    pub plans: Vec<Plan>,
+    pub admission: AdmissionConfig,
+}
+
+/// How requests are admitted: seats, queues, budgets, the shared limiter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Seats shared by all tenants' requests being served at once.
+    pub seats: u32,
+    /// `fair` (weighted fair queuing) or `fifo` (one queue, for comparison).
+    pub discipline: Discipline,
+    /// Most requests one tenant may have waiting for a seat.
+    pub max_queue: u32,
+    /// Longest a request waits for a seat before it gets 503 `overloaded`.
+    #[serde(with = "humantime_serde")]
+    pub queue_wait: Duration,
+    /// Width, deadline and first cost estimate of each operation class.
+    pub classes: Classes,
+    /// A Redis shared by several tenantd nodes for rate limits; each node
+    /// decides alone (in memory) when unset.
+    pub redis: Option<RedisConfig>,
+    /// How often metered usage is written to the store.
+    #[serde(with = "humantime_serde")]
+    pub usage_flush_interval: Duration,
+    /// Tenants given their own series in `/metrics`; the rest are summed as `other`.
+    pub metrics_tenants: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            seats: 64,
+            discipline: Discipline::Fair,
+            max_queue: 64,
+            queue_wait: Duration::from_secs(2),
+            classes: Classes::default(),
+            redis: None,
+            usage_flush_interval: Duration::from_secs(1),
+            metrics_tenants: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Classes {
+    pub read: ClassConfig,
+    pub write: ClassConfig,
+    pub admin: ClassConfig,
+    pub proxy: ClassConfig,
+}
+
+impl Default for Classes {
+    fn default() -> Self {
+        let class = |width, deadline_secs, estimate_ms| ClassConfig {
+            width,
+            deadline: Duration::from_secs(deadline_secs),
+            estimate: Duration::from_millis(estimate_ms),
+        };
+        Self {
+            read: class(1, 10, 2),
+            write: class(2, 15, 5),
+            admin: class(1, 15, 5),
+            proxy: class(1, 30, 20),
+        }
+    }
+}
+
+impl Classes {
+    pub fn get(&self, class: OpClass) -> &ClassConfig {
+        match class {
+            OpClass::Read => &self.read,
+            OpClass::Write => &self.write,
+            OpClass::Admin => &self.admin,
+            OpClass::Proxy => &self.proxy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// Seats one request of the class holds.
+    pub width: u32,
+    /// Time a request of the class may run before it gets 504 `deadline_exceeded`.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// The service time assumed before any is measured.
+    #[serde(with = "humantime_serde")]
+    pub estimate: Duration,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// What to do when Redis cannot be reached: `fail_open` decides on this
+    /// node alone meanwhile; `fail_closed` answers 503 `limiter_unavailable`.
+    pub on_unavailable: FailMode,
+    /// Longest a limiter decision may wait for Redis.
+    #[serde(with = "humantime_serde", default = "default_redis_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+
+/// Shown without the password its URL may hold.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &without_password(&self.url))
+            .field("on_unavailable", &self.on_unavailable)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    FailOpen,
+    FailClosed,
 }
 
 impl Default for Config {
@@ -118,6 +248,8 @@ impl Default for Config {
             purge_interval: Duration::from_secs(3600),
             last_used_flush_interval: Duration::from_secs(10),
             identity_cache_ttl: Duration::from_secs(30),
+            plans: vec![Plan::default_plan()],
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -264,7 +396,10 @@ impl Config {
     }
 
     fn load_from(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        if !config.plans.iter().any(|p| p.id == PlanId::default_plan()) {
+            config.plans.push(Plan::default_plan());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -324,10 +459,60 @@ impl Config {
             ("last_used_flush_interval", self.last_used_flush_interval),
             ("identity_cache_ttl", self.identity_cache_ttl),
             ("record_cache_ttl", self.record_cache_ttl),
+            ("admission.queue_wait", self.admission.queue_wait),
+            (
+                "admission.usage_flush_interval",
+                self.admission.usage_flush_interval,
+            ),
         ];
         for (setting, value) in durations {
             if value.is_zero() {
                 return Err(invalid(setting, "must be greater than zero"));
+            }
+        }
+        for (i, plan) in self.plans.iter().enumerate() {
+            plan.check().map_err(|reason| invalid("plans", &reason))?;
+            if self.plans[..i].iter().any(|p| p.id == plan.id) {
+                return Err(invalid("plans", &format!("two plans are named {}", plan.id)));
+            }
+        }
+        self.admission.check().map_err(|reason| ConfigError::Invalid {
+            setting: "admission",
+            reason,
+        })?;
+        Ok(())
+    }
+}
+
+impl AdmissionConfig {
+    fn check(&self) -> Result<(), String> {
+        if !(1..=100_000).contains(&self.seats) {
+            return Err("seats must be from 1 to 100000".into());
+        }
+        if !(1..=100_000).contains(&self.max_queue) {
+            return Err("max_queue must be from 1 to 100000".into());
+        }
+        for class in OpClass::ALL {
+            let c = self.classes.get(class);
+            let name = class.as_str();
+            if c.width == 0 || c.width > self.seats {
+                return Err(format!(
+                    "classes.{name}.width must be from 1 to seats ({})",
+                    self.seats
+                ));
+            }
+            if c.deadline.is_zero() || c.estimate.is_zero() {
+                return Err(format!(
+                    "classes.{name} needs a deadline and an estimate above zero"
+                ));
+            }
+        }
+        if let Some(redis) = &self.redis {
+            if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
+                return Err("redis.url must start with redis:// or rediss://".into());
+            }
+            if redis.timeout.is_zero() {
+                return Err("redis.timeout must be greater than zero".into());
             }
         }
         Ok(())
@@ -335,6 +520,11 @@ impl Config {
 }
 
 impl Config {
+    /// The configured plan named `id`.
+    pub fn plan(&self, id: &PlanId) -> Option<&Plan> {
+        self.plans.iter().find(|p| &p.id == id)
+    }
+
     /// What placement needs to know of each pool.
     pub fn pool_specs(&self) -> Vec<PoolSpec> {
         self.pools

@@ -1,14 +1,17 @@
-//! tenantd's server: the HTTP edge, the identity stage, the route table and
-//! the background work that goes with them.
+//! tenantd's server: the HTTP edge, the identify, admit, route and meter
+//! stages, and the background work that goes with them.
 //!
 //! `Server::start` opens the store and bootstraps it; `Server::run` serves a
 //! listener until a shutdown future resolves, then drains and flushes.
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod config;
 mod edge;
 mod extract;
 mod identify;
+mod meter;
+mod metrics;
 mod moves;
 mod problem;
 mod routes;

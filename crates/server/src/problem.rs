@@ -20,18 +20,31 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What went wrong this time, for humans. Never internals on a 5xx.
     pub detail: Option<String>,
+    /// When to try again, if the cause says; otherwise 429s and 503s say a second.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode) -> Self {
-        Self { code, detail: None }
+        Self {
+            code,
+            detail: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_detail(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: Some(detail.into()),
+            retry_after: None,
         }
+    }
+
+    /// Sets `Retry-After`, rounded up to whole seconds (at least one).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn not_found() -> Self {
@@ -96,13 +109,24 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(r#"Bearer realm="tenantd", charset="UTF-8""#),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        if let Some(wait) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         // Kept so that `complete_problems` can add the request id and path.
         response.extensions_mut().insert(self);
         response
     }
+}
+
+/// `wait` in whole seconds, rounded up, at least one: a client that waits
+/// that long is never early.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// Middleware that re-renders every error response with the request's id and

@@ -1,6 +1,6 @@
 //! Serving: the middleware stack around the router, the accept loop with
 //! hyper's header-read timeout, graceful drain, and the background tasks
-//! (write-behind of key use, purge of expired soft deletes).
+//! (write-behind of key use and of usage, purge of expired soft deletes).
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use tracing::Level;
 
 use crate::config::Config;
 use crate::edge::{self, RequestId};
+use crate::meter;
 use crate::problem;
 use crate::routes;
 use crate::start::Server;
@@ -95,6 +96,11 @@ impl Server {
                 state.clone(),
                 config.purge_after,
                 config.purge_interval,
+                stopped.clone(),
+            )),
+            tokio::spawn(meter::write_behind(
+                state.clone(),
+                config.admission.usage_flush_interval,
                 stopped,
             )),
         ];

@@ -13,6 +13,7 @@ use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyOwner, KeyRecord, Role, Ser
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::{Catalog, DataLimits, DataStore, NewAuditEntry, StoreError};
 
+use crate::admit::Admission;
 use crate::config::Config;
 use crate::identify::Identity;
 use crate::state::{AppState, Inner};
@@ -31,6 +32,8 @@ pub enum StartError {
     Secret { path: PathBuf, reason: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("admission: {0}")]
+    Admission(#[from] crate::admit::limiter::Unavailable),
 }
 
 /// A started server, ready to `run`.
@@ -77,6 +80,14 @@ impl Server {
             // next attempt.
             tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = %job.step, "a job was interrupted by a restart");
         }
+        let admission = Admission::new(&config.admission, &config.plans, clock.clone())?;
+        let add_ons = catalog
+            .add_ons(None, clock.now())
+            .await?
+            .into_iter()
+            .map(|(_, tenant, add_on)| (tenant, add_on))
+            .collect();
+        admission.ledgers.load(catalog.ledgers().await?, add_ons);
         let identity = Identity::new(
             catalog.clone(),
             hasher,
@@ -87,6 +98,7 @@ impl Server {
             catalog,
             data,
             identity,
+            admission: Arc::new(admission),
             clock,
             default_region: config.default_region.clone(),
             pools: config.pool_specs(),

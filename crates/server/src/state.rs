@@ -8,6 +8,7 @@ use tenantd_core::placement::PoolSpec;
 use tenantd_core::{Clock, Principal, RegionId, TenantId, TenantStatus};
 use tenantd_store::{Catalog, DataStore, NewAuditEntry, StoreError};
 
+use crate::admit::Admission;
 use crate::identify::Identity;
 
 #[derive(Debug, Clone)]
@@ -18,6 +19,7 @@ pub struct Inner {
     pub catalog: Catalog,
     pub data: DataStore,
     pub identity: Identity,
+    pub admission: Arc<Admission>,
     pub clock: Arc<dyn Clock>,
     pub default_region: RegionId,
     /// The configured storage pools, for placement.
@@ -70,6 +72,7 @@ impl AppState {
             return Ok(false);
         };
         self.identity.forget_purged_tenant(id, &keys).await;
+        self.admission.ledgers.forget(id);
         Ok(true)
     }
 }

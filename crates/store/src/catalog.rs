@@ -10,6 +10,7 @@ use tenantd_core::{
     Isolation, KeyId, KeyOwner, KeyRecord, PlanId, PoolName, RegionId, Role, SecretHash, Tenant,
     TenantId, TenantScope, TenantStatus,
 };
+use tenantd_core::quota::BillingDay;
 use time::OffsetDateTime;
 
 use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry};
@@ -91,9 +92,9 @@ impl Catalog {
     pub async fn create_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO tenants (id, name, plan, region, isolation, pool, status, created_at,
-                                  updated_at, deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tenants (id, name, plan, region, isolation, pool, status, billing_day,
+                                  created_at, updated_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.id.as_str())
         .bind(&tenant.name)
@@ -102,6 +103,7 @@ impl Catalog {
         .bind(tenant.isolation.as_str())
         .bind(tenant.pool.as_str())
         .bind(tenant.status.as_str())
+        .bind(i64::from(tenant.billing_day.get()))
         .bind(to_nanos(tenant.created_at))
         .bind(to_nanos(tenant.updated_at))
         .bind(tenant.deleted_at.map(to_nanos))
@@ -158,13 +160,15 @@ impl Catalog {
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE tenants SET name = ?, plan = ?, region = ?, status = ?, updated_at = ?, deleted_at = ?
+            "UPDATE tenants SET name = ?, plan = ?, region = ?, status = ?, billing_day = ?,
+                                updated_at = ?, deleted_at = ?
              WHERE id = ? AND status = ?",
         )
         .bind(&tenant.name)
         .bind(tenant.plan.as_str())
         .bind(tenant.region.as_str())
         .bind(tenant.status.as_str())
+        .bind(i64::from(tenant.billing_day.get()))
         .bind(to_nanos(tenant.updated_at))
         .bind(tenant.deleted_at.map(to_nanos))
         .bind(tenant.id.as_str())
@@ -202,10 +206,18 @@ impl Catalog {
         if purged == 0 {
             return Ok(None);
         }
-        sqlx::query("DELETE FROM audit_log WHERE tenant_id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        for table in [
+            "audit_log",
+            "usage_ledgers",
+            "usage_hours",
+            "quota_events",
+            "tenant_addons",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         append(&mut tx, audit).await?;
         tx.commit().await?;
         let keys = keys
@@ -445,6 +457,7 @@ struct TenantRow {
     isolation: String,
     pool: String,
     status: String,
+    billing_day: i64,
     created_at: i64,
     updated_at: i64,
     deleted_at: Option<i64>,
@@ -464,6 +477,10 @@ impl TenantRow {
             status: parse("tenants.status", &self.status, |s| {
                 TenantStatus::parse(s).ok_or("unknown status")
             })?,
+            billing_day: u8::try_from(self.billing_day)
+                .map_err(|e| e.to_string())
+                .and_then(BillingDay::new)
+                .map_err(|e| StoreError::Corrupt(format!("tenants.billing_day: {e}")))?,
             created_at: from_nanos(self.created_at)?,
             updated_at: from_nanos(self.updated_at)?,
             deleted_at: opt_from_nanos(self.deleted_at)?,

@@ -12,6 +12,7 @@ mod codec;
 pub mod data;
 pub mod jobs;
 pub mod postgres;
+pub mod usage;
 
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use catalog::{Catalog, Owner};

@@ -294,6 +294,8 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
                 region: None,
                 isolation,
                 pool: None,
+                plan: None,
+                billing_day: None,
             })
             .await
             .unwrap();

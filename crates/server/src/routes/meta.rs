@@ -160,7 +160,7 @@ impl Modify for Security {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "tenantd", description = "Multi-tenant API platform: tenants, keys, audit, and a tenant-isolated record store."),
+    info(title = "tenantd", description = "Multi-tenant API platform: tenants, keys, audit, a tenant-isolated record store, and admission by rate limits, quotas and fair queuing."),
     modifiers(&Security),
     paths(
         healthz, readyz, openapi, me,
@@ -178,6 +178,8 @@ impl Modify for Security {
         super::data::delete_collection, super::data::create_record, super::data::list_records,
         super::data::batch, super::data::get_record, super::data::put_record,
         super::data::patch_record, super::data::delete_record,
+        super::usage::usage, super::usage::history, super::usage::events,
+        super::usage::create_add_on, super::usage::list_add_ons, super::usage::metrics,
     ),
     components(schemas(Problem))
 )]

@@ -9,6 +9,7 @@ mod data;
 mod keys;
 mod meta;
 mod tenants;
+mod usage;
 
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::handler::Handler;
@@ -17,7 +18,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
-use tenantd_core::{ErrorCode, Role, TenantId};
+use tenantd_core::plan::OpClass;
+use tenantd_core::{ErrorCode, Principal, Role, TenantId};
 
 use crate::edge;
 use crate::problem::ApiError;
@@ -77,12 +79,14 @@ fn routes() -> Vec<Route> {
     use Access::{AnyKey, Data, Operator, Public, Tenant};
     use Method as M;
     let admin = Tenant(Role::Admin);
+    let member = Tenant(Role::Reader);
     let (read, write) = (Data(Role::Reader), Data(Role::Developer));
     vec![
         route(M::GET, "/healthz", Public, meta::healthz),
         route(M::GET, "/readyz", Public, meta::readyz),
         route(M::GET, "/openapi.json", Public, meta::openapi),
         route(M::GET, "/v1/me", AnyKey, meta::me),
+        route(M::GET, "/metrics", Operator, usage::metrics),
         // Tenants, managed by operators.
         route(M::POST, "/v1/tenants", Operator, tenants::create),
         route(M::GET, "/v1/tenants", Operator, tenants::list),
@@ -156,6 +160,37 @@ fn routes() -> Vec<Route> {
             "/v1/tenants/{tenant}/audit",
             admin,
             audit::tenant_audit,
+        ),
+        // A tenant's usage: its members, or an operator. Add-ons: operators grant them.
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/usage",
+            member,
+            usage::usage,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/usage/history",
+            member,
+            usage::history,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/usage/events",
+            member,
+            usage::events,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/addons",
+            Operator,
+            usage::create_add_on,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/addons",
+            member,
+            usage::list_add_ons,
         ),
         // The platform's own keys and audit trail.
         route(
@@ -263,7 +298,10 @@ pub fn route_table() -> Vec<RouteSpec> {
 pub(crate) fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for Route { spec, handler } in routes() {
-        let check = middleware::from_fn_with_state((state.clone(), spec.access), authorize);
+        let check = middleware::from_fn_with_state(
+            (state.clone(), spec.access, op_class(&spec)),
+            authorize,
+        );
         router = router.route(spec.path, handler.route_layer(check));
     }
     router
@@ -275,13 +313,35 @@ pub(crate) fn router(state: AppState) -> Router {
 /// Identifies the caller and enforces the route's `Access`. On success the
 /// request carries the `Principal` and, on tenant routes, the `TenantScope`.
 async fn authorize(
-    State((state, access)): State<(AppState, Access)>,
+    State((state, access, class)): State<(AppState, Access, Option<OpClass>)>,
     request: Request,
     next: Next,
 ) -> Response {
-    match check_access(&state, access, request).await {
-        Ok(request) => next.run(request).await,
-        Err(e) => e.into_response(),
+    let request = match check_access(&state, access, request).await {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    let principal = request.extensions().get::<Principal>().cloned();
+    match (class, principal) {
+        (Some(class), Some(principal)) => {
+            state
+                .admission
+                .clone()
+                .run(class, &principal, request, next)
+                .await
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// The operation class a route's requests are admitted as: reads and writes
+/// of data, and administration; public routes are not admitted.
+fn op_class(spec: &RouteSpec) -> Option<OpClass> {
+    match spec.access {
+        Access::Public => None,
+        Access::Data(_) if spec.method == Method::GET => Some(OpClass::Read),
+        Access::Data(_) => Some(OpClass::Write),
+        Access::AnyKey | Access::Operator | Access::Tenant(_) => Some(OpClass::Admin),
     }
 }
 

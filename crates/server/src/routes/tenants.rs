@@ -39,6 +39,16 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     check_tenant_name(name).map_err(|reason| ApiError::invalid_body(format!("name: {reason}")))
 }
 
+fn check_plan(state: &AppState, plan: &PlanId) -> Result<(), ApiError> {
+    if state.admission.has_plan(plan) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_body(format!(
+            "plan: {plan} is not a configured plan"
+        )))
+    }
+}
+
 async fn load(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
     state
         .catalog
@@ -61,22 +71,27 @@ pub(super) async fn create(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
     check_name(&body.name)?;
+    let plan = body.plan.unwrap_or_else(PlanId::default_plan);
+    check_plan(&state, &plan)?;
     let isolation = body.isolation.unwrap_or(Isolation::Pooled);
     let region = body.region.unwrap_or_else(|| state.default_region.clone());
     let pool = place(&state.pools, &region, isolation, body.pool.as_ref())
         .map_err(|e| ApiError::with_detail(ErrorCode::PlacementFailed, e.to_string()))?;
     let now = state.clock.now();
-    let tenant = Tenant {
+    let mut tenant = Tenant {
         isolation,
         pool,
-        ..Tenant::new(body.id, body.name, PlanId::default_plan(), region, now)
+        ..Tenant::new(body.id, body.name, plan, region, now)
     };
+    if let Some(day) = body.billing_day {
+        tenant.billing_day = day;
+    }
     let audit = state.audit(
         &principal,
         Some(&tenant.id),
         "tenant.create",
         tenant.id.as_str(),
-        json!({ "name": tenant.name, "plan": tenant.plan, "region": tenant.region, "isolation": tenant.isolation, "pool": tenant.pool }),
+        json!({ "name": tenant.name, "plan": tenant.plan, "billing_day": tenant.billing_day, "region": tenant.region, "isolation": tenant.isolation, "pool": tenant.pool }),
     );
     match state.catalog.create_tenant(&tenant, &audit).await {
         Err(StoreError::Conflict) => {
@@ -134,7 +149,8 @@ pub(super) async fn get(
     Ok(Json(load(&state, &id).await?))
 }
 
-/// Rename a tenant. Its id, and so every reference to it, never changes.
+/// Rename a tenant, or change its plan or billing day. Its id, and so every
+/// reference to it, never changes; usage so far is kept on a plan change.
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", request_body = UpdateTenant,
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The updated tenant", body = Tenant)))]
@@ -147,6 +163,9 @@ pub(super) async fn update(
     if let Some(name) = &body.name {
         check_name(name)?;
     }
+    if let Some(plan) = &body.plan {
+        check_plan(&state, plan)?;
+    }
     let mut tenant = load(&state, &id).await?;
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::with_detail(
@@ -154,18 +173,40 @@ pub(super) async fn update(
             "a deleted tenant cannot be changed; restore it first",
         ));
     }
-    let Some(name) = body.name else {
+    let before = tenant.clone();
+    if let Some(name) = body.name {
+        tenant.name = name;
+    }
+    if let Some(plan) = body.plan {
+        tenant.plan = plan;
+    }
+    if let Some(day) = body.billing_day {
+        tenant.billing_day = day;
+    }
+    let mut changes = serde_json::Map::new();
+    if before.name != tenant.name {
+        changes.insert("name".into(), json!({ "from": before.name, "to": tenant.name }));
+    }
+    if before.plan != tenant.plan {
+        changes.insert("plan".into(), json!({ "from": before.plan, "to": tenant.plan }));
+    }
+    if before.billing_day != tenant.billing_day {
+        changes.insert(
+            "billing_day".into(),
+            json!({ "from": before.billing_day, "to": tenant.billing_day }),
+        );
+    }
+    if changes.is_empty() {
         return Ok(Json(tenant));
-    };
+    }
     let audit = state.audit(
         &principal,
         Some(&id),
         "tenant.update",
         id.as_str(),
-        json!({ "name": { "from": tenant.name, "to": name } }),
+        serde_json::Value::Object(changes),
     );
     let expected = tenant.status;
-    tenant.name = name;
     tenant.updated_at = state.clock.now();
     if !state
         .catalog
@@ -174,6 +215,8 @@ pub(super) async fn update(
     {
         return Err(concurrent_change());
     }
+    // Keys see the new plan and billing day from their next request on.
+    state.identity.forget_tenant(&id).await;
     Ok(Json(tenant))
 }
 

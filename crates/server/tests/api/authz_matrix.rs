@@ -259,6 +259,27 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
         ("GET", "/readyz") => plain("/readyz", 200),
         ("GET", "/openapi.json") => plain("/openapi.json", 200),
         ("GET", "/v1/me") => plain("/v1/me", 200),
+        ("GET", "/metrics") => plain("/metrics", 200),
+        ("GET", "/v1/tenants/{tenant}/usage") => plain("/v1/tenants/acme/usage", 200),
+        ("GET", "/v1/tenants/{tenant}/usage/history") => {
+            plain("/v1/tenants/acme/usage/history", 200)
+        }
+        ("GET", "/v1/tenants/{tenant}/usage/events") => {
+            plain("/v1/tenants/acme/usage/events", 200)
+        }
+        ("POST", "/v1/tenants/{tenant}/addons") => with_body(
+            "/v1/tenants/acme/addons",
+            json!({
+                "metric": "requests",
+                "period": "day",
+                "amount": 5,
+                "expires_at": (START + time::Duration::days(30))
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            }),
+            201,
+        ),
+        ("GET", "/v1/tenants/{tenant}/addons") => plain("/v1/tenants/acme/addons", 200),
         ("POST", "/v1/tenants") => {
             with_body("/v1/tenants", json!({ "id": "matrix", "name": "M" }), 201)
         }

@@ -26,6 +26,8 @@ async fn tenant(app: &TestApp, id: &str, isolation: Isolation) -> (Client, Strin
             region: None,
             isolation: Some(isolation),
             pool: None,
+            plan: None,
+            billing_day: None,
         })
         .await
         .unwrap();
@@ -304,6 +306,8 @@ async fn bad_records_and_names_are_400() {
             region: None,
             isolation: Some(Isolation::Schema),
             pool: None,
+            plan: None,
+            billing_day: None,
         })
         .await;
     assert_problem(schema, 422, "placement_failed");

@@ -119,6 +119,8 @@ impl TestApp {
                 region: None,
                 isolation: None,
                 pool: None,
+                plan: None,
+                billing_day: None,
             })
             .await
             .expect("tenant created")

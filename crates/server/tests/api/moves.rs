@@ -32,6 +32,8 @@ async fn acme_with_data(app: &TestApp) -> (Client, Vec<RecordView>) {
             region: None,
             isolation: None,
             pool: Some("a".parse().unwrap()),
+            plan: None,
+            billing_day: None,
         })
         .await
         .unwrap();

@@ -24,6 +24,8 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
             region: None,
             isolation: None,
             pool: None,
+            plan: None,
+            billing_day: None,
         })
         .await
         .unwrap();
@@ -44,6 +46,8 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
             region: None,
             isolation: None,
             pool: None,
+            plan: None,
+            billing_day: None,
         })
         .await;
     assert_problem(again, 409, "tenant_exists");
@@ -65,6 +69,8 @@ async fn names_are_validated() {
                 region: None,
                 isolation: None,
                 pool: None,
+                plan: None,
+                billing_day: None,
             })
             .await;
         assert_problem(result, 422, "invalid_body");
@@ -116,6 +122,8 @@ async fn renaming_changes_the_name_only_and_is_audited() {
             &id("acme"),
             &UpdateTenant {
                 name: Some("Acme 2".into()),
+                plan: None,
+                billing_day: None,
             },
         )
         .await
@@ -204,6 +212,8 @@ async fn soft_delete_restore_and_purge() {
                 region: None,
                 isolation: None,
                 pool: None,
+                plan: None,
+                billing_day: None,
             })
             .await,
         409,
@@ -215,6 +225,8 @@ async fn soft_delete_restore_and_purge() {
                 &id("acme"),
                 &UpdateTenant {
                     name: Some("x".into()),
+                    plan: None,
+                    billing_day: None,
                 },
             )
             .await,
@@ -322,6 +334,8 @@ async fn tenants_are_placed_on_a_pool_of_their_region() {
         region: region.map(|r| r.parse().unwrap()),
         isolation,
         pool: pool.map(|p| p.parse().unwrap()),
+        plan: None,
+        billing_day: None,
     };
     let acme = app
         .operator

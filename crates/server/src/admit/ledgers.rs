@@ -1,0 +1,241 @@
+//! Every tenant's usage in memory: its quota ledger, its add-ons, its cost
+//! estimates and the metering not yet written. Tenants are spread over
+//! shards by hash, each behind its own short lock, so the hot path costs
+//! one hash and one uncontended lock whatever the number of tenants.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+
+use tenantd_core::plan::{AddOn, Metric, OpClass};
+use tenantd_core::quota::{Ledger, QuotaEvent};
+use tenantd_core::{DataScope, TenantId};
+use tenantd_store::usage::{HourUsage, UsageBatch};
+use time::OffsetDateTime;
+
+const SHARDS: usize = 64;
+
+/// One tenant's admission and metering state.
+#[derive(Debug, Default)]
+pub struct TenantUsage {
+    pub ledger: Ledger,
+    /// Add-ons not known to have expired.
+    pub add_ons: Vec<AddOn>,
+    /// Measured service time per operation class (µs), 0 until measured.
+    pub estimates: [u32; 4],
+    /// Metering not yet written: per hour (its start, Unix seconds).
+    pending: Vec<(i64, HourUsage)>,
+    events: Vec<(OffsetDateTime, QuotaEvent)>,
+    /// The ledger changed since it was last written.
+    ledger_changed: bool,
+    /// Storage usage should be measured again, with this scope.
+    pub measure_storage: Option<DataScope>,
+    /// Admitted requests since this process started, for the metrics' top-N.
+    pub admitted_total: u64,
+}
+
+impl TenantUsage {
+    /// Adds to the metering of the hour holding `now`.
+    pub fn meter(&mut self, now: OffsetDateTime, f: impl FnOnce(&mut HourUsage)) {
+        let secs = now.unix_timestamp();
+        let hour = secs - secs.rem_euclid(3600);
+        match self.pending.iter_mut().find(|(h, _)| *h == hour) {
+            Some((_, usage)) => f(usage),
+            None => {
+                let mut usage = HourUsage::default();
+                f(&mut usage);
+                self.pending.push((hour, usage));
+            }
+        }
+    }
+
+    pub fn ledger_changed(&mut self) {
+        self.ledger_changed = true;
+    }
+
+    pub fn note(&mut self, at: OffsetDateTime, events: impl IntoIterator<Item = QuotaEvent>) {
+        self.events.extend(events.into_iter().map(|e| (at, e)));
+    }
+
+    /// The cost estimate for `class`, or `default` before any measurement.
+    pub fn estimate(&self, class: OpClass, default: u64) -> u64 {
+        match self.estimates[class.index()] {
+            0 => default,
+            measured => u64::from(measured),
+        }
+    }
+
+    /// Folds one measured service time into the class's estimate (a moving
+    /// average with weight 1/4 on the new value).
+    pub fn measured(&mut self, class: OpClass, micros: u64, default: u64) {
+        let old = self.estimate(class, default);
+        let new = (3 * old + micros.max(1)) / 4;
+        self.estimates[class.index()] = u32::try_from(new).unwrap_or(u32::MAX).max(1);
+    }
+}
+
+#[derive(Debug)]
+pub struct Ledgers {
+    hasher: RandomState,
+    shards: Box<[Mutex<HashMap<TenantId, TenantUsage>>]>,
+}
+
+impl Default for Ledgers {
+    fn default() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Ledgers {
+    fn shard(&self, tenant: &TenantId) -> MutexGuard<'_, HashMap<TenantId, TenantUsage>> {
+        lock(&self.shards[self.hasher.hash_one(tenant) as usize % SHARDS])
+    }
+
+    /// Runs `f` on the tenant's state, creating it on first use.
+    pub fn with<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut TenantUsage) -> R) -> R {
+        let mut shard = self.shard(tenant);
+        if let Some(usage) = shard.get_mut(tenant) {
+            return f(usage);
+        }
+        f(shard.entry(tenant.clone()).or_default())
+    }
+
+    /// Loads what the store holds, at start.
+    pub fn load(&self, ledgers: Vec<(TenantId, Ledger)>, add_ons: Vec<(TenantId, AddOn)>) {
+        for (tenant, mut ledger) in ledgers {
+            // Whatever was in flight when the ledger was written is not now.
+            ledger.set_level(Metric::ConcurrentRequests, 0);
+            self.with(&tenant, |usage| usage.ledger = ledger);
+        }
+        for (tenant, add_on) in add_ons {
+            self.with(&tenant, |usage| usage.add_ons.push(add_on));
+        }
+    }
+
+    /// Takes everything not yet written, and the tenants whose storage
+    /// should be measured. Add-ons that expired are dropped on the way.
+    pub fn drain(&self, now: OffsetDateTime) -> (UsageBatch, Vec<DataScope>) {
+        let mut batch = UsageBatch::default();
+        let mut measure = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            for (tenant, usage) in shard.iter_mut() {
+                if usage.ledger_changed {
+                    usage.ledger_changed = false;
+                    batch.ledgers.push((tenant.clone(), usage.ledger.clone()));
+                }
+                for (hour, delta) in usage.pending.drain(..) {
+                    batch.hours.push((tenant.clone(), hour, delta));
+                }
+                for (at, event) in usage.events.drain(..) {
+                    batch.events.push((tenant.clone(), at, event));
+                }
+                measure.extend(usage.measure_storage.take());
+                usage.add_ons.retain(|a| a.expires_at > now);
+            }
+        }
+        (batch, measure)
+    }
+
+    /// Puts back a batch whose write failed, to be written with the next.
+    pub fn restore(&self, batch: UsageBatch) {
+        for (tenant, _) in batch.ledgers {
+            self.with(&tenant, TenantUsage::ledger_changed);
+        }
+        for (tenant, hour, delta) in batch.hours {
+            self.with(&tenant, |usage| {
+                match usage.pending.iter_mut().find(|(h, _)| *h == hour) {
+                    Some((_, pending)) => pending.add(&delta),
+                    None => usage.pending.push((hour, delta)),
+                }
+            });
+        }
+        for (tenant, at, event) in batch.events {
+            self.with(&tenant, |usage| usage.events.push((at, event)));
+        }
+    }
+
+    /// Forgets a purged tenant.
+    pub fn forget(&self, tenant: &TenantId) {
+        self.shard(tenant).remove(tenant);
+    }
+
+    /// The `n` tenants with the most admitted requests, and the sum of the rest.
+    pub fn top(&self, n: usize) -> (Vec<(TenantId, u64)>, u64) {
+        let mut all: Vec<(TenantId, u64)> = Vec::new();
+        for shard in self.shards.iter() {
+            all.extend(
+                lock(shard)
+                    .iter()
+                    .filter(|(_, u)| u.admitted_total > 0)
+                    .map(|(t, u)| (t.clone(), u.admitted_total)),
+            );
+        }
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let other = all.iter().skip(n).map(|(_, c)| c).sum();
+        all.truncate(n);
+        (all, other)
+    }
+
+    /// Tenants with state.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn metering_is_drained_once_and_restored_after_a_failed_write() {
+        let ledgers = Ledgers::default();
+        let acme = TenantId::parse("acme").unwrap();
+        let t = datetime!(2026-03-20 10:59:59 UTC);
+        ledgers.with(&acme, |u| {
+            u.meter(t, |h| h.requests += 2);
+            u.meter(t + time::Duration::seconds(1), |h| h.requests += 1);
+            u.ledger_changed();
+        });
+        let (batch, _) = ledgers.drain(t);
+        assert_eq!(batch.hours.len(), 2, "two hours");
+        assert_eq!(batch.ledgers.len(), 1);
+        let (empty, _) = ledgers.drain(t);
+        assert!(empty.is_empty());
+        ledgers.restore(batch);
+        ledgers.with(&acme, |u| u.meter(t, |h| h.requests += 1));
+        let (again, _) = ledgers.drain(t);
+        let first_hour = again.hours.iter().find(|(_, h, _)| *h == t.unix_timestamp() - 3599).unwrap();
+        assert_eq!(first_hour.2.requests, 3);
+        assert_eq!(again.ledgers.len(), 1);
+    }
+
+    #[test]
+    fn top_tenants_and_the_rest() {
+        let ledgers = Ledgers::default();
+        for (name, n) in [("a-1", 5), ("b-1", 9), ("c-1", 1), ("d-1", 0)] {
+            ledgers.with(&TenantId::parse(name).unwrap(), |u| u.admitted_total = n);
+        }
+        let (top, other) = ledgers.top(2);
+        let names: Vec<&str> = top.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["b-1", "a-1"]);
+        assert_eq!(other, 1);
+    }
+
+    #[test]
+    fn estimates_start_at_the_default_and_follow_measurements() {
+        let mut u = TenantUsage::default();
+        assert_eq!(u.estimate(OpClass::Read, 2000), 2000);
+        u.measured(OpClass::Read, 10_000, 2000);
+        assert_eq!(u.estimate(OpClass::Read, 2000), 4000);
+        assert_eq!(u.estimate(OpClass::Write, 5000), 5000);
+    }
+}

@@ -1,0 +1,381 @@
+//! Admit: what a verified tenant request passes before it runs, in order —
+//! its rate limits, its quotas, a seat in the fair queue — and the deadline
+//! it then runs under. Every response under admission carries `RateLimit`
+//! and `RateLimit-Policy`; every refusal carries `Retry-After`.
+//!
+//! Invariant: the hot path touches no database. Limits, ledgers and seats
+//! are in memory; usage is written behind by `meter`.
+//!
+//! Operator requests are the control plane: they are not admitted and count
+//! against no tenant.
+
+mod headers;
+pub mod ledgers;
+pub mod limiter;
+pub mod seats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tenantd_core::fair::Ask;
+use tenantd_core::gcra::Decision;
+use tenantd_core::plan::{Metric, OpClass, Plan};
+use tenantd_core::quota::{Demand, QuotaDecision};
+use tenantd_core::{Clock, DataScope, ErrorCode, PlanId, Principal, TenantId};
+
+use crate::config::AdmissionConfig;
+use crate::meter::{self, MeteredBody};
+use crate::metrics::{Metrics, Rejection};
+use crate::problem::ApiError;
+use headers::RateHeaders;
+use ledgers::Ledgers;
+use limiter::{Limiter, RateCheck, RateOutcome, Unavailable};
+use seats::{Refusal, Seats};
+
+/// The admission stage's state, shared by every request.
+#[derive(Debug)]
+pub struct Admission {
+    config: AdmissionConfig,
+    plans: HashMap<PlanId, Arc<Plan>>,
+    pub limiter: Limiter,
+    pub seats: Arc<Seats>,
+    pub ledgers: Arc<Ledgers>,
+    pub metrics: Metrics,
+    clock: Arc<dyn Clock>,
+}
+
+/// Microseconds since the Unix epoch: the limiters' time scale.
+fn micros(t: time::OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(0)
+}
+
+/// How long a refused write waits when a level (storage, records) is full:
+/// nothing resets it by itself, so this is only a polite pause.
+const LEVEL_RETRY: Duration = Duration::from_secs(60);
+
+impl Admission {
+    pub fn new(
+        config: &AdmissionConfig,
+        plans: &[Plan],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Unavailable> {
+        let ledgers = Arc::new(Ledgers::default());
+        let seats = Seats::new(config.seats, config.discipline);
+        Ok(Self {
+            limiter: Limiter::new(config.redis.as_ref())?,
+            metrics: Metrics::new(seats.clone(), ledgers.clone(), config.metrics_tenants),
+            seats,
+            ledgers,
+            plans: plans
+                .iter()
+                .map(|p| (p.id.clone(), Arc::new(p.clone())))
+                .collect(),
+            config: config.clone(),
+            clock,
+        })
+    }
+
+    /// Whether `id` names a configured plan.
+    pub fn has_plan(&self, id: &PlanId) -> bool {
+        self.plans.contains_key(id)
+    }
+
+    /// The plan named `id`; the default plan for an id no longer configured.
+    pub fn plan(&self, id: &PlanId) -> Arc<Plan> {
+        match self.plans.get(id) {
+            Some(plan) => plan.clone(),
+            None => {
+                tracing::warn!(plan = %id, "a tenant's plan is not configured; applying the default plan");
+                self.plans
+                    .get(&PlanId::default_plan())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Plan::default_plan()))
+            }
+        }
+    }
+
+    fn refuse(
+        &self,
+        tenant: &TenantId,
+        reason: Rejection,
+        error: ApiError,
+        headers: &RateHeaders,
+    ) -> Response {
+        self.metrics.rejected(reason);
+        let now = self.clock.now();
+        self.ledgers
+            .with(tenant, |usage| usage.meter(now, |h| h.rejected += 1));
+        let mut response = error.into_response();
+        headers.apply(response.headers_mut());
+        response
+    }
+
+    /// Admits `request` of class `class` for `principal`, runs it, and meters it.
+    pub async fn run(
+        self: Arc<Self>,
+        class: OpClass,
+        principal: &Principal,
+        request: Request,
+        next: Next,
+    ) -> Response {
+        let (Some(tenant), Some(plan_id)) = (principal.tenant(), principal.plan()) else {
+            return next.run(request).await;
+        };
+        let tenant = tenant.clone();
+        let billing_day = principal.billing_day().unwrap_or_default();
+        let plan = self.plan(plan_id);
+        let now = self.clock.now();
+        let mut headers = RateHeaders::default();
+
+        // Rate limits: the tenant's own, and its class's if the plan sets one.
+        let mut checks = vec![RateCheck {
+            slot: 0,
+            limit: *plan.rate.limit(),
+        }];
+        if let Some(rate) = plan.class_rate(class) {
+            checks.push(RateCheck {
+                slot: 1 + class.index(),
+                limit: *rate.limit(),
+            });
+        }
+        match self.limiter.decide(&tenant, &checks, micros(now)).await {
+            RateOutcome::Unavailable => {
+                return self.refuse(
+                    &tenant,
+                    Rejection::LimiterUnavailable,
+                    ApiError::new(ErrorCode::LimiterUnavailable),
+                    &headers,
+                )
+            }
+            RateOutcome::Decided(decisions) => {
+                headers.rates(&plan, class, &decisions);
+                let wait = decisions
+                    .iter()
+                    .filter_map(|d| match d {
+                        Decision::Denied { retry_after, .. } => Some(*retry_after),
+                        Decision::Allowed { .. } => None,
+                    })
+                    .max();
+                if let Some(wait) = wait {
+                    let error = ApiError::with_detail(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "the rate limit allows another request in {} ms",
+                            wait.as_millis().max(1)
+                        ),
+                    )
+                    .retry_after(wait);
+                    return self.refuse(&tenant, Rejection::RateLimited, error, &headers);
+                }
+            }
+        }
+
+        // Quotas, checked and charged in one step so the hard limit is exact.
+        let demand = Demand {
+            ingress_bytes: request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            writes: class == OpClass::Write,
+        };
+        let data_scope = request.extensions().get::<DataScope>().cloned();
+        let default_estimate = micros_of(self.config.classes.get(class).estimate);
+        let (decision, estimate, extra_seats) = self.ledgers.with(&tenant, |usage| {
+            if usage.admitted_total == 0 && usage.measure_storage.is_none() {
+                // First request since start: measure storage for the level quotas.
+                usage.measure_storage = data_scope.clone();
+            }
+            let decision = usage
+                .ledger
+                .admit(&plan.quotas, &usage.add_ons, billing_day, now, demand);
+            if let QuotaDecision::Allowed { events, .. } = &decision {
+                usage.ledger_changed();
+                usage.admitted_total += 1;
+                usage.meter(now, |h| h.requests += 1);
+                usage.note(now, events.iter().copied());
+            }
+            let extra_seats: u64 = usage
+                .add_ons
+                .iter()
+                .filter(|a| a.metric == Metric::ConcurrentRequests && a.expires_at > now)
+                .map(|a| a.amount)
+                .sum();
+            (
+                decision,
+                usage.estimate(class, default_estimate),
+                extra_seats,
+            )
+        });
+        match decision {
+            QuotaDecision::Exceeded {
+                standing,
+                retry_after,
+            } => {
+                headers.quota(&standing, now.unix_timestamp());
+                let what = match standing.quota.period() {
+                    Some(period) => format!("{} per {}", standing.quota.metric().as_str(), period.as_str()),
+                    None => standing.quota.metric().as_str().to_owned(),
+                };
+                let error = ApiError::with_detail(
+                    ErrorCode::QuotaExceeded,
+                    format!("the {what} quota is used up: {} of {}", standing.used, standing.hard),
+                )
+                .retry_after(retry_after.unwrap_or(LEVEL_RETRY));
+                return self.refuse(&tenant, Rejection::QuotaExceeded, error, &headers);
+            }
+            QuotaDecision::Allowed {
+                nearest, over_soft, ..
+            } => {
+                if let Some(nearest) = nearest {
+                    headers.quota(&nearest, now.unix_timestamp());
+                }
+                headers.soft_warnings(&over_soft);
+            }
+        }
+
+        // A seat, fairly.
+        let class_config = self.config.classes.get(class);
+        let cap = plan
+            .concurrency_cap()
+            .map_or(u32::MAX, |c| u32::try_from(c.saturating_add(extra_seats)).unwrap_or(u32::MAX));
+        let ask = Ask {
+            width: class_config.width,
+            cost: u64::from(class_config.width).saturating_mul(estimate),
+            weight: plan.weight,
+            cap,
+            max_queue: self.config.max_queue,
+        };
+        let seat = match self.seats.acquire(&tenant, ask, self.config.queue_wait).await {
+            Ok(seat) => seat,
+            Err(refusal) => {
+                // Refused before running: the request does not count.
+                self.ledgers.with(&tenant, |usage| {
+                    usage.ledger.refund_request(billing_day, now.unix_timestamp());
+                    usage.meter(now, |h| h.requests = h.requests.saturating_sub(1));
+                    usage.admitted_total = usage.admitted_total.saturating_sub(1);
+                });
+                let (reason, error) = match refusal {
+                    Refusal::QueueFull => (
+                        Rejection::TenantQueueFull,
+                        ApiError::with_detail(
+                            ErrorCode::TenantQueueFull,
+                            format!(
+                                "{} of the tenant's requests are already waiting",
+                                self.config.max_queue
+                            ),
+                        )
+                        .retry_after(self.config.queue_wait),
+                    ),
+                    Refusal::Overloaded => (
+                        Rejection::Overloaded,
+                        ApiError::with_detail(
+                            ErrorCode::Overloaded,
+                            format!(
+                                "no seat was free within {} ms",
+                                self.config.queue_wait.as_millis()
+                            ),
+                        )
+                        .retry_after(self.config.queue_wait),
+                    ),
+                };
+                return self.refuse(&tenant, reason, error, &headers);
+            }
+        };
+        self.metrics.admitted(class, seat.waited);
+        let in_flight = InFlight::enter(&self.ledgers, &tenant);
+
+        // Run under the class's deadline, with the bodies metered.
+        let request = meter::meter_request(request, &self, &tenant, billing_day);
+        let outcome = tokio::time::timeout(class_config.deadline, next.run(request)).await;
+        let held = seat.held();
+        let width = seat.width();
+        drop(seat);
+        let now = self.clock.now();
+        self.ledgers.with(&tenant, |usage| {
+            let seat_micros = u64::from(width).saturating_mul(micros_of(held));
+            usage.meter(now, |h| h.seat_micros += seat_micros);
+            usage.measured(class, micros_of(held), default_estimate);
+            if class == OpClass::Write {
+                usage.measure_storage = data_scope;
+            }
+        });
+        drop(in_flight);
+        let mut response = match outcome {
+            Ok(response) => response,
+            Err(_) => {
+                self.metrics.rejected(Rejection::DeadlineExceeded);
+                ApiError::with_detail(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "{} requests must finish within {} ms",
+                        class.as_str(),
+                        class_config.deadline.as_millis()
+                    ),
+                )
+                .retry_after(Duration::from_secs(1))
+                .into_response()
+            }
+        };
+        headers.apply(response.headers_mut());
+        let (parts, body) = response.into_parts();
+        let body = MeteredBody::new(
+            body,
+            self.clone(),
+            tenant,
+            billing_day,
+            Metric::EgressBytes,
+        );
+        Response::from_parts(parts, axum::body::Body::new(body))
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Forgets state that limits no one any more; called from a timer.
+    pub fn forget_idle(&self) {
+        self.limiter.forget_full(micros(self.clock.now()));
+        self.seats.forget_idle(Duration::from_secs(60));
+    }
+}
+
+/// Counts a request in its tenant's `concurrent_requests` level while it
+/// runs, however it ends.
+struct InFlight {
+    ledgers: Arc<Ledgers>,
+    tenant: TenantId,
+}
+
+impl InFlight {
+    fn enter(ledgers: &Arc<Ledgers>, tenant: &TenantId) -> Self {
+        ledgers.with(tenant, |usage| {
+            let level = usage.ledger.level(Metric::ConcurrentRequests);
+            usage.ledger.set_level(Metric::ConcurrentRequests, level + 1);
+        });
+        Self {
+            ledgers: ledgers.clone(),
+            tenant: tenant.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.ledgers.with(&self.tenant, |usage| {
+            let level = usage.ledger.level(Metric::ConcurrentRequests);
+            usage
+                .ledger
+                .set_level(Metric::ConcurrentRequests, level.saturating_sub(1));
+        });
+    }
+}
+
+fn micros_of(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

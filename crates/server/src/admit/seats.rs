@@ -1,0 +1,217 @@
+//! Seats: the fair queue put to work. A request asks for seats and either
+//! gets them at once, waits in its tenant's queue until the scheduler grants
+//! them, or is refused (queue full, or waited past its budget). A waiting
+//! request whose client goes away leaves the queue; a seat is given back
+//! when its holder is dropped, however the request ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tenantd_core::fair::{Arrival, Ask, Discipline, FairQueue, Grant};
+use tenantd_core::TenantId;
+use tokio::sync::oneshot;
+
+#[derive(Debug)]
+pub struct Seats {
+    inner: Mutex<Inner>,
+    epoch: Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: FairQueue<TenantId>,
+    waiting: HashMap<u64, oneshot::Sender<Grant>>,
+}
+
+/// Why a request got no seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its tenant's queue is full.
+    QueueFull,
+    /// It waited its whole budget.
+    Overloaded,
+}
+
+/// Seats held by one request; given back on drop.
+#[derive(Debug)]
+pub struct Seat {
+    seats: Arc<Seats>,
+    grant: Option<Grant>,
+    started: Instant,
+    /// Time spent waiting for the seat.
+    pub waited: Duration,
+}
+
+impl Seat {
+    pub fn width(&self) -> u32 {
+        self.grant.map_or(0, |g| g.width)
+    }
+
+    /// Time since the seat was granted.
+    pub fn held(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Some(grant) = self.grant.take() {
+            let actual = u64::from(grant.width)
+                .saturating_mul(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            let mut inner = self.seats.lock();
+            inner.queue.complete(grant, actual);
+            inner.dispatch();
+        }
+    }
+}
+
+/// A request waiting for a seat. Dropped before it is granted (the client
+/// left), it takes the request out of the queue; if the grant raced in, the
+/// seats go straight back.
+struct Waiter {
+    seats: Arc<Seats>,
+    tenant: TenantId,
+    ticket: u64,
+    grant: Option<oneshot::Receiver<Grant>>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let Some(mut receiver) = self.grant.take() else {
+            return;
+        };
+        let mut inner = self.seats.lock();
+        if inner.queue.cancel(&self.tenant, self.ticket) {
+            inner.waiting.remove(&self.ticket);
+        } else if let Ok(grant) = receiver.try_recv() {
+            inner.queue.complete(grant, 0);
+            inner.dispatch();
+        }
+    }
+}
+
+impl Inner {
+    /// Grants what can run and wakes its waiters.
+    fn dispatch(&mut self) {
+        loop {
+            let grants = self.queue.dispatch();
+            if grants.is_empty() {
+                return;
+            }
+            for grant in grants {
+                let undelivered = match self.waiting.remove(&grant.ticket) {
+                    Some(sender) => sender.send(grant).err(),
+                    None => Some(grant),
+                };
+                if let Some(grant) = undelivered {
+                    // Its waiter is gone: the seats go back at once.
+                    self.queue.complete(grant, 0);
+                }
+            }
+        }
+    }
+}
+
+impl Seats {
+    pub fn new(capacity: u32, discipline: Discipline) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                queue: FairQueue::new(capacity, discipline),
+                waiting: HashMap::new(),
+            }),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Seats for one request of `tenant`, waiting at most `budget`.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        ask: Ask,
+        budget: Duration,
+    ) -> Result<Seat, Refusal> {
+        let arrived = Instant::now();
+        let (sender, receiver) = oneshot::channel();
+        let ticket = {
+            let mut inner = self.lock();
+            match inner.queue.arrive(tenant, ask, self.now()) {
+                Arrival::Granted(grant) => return Ok(self.seat(grant, arrived)),
+                Arrival::Full => return Err(Refusal::QueueFull),
+                Arrival::Queued(ticket) => {
+                    inner.waiting.insert(ticket, sender);
+                    // A seat may be free while the head of the queue waits
+                    // for more; the newcomer never jumps it, but dispatch
+                    // decides that, not this function.
+                    inner.dispatch();
+                    ticket
+                }
+            }
+        };
+        let mut waiter = Waiter {
+            seats: self.clone(),
+            tenant: tenant.clone(),
+            ticket,
+            grant: Some(receiver),
+        };
+        let receiver = waiter.grant.as_mut().expect("set above");
+        match tokio::time::timeout(budget, receiver).await {
+            Ok(Ok(grant)) => {
+                waiter.grant = None;
+                Ok(self.seat(grant, arrived))
+            }
+            // The sender is only dropped after a send or a cancel, both
+            // under the lock; treat anything else as no seat.
+            Ok(Err(_)) => {
+                waiter.grant = None;
+                Err(Refusal::Overloaded)
+            }
+            Err(_) => {
+                let mut inner = self.lock();
+                if inner.queue.cancel(tenant, ticket) {
+                    inner.waiting.remove(&ticket);
+                    waiter.grant = None;
+                    return Err(Refusal::Overloaded);
+                }
+                drop(inner);
+                // Granted just as the budget ran out: take it.
+                let granted = waiter.grant.take().and_then(|mut r| r.try_recv().ok());
+                granted
+                    .map(|grant| self.seat(grant, arrived))
+                    .ok_or(Refusal::Overloaded)
+            }
+        }
+    }
+
+    fn seat(self: &Arc<Self>, grant: Grant, arrived: Instant) -> Seat {
+        let started = Instant::now();
+        Seat {
+            seats: self.clone(),
+            grant: Some(grant),
+            started,
+            waited: started - arrived,
+        }
+    }
+
+    /// Seats in use, requests waiting, and the capacity.
+    pub fn load(&self) -> (u32, usize, u32) {
+        let inner = self.lock();
+        (inner.queue.in_use(), inner.queue.queued(), inner.queue.capacity())
+    }
+
+    /// Forgets tenants idle for `idle`; called from a timer.
+    pub fn forget_idle(&self, idle: Duration) {
+        let since = self
+            .now()
+            .saturating_sub(u64::try_from(idle.as_micros()).unwrap_or(u64::MAX));
+        self.lock().queue.forget_idle(since);
+    }
+}

@@ -1,0 +1,156 @@
+//! Prometheus metrics at `/metrics`: admissions, rejections by reason, queue
+//! waits, seats in use. Per-tenant series exist only for the busiest
+//! `metrics_tenants` tenants, the rest summed as `other`, so the number of
+//! series stays bounded however many tenants there are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tenantd_core::plan::OpClass;
+
+use crate::admit::ledgers::Ledgers;
+use crate::admit::seats::Seats;
+
+/// Why admission refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    RateLimited,
+    QuotaExceeded,
+    TenantQueueFull,
+    Overloaded,
+    DeadlineExceeded,
+    LimiterUnavailable,
+}
+
+impl Rejection {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::TenantQueueFull => "tenant_queue_full",
+            Self::Overloaded => "overloaded",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::LimiterUnavailable => "limiter_unavailable",
+        }
+    }
+}
+
+type Labels = [(&'static str, &'static str); 1];
+
+pub struct Metrics {
+    registry: Registry,
+    admitted: Family<Labels, Counter>,
+    rejected: Family<Labels, Counter>,
+    queue_wait: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(seats: Arc<Seats>, ledgers: Arc<Ledgers>, top_tenants: usize) -> Self {
+        let mut registry = Registry::with_prefix("tenantd");
+        let admitted = Family::<Labels, Counter>::default();
+        let rejected = Family::<Labels, Counter>::default();
+        // From 100 µs to about 13 s.
+        let queue_wait = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "admitted_requests",
+            "Requests admitted, by operation class",
+            admitted.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests refused by admission, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time admitted requests waited for a seat",
+            queue_wait.clone(),
+        );
+        registry.register_collector(Box::new(Live {
+            seats,
+            ledgers,
+            top_tenants,
+        }));
+        Self {
+            registry,
+            admitted,
+            rejected,
+            queue_wait,
+        }
+    }
+
+    pub fn admitted(&self, class: OpClass, waited: Duration) {
+        self.admitted
+            .get_or_create(&[("class", class.as_str())])
+            .inc();
+        self.queue_wait.observe(waited.as_secs_f64());
+    }
+
+    pub fn rejected(&self, reason: Rejection) {
+        self.rejected
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        text
+    }
+}
+
+/// Values read at scrape time: seats and queue, and the busiest tenants.
+#[derive(Debug)]
+struct Live {
+    seats: Arc<Seats>,
+    ledgers: Arc<Ledgers>,
+    top_tenants: usize,
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (in_use, queued, capacity) = self.seats.load();
+        for (name, help, value) in [
+            ("seats_in_use", "Seats held by requests being served", i64::from(in_use)),
+            ("seats", "Seats in all", i64::from(capacity)),
+            (
+                "queued_requests",
+                "Requests waiting for a seat",
+                i64::try_from(queued).unwrap_or(i64::MAX),
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let (top, other) = self.ledgers.top(self.top_tenants);
+        let mut family = encoder.encode_descriptor(
+            "tenant_admitted_requests",
+            "Requests admitted per tenant since start, for the busiest tenants; the rest as `other`",
+            None,
+            MetricType::Counter,
+        )?;
+        for (tenant, count) in &top {
+            ConstCounter::new(*count)
+                .encode(family.encode_family(&[("tenant", tenant.as_str())])?)?;
+        }
+        ConstCounter::new(other).encode(family.encode_family(&[("tenant", "other")])?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! Usage routes: a tenant's standing against its quotas, its hourly history
+//! and quota events (its members, or an operator), its add-ons (granted by
+//! operators), and the Prometheus metrics (operators).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use tenantd_api::{
+    AddOnView, AddOns, Counter, CreateAddOn, Problem, QuotaEventView, QuotaEvents, QuotaUsage,
+    UsageHistory, UsageHour, UsageView,
+};
+use tenantd_core::plan::{AddOn, Metric, Period};
+use tenantd_core::quota::burn;
+use tenantd_core::{Principal, Tenant, TenantId, TenantScope};
+use time::OffsetDateTime;
+use utoipa::IntoParams;
+
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+async fn tenant_of(state: &AppState, scope: &TenantScope) -> Result<Tenant, ApiError> {
+    state
+        .catalog
+        .tenant(scope.tenant())
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+fn at(secs: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs).ok()
+}
+
+/// The tenant's usage against every quota of its plan, with add-ons.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "usage",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "Usage now", body = UsageView)))]
+pub(super) async fn usage(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+) -> Result<Json<UsageView>, ApiError> {
+    let tenant = tenant_of(&state, &scope).await?;
+    let plan = state.admission.plan(&tenant.plan);
+    let now = state.clock.now();
+    let secs = now.unix_timestamp();
+    let day = tenant.billing_day;
+    let (quotas, counters) = state.admission.ledgers.with(&tenant.id, |u| {
+        let quotas = plan
+            .quotas
+            .iter()
+            .map(|quota| {
+                let standing = u.ledger.standing(quota, &u.add_ons, day, now);
+                let burn = burn(&standing, secs);
+                QuotaUsage {
+                    metric: quota.metric(),
+                    period: quota.period(),
+                    used: standing.used,
+                    soft: standing.soft,
+                    hard: standing.hard,
+                    remaining: standing.remaining(),
+                    in_grace: standing.in_grace,
+                    resets_at: standing.window.and_then(|(_, end)| at(end)),
+                    burn_per_hour: burn.map(|b| b.per_hour),
+                    exhausted_at: burn.and_then(|b| b.exhausted_at).and_then(at),
+                }
+            })
+            .collect();
+        let mut counters = Vec::new();
+        for metric in Metric::ALL {
+            if metric.is_counted() {
+                for period in Period::ALL {
+                    counters.push(Counter {
+                        metric,
+                        period: Some(period),
+                        value: u.ledger.used(metric, period, day, secs),
+                    });
+                }
+            } else {
+                counters.push(Counter {
+                    metric,
+                    period: None,
+                    value: u.ledger.level(metric),
+                });
+            }
+        }
+        (quotas, counters)
+    });
+    Ok(Json(UsageView {
+        tenant: tenant.id,
+        plan: tenant.plan,
+        billing_day: day,
+        at: now,
+        quotas,
+        counters,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Hours back from now, 1 to 744 (default 72).
+    pub hours: Option<u32>,
+}
+
+/// The tenant's metered usage per hour, as written behind (up to about a
+/// second behind the live counters).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/history", tag = "usage",
+    params(("tenant" = TenantId, Path), HistoryQuery), security(("api_key" = [])),
+    responses((status = 200, description = "Hourly usage", body = UsageHistory)))]
+pub(super) async fn history(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<UsageHistory>, ApiError> {
+    let hours = query.hours.unwrap_or(72);
+    if !(1..=744).contains(&hours) {
+        return Err(ApiError::invalid_parameter("hours must be from 1 to 744"));
+    }
+    let now = state.clock.now().unix_timestamp();
+    let this_hour = now - now.rem_euclid(3600);
+    let from = this_hour - 3600 * (i64::from(hours) - 1);
+    let rows = state
+        .catalog
+        .usage_hours(scope.tenant(), from, this_hour + 3600)
+        .await?;
+    Ok(Json(UsageHistory {
+        tenant: scope.tenant().clone(),
+        hours: rows
+            .into_iter()
+            .filter_map(|(hour, u)| {
+                Some(UsageHour {
+                    hour: at(hour)?,
+                    requests: u.requests,
+                    rejected: u.rejected,
+                    ingress_bytes: u.ingress_bytes,
+                    egress_bytes: u.egress_bytes,
+                    seat_seconds: u.seat_micros as f64 / 1e6,
+                })
+            })
+            .collect(),
+    }))
+}
+
+/// The tenant's newest quota events (soft limits passed, grace started).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/events", tag = "usage",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "Quota events, newest first", body = QuotaEvents)))]
+pub(super) async fn events(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+) -> Result<Json<QuotaEvents>, ApiError> {
+    let items = state
+        .catalog
+        .quota_events(scope.tenant(), 100)
+        .await?
+        .into_iter()
+        .map(|e| QuotaEventView {
+            at: e.at,
+            kind: e.kind,
+            metric: e.metric,
+            period: e.period,
+            used: e.used,
+            limit: e.limit,
+        })
+        .collect();
+    Ok(Json(QuotaEvents { items }))
+}
+
+fn add_on_view(id: i64, a: AddOn) -> AddOnView {
+    AddOnView {
+        id,
+        metric: a.metric,
+        period: a.period,
+        amount: a.amount,
+        expires_at: a.expires_at,
+    }
+}
+
+/// Grant the tenant a temporary raise of one quota.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/addons", tag = "usage", request_body = CreateAddOn,
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Granted", body = AddOnView),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn create_add_on(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(tenant): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<CreateAddOn>,
+) -> Result<Response, ApiError> {
+    if state.catalog.tenant(&tenant).await?.is_none() {
+        return Err(ApiError::not_found());
+    }
+    let now = state.clock.now();
+    if body.amount == 0 {
+        return Err(ApiError::invalid_body("amount must be at least 1"));
+    }
+    if body.expires_at <= now {
+        return Err(ApiError::invalid_body("expires_at must be in the future"));
+    }
+    if body.metric.is_counted() != body.period.is_some() {
+        return Err(ApiError::invalid_body(format!(
+            "a {} add-on {}",
+            body.metric.as_str(),
+            if body.metric.is_counted() {
+                "needs the period of the quota it raises"
+            } else {
+                "takes no period"
+            }
+        )));
+    }
+    let add_on = AddOn {
+        metric: body.metric,
+        period: body.period,
+        amount: body.amount,
+        expires_at: body.expires_at,
+    };
+    let tenant = &tenant;
+    let audit = state.audit(
+        &principal,
+        Some(tenant),
+        "addon.create",
+        tenant.as_str(),
+        json!({ "metric": add_on.metric, "period": add_on.period, "amount": add_on.amount,
+                "expires_at": add_on.expires_at.unix_timestamp() }),
+    );
+    let id = state.catalog.insert_add_on(tenant, &add_on, &audit).await?;
+    state
+        .admission
+        .ledgers
+        .with(tenant, |u| u.add_ons.push(add_on.clone()));
+    Ok((StatusCode::CREATED, Json(add_on_view(id, add_on))).into_response())
+}
+
+/// The tenant's add-ons that have not expired.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/addons", tag = "usage",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "Active add-ons", body = AddOns)))]
+pub(super) async fn list_add_ons(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+) -> Result<Json<AddOns>, ApiError> {
+    let rows = state
+        .catalog
+        .add_ons(Some(scope.tenant()), state.clock.now())
+        .await?;
+    Ok(Json(AddOns {
+        items: rows
+            .into_iter()
+            .map(|(id, _, a)| add_on_view(id, a))
+            .collect(),
+    }))
+}
+
+/// Prometheus metrics, in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "meta", security(("api_key" = [])),
+    responses((status = 200, description = "Metrics", body = String,
+        content_type = "application/openmetrics-text")))]
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.admission.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,272 @@
+//! Usage in the catalog: quota ledgers and hourly usage written behind by
+//! the admission stage, quota events, and add-ons.
+
+use tenantd_core::plan::{AddOn, Metric, Period};
+use tenantd_core::quota::{Ledger, QuotaEvent};
+use tenantd_core::TenantId;
+use time::OffsetDateTime;
+
+use crate::audit::{append, NewAuditEntry};
+use crate::catalog::Catalog;
+use crate::codec::{from_nanos, parse, to_nanos};
+use crate::{Result, StoreError};
+
+/// Usage metered in one hour, or a delta of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HourUsage {
+    pub requests: u64,
+    pub rejected: u64,
+    pub ingress_bytes: u64,
+    pub egress_bytes: u64,
+    pub seat_micros: u64,
+}
+
+impl HourUsage {
+    pub fn add(&mut self, other: &HourUsage) {
+        self.requests += other.requests;
+        self.rejected += other.rejected;
+        self.ingress_bytes += other.ingress_bytes;
+        self.egress_bytes += other.egress_bytes;
+        self.seat_micros += other.seat_micros;
+    }
+}
+
+/// Everything one write-behind stores, in one transaction.
+#[derive(Debug, Default)]
+pub struct UsageBatch {
+    /// Current ledgers of the tenants whose usage changed.
+    pub ledgers: Vec<(TenantId, Ledger)>,
+    /// Usage metered since the previous write, by tenant and hour start (Unix seconds).
+    pub hours: Vec<(TenantId, i64, HourUsage)>,
+    pub events: Vec<(TenantId, OffsetDateTime, QuotaEvent)>,
+}
+
+impl UsageBatch {
+    pub fn is_empty(&self) -> bool {
+        self.ledgers.is_empty() && self.hours.is_empty() && self.events.is_empty()
+    }
+}
+
+/// A recorded quota event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at: OffsetDateTime,
+    pub kind: String,
+    pub metric: String,
+    pub period: Option<String>,
+    pub used: u64,
+    pub limit: u64,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl Catalog {
+    /// Writes a batch: ledgers replaced, hours added to, events appended.
+    pub async fn write_usage(&self, batch: &UsageBatch, now: OffsetDateTime) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (tenant, ledger) in &batch.ledgers {
+            let json = serde_json::to_string(ledger)
+                .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
+            sqlx::query(
+                "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) VALUES (?, ?, ?)
+                 ON CONFLICT (tenant_id) DO UPDATE SET ledger = excluded.ledger,
+                                                      updated_at = excluded.updated_at",
+            )
+            .bind(tenant.as_str())
+            .bind(json)
+            .bind(to_nanos(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (tenant, hour, u) in &batch.hours {
+            sqlx::query(
+                "INSERT INTO usage_hours (tenant_id, hour, requests, rejected, ingress_bytes,
+                                          egress_bytes, seat_micros)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (tenant_id, hour) DO UPDATE SET
+                     requests = requests + excluded.requests,
+                     rejected = rejected + excluded.rejected,
+                     ingress_bytes = ingress_bytes + excluded.ingress_bytes,
+                     egress_bytes = egress_bytes + excluded.egress_bytes,
+                     seat_micros = seat_micros + excluded.seat_micros",
+            )
+            .bind(tenant.as_str())
+            .bind(hour)
+            .bind(to_i64(u.requests))
+            .bind(to_i64(u.rejected))
+            .bind(to_i64(u.ingress_bytes))
+            .bind(to_i64(u.egress_bytes))
+            .bind(to_i64(u.seat_micros))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (tenant, at, event) in &batch.events {
+            sqlx::query(
+                "INSERT INTO quota_events (tenant_id, at, kind, metric, period, used, limit_value)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(tenant.as_str())
+            .bind(to_nanos(*at))
+            .bind(event.kind.as_str())
+            .bind(event.metric.as_str())
+            .bind(event.period.map(Period::as_str))
+            .bind(to_i64(event.used))
+            .bind(to_i64(event.limit))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every stored ledger, to start the admission stage with.
+    pub async fn ledgers(&self) -> Result<Vec<(TenantId, Ledger)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT tenant_id, ledger FROM usage_ledgers")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(tenant, json)| {
+                let tenant = parse("usage_ledgers.tenant_id", &tenant, TenantId::parse)?;
+                let ledger = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
+                Ok((tenant, ledger))
+            })
+            .collect()
+    }
+
+    /// Hourly usage of `tenant` for hours starting in `[from, to)` (Unix seconds), oldest first.
+    pub async fn usage_hours(
+        &self,
+        tenant: &TenantId,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, HourUsage)>> {
+        let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT hour, requests, rejected, ingress_bytes, egress_bytes, seat_micros
+             FROM usage_hours WHERE tenant_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
+        )
+        .bind(tenant.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour, requests, rejected, ingress, egress, seat)| {
+                (
+                    hour,
+                    HourUsage {
+                        requests: to_u64(requests),
+                        rejected: to_u64(rejected),
+                        ingress_bytes: to_u64(ingress),
+                        egress_bytes: to_u64(egress),
+                        seat_micros: to_u64(seat),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The newest quota events of `tenant`, newest first.
+    pub async fn quota_events(&self, tenant: &TenantId, limit: u32) -> Result<Vec<StoredEvent>> {
+        let rows: Vec<(i64, i64, String, String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT seq, at, kind, metric, period, used, limit_value FROM quota_events
+             WHERE tenant_id = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(seq, at, kind, metric, period, used, limit)| {
+                Ok(StoredEvent {
+                    seq,
+                    at: from_nanos(at)?,
+                    kind,
+                    metric,
+                    period,
+                    used: to_u64(used),
+                    limit: to_u64(limit),
+                })
+            })
+            .collect()
+    }
+
+    /// Records an add-on for `tenant`; returns its id.
+    pub async fn insert_add_on(
+        &self,
+        tenant: &TenantId,
+        add_on: &AddOn,
+        audit: &NewAuditEntry,
+    ) -> Result<i64> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tenant_addons (tenant_id, metric, period, amount, expires_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(tenant.as_str())
+        .bind(add_on.metric.as_str())
+        .bind(add_on.period.map(Period::as_str))
+        .bind(to_i64(add_on.amount))
+        .bind(to_nanos(add_on.expires_at))
+        .bind(to_nanos(audit.at))
+        .fetch_one(&mut *tx)
+        .await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Add-ons not expired at `now`, of one tenant or of all, with their ids.
+    pub async fn add_ons(
+        &self,
+        tenant: Option<&TenantId>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(i64, TenantId, AddOn)>> {
+        let rows: Vec<(i64, String, String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT id, tenant_id, metric, period, amount, expires_at FROM tenant_addons
+             WHERE (? IS NULL OR tenant_id = ?) AND expires_at > ? ORDER BY id",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .bind(tenant.map(TenantId::as_str))
+        .bind(to_nanos(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, tenant, metric, period, amount, expires_at)| {
+                let tenant = parse("tenant_addons.tenant_id", &tenant, TenantId::parse)?;
+                let metric = parse("tenant_addons.metric", &metric, |m| {
+                    Metric::parse(m).ok_or("unknown metric")
+                })?;
+                let period = period
+                    .map(|p| {
+                        parse("tenant_addons.period", &p, |p| {
+                            Period::parse(p).ok_or("unknown period")
+                        })
+                    })
+                    .transpose()?;
+                Ok((
+                    id,
+                    tenant,
+                    AddOn {
+                        metric,
+                        period,
+                        amount: to_u64(amount),
+                        expires_at: from_nanos(expires_at)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
