@@ -92,7 +92,14 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
         }
         TenantCommand::Rename { id, name } => print(
             client
-                .update_tenant(&id, &UpdateTenant { name: Some(name), plan: None, billing_day: None })
+                .update_tenant(
+                    &id,
+                    &UpdateTenant {
+                        name: Some(name),
+                        plan: None,
+                        billing_day: None,
+                    },
+                )
                 .await?,
         ),
         TenantCommand::Suspend { id } => print(client.suspend_tenant(&id).await?),

@@ -25,9 +25,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tenantd_api::{
-    AuditPage, BatchRequest, BatchResponse, Collection, CollectionPage, CreateCollection,
-    CreateKey, CreateTenant, CreatedKey, Health, JobView, KeyPage, KeyView, Me, MoveTenant,
-    Problem, RecordPage, RecordView, RotateKey, RotatedKey, TenantPage, UpdateTenant,
+    AddOnView, AddOns, AuditPage, BatchRequest, BatchResponse, Collection, CollectionPage,
+    CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey, Health, JobView, KeyPage,
+    KeyView, Me, MoveTenant, Problem, QuotaEvents, RecordPage, RecordView, RotateKey, RotatedKey,
+    TenantPage, UpdateTenant, UsageHistory, UsageView,
 };
 use tenantd_core::{CollectionName, JobId, KeyId, RecordId, Tenant, TenantId, TenantStatus};
 
@@ -407,6 +408,47 @@ impl Client {
 
     pub async fn job(&self, id: &JobId) -> Result<JobView, Error> {
         Self::send(self.request(Method::GET, &format!("/v1/jobs/{}", id.as_str()))).await
+    }
+
+    /// A tenant's usage against its quotas, now.
+    pub async fn usage(&self, tenant: &TenantId) -> Result<UsageView, Error> {
+        Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage"))).await
+    }
+
+    /// A tenant's metered usage per hour over the last `hours`.
+    pub async fn usage_history(
+        &self,
+        tenant: &TenantId,
+        hours: u32,
+    ) -> Result<UsageHistory, Error> {
+        Self::send(
+            self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage/history"))
+                .query(&[("hours", hours)]),
+        )
+        .await
+    }
+
+    /// A tenant's newest quota events.
+    pub async fn quota_events(&self, tenant: &TenantId) -> Result<QuotaEvents, Error> {
+        Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage/events"))).await
+    }
+
+    /// Grants a tenant a temporary raise of one quota (operators).
+    pub async fn create_add_on(
+        &self,
+        tenant: &TenantId,
+        add_on: &CreateAddOn,
+    ) -> Result<AddOnView, Error> {
+        Self::send(
+            self.request(Method::POST, &format!("/v1/tenants/{tenant}/addons"))
+                .json(add_on),
+        )
+        .await
+    }
+
+    /// A tenant's add-ons that have not expired.
+    pub async fn add_ons(&self, tenant: &TenantId) -> Result<AddOns, Error> {
+        Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/addons"))).await
     }
 }
 

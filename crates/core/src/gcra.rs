@@ -211,10 +211,7 @@ mod tests {
             Err(LimitError::OutOfRange)
         );
         let forty_years = Duration::from_secs(40 * 365 * 86_400);
-        assert_eq!(
-            Limit::new(1, forty_years, 1),
-            Err(LimitError::OutOfRange)
-        );
+        assert_eq!(Limit::new(1, forty_years, 1), Err(LimitError::OutOfRange));
     }
 
     proptest! {

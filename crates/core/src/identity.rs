@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use crate::api_key::{ApiKeyToken, KeyHasher};
 use crate::ids::{KeyId, PlanId, PoolName, TenantId};
-use crate::quota::BillingDay;
 use crate::key::{KeyOwner, KeyRecord, KeyState};
+use crate::quota::BillingDay;
 use crate::record::Isolation;
 use crate::role::Role;
 use crate::tenant::{Tenant, TenantStatus};

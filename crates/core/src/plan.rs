@@ -186,7 +186,7 @@ impl Rate {
     /// The window `RateLimit-Policy` announces: the time a full burst takes
     /// to earn back, at least a second.
     pub fn window_secs(&self) -> u64 {
-        (self.limit.tolerance() / 1_000_000).max(1)
+        self.limit.tolerance().div_ceil(1_000_000).max(1)
     }
 }
 

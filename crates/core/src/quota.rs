@@ -612,10 +612,19 @@ mod tests {
         // The first request is refunded after the minute turned: only the
         // hour, day and month still hold it.
         ledger.refund_request(day, secs(t0));
-        assert_eq!(ledger.used(Metric::Requests, Period::Minute, day, secs(t1)), 1);
-        assert_eq!(ledger.used(Metric::Requests, Period::Hour, day, secs(t1)), 1);
+        assert_eq!(
+            ledger.used(Metric::Requests, Period::Minute, day, secs(t1)),
+            1
+        );
+        assert_eq!(
+            ledger.used(Metric::Requests, Period::Hour, day, secs(t1)),
+            1
+        );
         // An instant before the current window does not reset it.
-        assert_eq!(ledger.used(Metric::Requests, Period::Minute, day, secs(t0)), 1);
+        assert_eq!(
+            ledger.used(Metric::Requests, Period::Minute, day, secs(t0)),
+            1
+        );
     }
 
     #[test]

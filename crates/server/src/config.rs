@@ -473,13 +473,18 @@ impl Config {
         for (i, plan) in self.plans.iter().enumerate() {
             plan.check().map_err(|reason| invalid("plans", &reason))?;
             if self.plans[..i].iter().any(|p| p.id == plan.id) {
-                return Err(invalid("plans", &format!("two plans are named {}", plan.id)));
+                return Err(invalid(
+                    "plans",
+                    &format!("two plans are named {}", plan.id),
+                ));
             }
         }
-        self.admission.check().map_err(|reason| ConfigError::Invalid {
-            setting: "admission",
-            reason,
-        })?;
+        self.admission
+            .check()
+            .map_err(|reason| ConfigError::Invalid {
+                setting: "admission",
+                reason,
+            })?;
         Ok(())
     }
 }

@@ -92,7 +92,9 @@ impl Drop for MeteredBody {
         let (bytes, metric, day) = (self.bytes, self.metric, self.billing_day);
         let now = self.admission.clock().now();
         self.admission.ledgers.with(&self.tenant, |usage| {
-            usage.ledger.charge(metric, bytes, day, now.unix_timestamp());
+            usage
+                .ledger
+                .charge(metric, bytes, day, now.unix_timestamp());
             usage.ledger_changed();
             usage.meter(now, |h| match metric {
                 Metric::IngressBytes => h.ingress_bytes += bytes,
@@ -152,8 +154,10 @@ pub async fn flush(state: &AppState) {
     for scope in measure {
         match state.data.usage(&scope).await {
             Ok(usage) => admission.ledgers.with(scope.tenant(), |u| {
-                u.ledger
-                    .set_level(Metric::StorageBytes, u64::try_from(usage.bytes).unwrap_or(0));
+                u.ledger.set_level(
+                    Metric::StorageBytes,
+                    u64::try_from(usage.bytes).unwrap_or(0),
+                );
                 u.ledger
                     .set_level(Metric::Records, u64::try_from(usage.records).unwrap_or(0));
                 u.ledger_changed();

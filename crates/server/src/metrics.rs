@@ -128,7 +128,11 @@ impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (in_use, queued, capacity) = self.seats.load();
         for (name, help, value) in [
-            ("seats_in_use", "Seats held by requests being served", i64::from(in_use)),
+            (
+                "seats_in_use",
+                "Seats held by requests being served",
+                i64::from(in_use),
+            ),
             ("seats", "Seats in all", i64::from(capacity)),
             (
                 "queued_requests",

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
+use tenantd_core::quota::BillingDay;
 use tenantd_core::{
     Isolation, KeyId, KeyOwner, KeyRecord, PlanId, PoolName, RegionId, Role, SecretHash, Tenant,
     TenantId, TenantScope, TenantStatus,
 };
-use tenantd_core::quota::BillingDay;
 use time::OffsetDateTime;
 
 use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry};

@@ -59,6 +59,17 @@ pub struct StoredEvent {
     pub limit: u64,
 }
 
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    at: i64,
+    kind: String,
+    metric: String,
+    period: Option<String>,
+    used: i64,
+    limit_value: i64,
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -180,7 +191,7 @@ impl Catalog {
 
     /// The newest quota events of `tenant`, newest first.
     pub async fn quota_events(&self, tenant: &TenantId, limit: u32) -> Result<Vec<StoredEvent>> {
-        let rows: Vec<(i64, i64, String, String, Option<String>, i64, i64)> = sqlx::query_as(
+        let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, at, kind, metric, period, used, limit_value FROM quota_events
              WHERE tenant_id = ? ORDER BY seq DESC LIMIT ?",
         )
@@ -189,15 +200,15 @@ impl Catalog {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(seq, at, kind, metric, period, used, limit)| {
+            .map(|row| {
                 Ok(StoredEvent {
-                    seq,
-                    at: from_nanos(at)?,
-                    kind,
-                    metric,
-                    period,
-                    used: to_u64(used),
-                    limit: to_u64(limit),
+                    seq: row.seq,
+                    at: from_nanos(row.at)?,
+                    kind: row.kind,
+                    metric: row.metric,
+                    period: row.period,
+                    used: to_u64(row.used),
+                    limit: to_u64(row.limit_value),
                 })
             })
             .collect()

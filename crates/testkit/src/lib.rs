@@ -1,6 +1,7 @@
 //! Ephemeral servers for tests: each `Postgres::start()` initializes a fresh
 //! PostgreSQL cluster in a temporary directory, serves it on a free port of
 //! 127.0.0.1 with trust authentication, and removes it when dropped.
+//! `Redis::start()` runs a throwaway redis-server the same way.
 //!
 //! PostgreSQL refuses to run as root, so as root the cluster belongs to the
 //! `postgres` user and every command runs through `runuser`.
@@ -261,4 +262,128 @@ impl Drop for Postgres {
         // Immediate: the cluster is thrown away, nothing needs flushing.
         let _ = as_postgres("pg_ctl", &["stop", "-m", "immediate", "-D", &data]).output();
     }
+}
+
+/// A throwaway Redis on a free port of 127.0.0.1, with no persistence,
+/// killed when dropped (or, if the test process dies, by a watcher). It can
+/// be stopped and started again on the same port, to test what a client
+/// does while Redis is away.
+#[derive(Debug)]
+pub struct Redis {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Redis {
+    /// Starts a server and waits until it answers. Panics saying what failed.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tenantd-redis-")
+            .tempdir()
+            .expect("temp dir");
+        let mut redis = Self {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server: connections drop and new ones are refused.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "Redis is already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server: {e} (install Debian's redis-server package)")
+            });
+        kill_after_exit_of(std::process::id(), child.id());
+        self.child = Some(child);
+        self.wait_until_ready();
+    }
+
+    /// Sends one command in RESP and returns the first reply line.
+    pub fn command(&self, args: &[&str]) -> String {
+        self.try_command(args)
+            .unwrap_or_else(|e| panic!("test Redis on port {}: {e}", self.port))
+    }
+
+    fn try_command(&self, args: &[&str]) -> std::io::Result<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    // Start-up is synchronous, as for `Postgres::start` (`pg_ctl -w`): it
+    // blocks its thread for the few milliseconds Redis takes to listen.
+    #[allow(clippy::disallowed_methods)]
+    fn wait_until_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if matches!(self.try_command(&["PING"]).as_deref(), Ok("+PONG")) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer on port {}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Kills `child` once `pid` has exited, however it exits.
+// The watcher outlives this process, which therefore never waits for it.
+#[allow(clippy::zombie_processes)]
+fn kill_after_exit_of(pid: u32, child: u32) {
+    let script = "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill \"$2\" 2>/dev/null";
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("watcher")
+        .arg(pid.to_string())
+        .arg(child.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }

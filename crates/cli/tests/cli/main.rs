@@ -374,3 +374,101 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
     eprintln!("all {checked} acknowledged writes survived kill -9");
     assert_eq!(restarted.terminate(), Some(0));
 }
+
+/// Kills the server with SIGKILL while a client sends requests; after a
+/// restart, the tenant's usage holds every request acknowledged more than
+/// the write-behind interval (1 s) before the kill, and no more than were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_at_most_about_a_second_of_metering() {
+    use std::time::Instant;
+    use tenantd_client::api::{CreateKey, CreateTenant};
+    use tenantd_client::{Client, KeysOf};
+    use tenantd_core::plan::{Metric, Period};
+    use tenantd_core::Role;
+
+    let dir = tempfile::tempdir().unwrap();
+    // A plan from the config file, generous enough that the client is never
+    // rate limited.
+    std::fs::write(
+        dir.path().join("tenantd.toml"),
+        "[[plans]]\nid = \"default\"\nrate = { requests = 1000000, per = \"1s\", burst = 1000000 }\n",
+    )
+    .unwrap();
+    let server = start(dir.path());
+    let operator_token = server.bootstrap_token();
+    let operator = Client::new(&server.url, &operator_token).unwrap();
+    let acme: tenantd_core::TenantId = "acme".parse().unwrap();
+    operator
+        .create_tenant(&CreateTenant {
+            id: acme.clone(),
+            name: "Acme".into(),
+            region: None,
+            isolation: None,
+            pool: None,
+            plan: None,
+            billing_day: None,
+        })
+        .await
+        .unwrap();
+    let key = operator
+        .create_key(
+            KeysOf::Tenant(&acme),
+            &CreateKey {
+                role: Role::Reader,
+                name: String::new(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let client = operator.with_key(&key.token);
+    let sender = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        let mut sent = 0u64;
+        // Bounded: the server is killed long before this ends.
+        for _ in 0..1_000_000 {
+            sent += 1;
+            match client.collections(&Default::default()).await {
+                Ok(_) => acknowledged.push(Instant::now()),
+                Err(_) => break,
+            }
+        }
+        (sent, acknowledged)
+    });
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let killed_at = Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (sent, acknowledged) = sender.await.unwrap();
+    let mut child = server.child;
+    let _ = child.wait();
+
+    let restarted = start(dir.path());
+    let operator = Client::new(&restarted.url, &operator_token).unwrap();
+    let usage = operator.usage(&acme).await.unwrap();
+    let recorded = usage
+        .counters
+        .iter()
+        .find(|c| c.metric == Metric::Requests && c.period == Some(Period::Day))
+        .unwrap()
+        .value;
+    let old_enough = acknowledged
+        .iter()
+        .filter(|&&at| killed_at.duration_since(at) > Duration::from_millis(1500))
+        .count() as u64;
+    assert!(old_enough > 100, "the client got going: {old_enough}");
+    assert!(
+        recorded >= old_enough,
+        "recorded {recorded}, but {old_enough} requests were acknowledged over 1.5 s before the kill"
+    );
+    assert!(recorded <= sent, "recorded {recorded} of {sent} sent");
+    eprintln!(
+        "kill -9: {recorded} of {} acknowledged requests were metered ({old_enough} older than 1.5 s)",
+        acknowledged.len()
+    );
+    assert_eq!(restarted.terminate(), Some(0));
+}

@@ -185,7 +185,7 @@ impl Ledgers {
     }
 
     /// Tenants with state.
-    pub fn len(&self) -> usize {
+    pub fn tenants(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 }
@@ -213,7 +213,11 @@ mod tests {
         ledgers.restore(batch);
         ledgers.with(&acme, |u| u.meter(t, |h| h.requests += 1));
         let (again, _) = ledgers.drain(t);
-        let first_hour = again.hours.iter().find(|(_, h, _)| *h == t.unix_timestamp() - 3599).unwrap();
+        let first_hour = again
+            .hours
+            .iter()
+            .find(|(_, h, _)| *h == t.unix_timestamp() - 3599)
+            .unwrap();
         assert_eq!(first_hour.2.requests, 3);
         assert_eq!(again.ledgers.len(), 1);
     }

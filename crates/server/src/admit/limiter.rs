@@ -79,10 +79,13 @@ fn decide_slots(
 #[derive(Debug)]
 pub struct MemoryRates {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<TenantId, [u64; LIMITS_PER_TENANT]>>]>,
+    shards: Box<[Shard]>,
 }
 
 const SHARDS: usize = 64;
+
+/// Each tenant's TATs, by slot; 0 is no state.
+type Shard = Mutex<HashMap<TenantId, [u64; LIMITS_PER_TENANT]>>;
 
 impl Default for MemoryRates {
     fn default() -> Self {
@@ -94,7 +97,10 @@ impl Default for MemoryRates {
 }
 
 impl MemoryRates {
-    fn shard(&self, tenant: &TenantId) -> MutexGuard<'_, HashMap<TenantId, [u64; LIMITS_PER_TENANT]>> {
+    fn shard(
+        &self,
+        tenant: &TenantId,
+    ) -> MutexGuard<'_, HashMap<TenantId, [u64; LIMITS_PER_TENANT]>> {
         let i = self.hasher.hash_one(tenant) as usize % SHARDS;
         self.shards[i]
             .lock()
@@ -130,7 +136,7 @@ impl MemoryRates {
     }
 
     /// Tenants with state.
-    pub fn len(&self) -> usize {
+    pub fn tenants(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
@@ -260,7 +266,8 @@ impl RedisRates {
         match opened {
             Ok(c) => Ok(c.clone()),
             Err(e) => {
-                self.retry_connect_at.store(now_ms + 1000, Ordering::Relaxed);
+                self.retry_connect_at
+                    .store(now_ms + 1000, Ordering::Relaxed);
                 Err(Unavailable(e.to_string()))
             }
         }
@@ -284,13 +291,11 @@ impl RateStore for RedisRates {
                 .arg(check.limit.interval())
                 .arg(check.limit.burst());
         }
-        let reply: Vec<i64> = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async(&mut connection),
-        )
-        .await
-        .map_err(|_| Unavailable("Redis did not answer in time".into()))?
-        .map_err(|e| Unavailable(e.to_string()))?;
+        let reply: Vec<i64> =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| Unavailable("Redis did not answer in time".into()))?
+                .map_err(|e| Unavailable(e.to_string()))?;
         if reply.len() != checks.len() * 3 {
             return Err(Unavailable(format!(
                 "the limiter script answered {} numbers for {} limits",
@@ -324,7 +329,7 @@ impl RateStore for RedisRates {
 pub enum Limiter {
     Memory(MemoryRates),
     Redis {
-        redis: RedisRates,
+        redis: Box<RedisRates>,
         /// Decides while Redis is unreachable, when failing open.
         local: MemoryRates,
         on_unavailable: FailMode,
@@ -344,7 +349,7 @@ impl Limiter {
         Ok(match redis {
             None => Self::Memory(MemoryRates::default()),
             Some(config) => Self::Redis {
-                redis: RedisRates::new(&config.url, config.timeout)?,
+                redis: Box::new(RedisRates::new(&config.url, config.timeout)?),
                 local: MemoryRates::default(),
                 on_unavailable: config.on_unavailable,
             },
@@ -417,8 +422,8 @@ mod tests {
         let tenant = TenantId::parse("acme").unwrap();
         rates.decide_now(&tenant, &[check(0, 10, 5)], 1_000_000, 1);
         rates.forget_full(1_000_000);
-        assert_eq!(rates.len(), 1);
+        assert_eq!(rates.tenants(), 1);
         rates.forget_full(1_100_000);
-        assert_eq!(rates.len(), 0);
+        assert_eq!(rates.tenants(), 0);
     }
 }

@@ -191,9 +191,10 @@ impl Admission {
                 // First request since start: measure storage for the level quotas.
                 usage.measure_storage = data_scope.clone();
             }
-            let decision = usage
-                .ledger
-                .admit(&plan.quotas, &usage.add_ons, billing_day, now, demand);
+            let decision =
+                usage
+                    .ledger
+                    .admit(&plan.quotas, &usage.add_ons, billing_day, now, demand);
             if let QuotaDecision::Allowed { events, .. } = &decision {
                 usage.ledger_changed();
                 usage.admitted_total += 1;
@@ -219,12 +220,19 @@ impl Admission {
             } => {
                 headers.quota(&standing, now.unix_timestamp());
                 let what = match standing.quota.period() {
-                    Some(period) => format!("{} per {}", standing.quota.metric().as_str(), period.as_str()),
+                    Some(period) => format!(
+                        "{} per {}",
+                        standing.quota.metric().as_str(),
+                        period.as_str()
+                    ),
                     None => standing.quota.metric().as_str().to_owned(),
                 };
                 let error = ApiError::with_detail(
                     ErrorCode::QuotaExceeded,
-                    format!("the {what} quota is used up: {} of {}", standing.used, standing.hard),
+                    format!(
+                        "the {what} quota is used up: {} of {}",
+                        standing.used, standing.hard
+                    ),
                 )
                 .retry_after(retry_after.unwrap_or(LEVEL_RETRY));
                 return self.refuse(&tenant, Rejection::QuotaExceeded, error, &headers);
@@ -241,9 +249,9 @@ impl Admission {
 
         // A seat, fairly.
         let class_config = self.config.classes.get(class);
-        let cap = plan
-            .concurrency_cap()
-            .map_or(u32::MAX, |c| u32::try_from(c.saturating_add(extra_seats)).unwrap_or(u32::MAX));
+        let cap = plan.concurrency_cap().map_or(u32::MAX, |c| {
+            u32::try_from(c.saturating_add(extra_seats)).unwrap_or(u32::MAX)
+        });
         let ask = Ask {
             width: class_config.width,
             cost: u64::from(class_config.width).saturating_mul(estimate),
@@ -251,12 +259,18 @@ impl Admission {
             cap,
             max_queue: self.config.max_queue,
         };
-        let seat = match self.seats.acquire(&tenant, ask, self.config.queue_wait).await {
+        let seat = match self
+            .seats
+            .acquire(&tenant, ask, self.config.queue_wait)
+            .await
+        {
             Ok(seat) => seat,
             Err(refusal) => {
                 // Refused before running: the request does not count.
                 self.ledgers.with(&tenant, |usage| {
-                    usage.ledger.refund_request(billing_day, now.unix_timestamp());
+                    usage
+                        .ledger
+                        .refund_request(billing_day, now.unix_timestamp());
                     usage.meter(now, |h| h.requests = h.requests.saturating_sub(1));
                     usage.admitted_total = usage.admitted_total.saturating_sub(1);
                 });
@@ -324,13 +338,7 @@ impl Admission {
         };
         headers.apply(response.headers_mut());
         let (parts, body) = response.into_parts();
-        let body = MeteredBody::new(
-            body,
-            self.clone(),
-            tenant,
-            billing_day,
-            Metric::EgressBytes,
-        );
+        let body = MeteredBody::new(body, self.clone(), tenant, billing_day, Metric::EgressBytes);
         Response::from_parts(parts, axum::body::Body::new(body))
     }
 
@@ -356,7 +364,9 @@ impl InFlight {
     fn enter(ledgers: &Arc<Ledgers>, tenant: &TenantId) -> Self {
         ledgers.with(tenant, |usage| {
             let level = usage.ledger.level(Metric::ConcurrentRequests);
-            usage.ledger.set_level(Metric::ConcurrentRequests, level + 1);
+            usage
+                .ledger
+                .set_level(Metric::ConcurrentRequests, level + 1);
         });
         Self {
             ledgers: ledgers.clone(),

@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tenantd_core::fair::{Arrival, Ask, Discipline, FairQueue, Grant};
 use tenantd_core::TenantId;
 use tokio::sync::oneshot;
+// Tokio's clock, so that tests can pause time.
+use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct Seats {
@@ -57,8 +59,9 @@ impl Seat {
 impl Drop for Seat {
     fn drop(&mut self) {
         if let Some(grant) = self.grant.take() {
-            let actual = u64::from(grant.width)
-                .saturating_mul(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            let actual = u64::from(grant.width).saturating_mul(
+                u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            );
             let mut inner = self.seats.lock();
             inner.queue.complete(grant, actual);
             inner.dispatch();
@@ -125,7 +128,9 @@ impl Seats {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn now(&self) -> u64 {
@@ -204,7 +209,11 @@ impl Seats {
     /// Seats in use, requests waiting, and the capacity.
     pub fn load(&self) -> (u32, usize, u32) {
         let inner = self.lock();
-        (inner.queue.in_use(), inner.queue.queued(), inner.queue.capacity())
+        (
+            inner.queue.in_use(),
+            inner.queue.queued(),
+            inner.queue.capacity(),
+        )
     }
 
     /// Forgets tenants idle for `idle`; called from a timer.
@@ -213,5 +222,111 @@ impl Seats {
             .now()
             .saturating_sub(u64::try_from(idle.as_micros()).unwrap_or(u64::MAX));
         self.lock().queue.forget_idle(since);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(width: u32) -> Ask {
+        Ask {
+            width,
+            cost: 1000,
+            weight: 1,
+            cap: 100,
+            max_queue: 2,
+        }
+    }
+
+    fn tenant(name: &str) -> TenantId {
+        TenantId::parse(name).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_seat_goes_to_the_next_waiter() {
+        let seats = Seats::new(1, Discipline::Fair);
+        let held = seats
+            .acquire(&tenant("acme"), ask(1), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let waiter = {
+            let seats = seats.clone();
+            tokio::spawn(async move {
+                seats
+                    .acquire(&tenant("globex"), ask(1), Duration::from_secs(1))
+                    .await
+                    .map(|seat| seat.waited)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(seats.load(), (1, 1, 1));
+        drop(held);
+        let waited = waiter.await.unwrap().unwrap();
+        assert_eq!(waited, Duration::from_millis(300));
+        assert_eq!(
+            seats.load(),
+            (0, 0, 1),
+            "the waiter's seat went back when it was dropped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_past_the_budget_is_refused_and_leaves_the_queue() {
+        let seats = Seats::new(1, Discipline::Fair);
+        let _held = seats
+            .acquire(&tenant("acme"), ask(1), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let refused = seats
+            .acquire(&tenant("globex"), ask(1), Duration::from_millis(250))
+            .await;
+        assert_eq!(refused.err(), Some(Refusal::Overloaded));
+        assert_eq!(seats.load(), (1, 0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_tenant_queue_refuses_at_once_and_an_abandoned_wait_leaves() {
+        let seats = Seats::new(1, Discipline::Fair);
+        let held = seats
+            .acquire(&tenant("acme"), ask(1), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let seats = seats.clone();
+            waiting.push(tokio::spawn(async move {
+                seats
+                    .acquire(&tenant("acme"), ask(1), Duration::from_secs(10))
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let full = seats
+            .acquire(&tenant("acme"), ask(1), Duration::from_secs(10))
+            .await;
+        assert_eq!(full.err(), Some(Refusal::QueueFull));
+        // Another tenant's queue is its own.
+        let other = {
+            let seats = seats.clone();
+            tokio::spawn(async move {
+                seats
+                    .acquire(&tenant("globex"), ask(1), Duration::from_secs(10))
+                    .await
+                    .map(|_| ())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(seats.load().1, 3);
+        // Clients that go away leave the queue at once.
+        for task in &waiting {
+            task.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(seats.load().1, 1);
+        drop(held);
+        assert_eq!(other.await.unwrap(), Ok(()));
+        assert_eq!(seats.load(), (0, 0, 1));
     }
 }

@@ -162,12 +162,7 @@ fn routes() -> Vec<Route> {
             audit::tenant_audit,
         ),
         // A tenant's usage: its members, or an operator. Add-ons: operators grant them.
-        route(
-            M::GET,
-            "/v1/tenants/{tenant}/usage",
-            member,
-            usage::usage,
-        ),
+        route(M::GET, "/v1/tenants/{tenant}/usage", member, usage::usage),
         route(
             M::GET,
             "/v1/tenants/{tenant}/usage/history",

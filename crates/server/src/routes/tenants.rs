@@ -185,10 +185,16 @@ pub(super) async fn update(
     }
     let mut changes = serde_json::Map::new();
     if before.name != tenant.name {
-        changes.insert("name".into(), json!({ "from": before.name, "to": tenant.name }));
+        changes.insert(
+            "name".into(),
+            json!({ "from": before.name, "to": tenant.name }),
+        );
     }
     if before.plan != tenant.plan {
-        changes.insert("plan".into(), json!({ "from": before.plan, "to": tenant.plan }));
+        changes.insert(
+            "plan".into(),
+            json!({ "from": before.plan, "to": tenant.plan }),
+        );
     }
     if before.billing_day != tenant.billing_day {
         changes.insert(

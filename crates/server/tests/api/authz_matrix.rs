@@ -264,9 +264,7 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
         ("GET", "/v1/tenants/{tenant}/usage/history") => {
             plain("/v1/tenants/acme/usage/history", 200)
         }
-        ("GET", "/v1/tenants/{tenant}/usage/events") => {
-            plain("/v1/tenants/acme/usage/events", 200)
-        }
+        ("GET", "/v1/tenants/{tenant}/usage/events") => plain("/v1/tenants/acme/usage/events", 200),
         ("POST", "/v1/tenants/{tenant}/addons") => with_body(
             "/v1/tenants/acme/addons",
             json!({

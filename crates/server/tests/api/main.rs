@@ -4,12 +4,14 @@
 // Helpers outside #[test] functions fail loudly too: a panic is the report.
 #![allow(clippy::unwrap_used)]
 
+mod admission;
 mod authz_matrix;
 mod data;
 mod edge;
 mod helpers;
 mod keys;
 mod lifecycle;
+mod limiter;
 mod moves;
 mod openapi;
 mod tenants;
