@@ -583,6 +583,53 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_admission_example_is_valid_configuration() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("[[plans]]\nid = \"pro\"").expect("the example");
+        let end = start + readme[start..].find("```").expect("its end");
+        let example = &readme[start..end];
+        Jail::expect_with(|jail| {
+            jail.create_file("tenantd.toml", example)?;
+            let config = load(&Overrides::default()).unwrap();
+            let pro = config.plan(&"pro".parse().unwrap()).unwrap();
+            assert_eq!(pro.weight, 4);
+            assert_eq!(pro.concurrency_cap(), Some(16));
+            assert!(pro.class_rate(OpClass::Write).is_some());
+            assert!(
+                config.plan(&PlanId::default_plan()).is_some(),
+                "default added"
+            );
+            assert_eq!(config.admission.classes.write.width, 2);
+            assert_eq!(
+                config.admission.classes.read.width, 1,
+                "other classes keep defaults"
+            );
+            let redis = config.admission.redis.as_ref().unwrap();
+            assert_eq!(redis.on_unavailable, FailMode::FailOpen);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_plans_and_admission_settings_name_the_setting() {
+        for (text, setting) in [
+            ("[[plans]]\nid = \"a\"\nrate = { requests = 1, per = \"1s\", burst = 1 }\nweight = 0\n", "plans"),
+            ("[admission]\nseats = 0\n", "admission"),
+            ("[admission.classes.write]\nwidth = 100\ndeadline = \"1s\"\nestimate = \"1ms\"\n", "admission"),
+            ("[admission.redis]\nurl = \"http://x\"\non_unavailable = \"fail_open\"\n", "admission"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.create_file("tenantd.toml", text)?;
+                match load(&Overrides::default()) {
+                    Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting, "{text}"),
+                    other => panic!("{text}: {other:?}"),
+                }
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
     fn each_layer_overrides_the_one_before() {
         Jail::expect_with(|jail| {
             jail.create_file(

@@ -9,7 +9,7 @@
 //! Operator requests are the control plane: they are not admitted and count
 //! against no tenant.
 
-mod headers;
+pub mod headers;
 pub mod ledgers;
 pub mod limiter;
 pub mod seats;
@@ -85,17 +85,16 @@ impl Admission {
         self.plans.contains_key(id)
     }
 
-    /// The plan named `id`; the default plan for an id no longer configured.
+    /// The plan named `id`; the default plan for an id no longer configured
+    /// (start-up warns about those, once).
     pub fn plan(&self, id: &PlanId) -> Arc<Plan> {
         match self.plans.get(id) {
             Some(plan) => plan.clone(),
-            None => {
-                tracing::warn!(plan = %id, "a tenant's plan is not configured; applying the default plan");
-                self.plans
-                    .get(&PlanId::default_plan())
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Plan::default_plan()))
-            }
+            None => self
+                .plans
+                .get(&PlanId::default_plan())
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Plan::default_plan())),
         }
     }
 

@@ -145,19 +145,21 @@ impl Seats {
         budget: Duration,
     ) -> Result<Seat, Refusal> {
         let arrived = Instant::now();
-        let (sender, receiver) = oneshot::channel();
-        let ticket = {
+        let (ticket, receiver) = {
             let mut inner = self.lock();
             match inner.queue.arrive(tenant, ask, self.now()) {
                 Arrival::Granted(grant) => return Ok(self.seat(grant, arrived)),
                 Arrival::Full => return Err(Refusal::QueueFull),
                 Arrival::Queued(ticket) => {
+                    // The channel is made only for requests that wait, so the
+                    // fast path allocates nothing.
+                    let (sender, receiver) = oneshot::channel();
                     inner.waiting.insert(ticket, sender);
                     // A seat may be free while the head of the queue waits
                     // for more; the newcomer never jumps it, but dispatch
                     // decides that, not this function.
                     inner.dispatch();
-                    ticket
+                    (ticket, receiver)
                 }
             }
         };
