@@ -10,6 +10,12 @@
 //! with later. When a request completes, its lane's finish is corrected by
 //! the difference between the measured and the charged cost.
 //!
+//! A lane lives only while its tenant has requests waiting or running, so
+//! the scheduler's memory follows the active tenants, not all of them. A
+//! lane that empties is forgotten, and its tenant's next request starts at
+//! the virtual time: what it may have owed is at most its last request's
+//! cost, the same allowance SFQ gives a flow whose queue empties.
+//!
 //! The lane at the front waits for enough free seats for its head request
 //! rather than letting narrower requests pass it, so wide requests are never
 //! starved. With nothing queued anywhere, an arrival that fits is granted at
@@ -21,6 +27,10 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
+
+// Tenant ids reach the scheduler only after verification, so a fast keyed
+// hash is enough; SipHash's flood resistance is not needed here.
+use foldhash::fast::RandomState;
 
 /// Virtual time units per seat-microsecond at weight 1; keeps `cost/weight`
 /// exact enough for weights up to 1000.
@@ -88,7 +98,6 @@ struct Lane<K> {
     queue: VecDeque<Waiting>,
     /// Its entry in `ready`, while it has one.
     ready_key: Option<(u128, u64)>,
-    last_active: u64,
 }
 
 /// The scheduler. `K` names a tenant.
@@ -101,7 +110,7 @@ pub struct FairQueue<K> {
     next_ticket: u64,
     lanes: Vec<Option<Lane<K>>>,
     free_lanes: Vec<usize>,
-    index: HashMap<K, usize>,
+    index: HashMap<K, usize, RandomState>,
     /// Lanes with a queued head that may run (below their cap), by key.
     ready: BTreeSet<(u128, u64, usize)>,
     queued: usize,
@@ -117,7 +126,7 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
             next_ticket: 0,
             lanes: Vec::new(),
             free_lanes: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             ready: BTreeSet::new(),
             queued: 0,
         }
@@ -142,15 +151,13 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
         self.index.len()
     }
 
-    /// A request arrives for `tenant` at `now` (any monotonic unit; used
-    /// only to forget idle lanes).
-    pub fn arrive(&mut self, tenant: &K, ask: Ask, now: u64) -> Arrival {
+    /// A request arrives for `tenant`.
+    pub fn arrive(&mut self, tenant: &K, ask: Ask) -> Arrival {
         let width = ask.width.clamp(1, self.capacity);
         let lane_id = self.lane_for(tenant);
         let lane = self.lanes[lane_id].as_mut().expect("indexed lanes exist");
         lane.weight = ask.weight.max(1);
         lane.cap = ask.cap.max(1);
-        lane.last_active = now;
         let free = self.capacity - self.in_use;
         if self.ready.is_empty()
             && lane.queue.is_empty()
@@ -161,6 +168,7 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
             return Arrival::Granted(self.start(lane_id, ticket, width, ask.cost));
         }
         if lane.queue.len() >= ask.max_queue as usize {
+            self.forget_if_idle(lane_id);
             return Arrival::Full;
         }
         let ticket = self.take_ticket();
@@ -216,6 +224,7 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
         lane.finish = (lane.finish + more * SCALE / weight).saturating_sub(less * SCALE / weight);
         self.unready(grant.lane);
         self.make_ready(grant.lane);
+        self.forget_if_idle(grant.lane);
     }
 
     /// Takes a waiting request out of its tenant's queue (its client left or
@@ -234,24 +243,19 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
             self.unready(lane_id);
             self.make_ready(lane_id);
         }
+        self.forget_if_idle(lane_id);
         true
     }
 
-    /// Forgets lanes with nothing queued or in flight that owe no service
-    /// or were last active before `idle_since`. O(lanes): call it from a
-    /// timer, never per request.
-    pub fn forget_idle(&mut self, idle_since: u64) {
-        for lane_id in 0..self.lanes.len() {
-            let forget = self.lanes[lane_id].as_ref().is_some_and(|lane| {
-                lane.queue.is_empty()
-                    && lane.in_flight == 0
-                    && (lane.finish <= self.vtime || lane.last_active < idle_since)
-            });
-            if forget {
-                if let Some(lane) = self.lanes[lane_id].take() {
-                    self.index.remove(&lane.tenant);
-                    self.free_lanes.push(lane_id);
-                }
+    /// Drops a lane with nothing waiting and nothing running.
+    fn forget_if_idle(&mut self, lane_id: usize) {
+        let idle = self.lanes[lane_id]
+            .as_ref()
+            .is_some_and(|lane| lane.queue.is_empty() && lane.in_flight == 0);
+        if idle {
+            if let Some(lane) = self.lanes[lane_id].take() {
+                self.index.remove(&lane.tenant);
+                self.free_lanes.push(lane_id);
             }
         }
     }
@@ -273,7 +277,6 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
             finish: self.vtime,
             queue: VecDeque::new(),
             ready_key: None,
-            last_active: 0,
         };
         let id = match self.free_lanes.pop() {
             Some(id) => {
@@ -360,10 +363,10 @@ mod tests {
     #[test]
     fn uncontended_requests_take_the_fast_path() {
         let mut q = FairQueue::new(2, Discipline::Fair);
-        let a = granted(q.arrive(&"a", ask(1, 10), 0));
-        let b = granted(q.arrive(&"b", ask(1, 10), 0));
+        let a = granted(q.arrive(&"a", ask(1, 10)));
+        let b = granted(q.arrive(&"b", ask(1, 10)));
         assert_eq!(q.in_use(), 2);
-        assert!(matches!(q.arrive(&"c", ask(1, 10), 0), Arrival::Queued(_)));
+        assert!(matches!(q.arrive(&"c", ask(1, 10)), Arrival::Queued(_)));
         q.complete(a, 10);
         let grants = q.dispatch();
         assert_eq!(grants.len(), 1);
@@ -375,12 +378,12 @@ mod tests {
     #[test]
     fn a_tenant_that_used_more_waits_behind_one_that_used_less() {
         let mut q = FairQueue::new(1, Discipline::Fair);
-        let first = granted(q.arrive(&"heavy", ask(1, 100), 0));
+        let first = granted(q.arrive(&"heavy", ask(1, 100)));
         assert!(matches!(
-            q.arrive(&"heavy", ask(1, 100), 0),
+            q.arrive(&"heavy", ask(1, 100)),
             Arrival::Queued(_)
         ));
-        let Arrival::Queued(light) = q.arrive(&"light", ask(1, 100), 0) else {
+        let Arrival::Queued(light) = q.arrive(&"light", ask(1, 100)) else {
             panic!()
         };
         q.complete(first, 100);
@@ -390,11 +393,11 @@ mod tests {
             "light arrived later but is owed"
         );
         let mut fifo = FairQueue::new(1, Discipline::Fifo);
-        let first = granted(fifo.arrive(&"heavy", ask(1, 100), 0));
-        let Arrival::Queued(heavy_fifo) = fifo.arrive(&"heavy", ask(1, 100), 0) else {
+        let first = granted(fifo.arrive(&"heavy", ask(1, 100)));
+        let Arrival::Queued(heavy_fifo) = fifo.arrive(&"heavy", ask(1, 100)) else {
             panic!()
         };
-        fifo.arrive(&"light", ask(1, 100), 0);
+        fifo.arrive(&"light", ask(1, 100));
         fifo.complete(first, 100);
         assert_eq!(fifo.dispatch()[0].ticket, heavy_fifo);
     }
@@ -402,19 +405,19 @@ mod tests {
     #[test]
     fn queues_are_bounded_and_cancelled_requests_leave_them() {
         let mut q = FairQueue::new(1, Discipline::Fair);
-        let running = granted(q.arrive(&"a", ask(1, 1), 0));
+        let running = granted(q.arrive(&"a", ask(1, 1)));
         let bounded = Ask {
             max_queue: 2,
             ..ask(1, 1)
         };
-        let Arrival::Queued(t1) = q.arrive(&"a", bounded, 0) else {
+        let Arrival::Queued(t1) = q.arrive(&"a", bounded) else {
             panic!()
         };
-        assert!(matches!(q.arrive(&"a", bounded, 0), Arrival::Queued(_)));
-        assert_eq!(q.arrive(&"a", bounded, 0), Arrival::Full);
+        assert!(matches!(q.arrive(&"a", bounded), Arrival::Queued(_)));
+        assert_eq!(q.arrive(&"a", bounded), Arrival::Full);
         assert!(q.cancel(&"a", t1));
         assert!(!q.cancel(&"a", t1), "cancelled once");
-        assert!(matches!(q.arrive(&"a", bounded, 0), Arrival::Queued(_)));
+        assert!(matches!(q.arrive(&"a", bounded), Arrival::Queued(_)));
         assert_eq!(q.queued(), 2);
         q.complete(running, 1);
         let next = q.dispatch();
@@ -432,13 +435,13 @@ mod tests {
             cap: 1,
             ..ask(1, 1)
         };
-        let a1 = granted(q.arrive(&"a", capped, 0));
-        let Arrival::Queued(a2) = q.arrive(&"a", capped, 0) else {
+        let a1 = granted(q.arrive(&"a", capped));
+        let Arrival::Queued(a2) = q.arrive(&"a", capped) else {
             panic!()
         };
         // Seats are free but `a` is at its cap; `b` goes ahead at once.
         assert!(q.dispatch().is_empty());
-        granted(q.arrive(&"b", capped, 0));
+        granted(q.arrive(&"b", capped));
         q.complete(a1, 1);
         let after_a = q.dispatch();
         assert_eq!(after_a.len(), 1);
@@ -448,13 +451,13 @@ mod tests {
     #[test]
     fn a_wide_request_at_the_front_waits_for_its_seats_and_is_not_passed() {
         let mut q = FairQueue::new(4, Discipline::Fair);
-        let n1 = granted(q.arrive(&"narrow", ask(1, 1), 0));
-        let n2 = granted(q.arrive(&"narrow", ask(1, 1), 0));
-        let n3 = granted(q.arrive(&"narrow", ask(1, 1), 0));
-        let Arrival::Queued(wide) = q.arrive(&"wide", ask(4, 4), 0) else {
+        let n1 = granted(q.arrive(&"narrow", ask(1, 1)));
+        let n2 = granted(q.arrive(&"narrow", ask(1, 1)));
+        let n3 = granted(q.arrive(&"narrow", ask(1, 1)));
+        let Arrival::Queued(wide) = q.arrive(&"wide", ask(4, 4)) else {
             panic!()
         };
-        q.arrive(&"narrow", ask(1, 1), 0);
+        q.arrive(&"narrow", ask(1, 1));
         // One seat is free, but the wide request is first in fair order.
         assert!(q.dispatch().is_empty());
         for g in [n1, n2, n3] {
@@ -466,14 +469,25 @@ mod tests {
     }
 
     #[test]
-    fn idle_lanes_are_forgotten_once_they_owe_nothing_or_were_long_idle() {
+    fn lanes_live_only_while_their_tenant_has_requests() {
         let mut q = FairQueue::new(1, Discipline::Fair);
-        let g = granted(q.arrive(&"a", ask(1, 1_000), 5));
-        q.complete(g, 1_000);
-        // It is ahead of virtual time (it owes service): kept while recent.
-        q.forget_idle(5);
+        let g = granted(q.arrive(&"a", ask(1, 1_000)));
         assert_eq!(q.lanes(), 1);
-        q.forget_idle(6);
+        let Arrival::Queued(waiting) = q.arrive(&"b", ask(1, 1_000)) else {
+            panic!()
+        };
+        q.complete(g, 1_000);
+        assert_eq!(q.lanes(), 1, "a is forgotten, b waits");
+        assert!(q.cancel(&"b", waiting));
+        assert_eq!(q.lanes(), 0);
+        let full = Ask {
+            max_queue: 0,
+            ..ask(1, 1)
+        };
+        let held = granted(q.arrive(&"c", ask(1, 1)));
+        assert_eq!(q.arrive(&"d", full), Arrival::Full);
+        assert_eq!(q.lanes(), 1, "a refused tenant leaves no lane");
+        q.complete(held, 1);
         assert_eq!(q.lanes(), 0);
     }
 }

@@ -123,6 +123,10 @@ fn level_index(metric: Metric) -> Option<usize> {
 pub struct Ledger {
     /// Start of each period's current window (Unix seconds), by `Period::index`.
     window_start: [i64; 4],
+    /// Its end, kept so that the hot path compares instead of doing calendar
+    /// arithmetic; 0 until computed.
+    #[serde(default)]
+    window_end: [i64; 4],
     /// Counted usage in the current windows: `[counted metric][period]`.
     used: [[u64; 4]; 3],
     /// When each counted quota first went over its hard limit in the
@@ -212,12 +216,21 @@ pub enum QuotaDecision {
 impl Ledger {
     /// Starts the windows holding `now` over, resetting what ended. Never
     /// goes back: an instant before the current windows changes nothing.
+    /// A window, once started, runs to the end it had when it started, so a
+    /// new billing day applies from the next monthly window.
     fn roll(&mut self, billing_day: BillingDay, now: i64) {
         for period in Period::ALL {
             let p = period.index();
-            let (start, _) = window(period, billing_day, now);
+            if now < self.window_end[p] {
+                continue;
+            }
+            let (start, end) = window(period, billing_day, now);
+            if start == self.window_start[p] {
+                self.window_end[p] = end;
+            }
             if start > self.window_start[p] {
                 self.window_start[p] = start;
+                self.window_end[p] = end;
                 for m in 0..COUNTED.len() {
                     self.used[m][p] = 0;
                     self.grace_from[m][p] = 0;
@@ -248,7 +261,7 @@ impl Ledger {
                 (
                     self.used[m][p],
                     self.grace_from[m][p],
-                    Some(window(period, billing_day, secs)),
+                    Some((self.window_start[p], self.window_end[p])),
                 )
             }
             _ => {
@@ -624,6 +637,42 @@ mod tests {
         assert_eq!(
             ledger.used(Metric::Requests, Period::Minute, day, secs(t0)),
             1
+        );
+    }
+
+    #[test]
+    fn a_new_billing_day_applies_from_the_next_monthly_window() {
+        let q = [quota(Metric::Requests, Some(Period::Month), None, 10)];
+        let mut ledger = Ledger::default();
+        let day15 = BillingDay::new(15).unwrap();
+        let day1 = BillingDay::new(1).unwrap();
+        ledger.admit(
+            &q,
+            &[],
+            day15,
+            datetime!(2026-03-20 00:00 UTC),
+            Demand::default(),
+        );
+        let later = datetime!(2026-03-25 00:00 UTC);
+        ledger.admit(&q, &[], day1, later, Demand::default());
+        let standing = ledger.standing(&q[0], &[], day1, later);
+        assert_eq!(standing.used, 2, "the usage of the running month is kept");
+        assert_eq!(
+            standing.window,
+            Some((
+                secs(datetime!(2026-03-15 00:00 UTC)),
+                secs(datetime!(2026-04-15 00:00 UTC))
+            ))
+        );
+        let next = datetime!(2026-04-15 00:00 UTC);
+        let standing = ledger.standing(&q[0], &[], day1, next);
+        assert_eq!(standing.used, 0);
+        assert_eq!(
+            standing.window,
+            Some((
+                secs(datetime!(2026-04-01 00:00 UTC)),
+                secs(datetime!(2026-05-01 00:00 UTC))
+            ))
         );
     }
 

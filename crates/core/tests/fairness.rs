@@ -174,7 +174,7 @@ impl Sim {
             cap: spec.cap,
             max_queue: self.setup.max_queue,
         };
-        match self.queue.arrive(&i, ask, now) {
+        match self.queue.arrive(&i, ask) {
             Arrival::Granted(grant) => self.start(i, grant, now),
             Arrival::Queued(ticket) => {
                 self.waiting.insert(ticket, (i, now));

@@ -24,7 +24,7 @@ use tenantd_core::quota::{BillingDay, Demand, QuotaDecision};
 use tenantd_core::TenantId;
 use tenantd_server::admit::headers::RateHeaders;
 use tenantd_server::admit::ledgers::Ledgers;
-use tenantd_server::admit::limiter::{MemoryRates, RateCheck};
+use tenantd_server::admit::limiter::RateCheck;
 use tenantd_server::admit::seats::Seats;
 use time::macros::datetime;
 
@@ -44,22 +44,24 @@ fn plan() -> Plan {
 }
 
 struct Stage {
-    rates: MemoryRates,
     ledgers: Ledgers,
     seats: Arc<Seats>,
     plan: Plan,
     tenants: Vec<TenantId>,
 }
 
-fn stage(tenants: usize) -> Stage {
+fn tenant_ids(n: usize) -> Vec<TenantId> {
+    (0..n)
+        .map(|i| TenantId::parse(&format!("tenant-{i}")).unwrap())
+        .collect()
+}
+
+fn stage(tenants: Vec<TenantId>) -> Stage {
     let stage = Stage {
-        rates: MemoryRates::default(),
         ledgers: Ledgers::default(),
         seats: Seats::new(64, Discipline::Fair),
         plan: plan(),
-        tenants: (0..tenants)
-            .map(|i| TenantId::parse(&format!("tenant-{i}")).unwrap())
-            .collect(),
+        tenants,
     };
     // Every tenant has state, as after it made requests.
     let now = datetime!(2026-06-01 12:00 UTC);
@@ -75,7 +77,7 @@ fn admit_once(stage: &Stage, tenant: &TenantId, now: time::OffsetDateTime, now_u
         slot: 0,
         limit: *stage.plan.rate.limit(),
     }];
-    let decisions = stage.rates.decide_now(tenant, &checks, now_us, 1);
+    let decisions = stage.ledgers.decide_rates(tenant, &checks, now_us, 1);
     if !matches!(decisions[0], Decision::Allowed { .. }) {
         return false;
     }
@@ -101,7 +103,7 @@ fn decision(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("admission_decision");
     for tenants in [1usize, 1_000, 100_000] {
-        let stage = stage(tenants);
+        let stage = stage(tenant_ids(tenants));
         let now = datetime!(2026-06-01 12:00 UTC);
         let ask = Ask {
             width: 1,
@@ -139,7 +141,7 @@ fn decision(c: &mut Criterion) {
                     slot: 0,
                     limit: *stage.plan.rate.limit(),
                 }];
-                let decisions = stage.rates.decide_now(tenant, &checks, now_us, 1);
+                let decisions = stage.ledgers.decide_rates(tenant, &checks, now_us, 1);
                 let mut headers = RateHeaders::default();
                 headers.rates(&stage.plan, OpClass::Read, &decisions);
                 if let QuotaDecision::Allowed {
@@ -183,13 +185,14 @@ fn resident_bytes() -> u64 {
 }
 
 fn memory_per_tenant(_: &mut Criterion) {
+    // The ids exist before, as they would in identify's cache.
+    let ids = tenant_ids(100_000);
     let before = resident_bytes();
-    let stage = stage(100_000);
+    let stage = stage(ids);
     let after = resident_bytes();
     let per_tenant = (after.saturating_sub(before)) as f64 / 100_000.0;
     eprintln!(
-        "admission state: {per_tenant:.0} bytes per tenant ({} tenants with limiter state, {} with ledgers)",
-        stage.rates.tenants(),
+        "admission state: {per_tenant:.0} bytes per tenant ({} tenants)",
         stage.ledgers.tenants()
     );
 }

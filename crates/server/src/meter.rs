@@ -126,17 +126,9 @@ pub fn meter_request(
 pub async fn write_behind(state: AppState, every: Duration, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rounds: u64 = 0;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                flush(&state).await;
-                rounds += 1;
-                // Idle state is forgotten every minute or so, not every tick.
-                if rounds % 60 == 0 {
-                    state.admission.forget_idle();
-                }
-            }
+            _ = tick.tick() => flush(&state).await,
             _ = stopped.changed() => {
                 flush(&state).await;
                 return;
@@ -164,9 +156,9 @@ pub async fn flush(state: &AppState) {
             }),
             Err(e) => {
                 tracing::warn!(tenant = %scope.tenant(), error = %e, "could not measure storage; will retry");
-                admission
-                    .ledgers
-                    .with(scope.tenant(), |u| u.measure_storage = Some(scope.clone()));
+                admission.ledgers.with(scope.tenant(), |u| {
+                    u.measure_storage = Some(Box::new(scope.clone()))
+                });
             }
         }
     }

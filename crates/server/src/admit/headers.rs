@@ -3,8 +3,10 @@
 //! request was checked against, and one for the quota nearest its limit.
 //! Quotas past their soft limit are named in `Tenantd-Quota-Warning`.
 
+use std::fmt::Write;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use tenantd_core::gcra::Decision;
 use tenantd_core::plan::{OpClass, Plan};
@@ -16,11 +18,13 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub static QUOTA_WARNING: HeaderName = HeaderName::from_static("tenantd-quota-warning");
 
+/// The three headers, each built in one string: a handful of appends per
+/// response rather than an allocation per item.
 #[derive(Debug, Default)]
 pub struct RateHeaders {
-    policy: Vec<String>,
-    current: Vec<String>,
-    warnings: Vec<String>,
+    policy: String,
+    current: String,
+    warnings: String,
 }
 
 /// Seconds until `d` has passed, rounded up; zero stays zero.
@@ -32,26 +36,36 @@ fn secs_up(d: Duration) -> u64 {
     }
 }
 
-/// The structured-field name of a quota: `requests-day`, `storage_bytes`.
-fn quota_name(standing: &Standing) -> String {
-    let metric = standing.quota.metric().as_str();
-    match standing.quota.period() {
-        Some(period) => format!("{metric}-{}", period.as_str()),
-        None => metric.to_owned(),
+/// Starts a new list member in `list`.
+fn item(list: &mut String) -> &mut String {
+    if !list.is_empty() {
+        list.push_str(", ");
+    }
+    list
+}
+
+/// Writes the structured-field name of a quota: `requests-day`, `storage_bytes`.
+fn quota_name(out: &mut String, standing: &Standing) {
+    out.push_str(standing.quota.metric().as_str());
+    if let Some(period) = standing.quota.period() {
+        out.push('-');
+        out.push_str(period.as_str());
     }
 }
 
+// Writing to a String cannot fail, so the `fmt::Result`s below are ignored.
 impl RateHeaders {
     /// Items for the tenant's rate limit (`rate`) and its class limit, if any.
     pub fn rates(&mut self, plan: &Plan, class: OpClass, decisions: &[Decision]) {
         let limits = std::iter::once(("rate", &plan.rate))
             .chain(plan.class_rate(class).map(|r| (class.as_str(), r)));
         for ((name, rate), decision) in limits.zip(decisions) {
-            self.policy.push(format!(
+            let _ = write!(
+                item(&mut self.policy),
                 "\"{name}\";q={};w={}",
                 rate.spec().burst,
                 rate.window_secs()
-            ));
+            );
             let (remaining, reset) = match decision {
                 Decision::Allowed {
                     remaining,
@@ -60,59 +74,56 @@ impl RateHeaders {
                 } => (*remaining, *reset_after),
                 Decision::Denied { retry_after, .. } => (0, *retry_after),
             };
-            self.current
-                .push(format!("\"{name}\";r={remaining};t={}", secs_up(reset)));
+            let _ = write!(
+                item(&mut self.current),
+                "\"{name}\";r={remaining};t={}",
+                secs_up(reset)
+            );
         }
     }
 
     /// An item for one quota, at `now` (Unix seconds).
     pub fn quota(&mut self, standing: &Standing, now: i64) {
-        let name = quota_name(standing);
         let unit = standing.quota.metric().header_unit();
-        match standing.window {
-            Some((start, end)) => {
-                self.policy.push(format!(
-                    "\"{name}\";q={};w={};qu=\"{unit}\"",
-                    standing.hard,
-                    end - start
-                ));
-                self.current.push(format!(
-                    "\"{name}\";r={};t={}",
-                    standing.remaining(),
-                    (end - now).max(0)
-                ));
-            }
-            None => {
-                self.policy
-                    .push(format!("\"{name}\";q={};qu=\"{unit}\"", standing.hard));
-                self.current
-                    .push(format!("\"{name}\";r={}", standing.remaining()));
-            }
+        let policy = item(&mut self.policy);
+        policy.push('"');
+        quota_name(policy, standing);
+        let _ = write!(policy, "\";q={}", standing.hard);
+        let current = item(&mut self.current);
+        current.push('"');
+        quota_name(current, standing);
+        let _ = write!(current, "\";r={}", standing.remaining());
+        if let Some((start, end)) = standing.window {
+            let _ = write!(self.policy, ";w={}", end - start);
+            let _ = write!(self.current, ";t={}", (end - now).max(0));
         }
+        let _ = write!(self.policy, ";qu=\"{unit}\"");
     }
 
     pub fn soft_warnings(&mut self, over_soft: &[Standing]) {
         for s in over_soft {
-            self.warnings.push(format!(
-                "{}: {} used, soft limit {}, hard limit {}",
-                quota_name(s),
+            let warnings = item(&mut self.warnings);
+            quota_name(warnings, s);
+            let _ = write!(
+                warnings,
+                ": {} used, soft limit {}, hard limit {}",
                 s.used,
                 s.soft.unwrap_or(s.hard),
                 s.hard
-            ));
+            );
         }
     }
 
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        for (name, items) in [
-            (&RATELIMIT_POLICY, &self.policy),
-            (&RATELIMIT, &self.current),
-            (&QUOTA_WARNING, &self.warnings),
+    pub fn apply(self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            (&RATELIMIT_POLICY, self.policy),
+            (&RATELIMIT, self.current),
+            (&QUOTA_WARNING, self.warnings),
         ] {
-            if items.is_empty() {
+            if value.is_empty() {
                 continue;
             }
-            if let Ok(value) = HeaderValue::from_str(&items.join(", ")) {
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
                 headers.insert(name.clone(), value);
             }
         }

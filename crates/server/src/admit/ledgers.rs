@@ -1,23 +1,34 @@
-//! Every tenant's usage in memory: its quota ledger, its add-ons, its cost
-//! estimates and the metering not yet written. Tenants are spread over
-//! shards by hash, each behind its own short lock, so the hot path costs
-//! one hash and one uncontended lock whatever the number of tenants.
+//! Every tenant's admission state in memory: its GCRA state (when rate
+//! limits are decided in this process), its quota ledger, its add-ons, its
+//! cost estimates and the metering not yet written, all in one entry so that
+//! a request finds them with one lookup. Tenants are spread over shards by
+//! hash, each behind its own short lock, so the hot path costs one hash and
+//! one uncontended lock whatever the number of tenants.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+// Tenant ids reach admission only after verification, so a fast keyed hash
+// is enough; SipHash's flood resistance is not needed here.
+use foldhash::fast::RandomState;
 use std::sync::{Mutex, MutexGuard};
 
+use tenantd_core::gcra::Decision;
 use tenantd_core::plan::{AddOn, Metric, OpClass};
 use tenantd_core::quota::{Ledger, QuotaEvent};
 use tenantd_core::{DataScope, TenantId};
 use tenantd_store::usage::{HourUsage, UsageBatch};
 use time::OffsetDateTime;
 
+use super::limiter::{decide_slots, RateCheck, RateStore, Unavailable, LIMITS_PER_TENANT};
+
 const SHARDS: usize = 64;
 
 /// One tenant's admission and metering state.
 #[derive(Debug, Default)]
 pub struct TenantUsage {
+    /// GCRA TATs by limit slot (µs since the epoch), 0 for none.
+    rates: [u64; LIMITS_PER_TENANT],
     pub ledger: Ledger,
     /// Add-ons not known to have expired.
     pub add_ons: Vec<AddOn>,
@@ -28,8 +39,9 @@ pub struct TenantUsage {
     events: Vec<(OffsetDateTime, QuotaEvent)>,
     /// The ledger changed since it was last written.
     ledger_changed: bool,
-    /// Storage usage should be measured again, with this scope.
-    pub measure_storage: Option<DataScope>,
+    /// Storage usage should be measured again, with this scope (boxed: it
+    /// is rarely set, and every tenant carries the field).
+    pub measure_storage: Option<Box<DataScope>>,
     /// Admitted requests since this process started, for the metrics' top-N.
     pub admitted_total: u64,
 }
@@ -77,13 +89,13 @@ impl TenantUsage {
 #[derive(Debug)]
 pub struct Ledgers {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<TenantId, TenantUsage>>]>,
+    shards: Box<[Mutex<HashMap<TenantId, TenantUsage, RandomState>>]>,
 }
 
 impl Default for Ledgers {
     fn default() -> Self {
         Self {
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
@@ -94,7 +106,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ledgers {
-    fn shard(&self, tenant: &TenantId) -> MutexGuard<'_, HashMap<TenantId, TenantUsage>> {
+    fn shard(
+        &self,
+        tenant: &TenantId,
+    ) -> MutexGuard<'_, HashMap<TenantId, TenantUsage, RandomState>> {
         lock(&self.shards[self.hasher.hash_one(tenant) as usize % SHARDS])
     }
 
@@ -105,6 +120,20 @@ impl Ledgers {
             return f(usage);
         }
         f(shard.entry(tenant.clone()).or_default())
+    }
+
+    /// Decides a request against the tenant's rate limits, charging all of
+    /// them or none.
+    pub fn decide_rates(
+        &self,
+        tenant: &TenantId,
+        checks: &[RateCheck],
+        now: u64,
+        cost: u32,
+    ) -> Vec<Decision> {
+        self.with(tenant, |usage| {
+            decide_slots(&mut usage.rates, checks, now, cost)
+        })
     }
 
     /// Loads what the store holds, at start.
@@ -137,7 +166,7 @@ impl Ledgers {
                 for (at, event) in usage.events.drain(..) {
                     batch.events.push((tenant.clone(), at, event));
                 }
-                measure.extend(usage.measure_storage.take());
+                measure.extend(usage.measure_storage.take().map(|scope| *scope));
                 usage.add_ons.retain(|a| a.expires_at > now);
             }
         }
@@ -190,10 +219,54 @@ impl Ledgers {
     }
 }
 
+/// The in-memory rate store: TATs beside the tenant's ledger.
+impl RateStore for Ledgers {
+    async fn decide(
+        &self,
+        tenant: &TenantId,
+        checks: &[RateCheck],
+        now: u64,
+        cost: u32,
+    ) -> Result<Vec<Decision>, Unavailable> {
+        Ok(self.decide_rates(tenant, checks, now, cost))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use tenantd_core::gcra::Limit;
     use time::macros::datetime;
+
+    fn check(slot: usize, rate: u32, burst: u32) -> RateCheck {
+        RateCheck {
+            slot,
+            limit: Limit::new(rate, Duration::from_secs(1), burst).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_request_is_charged_to_all_its_limits_or_to_none() {
+        let ledgers = Ledgers::default();
+        let tenant = TenantId::parse("acme").unwrap();
+        let checks = [check(0, 10, 5), check(1, 1, 2)];
+        let allowed = |d: &[Decision]| d.iter().all(|d| matches!(d, Decision::Allowed { .. }));
+        assert!(allowed(
+            &ledgers.decide_rates(&tenant, &checks, 1_000_000, 1)
+        ));
+        assert!(allowed(
+            &ledgers.decide_rates(&tenant, &checks, 1_000_000, 1)
+        ));
+        // The class limit (burst 2) is spent; the tenant limit is not charged.
+        let third = ledgers.decide_rates(&tenant, &checks, 1_000_000, 1);
+        assert!(matches!(third[1], Decision::Denied { .. }));
+        let tenant_only = ledgers.decide_rates(&tenant, &checks[..1], 1_000_000, 1);
+        match tenant_only[0] {
+            Decision::Allowed { remaining, .. } => assert_eq!(remaining, 2),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn metering_is_drained_once_and_restored_after_a_failed_write() {

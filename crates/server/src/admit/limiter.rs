@@ -1,15 +1,14 @@
-//! Rate limits: GCRA decisions kept in memory (sharded, no global lock) or
-//! in a Redis shared by several nodes (one Lua script per decision), behind
-//! one trait, with a configured answer to Redis being unreachable.
+//! Rate limits: GCRA decisions kept in memory (beside each tenant's ledger,
+//! in `ledgers`: sharded, no global lock) or in a Redis shared by several
+//! nodes (one Lua script per decision), behind one trait, with a configured
+//! answer to Redis being unreachable.
 //!
 //! Invariant: both stores compute exactly `tenantd_core::gcra::decide`, and
 //! a request is charged to every limit it passes or to none.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -17,6 +16,7 @@ use tenantd_core::gcra::{decide, Decision, Limit};
 use tenantd_core::TenantId;
 use tokio::sync::OnceCell;
 
+use super::ledgers::Ledgers;
 use crate::config::{FailMode, RedisConfig};
 
 /// Which of a tenant's limits a check is against: 0 is the tenant's own
@@ -48,7 +48,7 @@ pub trait RateStore: Send + Sync {
 }
 
 /// Decides `checks` against stored TATs and, when all allow, updates them.
-fn decide_slots(
+pub(crate) fn decide_slots(
     tats: &mut [u64; LIMITS_PER_TENANT],
     checks: &[RateCheck],
     now: u64,
@@ -72,88 +72,6 @@ fn decide_slots(
         }
     }
     decisions
-}
-
-/// GCRA state in this process: tenants spread over shards by hash, each
-/// shard behind its own short lock.
-#[derive(Debug)]
-pub struct MemoryRates {
-    hasher: RandomState,
-    shards: Box<[Shard]>,
-}
-
-const SHARDS: usize = 64;
-
-/// Each tenant's TATs, by slot; 0 is no state.
-type Shard = Mutex<HashMap<TenantId, [u64; LIMITS_PER_TENANT]>>;
-
-impl Default for MemoryRates {
-    fn default() -> Self {
-        Self {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
-    }
-}
-
-impl MemoryRates {
-    fn shard(
-        &self,
-        tenant: &TenantId,
-    ) -> MutexGuard<'_, HashMap<TenantId, [u64; LIMITS_PER_TENANT]>> {
-        let i = self.hasher.hash_one(tenant) as usize % SHARDS;
-        self.shards[i]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn decide_now(
-        &self,
-        tenant: &TenantId,
-        checks: &[RateCheck],
-        now: u64,
-        cost: u32,
-    ) -> Vec<Decision> {
-        let mut shard = self.shard(tenant);
-        match shard.get_mut(tenant) {
-            Some(tats) => decide_slots(tats, checks, now, cost),
-            None => {
-                let mut tats = [0; LIMITS_PER_TENANT];
-                let decisions = decide_slots(&mut tats, checks, now, cost);
-                shard.insert(tenant.clone(), tats);
-                decisions
-            }
-        }
-    }
-
-    /// Drops tenants whose every limit is full again at `now`: their state
-    /// is the same as no state.
-    pub fn forget_full(&self, now: u64) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            shard.retain(|_, tats| tats.iter().any(|&t| t > now));
-        }
-    }
-
-    /// Tenants with state.
-    pub fn tenants(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
-    }
-}
-
-impl RateStore for MemoryRates {
-    async fn decide(
-        &self,
-        tenant: &TenantId,
-        checks: &[RateCheck],
-        now: u64,
-        cost: u32,
-    ) -> Result<Vec<Decision>, Unavailable> {
-        Ok(self.decide_now(tenant, checks, now, cost))
-    }
 }
 
 /// The same arithmetic as `gcra::decide`, over every limit of one tenant,
@@ -327,11 +245,11 @@ impl RateStore for RedisRates {
 /// The limiter the admission stage asks.
 #[derive(Debug)]
 pub enum Limiter {
-    Memory(MemoryRates),
+    Memory(Arc<Ledgers>),
     Redis {
         redis: Box<RedisRates>,
         /// Decides while Redis is unreachable, when failing open.
-        local: MemoryRates,
+        local: Arc<Ledgers>,
         on_unavailable: FailMode,
     },
 }
@@ -345,12 +263,12 @@ pub enum RateOutcome {
 }
 
 impl Limiter {
-    pub fn new(redis: Option<&RedisConfig>) -> Result<Self, Unavailable> {
+    pub fn new(redis: Option<&RedisConfig>, ledgers: Arc<Ledgers>) -> Result<Self, Unavailable> {
         Ok(match redis {
-            None => Self::Memory(MemoryRates::default()),
+            None => Self::Memory(ledgers),
             Some(config) => Self::Redis {
                 redis: Box::new(RedisRates::new(&config.url, config.timeout)?),
-                local: MemoryRates::default(),
+                local: ledgers,
                 on_unavailable: config.on_unavailable,
             },
         })
@@ -358,7 +276,9 @@ impl Limiter {
 
     pub async fn decide(&self, tenant: &TenantId, checks: &[RateCheck], now: u64) -> RateOutcome {
         match self {
-            Self::Memory(memory) => RateOutcome::Decided(memory.decide_now(tenant, checks, now, 1)),
+            Self::Memory(memory) => {
+                RateOutcome::Decided(memory.decide_rates(tenant, checks, now, 1))
+            }
             Self::Redis {
                 redis,
                 local,
@@ -369,61 +289,12 @@ impl Limiter {
                     tracing::warn!(error = %e, "rate limiter unavailable");
                     match on_unavailable {
                         FailMode::FailOpen => {
-                            RateOutcome::Decided(local.decide_now(tenant, checks, now, 1))
+                            RateOutcome::Decided(local.decide_rates(tenant, checks, now, 1))
                         }
                         FailMode::FailClosed => RateOutcome::Unavailable,
                     }
                 }
             },
         }
-    }
-
-    /// Forgets in-memory state that no longer limits anyone.
-    pub fn forget_full(&self, now: u64) {
-        match self {
-            Self::Memory(memory) => memory.forget_full(now),
-            Self::Redis { local, .. } => local.forget_full(now),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(slot: usize, rate: u32, burst: u32) -> RateCheck {
-        RateCheck {
-            slot,
-            limit: Limit::new(rate, Duration::from_secs(1), burst).unwrap(),
-        }
-    }
-
-    #[test]
-    fn a_request_is_charged_to_all_its_limits_or_to_none() {
-        let rates = MemoryRates::default();
-        let tenant = TenantId::parse("acme").unwrap();
-        let checks = [check(0, 10, 5), check(1, 1, 2)];
-        let allowed = |d: &[Decision]| d.iter().all(|d| matches!(d, Decision::Allowed { .. }));
-        assert!(allowed(&rates.decide_now(&tenant, &checks, 1_000_000, 1)));
-        assert!(allowed(&rates.decide_now(&tenant, &checks, 1_000_000, 1)));
-        // The class limit (burst 2) is spent; the tenant limit is not charged.
-        let third = rates.decide_now(&tenant, &checks, 1_000_000, 1);
-        assert!(matches!(third[1], Decision::Denied { .. }));
-        let tenant_only = rates.decide_now(&tenant, &checks[..1], 1_000_000, 1);
-        match tenant_only[0] {
-            Decision::Allowed { remaining, .. } => assert_eq!(remaining, 2),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn full_limits_are_forgotten() {
-        let rates = MemoryRates::default();
-        let tenant = TenantId::parse("acme").unwrap();
-        rates.decide_now(&tenant, &[check(0, 10, 5)], 1_000_000, 1);
-        rates.forget_full(1_000_000);
-        assert_eq!(rates.tenants(), 1);
-        rates.forget_full(1_100_000);
-        assert_eq!(rates.tenants(), 0);
     }
 }

@@ -67,7 +67,7 @@ impl Admission {
         let ledgers = Arc::new(Ledgers::default());
         let seats = Seats::new(config.seats, config.discipline);
         Ok(Self {
-            limiter: Limiter::new(config.redis.as_ref())?,
+            limiter: Limiter::new(config.redis.as_ref(), ledgers.clone())?,
             metrics: Metrics::new(seats.clone(), ledgers.clone(), config.metrics_tenants),
             seats,
             ledgers,
@@ -103,7 +103,7 @@ impl Admission {
         tenant: &TenantId,
         reason: Rejection,
         error: ApiError,
-        headers: &RateHeaders,
+        headers: RateHeaders,
     ) -> Response {
         self.metrics.rejected(reason);
         let now = self.clock.now();
@@ -148,7 +148,7 @@ impl Admission {
                     &tenant,
                     Rejection::LimiterUnavailable,
                     ApiError::new(ErrorCode::LimiterUnavailable),
-                    &headers,
+                    headers,
                 )
             }
             RateOutcome::Decided(decisions) => {
@@ -169,7 +169,7 @@ impl Admission {
                         ),
                     )
                     .retry_after(wait);
-                    return self.refuse(&tenant, Rejection::RateLimited, error, &headers);
+                    return self.refuse(&tenant, Rejection::RateLimited, error, headers);
                 }
             }
         }
@@ -188,7 +188,7 @@ impl Admission {
         let (decision, estimate, extra_seats) = self.ledgers.with(&tenant, |usage| {
             if usage.admitted_total == 0 && usage.measure_storage.is_none() {
                 // First request since start: measure storage for the level quotas.
-                usage.measure_storage = data_scope.clone();
+                usage.measure_storage = data_scope.clone().map(Box::new);
             }
             let decision =
                 usage
@@ -234,7 +234,7 @@ impl Admission {
                     ),
                 )
                 .retry_after(retry_after.unwrap_or(LEVEL_RETRY));
-                return self.refuse(&tenant, Rejection::QuotaExceeded, error, &headers);
+                return self.refuse(&tenant, Rejection::QuotaExceeded, error, headers);
             }
             QuotaDecision::Allowed {
                 nearest, over_soft, ..
@@ -297,7 +297,7 @@ impl Admission {
                         .retry_after(self.config.queue_wait),
                     ),
                 };
-                return self.refuse(&tenant, reason, error, &headers);
+                return self.refuse(&tenant, reason, error, headers);
             }
         };
         self.metrics.admitted(class, seat.waited);
@@ -315,7 +315,7 @@ impl Admission {
             usage.meter(now, |h| h.seat_micros += seat_micros);
             usage.measured(class, micros_of(held), default_estimate);
             if class == OpClass::Write {
-                usage.measure_storage = data_scope;
+                usage.measure_storage = data_scope.map(Box::new);
             }
         });
         drop(in_flight);
@@ -343,12 +343,6 @@ impl Admission {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
-    }
-
-    /// Forgets state that limits no one any more; called from a timer.
-    pub fn forget_idle(&self) {
-        self.limiter.forget_full(micros(self.clock.now()));
-        self.seats.forget_idle(Duration::from_secs(60));
     }
 }
 

@@ -17,7 +17,6 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct Seats {
     inner: Mutex<Inner>,
-    epoch: Instant,
 }
 
 #[derive(Debug)]
@@ -123,7 +122,6 @@ impl Seats {
                 queue: FairQueue::new(capacity, discipline),
                 waiting: HashMap::new(),
             }),
-            epoch: Instant::now(),
         })
     }
 
@@ -131,10 +129,6 @@ impl Seats {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Seats for one request of `tenant`, waiting at most `budget`.
@@ -147,7 +141,7 @@ impl Seats {
         let arrived = Instant::now();
         let (ticket, receiver) = {
             let mut inner = self.lock();
-            match inner.queue.arrive(tenant, ask, self.now()) {
+            match inner.queue.arrive(tenant, ask) {
                 Arrival::Granted(grant) => return Ok(self.seat(grant, arrived)),
                 Arrival::Full => return Err(Refusal::QueueFull),
                 Arrival::Queued(ticket) => {
@@ -216,14 +210,6 @@ impl Seats {
             inner.queue.queued(),
             inner.queue.capacity(),
         )
-    }
-
-    /// Forgets tenants idle for `idle`; called from a timer.
-    pub fn forget_idle(&self, idle: Duration) {
-        let since = self
-            .now()
-            .saturating_sub(u64::try_from(idle.as_micros()).unwrap_or(u64::MAX));
-        self.lock().queue.forget_idle(since);
     }
 }
 

@@ -9,7 +9,8 @@ use reqwest::{Method, StatusCode};
 use tenantd_core::gcra::{Decision, Limit};
 use tenantd_core::plan::{Plan, Rate};
 use tenantd_core::{PlanId, Role, TenantId};
-use tenantd_server::admit::limiter::{redis_key, MemoryRates, RateCheck, RateStore, RedisRates};
+use tenantd_server::admit::ledgers::Ledgers;
+use tenantd_server::admit::limiter::{redis_key, RateCheck, RateStore, RedisRates};
 use tenantd_server::config::{FailMode, RedisConfig};
 use tenantd_testkit::Redis;
 
@@ -43,7 +44,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let remote = RedisRates::new(&redis.url(), Duration::from_secs(2)).unwrap();
-            let local = MemoryRates::default();
+            let local = Ledgers::default();
             let checks = checks(&limits);
             // Tenants unique to this case, so cases do not share state.
             let case = rand::random::<u32>();
