@@ -20,11 +20,22 @@ pub static QUOTA_WARNING: HeaderName = HeaderName::from_static("tenantd-quota-wa
 
 /// The three headers, each built in one string: a handful of appends per
 /// response rather than an allocation per item.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateHeaders {
     policy: String,
     current: String,
     warnings: String,
+}
+
+impl Default for RateHeaders {
+    /// Room for a rate limit, a class limit and a quota without regrowing.
+    fn default() -> Self {
+        Self {
+            policy: String::with_capacity(128),
+            current: String::with_capacity(96),
+            warnings: String::new(),
+        }
+    }
 }
 
 /// Seconds until `d` has passed, rounded up; zero stays zero.
