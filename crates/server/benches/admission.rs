@@ -66,13 +66,20 @@ fn stage(tenants: Vec<TenantId>) -> Stage {
     // Every tenant has state, as after it made requests.
     let now = datetime!(2026-06-01 12:00 UTC);
     for tenant in &stage.tenants {
-        admit_once(&stage, tenant, now, 1_780_000_000_000_000);
+        admit_once(&stage, tenant, now, 1_780_000_000_000_000, None);
     }
     stage
 }
 
-/// The rate limit and quota steps of one request; `true` if admitted.
-fn admit_once(stage: &Stage, tenant: &TenantId, now: time::OffsetDateTime, now_us: u64) -> bool {
+/// The rate limit and quota steps of one request, adding the `RateLimit`
+/// items to `headers` when given; `true` if admitted.
+fn admit_once(
+    stage: &Stage,
+    tenant: &TenantId,
+    now: time::OffsetDateTime,
+    now_us: u64,
+    headers: Option<&mut RateHeaders>,
+) -> bool {
     let checks = [RateCheck {
         slot: 0,
         limit: *stage.plan.rate.limit(),
@@ -93,7 +100,16 @@ fn admit_once(stage: &Stage, tenant: &TenantId, now: time::OffsetDateTime, now_u
         usage.meter(now, |h| h.requests += 1);
         d
     });
-    matches!(decision, QuotaDecision::Allowed { .. })
+    let QuotaDecision::Allowed { nearest, .. } = decision else {
+        return false;
+    };
+    if let Some(headers) = headers {
+        headers.rates(&stage.plan, OpClass::Read, &decisions);
+        if let Some(nearest) = nearest {
+            headers.quota(&nearest, now.unix_timestamp());
+        }
+    }
+    true
 }
 
 fn decision(c: &mut Criterion) {
@@ -120,7 +136,7 @@ fn decision(c: &mut Criterion) {
                 now_us += 1000;
                 next = (next + 1) % stage.tenants.len();
                 let tenant = &stage.tenants[next];
-                let admitted = admit_once(&stage, tenant, now, now_us);
+                let admitted = admit_once(&stage, tenant, now, now_us, None);
                 let seats = stage.seats.clone();
                 async move {
                     let seat = seats
@@ -139,26 +155,8 @@ fn decision(c: &mut Criterion) {
                 now_us += 1000;
                 next = (next + 1) % stage.tenants.len();
                 let tenant = &stage.tenants[next];
-                let checks = [RateCheck {
-                    slot: 0,
-                    limit: *stage.plan.rate.limit(),
-                }];
-                let decisions = stage.ledgers.decide_rates(tenant, &checks, now_us, 1);
                 let mut headers = RateHeaders::default();
-                headers.rates(&stage.plan, OpClass::Read, &decisions);
-                if let QuotaDecision::Allowed {
-                    nearest: Some(n), ..
-                } = stage.ledgers.with(tenant, |usage| {
-                    usage.ledger.admit(
-                        &stage.plan.quotas,
-                        &usage.add_ons,
-                        BillingDay::default(),
-                        now,
-                        Demand::default(),
-                    )
-                }) {
-                    headers.quota(&n, now.unix_timestamp());
-                }
+                let admitted = admit_once(&stage, tenant, now, now_us, Some(&mut headers));
                 let seats = stage.seats.clone();
                 async move {
                     let seat = seats
@@ -169,7 +167,7 @@ fn decision(c: &mut Criterion) {
                     let mut map = response_headers.borrow_mut();
                     map.clear();
                     headers.apply(&mut map);
-                    black_box((&*map, seat));
+                    black_box((admitted, &*map, seat));
                 }
             });
         });

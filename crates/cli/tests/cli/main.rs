@@ -271,49 +271,63 @@ fn a_tenant_moves_from_the_command_line() {
     assert_eq!(server.terminate(), Some(0));
 }
 
+/// Creates tenant `id` with `isolation` and a key of it with `role`;
+/// returns the key's token.
+async fn tenant_with_key(
+    operator: &tenantd_client::Client,
+    id: &str,
+    isolation: Option<tenantd_core::Isolation>,
+    role: tenantd_core::Role,
+) -> String {
+    use tenantd_client::api::{CreateKey, CreateTenant};
+    use tenantd_client::KeysOf;
+
+    let tenant: tenantd_core::TenantId = id.parse().unwrap();
+    operator
+        .create_tenant(&CreateTenant {
+            id: tenant.clone(),
+            name: id.into(),
+            region: None,
+            isolation,
+            pool: None,
+            plan: None,
+            billing_day: None,
+        })
+        .await
+        .unwrap();
+    operator
+        .create_key(
+            KeysOf::Tenant(&tenant),
+            &CreateKey {
+                role,
+                name: String::new(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap()
+        .token
+}
+
 /// Kills the server with SIGKILL while clients write, restarts it, and
 /// checks that every write it acknowledged is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_write_is_lost_to_kill_9() {
-    use tenantd_client::api::{CreateCollection, CreateKey, CreateTenant};
-    use tenantd_client::{Client, KeysOf};
+    use tenantd_client::api::CreateCollection;
+    use tenantd_client::Client;
     use tenantd_core::Role;
 
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let token = server.bootstrap_token();
     let operator = Client::new(&server.url, &token).unwrap();
-    for (id, isolation) in [
+    let mut writers = Vec::new();
+    for (tenant, isolation) in [
         ("acme", None),
         ("globex", Some(tenantd_core::Isolation::Dedicated)),
     ] {
-        operator
-            .create_tenant(&CreateTenant {
-                id: id.parse().unwrap(),
-                name: id.into(),
-                region: None,
-                isolation,
-                pool: None,
-                plan: None,
-                billing_day: None,
-            })
-            .await
-            .unwrap();
-    }
-    let mut writers = Vec::new();
-    for tenant in ["acme", "globex"] {
-        let key = operator
-            .create_key(
-                KeysOf::Tenant(&tenant.parse().unwrap()),
-                &CreateKey {
-                    role: Role::Developer,
-                    name: String::new(),
-                    expires_at: None,
-                },
-            )
-            .await
-            .unwrap();
-        let client = operator.with_key(&key.token);
+        let key = tenant_with_key(&operator, tenant, isolation, Role::Developer).await;
+        let client = operator.with_key(&key);
         client
             .create_collection(&CreateCollection {
                 name: "events".parse().unwrap(),
@@ -323,7 +337,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
             .unwrap();
         for writer in 0..2 {
             let client = client.clone();
-            let token = key.token.clone();
+            let token = key.clone();
             writers.push(tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 // Bounded: the server is killed long before this ends.
@@ -381,8 +395,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_at_most_about_a_second_of_metering() {
     use std::time::Instant;
-    use tenantd_client::api::{CreateKey, CreateTenant};
-    use tenantd_client::{Client, KeysOf};
+    use tenantd_client::Client;
     use tenantd_core::plan::{Metric, Period};
     use tenantd_core::Role;
 
@@ -398,30 +411,8 @@ async fn kill_9_loses_at_most_about_a_second_of_metering() {
     let operator_token = server.bootstrap_token();
     let operator = Client::new(&server.url, &operator_token).unwrap();
     let acme: tenantd_core::TenantId = "acme".parse().unwrap();
-    operator
-        .create_tenant(&CreateTenant {
-            id: acme.clone(),
-            name: "Acme".into(),
-            region: None,
-            isolation: None,
-            pool: None,
-            plan: None,
-            billing_day: None,
-        })
-        .await
-        .unwrap();
-    let key = operator
-        .create_key(
-            KeysOf::Tenant(&acme),
-            &CreateKey {
-                role: Role::Reader,
-                name: String::new(),
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
-    let client = operator.with_key(&key.token);
+    let key = tenant_with_key(&operator, "acme", None, Role::Reader).await;
+    let client = operator.with_key(&key);
     let sender = tokio::spawn(async move {
         let mut acknowledged = Vec::new();
         let mut sent = 0u64;
