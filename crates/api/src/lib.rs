@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantd_core::plan::{Metric, Period};
+use tenantd_core::policy::{Change, Overrides};
 use tenantd_core::quota::BillingDay;
 use tenantd_core::{
     CollectionName, Isolation, JobId, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role,
@@ -433,4 +434,75 @@ pub struct AddOnView {
 pub struct AddOns {
     /// Add-ons not yet expired, oldest first.
     pub items: Vec<AddOnView>,
+}
+
+/// A tenant's policy in effect: its plan, its overrides, and the plan they make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyView {
+    pub tenant: TenantId,
+    /// The version in effect; 0 when the tenant has never changed its plan's settings.
+    pub version: i64,
+    pub plan: PlanId,
+    pub overrides: Overrides,
+    /// The effective plan: rate, class rates, weight, quotas, self-service ranges.
+    #[schema(value_type = Object)]
+    pub effective: Value,
+    /// A proposal waiting for an operator, if any.
+    pub proposal: Option<i64>,
+}
+
+/// One version of a tenant's policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyVersionView {
+    pub version: i64,
+    /// `proposed`, `applied`, `approved`, `rejected`, `withdrawn` or `reverted`.
+    pub status: String,
+    /// Whether this version is the one in effect.
+    pub current: bool,
+    pub plan: PlanId,
+    pub overrides: Overrides,
+    #[schema(value_type = Object)]
+    pub effective: Value,
+    /// Settings changed from the version in effect when it was made.
+    pub diff: Vec<Change>,
+    /// What in it is beyond the plan's self-service ranges (so needs an
+    /// operator when a tenant admin asks for it).
+    pub outside_self_service: Vec<String>,
+    pub reason: String,
+    pub actor_key: KeyId,
+    pub actor_role: Role,
+    /// The version in effect when it was made.
+    pub based_on: i64,
+    /// The earlier version whose content it restores, for a revert.
+    pub reverts_to: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Who approved, rejected or withdrew it.
+    pub decided_by: Option<KeyId>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub decided_at: Option<OffsetDateTime>,
+    pub decision_reason: Option<String>,
+}
+
+/// A page of PolicyVersionView items, newest first.
+pub type PolicyVersionPage = Page<PolicyVersionView>;
+
+/// New overrides for a tenant's plan. A tenant admin's change within the
+/// plan's self-service ranges applies at once; any other waits for an
+/// operator. An operator's applies at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProposePolicy {
+    /// The whole set of overrides wanted (not a change to the current set).
+    pub overrides: Overrides,
+    /// Why, for whoever reads the history; 1 to 500 characters.
+    pub reason: String,
+}
+
+/// An operator's answer to a proposal, or its proposer's withdrawal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecidePolicy {
+    /// Why; 1 to 500 characters.
+    pub reason: String,
 }

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod key;
 pub mod placement;
 pub mod plan;
+pub mod policy;
 pub mod quota;
 pub mod record;
 pub mod role;

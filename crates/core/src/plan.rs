@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::gcra::Limit;
 use crate::ids::PlanId;
+use crate::policy::SelfService;
 
 /// What kind of work a request is; it picks the request's width in seats,
 /// its deadline and, optionally, its own rate limit.
@@ -335,6 +336,9 @@ pub struct Plan {
     pub weight: u32,
     #[serde(default)]
     pub quotas: Vec<Quota>,
+    /// What tenants' admins may change alone, and within which ranges.
+    #[serde(default)]
+    pub self_service: SelfService,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,6 +362,7 @@ impl Plan {
             class_rates: Vec::new(),
             weight: 1,
             quotas: Vec::new(),
+            self_service: SelfService::default(),
         }
     }
 
@@ -366,6 +371,9 @@ impl Plan {
         if !(1..=1000).contains(&self.weight) {
             return Err(format!("plan {}: weight must be from 1 to 1000", self.id));
         }
+        self.self_service
+            .check()
+            .map_err(|e| format!("plan {}: {e}", self.id))?;
         for (i, quota) in self.quotas.iter().enumerate() {
             if self.quotas[..i].iter().any(|q| q.key() == quota.key()) {
                 return Err(format!(

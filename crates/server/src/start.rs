@@ -88,6 +88,9 @@ impl Server {
             .map(|(_, tenant, add_on)| (tenant, add_on))
             .collect();
         admission.ledgers.load(catalog.ledgers().await?, add_ons);
+        for (tenant, overrides) in catalog.overrides_in_effect().await? {
+            admission.set_overrides(&tenant, Some(overrides));
+        }
         for plan in catalog.plans_in_use().await? {
             if !admission.has_plan(&plan) {
                 tracing::warn!(plan = %plan, "tenants are on a plan the configuration no longer has; they get the default plan");

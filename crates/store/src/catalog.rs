@@ -212,6 +212,7 @@ impl Catalog {
             "usage_hours",
             "quota_events",
             "tenant_addons",
+            "policy_versions",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
                 .bind(id.as_str())

@@ -11,10 +11,11 @@ use std::hash::BuildHasher;
 // Tenant ids reach admission only after verification, so a fast keyed hash
 // is enough; SipHash's flood resistance is not needed here.
 use foldhash::fast::RandomState;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tenantd_core::gcra::Decision;
-use tenantd_core::plan::{AddOn, Metric, OpClass};
+use tenantd_core::plan::{AddOn, Metric, OpClass, Plan};
+use tenantd_core::policy::Overrides;
 use tenantd_core::quota::{Ledger, QuotaEvent};
 use tenantd_core::{DataScope, TenantId};
 use tenantd_store::usage::{HourUsage, UsageBatch};
@@ -44,6 +45,10 @@ pub struct TenantUsage {
     pub measure_storage: Option<Box<DataScope>>,
     /// Admitted requests since this process started, for the metrics' top-N.
     pub admitted_total: u64,
+    /// The overrides of the tenant's policy in effect, if it has any.
+    pub overrides: Option<Arc<Overrides>>,
+    /// The effective plan last made from them (its id is the base plan's).
+    pub effective: Option<Arc<Plan>>,
 }
 
 impl TenantUsage {

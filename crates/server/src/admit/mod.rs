@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use tenantd_core::fair::Ask;
 use tenantd_core::gcra::Decision;
 use tenantd_core::plan::{Metric, OpClass, Plan};
+use tenantd_core::policy::{effective, Overrides};
 use tenantd_core::quota::{Demand, QuotaDecision};
 use tenantd_core::{Clock, DataScope, ErrorCode, PlanId, Principal, TenantId};
 
@@ -98,6 +99,42 @@ impl Admission {
         }
     }
 
+    /// The plan a tenant is held to now: its plan named `id`, with the
+    /// overrides of its policy in effect. Made once per change, then cached
+    /// beside the tenant's ledger.
+    pub fn effective_plan(&self, tenant: &TenantId, id: &PlanId) -> Arc<Plan> {
+        let base = self.plan(id);
+        self.ledgers.with(tenant, |usage| {
+            let Some(overrides) = &usage.overrides else {
+                return base;
+            };
+            if let Some(cached) = usage.effective.as_ref().filter(|p| &p.id == id) {
+                return cached.clone();
+            }
+            match effective(&base, overrides) {
+                Ok(plan) => {
+                    let plan = Arc::new(plan);
+                    usage.effective = Some(plan.clone());
+                    plan
+                }
+                Err(e) => {
+                    // Possible only if the configured plan changed under
+                    // the overrides; the plan alone still holds.
+                    tracing::warn!(tenant = %tenant, error = %e, "a tenant's overrides do not fit its plan; applying the plan alone");
+                    base
+                }
+            }
+        })
+    }
+
+    /// Puts a tenant's new overrides in effect, from its next request on.
+    pub fn set_overrides(&self, tenant: &TenantId, overrides: Option<Overrides>) {
+        self.ledgers.with(tenant, |usage| {
+            usage.overrides = overrides.map(Arc::new);
+            usage.effective = None;
+        });
+    }
+
     fn refuse(
         &self,
         tenant: &TenantId,
@@ -127,7 +164,7 @@ impl Admission {
         };
         let tenant = tenant.clone();
         let billing_day = principal.billing_day().unwrap_or_default();
-        let plan = self.plan(plan_id);
+        let plan = self.effective_plan(&tenant, plan_id);
         let now = self.clock.now();
         let mut headers = RateHeaders::default();
 
@@ -184,16 +221,27 @@ impl Admission {
             writes: class == OpClass::Write,
         };
         let data_scope = request.extensions().get::<DataScope>().cloned();
+        // A tenant's own control-plane requests (keys, audit, usage, policy)
+        // are limited and queued but count against no quota: a tenant that
+        // used up its quota can still see it and change it.
+        let counts_against_quotas = class != OpClass::Admin;
         let default_estimate = micros_of(self.config.classes.get(class).estimate);
         let (decision, estimate, extra_seats) = self.ledgers.with(&tenant, |usage| {
             if usage.admitted_total == 0 && usage.measure_storage.is_none() {
                 // First request since start: measure storage for the level quotas.
                 usage.measure_storage = data_scope.clone().map(Box::new);
             }
-            let decision =
+            let decision = if counts_against_quotas {
                 usage
                     .ledger
-                    .admit(&plan.quotas, &usage.add_ons, billing_day, now, demand);
+                    .admit(&plan.quotas, &usage.add_ons, billing_day, now, demand)
+            } else {
+                QuotaDecision::Allowed {
+                    nearest: None,
+                    over_soft: Vec::new(),
+                    events: Vec::new(),
+                }
+            };
             if let QuotaDecision::Allowed { events, .. } = &decision {
                 usage.ledger_changed();
                 usage.admitted_total += 1;
@@ -267,9 +315,11 @@ impl Admission {
             Err(refusal) => {
                 // Refused before running: the request does not count.
                 self.ledgers.with(&tenant, |usage| {
-                    usage
-                        .ledger
-                        .refund_request(billing_day, now.unix_timestamp());
+                    if counts_against_quotas {
+                        usage
+                            .ledger
+                            .refund_request(billing_day, now.unix_timestamp());
+                    }
                     usage.meter(now, |h| h.requests = h.requests.saturating_sub(1));
                     usage.admitted_total = usage.admitted_total.saturating_sub(1);
                 });

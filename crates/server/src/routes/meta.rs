@@ -180,6 +180,9 @@ impl Modify for Security {
         super::data::patch_record, super::data::delete_record,
         super::usage::usage, super::usage::history, super::usage::events,
         super::usage::create_add_on, super::usage::list_add_ons, super::usage::metrics,
+        super::policy::get_policy, super::policy::list_versions, super::policy::get_version,
+        super::policy::propose, super::policy::revert, super::policy::approve,
+        super::policy::reject, super::policy::withdraw,
     ),
     components(schemas(Problem))
 )]

@@ -8,6 +8,7 @@ mod audit;
 mod data;
 mod keys;
 mod meta;
+mod policy;
 mod tenants;
 mod usage;
 
@@ -186,6 +187,56 @@ fn routes() -> Vec<Route> {
             "/v1/tenants/{tenant}/addons",
             member,
             usage::list_add_ons,
+        ),
+        // A tenant's policy: read by its members; changed by its admins
+        // (within self-service ranges) or operators; proposals decided by operators.
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/policy",
+            member,
+            policy::get_policy,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/policy/versions",
+            member,
+            policy::list_versions,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/policy/versions",
+            admin,
+            policy::propose,
+        ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/policy/versions/{version}",
+            member,
+            policy::get_version,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/policy/versions/{version}/approve",
+            Operator,
+            policy::approve,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/policy/versions/{version}/reject",
+            Operator,
+            policy::reject,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/policy/versions/{version}/withdraw",
+            admin,
+            policy::withdraw,
+        ),
+        route(
+            M::POST,
+            "/v1/tenants/{tenant}/policy/versions/{version}/revert",
+            admin,
+            policy::revert,
         ),
         // The platform's own keys and audit trail.
         route(

@@ -183,7 +183,55 @@ async fn world() -> World {
         spare_operator_key: spare.key.id,
     };
     reset_data(&world).await;
+    // A first version of acme's policy, for the routes that name one.
+    let applied: Value = world
+        .app
+        .request(Method::POST, "/v1/tenants/acme/policy/versions")
+        .bearer_auth(&world.app.operator_token)
+        .json(&json!({ "overrides": {}, "reason": "the matrix's first version" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(applied["version"], 1, "{applied}");
     world
+}
+
+/// A path naming acme's waiting policy proposal, made anew when the one
+/// before was decided (see `waiting_proposal`).
+const PROPOSAL: &str = "/v1/tenants/acme/policy/versions/{proposal}";
+
+/// The version of acme's waiting proposal, proposing one if none waits.
+async fn waiting_proposal(w: &World) -> i64 {
+    let policy: Value = w
+        .app
+        .request(Method::GET, "/v1/tenants/acme/policy")
+        .bearer_auth(&w.app.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if let Some(version) = policy["proposal"].as_i64() {
+        return version;
+    }
+    // The default plan has no self-service range, so an admin's change waits.
+    let proposed: Value = w
+        .app
+        .request(Method::POST, "/v1/tenants/acme/policy/versions")
+        .bearer_auth(w.token(Caller::Acme(Role::Admin)))
+        .json(&json!({ "overrides": { "rate_burst": 1500 }, "reason": "matrix" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(proposed["status"], "proposed", "{proposed}");
+    proposed["version"].as_i64().unwrap()
 }
 
 /// The record every tenant of the world has in its `orders` collection.
@@ -278,6 +326,38 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
             201,
         ),
         ("GET", "/v1/tenants/{tenant}/addons") => plain("/v1/tenants/acme/addons", 200),
+        ("GET", "/v1/tenants/{tenant}/policy") => plain("/v1/tenants/acme/policy", 200),
+        ("GET", "/v1/tenants/{tenant}/policy/versions") => {
+            plain("/v1/tenants/acme/policy/versions", 200)
+        }
+        ("POST", "/v1/tenants/{tenant}/policy/versions") => with_body(
+            "/v1/tenants/acme/policy/versions",
+            json!({ "overrides": {}, "reason": "matrix" }),
+            201,
+        ),
+        ("GET", "/v1/tenants/{tenant}/policy/versions/{version}") => {
+            plain("/v1/tenants/acme/policy/versions/1", 200)
+        }
+        ("POST", "/v1/tenants/{tenant}/policy/versions/{version}/revert") => with_body(
+            "/v1/tenants/acme/policy/versions/1/revert",
+            json!({ "reason": "matrix" }),
+            201,
+        ),
+        ("POST", "/v1/tenants/{tenant}/policy/versions/{version}/approve") => with_body(
+            &format!("{PROPOSAL}/approve"),
+            json!({ "reason": "matrix" }),
+            200,
+        ),
+        ("POST", "/v1/tenants/{tenant}/policy/versions/{version}/reject") => with_body(
+            &format!("{PROPOSAL}/reject"),
+            json!({ "reason": "matrix" }),
+            200,
+        ),
+        ("POST", "/v1/tenants/{tenant}/policy/versions/{version}/withdraw") => with_body(
+            &format!("{PROPOSAL}/withdraw"),
+            json!({ "reason": "matrix" }),
+            200,
+        ),
         ("POST", "/v1/tenants") => {
             with_body("/v1/tenants", json!({ "id": "matrix", "name": "M" }), 201)
         }
@@ -446,7 +526,13 @@ async fn every_route_answers_every_caller_exactly_and_denials_change_nothing() {
                 .iter()
                 .find(|(c, _)| *c == caller)
                 .map(|(_, t)| t.clone());
-            let mut request = w.app.request(method.clone(), &call.path);
+            let path = if call.path.contains("{proposal}") {
+                let version = waiting_proposal(&w).await;
+                call.path.replace("{proposal}", &version.to_string())
+            } else {
+                call.path.clone()
+            };
+            let mut request = w.app.request(method.clone(), &path);
             if let (Some(token), false) = (token, caller == Caller::NoKey) {
                 request = request.bearer_auth(token);
             }
@@ -466,7 +552,7 @@ async fn every_route_answers_every_caller_exactly_and_denials_change_nothing() {
             let text = response.text().await.unwrap();
             let context = format!(
                 "{} {} by {caller:?}: {status} {text:.300}",
-                spec.method, call.path
+                spec.method, path
             );
             match expect {
                 Expect::Allowed => {

@@ -14,4 +14,5 @@ mod lifecycle;
 mod limiter;
 mod moves;
 mod openapi;
+mod policy;
 mod tenants;

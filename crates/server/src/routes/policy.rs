@@ -1,0 +1,430 @@
+//! Policy routes: a tenant's policy in effect and its versions (its
+//! members, operators); new versions and reverts (its admins, operators);
+//! approval and rejection (operators only, so a tenant never approves its
+//! own proposal); withdrawal (its admins, operators).
+//!
+//! A tenant admin's change within its plan's self-service ranges applies at
+//! once; anything else waits for an operator. Applied versions take effect
+//! in admission at the next request, with usage kept.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::json;
+use tenantd_api::{
+    DecidePolicy, Page, PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy,
+};
+use tenantd_core::policy::{diff, effective, outside_self_service, Overrides};
+use tenantd_core::{ErrorCode, Principal, Tenant, TenantId, TenantScope};
+use tenantd_store::policy::{NewPolicyVersion, PolicyError, PolicyStatus, PolicyVersion, Verdict};
+
+use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Longest reason, in characters.
+const MAX_REASON_CHARS: usize = 500;
+
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::invalid_body("reason: say why"));
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::invalid_body(format!(
+            "reason: at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(ApiError::invalid_body(
+            "reason: no control characters (newlines included)",
+        ));
+    }
+    Ok(())
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::NoTenant | PolicyError::NoVersion => ApiError::not_found(),
+            PolicyError::ProposalWaiting(_) | PolicyError::NotProposed { .. } => {
+                ApiError::with_detail(ErrorCode::InvalidTransition, e.to_string())
+            }
+            PolicyError::Store(e) => e.into(),
+        }
+    }
+}
+
+async fn tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
+    state
+        .catalog
+        .tenant(id)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
+    let (decided_by, decided_at, decision_reason) = match v.decision {
+        Some((by, at, reason)) => (Some(by), Some(at), Some(reason)),
+        None => (None, None, None),
+    };
+    let outside = outside_self_service(&state.admission.plan(&v.plan), &v.overrides);
+    PolicyVersionView {
+        current: v.version == current,
+        version: v.version,
+        status: v.status.as_str().to_owned(),
+        plan: v.plan,
+        overrides: v.overrides,
+        effective: v.effective,
+        diff: v.diff,
+        outside_self_service: outside,
+        reason: v.reason,
+        actor_key: v.actor.0,
+        actor_role: v.actor.1,
+        based_on: v.based_on,
+        reverts_to: v.reverts_to,
+        created_at: v.created_at,
+        decided_by,
+        decided_at,
+        decision_reason,
+    }
+}
+
+async fn version_in_effect(state: &AppState, tenant: &TenantId) -> Result<i64, ApiError> {
+    Ok(state
+        .catalog
+        .policy_in_effect(tenant)
+        .await?
+        .map_or(0, |v| v.version))
+}
+
+/// The tenant's policy in effect.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/policy", tag = "policy",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "The policy in effect", body = PolicyView)))]
+pub(super) async fn get_policy(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+) -> Result<Json<PolicyView>, ApiError> {
+    let tenant = tenant(&state, scope.tenant()).await?;
+    let in_effect = state.catalog.policy_in_effect(&tenant.id).await?;
+    let plan = state.admission.effective_plan(&tenant.id, &tenant.plan);
+    let proposal = state.catalog.waiting_proposal(&tenant.id).await?;
+    Ok(Json(PolicyView {
+        tenant: tenant.id,
+        version: in_effect.as_ref().map_or(0, |v| v.version),
+        plan: tenant.plan,
+        overrides: in_effect.map(|v| v.overrides).unwrap_or_default(),
+        effective: serde_json::to_value(&*plan).unwrap_or_default(),
+        proposal,
+    }))
+}
+
+/// The tenant's policy versions, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/policy/versions", tag = "policy",
+    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    responses((status = 200, description = "A page of versions", body = Page<PolicyVersionView>)))]
+pub(super) async fn list_versions(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<PolicyVersionPage>, ApiError> {
+    let limit = query.limit()?;
+    let before = query.after(|s| s.parse::<i64>().ok())?;
+    let rows = state
+        .catalog
+        .policy_versions(scope.tenant(), before, limit + 1)
+        .await?;
+    let current = version_in_effect(&state, scope.tenant()).await?;
+    let (rows, next_cursor) = page_of(rows, limit, |v| v.version.to_string());
+    Ok(Json(PolicyVersionPage {
+        items: rows.into_iter().map(|v| view(&state, v, current)).collect(),
+        next_cursor,
+    }))
+}
+
+/// One version of the tenant's policy.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/policy/versions/{version}", tag = "policy",
+    params(("tenant" = TenantId, Path), ("version" = i64, Path)), security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The version", body = PolicyVersionView),
+        (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn get_version(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+    ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
+) -> Result<Json<PolicyVersionView>, ApiError> {
+    let found = state
+        .catalog
+        .policy_version(scope.tenant(), version)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let current = version_in_effect(&state, scope.tenant()).await?;
+    Ok(Json(view(&state, found, current)))
+}
+
+/// Makes a new version with `overrides`: applied at once for an operator or
+/// within the plan's self-service ranges, otherwise proposed.
+async fn submit(
+    state: &AppState,
+    principal: &Principal,
+    tenant: &TenantId,
+    overrides: Overrides,
+    reason: String,
+    reverts_to: Option<i64>,
+) -> Result<Response, ApiError> {
+    check_reason(&reason)?;
+    let tenant = self::tenant(state, tenant).await?;
+    let base = state.admission.plan(&tenant.plan);
+    let wanted = effective(&base, &overrides).map_err(ApiError::invalid_body)?;
+    let current = state.admission.effective_plan(&tenant.id, &tenant.plan);
+    let changes = diff(&current, &wanted);
+    let outside = outside_self_service(&base, &overrides);
+    let status = if principal.is_operator() || outside.is_empty() {
+        PolicyStatus::Applied
+    } else {
+        PolicyStatus::Proposed
+    };
+    let action = match status {
+        PolicyStatus::Applied => "policy.apply",
+        _ => "policy.propose",
+    };
+    let audit = state.audit(
+        principal,
+        Some(&tenant.id),
+        action,
+        tenant.id.as_str(),
+        json!({ "diff": changes, "reason": reason, "reverts_to": reverts_to }),
+    );
+    let new = NewPolicyVersion {
+        tenant: tenant.id.clone(),
+        plan: tenant.plan.clone(),
+        overrides: overrides.clone(),
+        effective: serde_json::to_value(&wanted).unwrap_or_default(),
+        diff: changes,
+        reason,
+        actor: (principal.key_id().clone(), principal.role()),
+        status,
+        reverts_to,
+        at: state.clock.now(),
+    };
+    let added = state.catalog.add_policy_version(&new, &audit).await?;
+    let code = if status == PolicyStatus::Applied {
+        state.admission.set_overrides(
+            &tenant.id,
+            Some(overrides).filter(|o| *o != Overrides::default()),
+        );
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let location = format!(
+        "/v1/tenants/{}/policy/versions/{}",
+        tenant.id, added.version
+    );
+    let current = if status == PolicyStatus::Applied {
+        added.version
+    } else {
+        added.based_on
+    };
+    Ok((
+        code,
+        [(header::LOCATION, location)],
+        Json(view(state, added, current)),
+    )
+        .into_response())
+}
+
+/// Change the tenant's overrides. 201 when applied, 202 when it waits for
+/// an operator (the answer says what is outside the self-service ranges).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions", tag = "policy",
+    request_body = ProposePolicy, params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Applied", body = PolicyVersionView),
+        (status = 202, description = "Proposed: waits for an operator", body = PolicyVersionView),
+        (status = 409, description = "A proposal is already waiting", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The overrides do not make a valid plan", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn propose(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(scope): Extension<TenantScope>,
+    ApiJson(body): ApiJson<ProposePolicy>,
+) -> Result<Response, ApiError> {
+    submit(
+        &state,
+        &principal,
+        scope.tenant(),
+        body.overrides,
+        body.reason,
+        None,
+    )
+    .await
+}
+
+/// Restore an earlier version's overrides, as a new version (history is
+/// never rewritten). The same rules apply as to any change.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/revert", tag = "policy",
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Applied", body = PolicyVersionView),
+        (status = 202, description = "Proposed: waits for an operator", body = PolicyVersionView),
+    ))]
+pub(super) async fn revert(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(scope): Extension<TenantScope>,
+    ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
+    ApiJson(body): ApiJson<DecidePolicy>,
+) -> Result<Response, ApiError> {
+    let target = state
+        .catalog
+        .policy_version(scope.tenant(), version)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if !matches!(
+        target.status,
+        PolicyStatus::Applied | PolicyStatus::Approved | PolicyStatus::Reverted
+    ) {
+        return Err(ApiError::with_detail(
+            ErrorCode::InvalidTransition,
+            format!(
+                "version {version} was never in effect ({})",
+                target.status.as_str()
+            ),
+        ));
+    }
+    submit(
+        &state,
+        &principal,
+        scope.tenant(),
+        target.overrides,
+        body.reason,
+        Some(version),
+    )
+    .await
+}
+
+async fn decide(
+    state: &AppState,
+    principal: &Principal,
+    tenant: &TenantId,
+    version: i64,
+    verdict: Verdict,
+    reason: String,
+) -> Result<Json<PolicyVersionView>, ApiError> {
+    check_reason(&reason)?;
+    let tenant = self::tenant(state, tenant).await?;
+    let proposal = state
+        .catalog
+        .policy_version(&tenant.id, version)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if verdict == Verdict::Approve {
+        // The plan may have changed since the proposal was made.
+        effective(&state.admission.plan(&tenant.plan), &proposal.overrides).map_err(|e| {
+            ApiError::invalid_body(format!("the proposal no longer fits the plan: {e}"))
+        })?;
+    }
+    let action = match verdict {
+        Verdict::Approve => "policy.approve",
+        Verdict::Reject => "policy.reject",
+        Verdict::Withdraw => "policy.withdraw",
+    };
+    let audit = state.audit(
+        principal,
+        Some(&tenant.id),
+        action,
+        format!("{}/policy/{version}", tenant.id),
+        json!({ "version": version, "reason": reason }),
+    );
+    let now = state.clock.now();
+    let decided = state
+        .catalog
+        .decide_policy(
+            &tenant.id,
+            version,
+            verdict,
+            (principal.key_id(), &reason, now),
+            &audit,
+        )
+        .await?;
+    if verdict == Verdict::Approve {
+        let overrides = Some(decided.overrides.clone()).filter(|o| *o != Overrides::default());
+        state.admission.set_overrides(&tenant.id, overrides);
+    }
+    let current = version_in_effect(state, &tenant.id).await?;
+    Ok(Json(view(state, decided, current)))
+}
+
+/// Approve a proposal; it takes effect at once.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/approve", tag = "policy",
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Approved and in effect", body = PolicyVersionView),
+        (status = 409, description = "Not a waiting proposal", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn approve(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath((tenant, version)): ApiPath<(TenantId, i64)>,
+    ApiJson(body): ApiJson<DecidePolicy>,
+) -> Result<Json<PolicyVersionView>, ApiError> {
+    decide(
+        &state,
+        &principal,
+        &tenant,
+        version,
+        Verdict::Approve,
+        body.reason,
+    )
+    .await
+}
+
+/// Reject a proposal, saying why.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/reject", tag = "policy",
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Rejected", body = PolicyVersionView)))]
+pub(super) async fn reject(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath((tenant, version)): ApiPath<(TenantId, i64)>,
+    ApiJson(body): ApiJson<DecidePolicy>,
+) -> Result<Json<PolicyVersionView>, ApiError> {
+    decide(
+        &state,
+        &principal,
+        &tenant,
+        version,
+        Verdict::Reject,
+        body.reason,
+    )
+    .await
+}
+
+/// Withdraw a proposal that waits.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/withdraw", tag = "policy",
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Withdrawn", body = PolicyVersionView)))]
+pub(super) async fn withdraw(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(scope): Extension<TenantScope>,
+    ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
+    ApiJson(body): ApiJson<DecidePolicy>,
+) -> Result<Json<PolicyVersionView>, ApiError> {
+    decide(
+        &state,
+        &principal,
+        scope.tenant(),
+        version,
+        Verdict::Withdraw,
+        body.reason,
+    )
+    .await
+}

@@ -1,0 +1,401 @@
+//! Tenant policies over HTTP: self-service within the plan's ranges,
+//! proposals outside them decided by operators, withdrawal, revert, history,
+//! and each applied version taking effect at the next request with usage kept.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tenantd_core::plan::Plan;
+use tenantd_core::Role;
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+/// A plan allowing 3 requests a day, which tenant admins may set from 1 to 10.
+fn plan() -> Plan {
+    serde_json::from_value(json!({
+        "id": "default",
+        "rate": { "requests": 1000, "per": "1s", "burst": 1000 },
+        "quotas": [{ "metric": "requests", "period": "day", "hard": 3 }],
+        "self_service": {
+            "quotas": [{ "metric": "requests", "period": "day", "min": 1, "max": 10 }]
+        }
+    }))
+    .unwrap()
+}
+
+struct World {
+    app: TestApp,
+    admin: String,
+    reader: String,
+}
+
+async fn world() -> World {
+    let app = spawn_app_with(|config| config.plans = vec![plan()]).await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let admin = app.tenant_key("acme", Role::Admin).await.token;
+    let reader = app.tenant_key("acme", Role::Reader).await.token;
+    World { app, admin, reader }
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app.request(method, path).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn daily(hard: u64, reason: &str) -> Value {
+    json!({
+        "overrides": { "quotas": [{ "metric": "requests", "period": "day", "hard": hard }] },
+        "reason": reason
+    })
+}
+
+const VERSIONS: &str = "/v1/tenants/acme/policy/versions";
+
+/// Requests admitted out of `n` reads by `token`.
+async fn admitted(app: &TestApp, token: &str, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        if call(app, Method::GET, "/v1/collections", token, None)
+            .await
+            .0
+            == 200
+        {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[tokio::test]
+async fn a_change_within_the_range_applies_at_once_and_keeps_usage() {
+    let w = world().await;
+    assert_eq!(admitted(&w.app, &w.reader, 4).await, 3);
+    let (status, version) = call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &w.admin,
+        Some(daily(5, "launch week")),
+    )
+    .await;
+    assert_eq!(status, 201, "{version}");
+    assert_eq!(version["status"], "applied");
+    assert_eq!(version["current"], true);
+    assert_eq!(
+        version["diff"],
+        json!([{ "setting": "quotas.requests-day.hard", "from": 3, "to": 5 }])
+    );
+    assert_eq!(version["actor_role"], "admin");
+    // The next request sees the new limit; the three already used still count.
+    assert_eq!(admitted(&w.app, &w.reader, 4).await, 2);
+
+    let (_, policy) = call(
+        &w.app,
+        Method::GET,
+        "/v1/tenants/acme/policy",
+        &w.reader,
+        None,
+    )
+    .await;
+    assert_eq!(policy["version"], 1);
+    assert_eq!(policy["effective"]["quotas"][0]["hard"], 5);
+    assert_eq!(policy["proposal"], Value::Null);
+    // The change is in the tenant's audit trail.
+    let (_, audit) = call(
+        &w.app,
+        Method::GET,
+        "/v1/tenants/acme/audit",
+        &w.admin,
+        None,
+    )
+    .await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"policy.apply"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn a_change_outside_the_range_waits_for_an_operator() {
+    let w = world().await;
+    let operator = w.app.operator_token.clone();
+    let (status, proposal) = call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &w.admin,
+        Some(daily(50, "big import")),
+    )
+    .await;
+    assert_eq!(status, 202, "{proposal}");
+    assert_eq!(proposal["status"], "proposed");
+    assert_eq!(proposal["current"], false);
+    assert_eq!(
+        proposal["outside_self_service"],
+        json!(["quotas.requests-day.hard 50 is outside the self-service range 1..=10"])
+    );
+    assert_eq!(admitted(&w.app, &w.reader, 4).await, 3, "not in effect yet");
+
+    // Only one proposal waits; the tenant cannot decide its own.
+    let (status, body) = call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &w.admin,
+        Some(daily(40, "again")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("invalid_transition"))
+    );
+    let decision = json!({ "reason": "checked the import" });
+    let approve = format!("{VERSIONS}/1/approve");
+    let (status, body) = call(
+        &w.app,
+        Method::POST,
+        &approve,
+        &w.admin,
+        Some(decision.clone()),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+
+    let reject = format!("{VERSIONS}/1/reject");
+    let (status, rejected) = call(
+        &w.app,
+        Method::POST,
+        &reject,
+        &operator,
+        Some(json!({ "reason": "too much for this plan" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(rejected["decision_reason"], "too much for this plan");
+    let (status, _) = call(
+        &w.app,
+        Method::POST,
+        &approve,
+        &operator,
+        Some(decision.clone()),
+    )
+    .await;
+    assert_eq!(status, 409, "a rejected proposal cannot be approved");
+
+    let (status, _) = call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &w.admin,
+        Some(daily(50, "asked again")),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, approved) = call(
+        &w.app,
+        Method::POST,
+        &format!("{VERSIONS}/2/approve"),
+        &operator,
+        Some(decision),
+    )
+    .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(
+        (approved["status"].as_str(), approved["current"].as_bool()),
+        (Some("approved"), Some(true))
+    );
+    assert_eq!(
+        admitted(&w.app, &w.reader, 10).await,
+        10,
+        "in effect at once"
+    );
+}
+
+#[tokio::test]
+async fn a_proposal_can_be_withdrawn_and_a_revert_is_a_new_version() {
+    let w = world().await;
+    let operator = w.app.operator_token.clone();
+    let reason = json!({ "reason": "changed my mind" });
+    call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &w.admin,
+        Some(daily(50, "maybe")),
+    )
+    .await;
+    let (status, withdrawn) = call(
+        &w.app,
+        Method::POST,
+        &format!("{VERSIONS}/1/withdraw"),
+        &w.admin,
+        Some(reason.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, withdrawn["status"].as_str()),
+        (200, Some("withdrawn"))
+    );
+
+    // An operator may set anything; then the admin changes it within range.
+    let (status, _) = call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &operator,
+        Some(daily(100, "partner deal")),
+    )
+    .await;
+    assert_eq!(status, 201, "operators apply at once");
+    let (status, _) = call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &w.admin,
+        Some(daily(8, "tidy up")),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Back to version 2: outside the admin's range, so it waits; an
+    // operator's revert applies at once and marks version 3 reverted.
+    let revert = format!("{VERSIONS}/2/revert");
+    let (status, proposed) = call(
+        &w.app,
+        Method::POST,
+        &revert,
+        &w.admin,
+        Some(reason.clone()),
+    )
+    .await;
+    assert_eq!((status, proposed["reverts_to"].as_i64()), (202, Some(2)));
+    call(
+        &w.app,
+        Method::POST,
+        &format!("{VERSIONS}/4/withdraw"),
+        &w.admin,
+        Some(reason.clone()),
+    )
+    .await;
+    let (status, reverted) = call(
+        &w.app,
+        Method::POST,
+        &revert,
+        &operator,
+        Some(reason.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{reverted}");
+    assert_eq!(reverted["version"], 5);
+    assert_eq!(
+        reverted["diff"],
+        json!([{ "setting": "quotas.requests-day.hard", "from": 8, "to": 100 }])
+    );
+    let (_, page) = call(&w.app, Method::GET, VERSIONS, &w.reader, None).await;
+    let statuses: Vec<(i64, &str)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (5, "applied"),
+            (4, "withdrawn"),
+            (3, "reverted"),
+            (2, "applied"),
+            (1, "withdrawn")
+        ]
+    );
+    // A version never in effect cannot be reverted to.
+    let (status, _) = call(
+        &w.app,
+        Method::POST,
+        &format!("{VERSIONS}/1/revert"),
+        &operator,
+        Some(reason),
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    // The policy in effect survives a restart.
+    let (dir, config, token) = w.app.stop().await;
+    let app = crate::helpers::restart_app(dir, config, token).await;
+    assert_eq!(admitted(&app, &w.reader, 100).await, 100);
+}
+
+#[tokio::test]
+async fn bad_changes_are_refused_and_readers_cannot_change_anything() {
+    let w = world().await;
+    let bad = [
+        json!({ "overrides": { "quotas": [{ "metric": "requests", "period": "day", "soft": 9, "hard": 5 }] }, "reason": "x" }),
+        json!({ "overrides": { "rate_burst": 0 }, "reason": "x" }),
+        json!({ "overrides": { "weight": 9 }, "reason": "x" }),
+        json!({ "overrides": {}, "reason": "" }),
+        json!({ "overrides": {}, "reason": "line one\nforged line" }),
+    ];
+    for body in bad {
+        let (status, problem) =
+            call(&w.app, Method::POST, VERSIONS, &w.admin, Some(body.clone())).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert_eq!(problem["code"], "invalid_body");
+    }
+    let (status, _) = call(
+        &w.app,
+        Method::POST,
+        VERSIONS,
+        &w.reader,
+        Some(daily(5, "x")),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &w.app,
+        Method::GET,
+        &format!("{VERSIONS}/99"),
+        &w.reader,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &w.app,
+        Method::GET,
+        &format!("{VERSIONS}/x"),
+        &w.reader,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Another tenant's policy does not exist for acme's admin.
+    let (status, _) = call(
+        &w.app,
+        Method::POST,
+        "/v1/tenants/globex/policy/versions",
+        &w.admin,
+        Some(daily(5, "x")),
+    )
+    .await;
+    assert_eq!(status, 404);
+}

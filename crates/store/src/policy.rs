@@ -1,0 +1,436 @@
+//! Tenant policy versions in the catalog: appended, never rewritten; the
+//! version in effect is named by the tenant row, so applying one is O(1).
+
+use serde_json::Value;
+use sqlx::{Sqlite, Transaction};
+use tenantd_core::policy::{Change, Overrides};
+use tenantd_core::{KeyId, PlanId, Role, TenantId};
+use time::OffsetDateTime;
+
+use crate::audit::{append, NewAuditEntry};
+use crate::catalog::{is_unique_violation, Catalog};
+use crate::codec::{from_nanos, opt_from_nanos, parse, to_nanos};
+use crate::{Result, StoreError};
+
+/// Where a policy version stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyStatus {
+    /// Waits for an operator.
+    Proposed,
+    /// Applied at once: within the plan's self-service ranges, or by an operator.
+    Applied,
+    /// Approved by an operator, and applied then.
+    Approved,
+    Rejected,
+    Withdrawn,
+    /// Was in effect until a revert restored an earlier version's content.
+    Reverted,
+}
+
+impl PolicyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proposed => "proposed",
+            Self::Applied => "applied",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Withdrawn => "withdrawn",
+            Self::Reverted => "reverted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Proposed,
+            Self::Applied,
+            Self::Approved,
+            Self::Rejected,
+            Self::Withdrawn,
+            Self::Reverted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+}
+
+/// A new version, before the store numbers it.
+#[derive(Debug, Clone)]
+pub struct NewPolicyVersion {
+    pub tenant: TenantId,
+    pub plan: PlanId,
+    pub overrides: Overrides,
+    /// The effective plan, as JSON.
+    pub effective: Value,
+    pub diff: Vec<Change>,
+    pub reason: String,
+    pub actor: (KeyId, Role),
+    /// Applied at once (`Applied`) or waiting (`Proposed`).
+    pub status: PolicyStatus,
+    pub reverts_to: Option<i64>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyVersion {
+    pub tenant: TenantId,
+    pub version: i64,
+    pub status: PolicyStatus,
+    pub plan: PlanId,
+    pub overrides: Overrides,
+    pub effective: Value,
+    pub diff: Vec<Change>,
+    pub reason: String,
+    pub actor: (KeyId, Role),
+    pub based_on: i64,
+    pub reverts_to: Option<i64>,
+    pub created_at: OffsetDateTime,
+    /// Who approved, rejected or withdrew it, when and why.
+    pub decision: Option<(KeyId, OffsetDateTime, String)>,
+}
+
+/// An operator's or the proposer's answer to a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject,
+    Withdraw,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    tenant_id: String,
+    version: i64,
+    status: String,
+    plan: String,
+    overrides: String,
+    effective: String,
+    diff: String,
+    reason: String,
+    actor_key: String,
+    actor_role: String,
+    based_on: i64,
+    reverts_to: Option<i64>,
+    created_at: i64,
+    decided_at: Option<i64>,
+    decided_by: Option<String>,
+    decision_reason: Option<String>,
+}
+
+fn json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn to_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Row {
+    fn into_version(self) -> Result<PolicyVersion> {
+        let decision = match (self.decided_by, opt_from_nanos(self.decided_at)?) {
+            (Some(by), Some(at)) => Some((
+                parse("policy_versions.decided_by", &by, KeyId::parse)?,
+                at,
+                self.decision_reason.unwrap_or_default(),
+            )),
+            _ => None,
+        };
+        Ok(PolicyVersion {
+            tenant: parse(
+                "policy_versions.tenant_id",
+                &self.tenant_id,
+                TenantId::parse,
+            )?,
+            version: self.version,
+            status: parse("policy_versions.status", &self.status, |s| {
+                PolicyStatus::parse(s).ok_or("unknown status")
+            })?,
+            plan: parse("policy_versions.plan", &self.plan, PlanId::parse)?,
+            overrides: json("policy_versions.overrides", &self.overrides)?,
+            effective: json("policy_versions.effective", &self.effective)?,
+            diff: json("policy_versions.diff", &self.diff)?,
+            reason: self.reason,
+            actor: (
+                parse("policy_versions.actor_key", &self.actor_key, KeyId::parse)?,
+                parse("policy_versions.actor_role", &self.actor_role, |r| {
+                    Role::parse(r).ok_or("unknown role")
+                })?,
+            ),
+            based_on: self.based_on,
+            reverts_to: self.reverts_to,
+            created_at: from_nanos(self.created_at)?,
+            decision,
+        })
+    }
+}
+
+/// Why a version could not be added or decided.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("no such tenant")]
+    NoTenant,
+    #[error("version {0} is waiting for a decision; withdraw it first")]
+    ProposalWaiting(i64),
+    #[error("version {version} is {status}, not proposed")]
+    NotProposed { version: i64, status: &'static str },
+    #[error("no such version")]
+    NoVersion,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for PolicyError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+async fn current_version(
+    tx: &mut Transaction<'_, Sqlite>,
+    tenant: &TenantId,
+) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT policy_version FROM tenants WHERE id = ?")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+/// Makes `version` the one in effect; a revert marks the one it replaces.
+async fn put_in_effect(
+    tx: &mut Transaction<'_, Sqlite>,
+    tenant: &TenantId,
+    version: i64,
+    replaced: i64,
+    reverting: bool,
+) -> Result<()> {
+    if reverting && replaced > 0 {
+        sqlx::query(
+            "UPDATE policy_versions SET status = 'reverted' WHERE tenant_id = ? AND version = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(replaced)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("UPDATE tenants SET policy_version = ? WHERE id = ?")
+        .bind(version)
+        .bind(tenant.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Catalog {
+    /// Appends a version (numbered after the last) and, if it is `Applied`,
+    /// puts it in effect; with its audit entry, in one transaction.
+    pub async fn add_policy_version(
+        &self,
+        new: &NewPolicyVersion,
+        audit: &NewAuditEntry,
+    ) -> Result<PolicyVersion, PolicyError> {
+        let mut tx = self.begin_write().await?;
+        let based_on = current_version(&mut tx, &new.tenant)
+            .await?
+            .ok_or(PolicyError::NoTenant)?;
+        let waiting: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM policy_versions WHERE tenant_id = ? AND status = 'proposed'",
+        )
+        .bind(new.tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let (Some(v), PolicyStatus::Proposed) = (waiting, new.status) {
+            return Err(PolicyError::ProposalWaiting(v));
+        }
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions WHERE tenant_id = ?",
+        )
+        .bind(new.tenant.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO policy_versions (tenant_id, version, status, plan, overrides, effective,
+                 diff, reason, actor_key, actor_role, based_on, reverts_to, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.tenant.as_str())
+        .bind(version)
+        .bind(new.status.as_str())
+        .bind(new.plan.as_str())
+        .bind(to_text(&new.overrides)?)
+        .bind(to_text(&new.effective)?)
+        .bind(to_text(&new.diff)?)
+        .bind(&new.reason)
+        .bind(new.actor.0.as_str())
+        .bind(new.actor.1.as_str())
+        .bind(based_on)
+        .bind(new.reverts_to)
+        .bind(to_nanos(new.at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(PolicyError::ProposalWaiting(waiting.unwrap_or_default()))
+            }
+            other => other?,
+        };
+        if new.status == PolicyStatus::Applied {
+            put_in_effect(
+                &mut tx,
+                &new.tenant,
+                version,
+                based_on,
+                new.reverts_to.is_some(),
+            )
+            .await?;
+        }
+        let mut audit = audit.clone();
+        audit.details["version"] = version.into();
+        audit.target = format!("{}/policy/{version}", new.tenant);
+        append(&mut tx, &audit).await?;
+        tx.commit().await?;
+        self.policy_version(&new.tenant, version)
+            .await?
+            .ok_or(PolicyError::NoVersion)
+    }
+
+    /// Answers a proposal. Approving puts it in effect.
+    pub async fn decide_policy(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+        verdict: Verdict,
+        (by, reason, at): (&KeyId, &str, OffsetDateTime),
+        audit: &NewAuditEntry,
+    ) -> Result<PolicyVersion, PolicyError> {
+        let mut tx = self.begin_write().await?;
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM policy_versions WHERE tenant_id = ? AND version = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let status = status
+            .and_then(|s| PolicyStatus::parse(&s))
+            .ok_or(PolicyError::NoVersion)?;
+        if status != PolicyStatus::Proposed {
+            return Err(PolicyError::NotProposed {
+                version,
+                status: status.as_str(),
+            });
+        }
+        let next = match verdict {
+            Verdict::Approve => PolicyStatus::Approved,
+            Verdict::Reject => PolicyStatus::Rejected,
+            Verdict::Withdraw => PolicyStatus::Withdrawn,
+        };
+        sqlx::query(
+            "UPDATE policy_versions SET status = ?, decided_at = ?, decided_by = ?, decision_reason = ?
+             WHERE tenant_id = ? AND version = ?",
+        )
+        .bind(next.as_str())
+        .bind(to_nanos(at))
+        .bind(by.as_str())
+        .bind(reason)
+        .bind(tenant.as_str())
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if next == PolicyStatus::Approved {
+            let replaced = current_version(&mut tx, tenant).await?.unwrap_or(0);
+            let reverting: Option<i64> = sqlx::query_scalar(
+                "SELECT reverts_to FROM policy_versions WHERE tenant_id = ? AND version = ?",
+            )
+            .bind(tenant.as_str())
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await?;
+            put_in_effect(&mut tx, tenant, version, replaced, reverting.is_some()).await?;
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.policy_version(tenant, version)
+            .await?
+            .ok_or(PolicyError::NoVersion)
+    }
+
+    pub async fn policy_version(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+    ) -> Result<Option<PolicyVersion>> {
+        sqlx::query_as::<_, Row>(
+            "SELECT * FROM policy_versions WHERE tenant_id = ? AND version = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Row::into_version)
+        .transpose()
+    }
+
+    /// The proposal waiting for an operator, if any.
+    pub async fn waiting_proposal(&self, tenant: &TenantId) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT version FROM policy_versions WHERE tenant_id = ? AND status = 'proposed'",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The version in effect, if any.
+    pub async fn policy_in_effect(&self, tenant: &TenantId) -> Result<Option<PolicyVersion>> {
+        sqlx::query_as::<_, Row>(
+            "SELECT p.* FROM policy_versions p JOIN tenants t
+                 ON t.id = p.tenant_id AND t.policy_version = p.version
+             WHERE t.id = ?",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Row::into_version)
+        .transpose()
+    }
+
+    /// Versions newest first, below `before` (exclusive), at most `limit`.
+    pub async fn policy_versions(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<PolicyVersion>> {
+        sqlx::query_as::<_, Row>(
+            "SELECT * FROM policy_versions WHERE tenant_id = ? AND version < ?
+             ORDER BY version DESC LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(Row::into_version)
+        .collect()
+    }
+
+    /// Every tenant's overrides in effect, to start admission with.
+    pub async fn overrides_in_effect(&self) -> Result<Vec<(TenantId, Overrides)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT p.tenant_id, p.overrides FROM policy_versions p JOIN tenants t
+                 ON t.id = p.tenant_id AND t.policy_version = p.version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(tenant, overrides)| {
+                Ok((
+                    parse("policy_versions.tenant_id", &tenant, TenantId::parse)?,
+                    json("policy_versions.overrides", &overrides)?,
+                ))
+            })
+            .collect()
+    }
+}
