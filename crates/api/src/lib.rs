@@ -190,10 +190,27 @@ pub struct AuditView {
     pub target: String,
     #[schema(value_type = Object)]
     pub details: Value,
+    /// The request that made the change, as in its `X-Request-Id`.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// A page of AuditView items.
 pub type AuditPage = Page<AuditView>;
+
+/// The result of walking an audit chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    /// Entries checked.
+    pub entries: u64,
+    /// The chain's last hash, hex. Keep it elsewhere: a later verification
+    /// whose chain does not pass through it means the log's end was cut.
+    pub head: String,
+    /// Whether the chain holds.
+    pub intact: bool,
+    /// Each entry edited, removed, inserted or out of order.
+    pub problems: Vec<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

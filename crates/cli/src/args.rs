@@ -86,12 +86,25 @@ pub enum ClientCommand {
     Keys(KeyCommand),
     /// Show a job, e.g. a tenant move.
     Job { id: tenantd_core::JobId },
-    /// Show an audit trail: a tenant's with --tenant, the platform's without.
+    /// Show an audit trail: a tenant's with --tenant, the platform's without;
+    /// or verify one with `audit verify`.
     Audit {
+        #[command(subcommand)]
+        action: Option<AuditCommand>,
         #[arg(long)]
         tenant: Option<TenantId>,
         #[command(flatten)]
         page: PageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the audit log's hash chain: a tenant's own with --tenant, the
+    /// whole log without (operators). Exits with status 1 if it is broken.
+    Verify {
+        #[arg(long)]
+        tenant: Option<TenantId>,
     },
 }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tenantd_api::{CreateKey, CreateTenant, MoveTenant, RotateKey, UpdateTenant};
 use tenantd_client::{Client, Error, KeysOf, PageRequest};
 
-use crate::args::{ClientCommand, Connection, KeyCommand, PageArgs, TenantCommand};
+use crate::args::{AuditCommand, ClientCommand, Connection, KeyCommand, PageArgs, TenantCommand};
 
 fn owner(tenant: Option<&tenantd_core::TenantId>) -> KeysOf<'_> {
     tenant.map_or(KeysOf::Platform, KeysOf::Tenant)
@@ -38,7 +38,7 @@ pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
         Err(e) => Err(e),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(Error::Api(problem)) => {
             eprintln!(
                 "{}",
@@ -53,13 +53,34 @@ pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
     }
 }
 
-async fn execute(client: &Client, command: ClientCommand) -> Result<(), Error> {
+/// Runs a command; its exit status is failure only for a broken audit chain.
+async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Error> {
+    if let ClientCommand::Audit {
+        action: Some(AuditCommand::Verify { tenant }),
+        ..
+    } = &command
+    {
+        let verification = client.verify_audit(owner(tenant.as_ref())).await?;
+        let intact = verification.intact;
+        print(verification)?;
+        return Ok(if intact {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    execute_printing(client, command)
+        .await
+        .map(|()| ExitCode::SUCCESS)
+}
+
+async fn execute_printing(client: &Client, command: ClientCommand) -> Result<(), Error> {
     match command {
         ClientCommand::Me => print(client.me().await?),
         ClientCommand::Job { id } => print(client.job(&id).await?),
-        ClientCommand::Audit { tenant, page: p } => {
-            print(client.audit(owner(tenant.as_ref()), &page(p)).await?)
-        }
+        ClientCommand::Audit {
+            tenant, page: p, ..
+        } => print(client.audit(owner(tenant.as_ref()), &page(p)).await?),
         ClientCommand::Tenants(command) => tenants(client, command).await,
         ClientCommand::Keys(command) => keys(client, command).await,
     }

@@ -25,10 +25,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tenantd_api::{
-    AddOnView, AddOns, AuditPage, BatchRequest, BatchResponse, Collection, CollectionPage,
-    CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey, Health, JobView, KeyPage,
-    KeyView, Me, MoveTenant, Problem, QuotaEvents, RecordPage, RecordView, RotateKey, RotatedKey,
-    TenantPage, UpdateTenant, UsageHistory, UsageView,
+    AddOnView, AddOns, AuditPage, AuditVerification, BatchRequest, BatchResponse, Collection,
+    CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey, Health,
+    JobView, KeyPage, KeyView, Me, MoveTenant, Problem, QuotaEvents, RecordPage, RecordView,
+    RotateKey, RotatedKey, TenantPage, UpdateTenant, UsageHistory, UsageView,
 };
 use tenantd_core::{CollectionName, JobId, KeyId, RecordId, Tenant, TenantId, TenantStatus};
 
@@ -282,6 +282,11 @@ impl Client {
                 .query(page),
         )
         .await
+    }
+
+    /// Verifies an audit chain: the platform's (all entries) or a tenant's.
+    pub async fn verify_audit(&self, owner: KeysOf<'_>) -> Result<AuditVerification, Error> {
+        Self::send(self.request(Method::GET, &format!("{}/audit/verify", owner.base()))).await
     }
 
     pub async fn create_collection(

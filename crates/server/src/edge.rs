@@ -16,6 +16,11 @@ use crate::problem::ApiError;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The id of the request being served, for the audit entries it writes.
+    pub static CURRENT_REQUEST_ID: String;
+}
+
 /// The request's id: the client's `X-Request-Id` if it is short and plain,
 /// otherwise a fresh random one. Echoed on the response and in every log line.
 #[derive(Debug, Clone)]
@@ -41,7 +46,9 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
             hex::encode(bytes)
         });
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let mut response = CURRENT_REQUEST_ID
+        .scope(id.clone(), next.run(request))
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

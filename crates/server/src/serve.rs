@@ -212,6 +212,7 @@ async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreErr
             action: "tenant.purge",
             target: id.to_string(),
             details: json!({ "reason": "retention elapsed" }),
+            request_id: None,
         };
         if state.purge_tenant(&id, &audit).await? {
             tracing::info!(tenant = %id, "purged soft-deleted tenant");

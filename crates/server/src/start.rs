@@ -195,6 +195,7 @@ async fn bootstrap(
         action: "key.bootstrap",
         target: key.id.to_string(),
         details: json!({ "generated": generated }),
+        request_id: None,
     };
     catalog.insert_key(&key, &audit).await?;
     tracing::info!(key = %key.id, "created the bootstrap operator key");

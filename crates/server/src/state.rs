@@ -47,6 +47,7 @@ impl AppState {
             action,
             target: target.into(),
             details,
+            request_id: crate::edge::CURRENT_REQUEST_ID.try_with(Clone::clone).ok(),
         }
     }
 }

@@ -13,7 +13,7 @@ use tenantd_core::{
 };
 use time::OffsetDateTime;
 
-use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry};
+use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry, Verification};
 use crate::codec::{from_nanos, opt_from_nanos, parse, to_nanos};
 use crate::{Result, StoreError};
 
@@ -65,7 +65,17 @@ impl Catalog {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/catalog").run(&pool).await?;
-        Ok(Self { pool })
+        let catalog = Self { pool };
+        let mut tx = catalog.begin_write().await?;
+        let adopted = crate::audit::adopt_unchained(&mut tx).await?;
+        tx.commit().await?;
+        if adopted > 0 {
+            tracing::info!(
+                entries = adopted,
+                "chained the audit entries written before chaining"
+            );
+        }
+        Ok(catalog)
     }
 
     /// Answers when the database serves queries.
@@ -408,6 +418,20 @@ impl Catalog {
     // ---- audit ----
 
     /// One owner's audit trail after sequence `after`, oldest first.
+    /// Verifies the platform's whole chain (every entry, all tenants
+    /// included: operators only) or one tenant's own chain.
+    pub async fn verify_audit(&self, owner: Owner<'_>) -> Result<Verification> {
+        // A read transaction, so that the chain and the log are one snapshot.
+        let mut tx = self.pool.begin().await?;
+        let tenant = match owner {
+            Owner::Platform => None,
+            Owner::Tenant(scope) => Some(scope.tenant().clone()),
+        };
+        let verification = crate::audit::verify(&mut tx, tenant.as_ref()).await?;
+        tx.commit().await?;
+        Ok(verification)
+    }
+
     pub async fn audit(&self, owner: Owner<'_>, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
         sqlx::query_as::<_, AuditRow>(
             "SELECT * FROM audit_log WHERE tenant_id IS ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -568,6 +592,7 @@ mod tests {
             action,
             target: "t".into(),
             details: json!({}),
+            request_id: None,
         }
     }
 
@@ -828,5 +853,209 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    /// A log of seven entries: acme's three, globex's two, two platform ones.
+    async fn chained_log(f: &Fixture) -> (TenantScope, TenantScope) {
+        let (_, acme, _) = f.tenant_with_scope("acme").await; // entries 1, 2
+        let (_, globex, _) = f.tenant_with_scope("globex").await; // 3, 4
+        for (tenant, action) in [
+            (None, "key.bootstrap"),
+            (Some(acme.tenant()), "tenant.update"),
+            (None, "key.create"),
+        ] {
+            let mut tx = f.catalog.begin_write().await.unwrap();
+            append(&mut tx, &audit(tenant, action)).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        (acme, globex)
+    }
+
+    async fn problems(f: &Fixture, owner: Owner<'_>) -> Vec<String> {
+        f.catalog.verify_audit(owner).await.unwrap().problems
+    }
+
+    /// Runs SQL against the catalog as someone with the database file would,
+    /// past the append-only triggers.
+    async fn tamper(f: &Fixture, statements: &[&str]) {
+        for sql in [
+            "DROP TRIGGER IF EXISTS audit_log_no_update",
+            "DROP TRIGGER IF EXISTS audit_chain_no_update",
+        ]
+        .iter()
+        .chain(statements)
+        {
+            sqlx::query(sql).execute(&f.catalog.pool).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_untouched_log_verifies_globally_and_per_tenant() {
+        let f = fixture().await;
+        let (acme, globex) = chained_log(&f).await;
+        let all = f.catalog.verify_audit(Owner::Platform).await.unwrap();
+        assert_eq!((all.entries, all.problems.len()), (7, 0));
+        let mine = f.catalog.verify_audit(Owner::Tenant(&acme)).await.unwrap();
+        assert_eq!(
+            (mine.entries, mine.problems.len()),
+            (3, 0),
+            "acme's own three"
+        );
+        assert_eq!(
+            f.catalog
+                .verify_audit(Owner::Tenant(&globex))
+                .await
+                .unwrap()
+                .entries,
+            2
+        );
+        assert_ne!(mine.head, all.head);
+        // The head moves with every entry.
+        let mut tx = f.catalog.begin_write().await.unwrap();
+        append(&mut tx, &audit(None, "key.create")).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_ne!(
+            f.catalog.verify_audit(Owner::Platform).await.unwrap().head,
+            all.head
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edited_entry_is_found() {
+        let f = fixture().await;
+        let (acme, globex) = chained_log(&f).await;
+        tamper(
+            &f,
+            &["UPDATE audit_log SET details = '{\"name\":\"forged\"}' WHERE seq = 6"],
+        )
+        .await;
+        assert_eq!(
+            problems(&f, Owner::Platform).await,
+            ["entry 6: its content was changed"]
+        );
+        assert_eq!(
+            problems(&f, Owner::Tenant(&acme)).await,
+            ["entry 6: its content was changed"]
+        );
+        assert!(
+            problems(&f, Owner::Tenant(&globex)).await.is_empty(),
+            "globex's chain is its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_entry_is_found_even_with_its_chain_link() {
+        let f = fixture().await;
+        let (acme, _) = chained_log(&f).await;
+        tamper(&f, &["DELETE FROM audit_log WHERE seq = 2"]).await;
+        assert_eq!(
+            problems(&f, Owner::Platform).await,
+            ["entry 2: it was removed"]
+        );
+        tamper(&f, &["DELETE FROM audit_chain WHERE seq = 2"]).await;
+        let found = problems(&f, Owner::Platform).await;
+        assert_eq!(found, ["entry 3: the chain does not link (an entry before it was removed, inserted or reordered)"]);
+        assert_eq!(
+            problems(&f, Owner::Tenant(&acme)).await,
+            ["entry 6: the chain does not link (an entry before it was removed, inserted or reordered)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inserted_entry_is_found() {
+        let f = fixture().await;
+        let (acme, _) = chained_log(&f).await;
+        tamper(
+            &f,
+            &[
+                "INSERT INTO audit_log (tenant_id, at, action, target, details)
+                      VALUES ('acme', 0, 'key.create', 'k', '{}')",
+            ],
+        )
+        .await;
+        assert_eq!(
+            problems(&f, Owner::Platform).await,
+            ["entry 8: it is not in the chain (inserted)"]
+        );
+        assert_eq!(
+            problems(&f, Owner::Tenant(&acme)).await,
+            ["entry 8: it is not in the chain (inserted)"]
+        );
+        // A restart does not adopt it.
+        let path = f._dir.path().join("catalog.db");
+        let reopened = Catalog::open(&path).await.unwrap();
+        assert_eq!(
+            reopened
+                .verify_audit(Owner::Platform)
+                .await
+                .unwrap()
+                .problems
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn reordered_entries_are_found() {
+        let f = fixture().await;
+        chained_log(&f).await;
+        // Entries 3 and 4 trade places: each now holds the other's content.
+        tamper(
+            &f,
+            &[
+                "UPDATE audit_log SET seq = 100 WHERE seq = 3",
+                "UPDATE audit_log SET seq = 3 WHERE seq = 4",
+                "UPDATE audit_log SET seq = 4 WHERE seq = 100",
+            ],
+        )
+        .await;
+        assert_eq!(
+            problems(&f, Owner::Platform).await,
+            [
+                "entry 3: its content was changed",
+                "entry 4: its content was changed"
+            ]
+        );
+        // Reordering the chain itself breaks its links.
+        let g = fixture().await;
+        chained_log(&g).await;
+        tamper(
+            &g,
+            &[
+                "UPDATE audit_chain SET seq = 100 WHERE seq = 3",
+                "UPDATE audit_chain SET seq = 3 WHERE seq = 4",
+                "UPDATE audit_chain SET seq = 4 WHERE seq = 100",
+            ],
+        )
+        .await;
+        assert!(!problems(&g, Owner::Platform).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_purge_keeps_the_global_chain_whole_and_a_reused_id_starts_afresh() {
+        let f = fixture().await;
+        let (acme, _) = chained_log(&f).await;
+        let mut deleted = tenant("acme");
+        deleted.status = TenantStatus::Deleted;
+        deleted.deleted_at = Some(NOW);
+        f.catalog
+            .update_tenant(
+                &deleted,
+                TenantStatus::Active,
+                &audit(Some(acme.tenant()), "tenant.delete"),
+            )
+            .await
+            .unwrap();
+        let mut purge = audit(None, "tenant.purge");
+        purge.target = "acme".into();
+        f.catalog
+            .purge_tenant(acme.tenant(), &purge)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(problems(&f, Owner::Platform).await.is_empty());
+        let (_, again, _) = f.tenant_with_scope("acme").await;
+        let fresh = f.catalog.verify_audit(Owner::Tenant(&again)).await.unwrap();
+        assert_eq!((fresh.entries, fresh.problems.len()), (2, 0));
     }
 }

@@ -15,7 +15,7 @@ pub mod policy;
 pub mod postgres;
 pub mod usage;
 
-pub use audit::{AuditEntry, NewAuditEntry};
+pub use audit::{AuditEntry, NewAuditEntry, Verification};
 pub use catalog::{Catalog, Owner};
 pub use data::{DataError, DataLimits, DataStore, PoolLocation, StoragePool};
 

@@ -463,3 +463,55 @@ async fn kill_9_loses_at_most_about_a_second_of_metering() {
     );
     assert_eq!(restarted.terminate(), Some(0));
 }
+
+/// `tenantd audit verify` passes on an untouched log and exits 1, naming the
+/// entry, once someone with the database file edits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_finds_an_entry_edited_in_the_database() {
+    use sqlx::{Connection, Executor, SqliteConnection};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let token = server.bootstrap_token();
+    let (ok, _) = client(
+        dir.path(),
+        &server.url,
+        &token,
+        &["tenants", "create", "acme", "--name", "Acme"],
+    );
+    assert!(ok);
+    let verify = |args: &[&str]| {
+        let out = tenantd(dir.path())
+            .args(args)
+            .env("TENANTD_URL", &server.url)
+            .env("TENANTD_KEY", &token)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.code(), report)
+    };
+    let (status, report) = verify(&["audit", "verify"]);
+    assert_eq!(status, Some(0), "{report}");
+    assert_eq!(report["intact"], true);
+    assert_eq!(report["entries"], 2, "the bootstrap key and the tenant");
+    let (status, report) = verify(&["audit", "verify", "--tenant", "acme"]);
+    assert_eq!((status, report["entries"].as_u64()), (Some(0), Some(1)));
+
+    let db = dir.path().join("tenantd-data").join("catalog.db");
+    let mut sql = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sql.execute("DROP TRIGGER audit_log_no_update")
+        .await
+        .unwrap();
+    sql.execute("UPDATE audit_log SET target = 'globex' WHERE seq = 2")
+        .await
+        .unwrap();
+    let (status, report) = verify(&["audit", "verify", "--tenant", "acme"]);
+    assert_eq!(status, Some(1), "{report}");
+    assert_eq!(
+        report["problems"],
+        serde_json::json!(["entry 2: its content was changed"])
+    );
+    assert_eq!(server.terminate(), Some(0));
+}

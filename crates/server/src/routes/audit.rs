@@ -3,9 +3,9 @@
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use tenantd_api::{AuditPage, AuditView, Page};
+use tenantd_api::{AuditPage, AuditVerification, AuditView, Page};
 use tenantd_core::{TenantId, TenantScope};
-use tenantd_store::{AuditEntry, Owner};
+use tenantd_store::{AuditEntry, Owner, Verification};
 
 use crate::extract::{page_of, ApiQuery, PageQuery};
 use crate::problem::ApiError;
@@ -23,7 +23,44 @@ fn view(entry: AuditEntry) -> AuditView {
         action: entry.action,
         target: entry.target,
         details: entry.details,
+        request_id: entry.request_id,
     }
+}
+
+fn verification(v: Verification) -> AuditVerification {
+    AuditVerification {
+        entries: v.entries,
+        head: v.head,
+        intact: v.problems.is_empty(),
+        problems: v.problems,
+    }
+}
+
+/// Verify the tenant's own audit chain: every entry since the tenant's last
+/// purge, recomputed and linked.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/audit/verify", tag = "audit",
+    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "What the walk found", body = AuditVerification)))]
+pub(super) async fn verify_tenant_audit(
+    State(state): State<AppState>,
+    Extension(scope): Extension<TenantScope>,
+) -> Result<Json<AuditVerification>, ApiError> {
+    Ok(Json(verification(
+        state.catalog.verify_audit(Owner::Tenant(&scope)).await?,
+    )))
+}
+
+/// Verify the whole audit log's chain: every entry of the platform and of
+/// every tenant.
+#[utoipa::path(get, path = "/v1/platform/audit/verify", tag = "audit",
+    security(("api_key" = [])),
+    responses((status = 200, description = "What the walk found", body = AuditVerification)))]
+pub(super) async fn verify_platform_audit(
+    State(state): State<AppState>,
+) -> Result<Json<AuditVerification>, ApiError> {
+    Ok(Json(verification(
+        state.catalog.verify_audit(Owner::Platform).await?,
+    )))
 }
 
 async fn page(

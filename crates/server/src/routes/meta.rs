@@ -174,6 +174,7 @@ impl Modify for Security {
         super::keys::get_platform_key, super::keys::rotate_platform_key,
         super::keys::revoke_platform_key,
         super::audit::tenant_audit, super::audit::platform_audit,
+        super::audit::verify_tenant_audit, super::audit::verify_platform_audit,
         super::data::create_collection, super::data::list_collections, super::data::get_collection,
         super::data::delete_collection, super::data::create_record, super::data::list_records,
         super::data::batch, super::data::get_record, super::data::put_record,

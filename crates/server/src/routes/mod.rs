@@ -162,6 +162,12 @@ fn routes() -> Vec<Route> {
             admin,
             audit::tenant_audit,
         ),
+        route(
+            M::GET,
+            "/v1/tenants/{tenant}/audit/verify",
+            admin,
+            audit::verify_tenant_audit,
+        ),
         // A tenant's usage: its members, or an operator. Add-ons: operators grant them.
         route(M::GET, "/v1/tenants/{tenant}/usage", member, usage::usage),
         route(
@@ -274,6 +280,12 @@ fn routes() -> Vec<Route> {
             "/v1/platform/audit",
             Operator,
             audit::platform_audit,
+        ),
+        route(
+            M::GET,
+            "/v1/platform/audit/verify",
+            Operator,
+            audit::verify_platform_audit,
         ),
         // The data API: the caller's own tenant's collections and records.
         route(M::POST, "/v1/collections", write, data::create_collection),

@@ -81,15 +81,17 @@ async fn admitted(app: &TestApp, token: &str, n: usize) -> usize {
 async fn a_change_within_the_range_applies_at_once_and_keeps_usage() {
     let w = world().await;
     assert_eq!(admitted(&w.app, &w.reader, 4).await, 3);
-    let (status, version) = call(
-        &w.app,
-        Method::POST,
-        VERSIONS,
-        &w.admin,
-        Some(daily(5, "launch week")),
-    )
-    .await;
-    assert_eq!(status, 201, "{version}");
+    let response = w
+        .app
+        .request(Method::POST, VERSIONS)
+        .bearer_auth(&w.admin)
+        .header("x-request-id", "launch-week-1")
+        .json(&daily(5, "launch week"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let version: Value = response.json().await.unwrap();
     assert_eq!(version["status"], "applied");
     assert_eq!(version["current"], true);
     assert_eq!(
@@ -127,6 +129,15 @@ async fn a_change_within_the_range_applies_at_once_and_keeps_usage() {
         .filter_map(|e| e["action"].as_str())
         .collect();
     assert!(actions.contains(&"policy.apply"), "{actions:?}");
+    let entry = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "policy.apply")
+        .unwrap();
+    assert_eq!(entry["request_id"], "launch-week-1", "the request is named");
+    assert_eq!(entry["target"], "acme/policy/1");
+    assert_eq!(entry["details"]["version"], 1);
 }
 
 #[tokio::test]
