@@ -611,6 +611,22 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_self_service_example_is_valid_configuration() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("[[plans]]\nid = \"team\"").expect("the example");
+        let end = start + readme[start..].find("```").expect("its end");
+        let example = &readme[start..end];
+        Jail::expect_with(|jail| {
+            jail.create_file("tenantd.toml", example)?;
+            let config = load(&Overrides::default()).unwrap();
+            let team = config.plan(&"team".parse().unwrap()).unwrap();
+            assert!(team.self_service.rate_requests.is_some());
+            assert_eq!(team.self_service.quotas.len(), 1);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_plans_and_admission_settings_name_the_setting() {
         for (text, setting) in [
             ("[[plans]]\nid = \"a\"\nrate = { requests = 1, per = \"1s\", burst = 1 }\nweight = 0\n", "plans"),
