@@ -97,6 +97,20 @@ pub struct UpdateTenant {
     /// A new billing day; the current monthly window ends on the old day.
     #[serde(default)]
     pub billing_day: Option<BillingDay>,
+    /// Pin the tenant to a version of its plan, or `null` to follow the
+    /// plan's latest version again. Absent: unchanged (a plan change unpins).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub plan_version: Option<Option<i64>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A page of Tenant items.
@@ -451,6 +465,41 @@ pub struct AddOnView {
 pub struct AddOns {
     /// Add-ons not yet expired, oldest first.
     pub items: Vec<AddOnView>,
+}
+
+/// One version of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlanView {
+    pub id: PlanId,
+    pub version: i64,
+    /// The whole plan: rate, class rates, weight, quotas, self-service ranges.
+    #[schema(value_type = Object)]
+    pub plan: Value,
+    /// Settings changed from the version before.
+    pub diff: Vec<Change>,
+    pub reason: String,
+    /// The operator key that made it; absent when seeded from the configuration.
+    pub actor_key: Option<KeyId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A page of PlanView items.
+pub type PlanPage = Page<PlanView>;
+
+/// A new plan, or a plan's next version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WritePlan {
+    /// The whole plan, as in the configuration's `[[plans]]`.
+    #[schema(value_type = Object)]
+    pub plan: Value,
+    /// Why; 1 to 500 characters.
+    pub reason: String,
+    /// For a new version: the version it replaces, so that two operators'
+    /// edits never silently overwrite each other.
+    #[serde(default)]
+    pub replaces: Option<i64>,
 }
 
 /// A tenant's policy in effect: its plan, its overrides, and the plan they make.

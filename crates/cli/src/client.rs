@@ -119,6 +119,7 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
                         name: Some(name),
                         plan: None,
                         billing_day: None,
+                        plan_version: None,
                     },
                 )
                 .await?,

@@ -43,6 +43,7 @@ error_codes! {
     NotFound = ("not_found", 404, "No such resource"),
     MethodNotAllowed = ("method_not_allowed", 405, "The method is not allowed on this resource"),
     TenantExists = ("tenant_exists", 409, "A tenant with this id already exists"),
+    PlanExists = ("plan_exists", 409, "A plan with this id already exists"),
     InvalidTransition = ("invalid_transition", 409, "The resource is not in a state that allows this action"),
     PayloadTooLarge = ("payload_too_large", 413, "The request body is too large"),
     UnsupportedMediaType = ("unsupported_media_type", 415, "The request body must be application/json"),

@@ -48,6 +48,7 @@ pub struct Principal {
 struct Membership {
     tenant: TenantId,
     plan: PlanId,
+    plan_version: Option<i64>,
     billing_day: BillingDay,
     isolation: Isolation,
     pool: PoolName,
@@ -126,6 +127,7 @@ pub fn verify(
             Some(Membership {
                 tenant: tenant.id.clone(),
                 plan: tenant.plan.clone(),
+                plan_version: tenant.plan_version,
                 billing_day: tenant.billing_day,
                 isolation: tenant.isolation,
                 pool: tenant.pool.clone(),
@@ -154,6 +156,11 @@ impl Principal {
 
     pub fn plan(&self) -> Option<&PlanId> {
         self.tenant.as_ref().map(|m| &m.plan)
+    }
+
+    /// The plan version the tenant is pinned to, if any.
+    pub fn plan_version(&self) -> Option<i64> {
+        self.tenant.as_ref().and_then(|m| m.plan_version)
     }
 
     /// The day the tenant's monthly quotas reset; `None` for platform keys.

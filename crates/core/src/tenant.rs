@@ -85,6 +85,10 @@ pub struct Tenant {
     pub id: TenantId,
     pub name: String,
     pub plan: PlanId,
+    /// The plan version the tenant is pinned to; it follows the plan's
+    /// latest version when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_version: Option<i64>,
     pub region: RegionId,
     /// How its data is kept apart from other tenants'.
     pub isolation: Isolation,
@@ -116,6 +120,7 @@ impl Tenant {
             id,
             name: name.into(),
             plan,
+            plan_version: None,
             region,
             isolation: Isolation::Pooled,
             pool: PoolName::default_pool(),

@@ -613,7 +613,9 @@ mod tests {
     #[test]
     fn the_readme_self_service_example_is_valid_configuration() {
         let readme = include_str!("../../../README.md");
-        let start = readme.find("[[plans]]\nid = \"team\"").expect("the example");
+        let start = readme
+            .find("[[plans]]\nid = \"team\"")
+            .expect("the example");
         let end = start + readme[start..].find("```").expect("its end");
         let example = &readme[start..end];
         Jail::expect_with(|jail| {

@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use rand::rngs::OsRng;
 use serde_json::json;
+use tenantd_core::plan::Plan;
 use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyOwner, KeyRecord, Role, ServerSecret};
 use tenantd_store::cache::CacheLimits;
+use tenantd_store::plans::{NewPlanVersion, PlanError};
 use tenantd_store::{Catalog, DataLimits, DataStore, NewAuditEntry, StoreError};
 
 use crate::admit::Admission;
@@ -80,7 +82,11 @@ impl Server {
             // next attempt.
             tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = %job.step, "a job was interrupted by a restart");
         }
-        let admission = Admission::new(&config.admission, &config.plans, clock.clone())?;
+        let admission = Admission::new(&config.admission, clock.clone())?;
+        seed_plans(&catalog, &config.plans, &*clock).await?;
+        for stored in catalog.all_plan_versions().await? {
+            admission.add_plan_version(stored.version, stored.plan);
+        }
         let add_ons = catalog
             .add_ons(None, clock.now())
             .await?
@@ -92,8 +98,8 @@ impl Server {
             admission.set_overrides(&tenant, Some(overrides));
         }
         for plan in catalog.plans_in_use().await? {
-            if !admission.has_plan(&plan) {
-                tracing::warn!(plan = %plan, "tenants are on a plan the configuration no longer has; they get the default plan");
+            if !admission.has_plan(&plan, None) {
+                tracing::warn!(plan = %plan, "tenants are on a plan the catalog does not have; they get the default plan");
             }
         }
         let identity = Identity::new(
@@ -123,6 +129,57 @@ impl Server {
     pub fn take_bootstrap_token(&mut self) -> Option<String> {
         self.bootstrap_token.take()
     }
+}
+
+/// Writes each configured plan the catalog does not have yet as its first
+/// version. After that the catalog's versions rule: a configured plan that
+/// differs from its latest version is reported, not applied, so that a
+/// change made through the API is never undone by a restart.
+async fn seed_plans(
+    catalog: &Catalog,
+    plans: &[Plan],
+    clock: &dyn Clock,
+) -> Result<(), StartError> {
+    let stored = catalog.all_plan_versions().await?;
+    for plan in plans {
+        let latest = stored.iter().rfind(|v| v.plan.id == plan.id);
+        match latest {
+            Some(v) if v.plan != *plan => tracing::warn!(
+                plan = %plan.id,
+                version = v.version,
+                "the configured plan differs from its latest version in the catalog, which applies; change plans through the API"
+            ),
+            Some(_) => {}
+            None => {
+                let now = clock.now();
+                let audit = NewAuditEntry {
+                    tenant: None,
+                    at: now,
+                    actor: None,
+                    action: "plan.create",
+                    target: plan.id.to_string(),
+                    details: json!({ "source": "configuration" }),
+                    request_id: None,
+                };
+                let new = NewPlanVersion {
+                    plan,
+                    after: None,
+                    diff: Vec::new(),
+                    reason: "from the configuration",
+                    actor: None,
+                    at: now,
+                };
+                catalog
+                    .add_plan_version(&new, &audit)
+                    .await
+                    .map_err(|e| match e {
+                        PlanError::Store(e) => StartError::Store(e),
+                        other => StartError::Store(StoreError::Corrupt(other.to_string())),
+                    })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the server secret, or generates it on first start. The file is

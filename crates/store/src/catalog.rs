@@ -102,13 +102,14 @@ impl Catalog {
     pub async fn create_tenant(&self, tenant: &Tenant, audit: &NewAuditEntry) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO tenants (id, name, plan, region, isolation, pool, status, billing_day,
-                                  created_at, updated_at, deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tenants (id, name, plan, plan_version, region, isolation, pool, status,
+                                  billing_day, created_at, updated_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.id.as_str())
         .bind(&tenant.name)
         .bind(tenant.plan.as_str())
+        .bind(tenant.plan_version)
         .bind(tenant.region.as_str())
         .bind(tenant.isolation.as_str())
         .bind(tenant.pool.as_str())
@@ -170,12 +171,13 @@ impl Catalog {
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE tenants SET name = ?, plan = ?, region = ?, status = ?, billing_day = ?,
+            "UPDATE tenants SET name = ?, plan = ?, plan_version = ?, region = ?, status = ?, billing_day = ?,
                                 updated_at = ?, deleted_at = ?
              WHERE id = ? AND status = ?",
         )
         .bind(&tenant.name)
         .bind(tenant.plan.as_str())
+        .bind(tenant.plan_version)
         .bind(tenant.region.as_str())
         .bind(tenant.status.as_str())
         .bind(i64::from(tenant.billing_day.get()))
@@ -478,6 +480,7 @@ struct TenantRow {
     id: String,
     name: String,
     plan: String,
+    plan_version: Option<i64>,
     region: String,
     isolation: String,
     pool: String,
@@ -494,6 +497,7 @@ impl TenantRow {
             id: parse("tenants.id", &self.id, TenantId::parse)?,
             name: self.name,
             plan: parse("tenants.plan", &self.plan, PlanId::parse)?,
+            plan_version: self.plan_version,
             region: parse("tenants.region", &self.region, RegionId::parse)?,
             isolation: parse("tenants.isolation", &self.isolation, |s| {
                 Isolation::parse(s).ok_or("unknown isolation model")

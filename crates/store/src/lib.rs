@@ -11,6 +11,7 @@ mod catalog;
 mod codec;
 pub mod data;
 pub mod jobs;
+pub mod plans;
 pub mod policy;
 pub mod postgres;
 pub mod usage;

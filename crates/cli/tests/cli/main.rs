@@ -493,7 +493,10 @@ async fn audit_verify_finds_an_entry_edited_in_the_database() {
     let (status, report) = verify(&["audit", "verify"]);
     assert_eq!(status, Some(0), "{report}");
     assert_eq!(report["intact"], true);
-    assert_eq!(report["entries"], 2, "the bootstrap key and the tenant");
+    assert_eq!(
+        report["entries"], 3,
+        "the bootstrap key, the configured plan and the tenant"
+    );
     let (status, report) = verify(&["audit", "verify", "--tenant", "acme"]);
     assert_eq!((status, report["entries"].as_u64()), (Some(0), Some(1)));
 
@@ -504,14 +507,14 @@ async fn audit_verify_finds_an_entry_edited_in_the_database() {
     sql.execute("DROP TRIGGER audit_log_no_update")
         .await
         .unwrap();
-    sql.execute("UPDATE audit_log SET target = 'globex' WHERE seq = 2")
+    sql.execute("UPDATE audit_log SET target = 'globex' WHERE tenant_id = 'acme'")
         .await
         .unwrap();
     let (status, report) = verify(&["audit", "verify", "--tenant", "acme"]);
     assert_eq!(status, Some(1), "{report}");
     assert_eq!(
         report["problems"],
-        serde_json::json!(["entry 2: its content was changed"])
+        serde_json::json!(["entry 3: its content was changed"])
     );
     assert_eq!(server.terminate(), Some(0));
 }

@@ -47,8 +47,9 @@ pub struct TenantUsage {
     pub admitted_total: u64,
     /// The overrides of the tenant's policy in effect, if it has any.
     pub overrides: Option<Arc<Overrides>>,
-    /// The effective plan last made from them (its id is the base plan's).
-    pub effective: Option<Arc<Plan>>,
+    /// The effective plan last made from them, with the plan version it
+    /// was made from (a new plan version makes it stale).
+    pub effective: Option<(Arc<Plan>, Arc<Plan>)>,
 }
 
 impl TenantUsage {

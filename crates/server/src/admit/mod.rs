@@ -15,7 +15,9 @@ pub mod limiter;
 pub mod seats;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -42,7 +44,11 @@ use seats::{Refusal, Seats};
 #[derive(Debug)]
 pub struct Admission {
     config: AdmissionConfig,
-    plans: HashMap<PlanId, Arc<Plan>>,
+    /// Every version of every plan (index: version − 1). Read by every
+    /// request without a lock; a new version (rare) swaps in a new map.
+    plans: ArcSwap<HashMap<PlanId, Vec<Arc<Plan>>>>,
+    /// Serializes the writers of `plans`.
+    plans_writer: Mutex<()>,
     pub limiter: Limiter,
     pub seats: Arc<Seats>,
     pub ledgers: Arc<Ledgers>,
@@ -60,11 +66,8 @@ fn micros(t: time::OffsetDateTime) -> u64 {
 const LEVEL_RETRY: Duration = Duration::from_secs(60);
 
 impl Admission {
-    pub fn new(
-        config: &AdmissionConfig,
-        plans: &[Plan],
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, Unavailable> {
+    /// The stage with no plans yet; `add_plan_version` loads them.
+    pub fn new(config: &AdmissionConfig, clock: Arc<dyn Clock>) -> Result<Self, Unavailable> {
         let ledgers = Arc::new(Ledgers::default());
         let seats = Seats::new(config.seats, config.discipline);
         Ok(Self {
@@ -72,49 +75,93 @@ impl Admission {
             metrics: Metrics::new(seats.clone(), ledgers.clone(), config.metrics_tenants),
             seats,
             ledgers,
-            plans: plans
-                .iter()
-                .map(|p| (p.id.clone(), Arc::new(p.clone())))
-                .collect(),
+            plans: ArcSwap::default(),
+            plans_writer: Mutex::default(),
             config: config.clone(),
             clock,
         })
     }
 
-    /// Whether `id` names a configured plan.
-    pub fn has_plan(&self, id: &PlanId) -> bool {
-        self.plans.contains_key(id)
+    fn read_plans(&self) -> arc_swap::Guard<Arc<HashMap<PlanId, Vec<Arc<Plan>>>>> {
+        self.plans.load()
     }
 
-    /// The plan named `id`; the default plan for an id no longer configured
-    /// (start-up warns about those, once).
-    pub fn plan(&self, id: &PlanId) -> Arc<Plan> {
-        match self.plans.get(id) {
-            Some(plan) => plan.clone(),
-            None => self
-                .plans
-                .get(&PlanId::default_plan())
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Plan::default_plan())),
+    /// Records version `version` of a plan (versions arrive in order). The
+    /// map is copied: O(plans), which are few, and never per tenant.
+    pub fn add_plan_version(&self, version: i64, plan: Plan) {
+        let _writer = self
+            .plans_writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut plans = HashMap::clone(&self.plans.load());
+        let versions = plans.entry(plan.id.clone()).or_default();
+        if usize::try_from(version).ok() == Some(versions.len() + 1) {
+            versions.push(Arc::new(plan));
+            self.plans.store(Arc::new(plans));
         }
     }
 
-    /// The plan a tenant is held to now: its plan named `id`, with the
-    /// overrides of its policy in effect. Made once per change, then cached
-    /// beside the tenant's ledger.
-    pub fn effective_plan(&self, tenant: &TenantId, id: &PlanId) -> Arc<Plan> {
-        let base = self.plan(id);
+    /// The latest version number of plan `id`, if it exists.
+    pub fn latest_version(&self, id: &PlanId) -> Option<i64> {
+        self.read_plans()
+            .get(id)
+            .and_then(|v| i64::try_from(v.len()).ok())
+            .filter(|&n| n > 0)
+    }
+
+    /// Whether plan `id` has version `version` (its latest when `None`).
+    pub fn has_plan(&self, id: &PlanId, version: Option<i64>) -> bool {
+        let latest = self.latest_version(id).unwrap_or(0);
+        version.map_or(latest > 0, |v| (1..=latest).contains(&v))
+    }
+
+    /// Plan `id` at `version`, or its latest; the default plan for an id
+    /// no longer known (start-up warns about those).
+    pub fn plan(&self, id: &PlanId, version: Option<i64>) -> Arc<Plan> {
+        let plans = self.read_plans();
+        let at = |versions: &Vec<Arc<Plan>>| {
+            let index = version.and_then(|v| usize::try_from(v - 1).ok());
+            index
+                .and_then(|i| versions.get(i))
+                .or_else(|| versions.last())
+                .cloned()
+        };
+        plans
+            .get(id)
+            .and_then(at)
+            .or_else(|| {
+                plans
+                    .get(&PlanId::default_plan())
+                    .and_then(|v| v.last().cloned())
+            })
+            .unwrap_or_else(|| Arc::new(Plan::default_plan()))
+    }
+
+    /// The plan a tenant is held to now: its plan named `id` (pinned at
+    /// `version`, or the latest), with the overrides of its policy in effect.
+    /// Made once per change of either, then cached beside the tenant's ledger.
+    pub fn effective_plan(
+        &self,
+        tenant: &TenantId,
+        id: &PlanId,
+        version: Option<i64>,
+    ) -> Arc<Plan> {
+        let base = self.plan(id, version);
         self.ledgers.with(tenant, |usage| {
             let Some(overrides) = &usage.overrides else {
                 return base;
             };
-            if let Some(cached) = usage.effective.as_ref().filter(|p| &p.id == id) {
+            if let Some((_, cached)) = usage
+                .effective
+                .as_ref()
+                .filter(|(made_from, _)| Arc::ptr_eq(made_from, &base))
+            {
                 return cached.clone();
             }
             match effective(&base, overrides) {
                 Ok(plan) => {
                     let plan = Arc::new(plan);
-                    usage.effective = Some(plan.clone());
+                    usage.effective = Some((base, plan.clone()));
                     plan
                 }
                 Err(e) => {
@@ -164,7 +211,7 @@ impl Admission {
         };
         let tenant = tenant.clone();
         let billing_day = principal.billing_day().unwrap_or_default();
-        let plan = self.effective_plan(&tenant, plan_id);
+        let plan = self.effective_plan(&tenant, plan_id, principal.plan_version());
         let now = self.clock.now();
         let mut headers = RateHeaders::default();
 

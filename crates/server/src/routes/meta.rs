@@ -184,6 +184,8 @@ impl Modify for Security {
         super::policy::get_policy, super::policy::list_versions, super::policy::get_version,
         super::policy::propose, super::policy::revert, super::policy::approve,
         super::policy::reject, super::policy::withdraw,
+        super::plans::create, super::plans::list, super::plans::get, super::plans::update,
+        super::plans::versions,
     ),
     components(schemas(Problem))
 )]

@@ -8,6 +8,7 @@ mod audit;
 mod data;
 mod keys;
 mod meta;
+mod plans;
 mod policy;
 mod tenants;
 mod usage;
@@ -125,6 +126,17 @@ fn routes() -> Vec<Route> {
             tenants::move_tenant,
         ),
         route(M::GET, "/v1/jobs/{job_id}", Operator, tenants::get_job),
+        // Plans, versioned, managed by operators.
+        route(M::POST, "/v1/plans", Operator, plans::create),
+        route(M::GET, "/v1/plans", Operator, plans::list),
+        route(M::GET, "/v1/plans/{plan}", Operator, plans::get),
+        route(M::PUT, "/v1/plans/{plan}", Operator, plans::update),
+        route(
+            M::GET,
+            "/v1/plans/{plan}/versions",
+            Operator,
+            plans::versions,
+        ),
         // A tenant's keys and audit trail: its admins, or an operator.
         route(
             M::POST,

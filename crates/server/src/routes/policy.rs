@@ -26,7 +26,7 @@ use crate::state::AppState;
 /// Longest reason, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
-fn check_reason(reason: &str) -> Result<(), ApiError> {
+pub(super) fn check_reason(reason: &str) -> Result<(), ApiError> {
     if reason.trim().is_empty() {
         return Err(ApiError::invalid_body("reason: say why"));
     }
@@ -68,7 +68,7 @@ fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
         Some((by, at, reason)) => (Some(by), Some(at), Some(reason)),
         None => (None, None, None),
     };
-    let outside = outside_self_service(&state.admission.plan(&v.plan), &v.overrides);
+    let outside = outside_self_service(&state.admission.plan(&v.plan, None), &v.overrides);
     PolicyVersionView {
         current: v.version == current,
         version: v.version,
@@ -108,7 +108,9 @@ pub(super) async fn get_policy(
 ) -> Result<Json<PolicyView>, ApiError> {
     let tenant = tenant(&state, scope.tenant()).await?;
     let in_effect = state.catalog.policy_in_effect(&tenant.id).await?;
-    let plan = state.admission.effective_plan(&tenant.id, &tenant.plan);
+    let plan = state
+        .admission
+        .effective_plan(&tenant.id, &tenant.plan, tenant.plan_version);
     let proposal = state.catalog.waiting_proposal(&tenant.id).await?;
     Ok(Json(PolicyView {
         tenant: tenant.id,
@@ -176,9 +178,11 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     check_reason(&reason)?;
     let tenant = self::tenant(state, tenant).await?;
-    let base = state.admission.plan(&tenant.plan);
+    let base = state.admission.plan(&tenant.plan, tenant.plan_version);
     let wanted = effective(&base, &overrides).map_err(ApiError::invalid_body)?;
-    let current = state.admission.effective_plan(&tenant.id, &tenant.plan);
+    let current = state
+        .admission
+        .effective_plan(&tenant.id, &tenant.plan, tenant.plan_version);
     let changes = diff(&current, &wanted);
     let outside = outside_self_service(&base, &overrides);
     let status = if principal.is_operator() || outside.is_empty() {
@@ -324,7 +328,11 @@ async fn decide(
         .ok_or_else(ApiError::not_found)?;
     if verdict == Verdict::Approve {
         // The plan may have changed since the proposal was made.
-        effective(&state.admission.plan(&tenant.plan), &proposal.overrides).map_err(|e| {
+        effective(
+            &state.admission.plan(&tenant.plan, tenant.plan_version),
+            &proposal.overrides,
+        )
+        .map_err(|e| {
             ApiError::invalid_body(format!("the proposal no longer fits the plan: {e}"))
         })?;
     }

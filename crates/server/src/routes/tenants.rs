@@ -40,7 +40,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 fn check_plan(state: &AppState, plan: &PlanId) -> Result<(), ApiError> {
-    if state.admission.has_plan(plan) {
+    if state.admission.has_plan(plan, None) {
         Ok(())
     } else {
         Err(ApiError::invalid_body(format!(
@@ -178,7 +178,21 @@ pub(super) async fn update(
         tenant.name = name;
     }
     if let Some(plan) = body.plan {
+        if plan != tenant.plan {
+            // A pin names a version of the old plan.
+            tenant.plan_version = None;
+        }
         tenant.plan = plan;
+    }
+    if let Some(pin) = body.plan_version {
+        if !state.admission.has_plan(&tenant.plan, pin) {
+            return Err(ApiError::invalid_body(format!(
+                "plan_version: plan {} has no version {}",
+                tenant.plan,
+                pin.unwrap_or_default()
+            )));
+        }
+        tenant.plan_version = pin;
     }
     if let Some(day) = body.billing_day {
         tenant.billing_day = day;
@@ -194,6 +208,12 @@ pub(super) async fn update(
         changes.insert(
             "plan".into(),
             json!({ "from": before.plan, "to": tenant.plan }),
+        );
+    }
+    if before.plan_version != tenant.plan_version {
+        changes.insert(
+            "plan_version".into(),
+            json!({ "from": before.plan_version, "to": tenant.plan_version }),
         );
     }
     if before.billing_day != tenant.billing_day {

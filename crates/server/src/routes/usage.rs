@@ -43,7 +43,9 @@ pub(super) async fn usage(
     Extension(scope): Extension<TenantScope>,
 ) -> Result<Json<UsageView>, ApiError> {
     let tenant = tenant_of(&state, &scope).await?;
-    let plan = state.admission.effective_plan(&tenant.id, &tenant.plan);
+    let plan = state
+        .admission
+        .effective_plan(&tenant.id, &tenant.plan, tenant.plan_version);
     let now = state.clock.now();
     let secs = now.unix_timestamp();
     let day = tenant.billing_day;

@@ -272,6 +272,7 @@ async fn a_plan_change_mid_period_keeps_usage_and_applies_at_the_next_request() 
         name: None,
         plan: Some(plan.parse().unwrap()),
         billing_day: None,
+        plan_version: None,
     };
     app.operator
         .update_tenant(&acme, &change("pro"))

@@ -196,6 +196,19 @@ async fn world() -> World {
         .await
         .unwrap();
     assert_eq!(applied["version"], 1, "{applied}");
+    // A plan for the route that writes a plan's next version.
+    let created = world
+        .app
+        .request(Method::POST, "/v1/plans")
+        .bearer_auth(&world.app.operator_token)
+        .json(&json!({
+            "plan": { "id": "spare", "rate": { "requests": 1, "per": "1s", "burst": 1 } },
+            "reason": "the matrix's plan"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
     world
 }
 
@@ -405,6 +418,25 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
             ..umbrella("/move", TenantStatus::Active, 202)
         },
         ("GET", "/v1/jobs/{job_id}") => plain(&format!("/v1/jobs/{}", w.job.as_str()), 200),
+        ("POST", "/v1/plans") => with_body(
+            "/v1/plans",
+            json!({
+                "plan": { "id": "matrix", "rate": { "requests": 1, "per": "1s", "burst": 1 } },
+                "reason": "matrix"
+            }),
+            201,
+        ),
+        ("GET", "/v1/plans") => plain("/v1/plans", 200),
+        ("GET", "/v1/plans/{plan}") => plain("/v1/plans/default", 200),
+        ("PUT", "/v1/plans/{plan}") => with_body(
+            "/v1/plans/spare",
+            json!({
+                "plan": { "id": "spare", "rate": { "requests": 5, "per": "1s", "burst": 5 } },
+                "reason": "matrix"
+            }),
+            200,
+        ),
+        ("GET", "/v1/plans/{plan}/versions") => plain("/v1/plans/default/versions", 200),
         ("POST", "/v1/collections") => {
             with_body("/v1/collections", json!({ "name": "scratch" }), 201)
         }

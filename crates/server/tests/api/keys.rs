@@ -280,7 +280,11 @@ async fn operator_keys_are_managed_and_the_last_one_cannot_be_revoked() {
         .await
         .unwrap();
     let actions: Vec<_> = platform.items.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["key.bootstrap", "key.create", "key.revoke"]);
+    // The first start also seeded the configured default plan.
+    assert_eq!(
+        actions,
+        ["key.bootstrap", "plan.create", "key.create", "key.revoke"]
+    );
 }
 
 #[tokio::test]

@@ -410,3 +410,153 @@ async fn bad_changes_are_refused_and_readers_cannot_change_anything() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// A plan body as `POST /v1/plans` and `PUT /v1/plans/{plan}` take it.
+fn plan_body(id: &str, daily: u64, replaces: Option<i64>) -> Value {
+    json!({
+        "plan": {
+            "id": id,
+            "rate": { "requests": 1000, "per": "1s", "burst": 1000 },
+            "quotas": [{ "metric": "requests", "period": "day", "hard": daily }]
+        },
+        "reason": "pricing",
+        "replaces": replaces
+    })
+}
+
+#[tokio::test]
+async fn plans_are_versioned_and_tenants_follow_the_latest_unless_pinned() {
+    let w = world().await;
+    let op = w.app.operator_token.clone();
+    let (status, created) = call(
+        &w.app,
+        Method::POST,
+        "/v1/plans",
+        &op,
+        Some(plan_body("team", 2, None)),
+    )
+    .await;
+    assert_eq!(
+        (status, created["version"].as_i64()),
+        (201, Some(1)),
+        "{created}"
+    );
+    let (status, again) = call(
+        &w.app,
+        Method::POST,
+        "/v1/plans",
+        &op,
+        Some(plan_body("team", 2, None)),
+    )
+    .await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("plan_exists")));
+
+    // acme follows team; globex is pinned to version 1.
+    let follow = json!({ "plan": "team" });
+    assert_eq!(
+        call(&w.app, Method::PATCH, "/v1/tenants/acme", &op, Some(follow))
+            .await
+            .0,
+        200
+    );
+    let pin = json!({ "plan": "team", "plan_version": 1 });
+    assert_eq!(
+        call(&w.app, Method::PATCH, "/v1/tenants/globex", &op, Some(pin))
+            .await
+            .0,
+        200
+    );
+    let globex = w.app.tenant_key("globex", Role::Reader).await.token;
+    assert_eq!(admitted(&w.app, &w.reader, 3).await, 2);
+
+    let (status, v2) = call(
+        &w.app,
+        Method::PUT,
+        "/v1/plans/team",
+        &op,
+        Some(plan_body("team", 4, Some(1))),
+    )
+    .await;
+    assert_eq!(status, 200, "{v2}");
+    assert_eq!(v2["version"], 2);
+    assert_eq!(
+        v2["diff"],
+        json!([{ "setting": "quotas.requests-day.hard", "from": 2, "to": 4 }])
+    );
+    // An edit based on a stale version is refused, not applied over this one.
+    let (status, stale) = call(
+        &w.app,
+        Method::PUT,
+        "/v1/plans/team",
+        &op,
+        Some(plan_body("team", 9, Some(1))),
+    )
+    .await;
+    assert_eq!(
+        (status, stale["code"].as_str()),
+        (409, Some("invalid_transition"))
+    );
+
+    // acme got version 2 at its next request, usage kept; globex keeps 1.
+    assert_eq!(admitted(&w.app, &w.reader, 3).await, 2);
+    assert_eq!(admitted(&w.app, &globex, 3).await, 2);
+    let unpin = json!({ "plan_version": null });
+    assert_eq!(
+        call(
+            &w.app,
+            Method::PATCH,
+            "/v1/tenants/globex",
+            &op,
+            Some(unpin)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        admitted(&w.app, &globex, 3).await,
+        2,
+        "now on version 2: 4 a day"
+    );
+
+    let (_, versions) = call(&w.app, Method::GET, "/v1/plans/team/versions", &op, None).await;
+    let numbers: Vec<i64> = versions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [2, 1]);
+    let bad_pin = json!({ "plan_version": 7 });
+    let (status, _) = call(
+        &w.app,
+        Method::PATCH,
+        "/v1/tenants/acme",
+        &op,
+        Some(bad_pin),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = call(&w.app, Method::GET, "/v1/plans/gold", &op, None).await;
+    assert_eq!(status, 404);
+    let mismatched = plan_body("other", 4, None);
+    let (status, _) = call(&w.app, Method::PUT, "/v1/plans/team", &op, Some(mismatched)).await;
+    assert_eq!(status, 422);
+    let invalid = json!({ "plan": { "id": "x", "rate": { "requests": 0, "per": "1s", "burst": 1 } }, "reason": "r" });
+    let (status, _) = call(&w.app, Method::POST, "/v1/plans", &op, Some(invalid)).await;
+    assert_eq!(status, 422);
+
+    // Plans and their versions survive a restart; the configured default is
+    // seeded once and not duplicated.
+    let (dir, config, token) = w.app.stop().await;
+    let app = crate::helpers::restart_app(dir, config, token).await;
+    let (_, list) = call(&app, Method::GET, "/v1/plans", &op, None).await;
+    let ids: Vec<(&str, i64)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["version"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ids, [("default", 1), ("team", 2)]);
+    assert_eq!(admitted(&app, &globex, 1).await, 0, "usage and plan kept");
+}

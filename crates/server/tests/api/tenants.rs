@@ -124,6 +124,7 @@ async fn renaming_changes_the_name_only_and_is_audited() {
                 name: Some("Acme 2".into()),
                 plan: None,
                 billing_day: None,
+                plan_version: None,
             },
         )
         .await
@@ -227,6 +228,7 @@ async fn soft_delete_restore_and_purge() {
                     name: Some("x".into()),
                     plan: None,
                     billing_day: None,
+                    plan_version: None,
                 },
             )
             .await,
