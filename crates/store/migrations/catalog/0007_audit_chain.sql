@@ -21,3 +21,8 @@ CREATE TRIGGER audit_chain_no_update BEFORE UPDATE ON audit_chain
 BEGIN
     SELECT RAISE(ABORT, 'audit_chain is append-only');
 END;
+
+-- Finds a tenant's last purge (where its chain restarts) without scanning
+-- every platform entry.
+CREATE INDEX audit_log_purges ON audit_log (target, seq)
+    WHERE tenant_id IS NULL AND action = 'tenant.purge';
