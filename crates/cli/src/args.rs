@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tenantd_core::policy::Overrides;
 use tenantd_core::{Isolation, KeyId, Role, TenantId, TenantStatus};
 use tenantd_server::config::LogFormat;
 
@@ -86,6 +87,17 @@ pub enum ClientCommand {
     Keys(KeyCommand),
     /// Show a job, e.g. a tenant move.
     Job { id: tenantd_core::JobId },
+    /// Show a tenant's usage against its quotas.
+    Usage {
+        #[arg(long)]
+        tenant: TenantId,
+    },
+    /// Show plans (operator).
+    #[command(subcommand)]
+    Plans(PlanCommand),
+    /// Show and change a tenant's policy: its overrides of its plan.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Show an audit trail: a tenant's with --tenant, the platform's without;
     /// or verify one with `audit verify`.
     Audit {
@@ -96,6 +108,70 @@ pub enum ClientCommand {
         #[command(flatten)]
         page: PageArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Plans at their latest versions.
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// A plan's versions, newest first.
+    Versions {
+        plan: tenantd_core::PlanId,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The policy in effect.
+    Show {
+        #[arg(long)]
+        tenant: TenantId,
+    },
+    /// Its versions, newest first.
+    History {
+        #[arg(long)]
+        tenant: TenantId,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Set the overrides (JSON, e.g. '{"rate_requests": 50}'): applied at
+    /// once within the plan's self-service ranges or by an operator,
+    /// proposed otherwise.
+    Propose {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long, value_parser = parse_overrides)]
+        overrides: Overrides,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve a proposal (operator).
+    Approve(PolicyVersionArgs),
+    /// Reject a proposal (operator).
+    Reject(PolicyVersionArgs),
+    /// Withdraw a proposal.
+    Withdraw(PolicyVersionArgs),
+    /// Restore an earlier version's overrides, as a new version.
+    Revert(PolicyVersionArgs),
+}
+
+fn parse_overrides(text: &str) -> Result<Overrides, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyVersionArgs {
+    #[arg(long)]
+    pub tenant: TenantId,
+    #[arg(long)]
+    pub version: i64,
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,10 +4,13 @@
 use std::process::ExitCode;
 
 use serde::Serialize;
-use tenantd_api::{CreateKey, CreateTenant, MoveTenant, RotateKey, UpdateTenant};
-use tenantd_client::{Client, Error, KeysOf, PageRequest};
+use tenantd_api::{CreateKey, CreateTenant, MoveTenant, ProposePolicy, RotateKey, UpdateTenant};
+use tenantd_client::{Client, Error, KeysOf, PageRequest, PolicyAction};
 
-use crate::args::{AuditCommand, ClientCommand, Connection, KeyCommand, PageArgs, TenantCommand};
+use crate::args::{
+    AuditCommand, ClientCommand, Connection, KeyCommand, PageArgs, PlanCommand, PolicyCommand,
+    PolicyVersionArgs, TenantCommand,
+};
 
 fn owner(tenant: Option<&tenantd_core::TenantId>) -> KeysOf<'_> {
     tenant.map_or(KeysOf::Platform, KeysOf::Tenant)
@@ -81,8 +84,43 @@ async fn execute_printing(client: &Client, command: ClientCommand) -> Result<(),
         ClientCommand::Audit {
             tenant, page: p, ..
         } => print(client.audit(owner(tenant.as_ref()), &page(p)).await?),
+        ClientCommand::Usage { tenant } => print(client.usage(&tenant).await?),
+        ClientCommand::Plans(PlanCommand::List { page: p }) => print(client.plans(&page(p)).await?),
+        ClientCommand::Plans(PlanCommand::Versions { plan, page: p }) => {
+            print(client.plan_versions(&plan, &page(p)).await?)
+        }
+        ClientCommand::Policy(command) => policy(client, command).await,
         ClientCommand::Tenants(command) => tenants(client, command).await,
         ClientCommand::Keys(command) => keys(client, command).await,
+    }
+}
+
+async fn policy(client: &Client, command: PolicyCommand) -> Result<(), Error> {
+    let act = |args: PolicyVersionArgs, action| async move {
+        print(
+            client
+                .act_on_policy(&args.tenant, args.version, action, &args.reason)
+                .await?,
+        )
+    };
+    match command {
+        PolicyCommand::Show { tenant } => print(client.policy(&tenant).await?),
+        PolicyCommand::History { tenant, page: p } => {
+            print(client.policy_versions(&tenant, &page(p)).await?)
+        }
+        PolicyCommand::Propose {
+            tenant,
+            overrides,
+            reason,
+        } => print(
+            client
+                .propose_policy(&tenant, &ProposePolicy { overrides, reason })
+                .await?,
+        ),
+        PolicyCommand::Approve(args) => act(args, PolicyAction::Approve).await,
+        PolicyCommand::Reject(args) => act(args, PolicyAction::Reject).await,
+        PolicyCommand::Withdraw(args) => act(args, PolicyAction::Withdraw).await,
+        PolicyCommand::Revert(args) => act(args, PolicyAction::Revert).await,
     }
 }
 

@@ -26,11 +26,14 @@ use serde::Serialize;
 use serde_json::Value;
 use tenantd_api::{
     AddOnView, AddOns, AuditPage, AuditVerification, BatchRequest, BatchResponse, Collection,
-    CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey, Health,
-    JobView, KeyPage, KeyView, Me, MoveTenant, Problem, QuotaEvents, RecordPage, RecordView,
+    CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
+    DecidePolicy, Health, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PolicyVersionPage,
+    PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEvents, RecordPage, RecordView,
     RotateKey, RotatedKey, TenantPage, UpdateTenant, UsageHistory, UsageView,
 };
-use tenantd_core::{CollectionName, JobId, KeyId, RecordId, Tenant, TenantId, TenantStatus};
+use tenantd_core::{
+    CollectionName, JobId, KeyId, PlanId, RecordId, Tenant, TenantId, TenantStatus,
+};
 
 pub use tenantd_api as api;
 pub use tenantd_core as core;
@@ -284,6 +287,79 @@ impl Client {
         .await
     }
 
+    /// A tenant's policy in effect.
+    pub async fn policy(&self, tenant: &TenantId) -> Result<PolicyView, Error> {
+        Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/policy"))).await
+    }
+
+    /// A tenant's policy versions, newest first.
+    pub async fn policy_versions(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<PolicyVersionPage, Error> {
+        Self::send(
+            self.request(
+                Method::GET,
+                &format!("/v1/tenants/{tenant}/policy/versions"),
+            )
+            .query(page),
+        )
+        .await
+    }
+
+    /// New overrides for a tenant: applied at once, or proposed.
+    pub async fn propose_policy(
+        &self,
+        tenant: &TenantId,
+        proposal: &ProposePolicy,
+    ) -> Result<PolicyVersionView, Error> {
+        Self::send(
+            self.request(
+                Method::POST,
+                &format!("/v1/tenants/{tenant}/policy/versions"),
+            )
+            .json(proposal),
+        )
+        .await
+    }
+
+    /// Acts on a policy version: `approve`, `reject`, `withdraw` or `revert`.
+    pub async fn act_on_policy(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+        action: PolicyAction,
+        reason: &str,
+    ) -> Result<PolicyVersionView, Error> {
+        let path = format!(
+            "/v1/tenants/{tenant}/policy/versions/{version}/{}",
+            action.as_str()
+        );
+        Self::send(self.request(Method::POST, &path).json(&DecidePolicy {
+            reason: reason.to_owned(),
+        }))
+        .await
+    }
+
+    /// Plans at their latest versions (operators).
+    pub async fn plans(&self, page: &PageRequest) -> Result<PlanPage, Error> {
+        Self::send(self.request(Method::GET, "/v1/plans").query(page)).await
+    }
+
+    /// A plan's versions, newest first (operators).
+    pub async fn plan_versions(
+        &self,
+        plan: &PlanId,
+        page: &PageRequest,
+    ) -> Result<PlanPage, Error> {
+        Self::send(
+            self.request(Method::GET, &format!("/v1/plans/{plan}/versions"))
+                .query(page),
+        )
+        .await
+    }
+
     /// Verifies an audit chain: the platform's (all entries) or a tenant's.
     pub async fn verify_audit(&self, owner: KeysOf<'_>) -> Result<AuditVerification, Error> {
         Self::send(self.request(Method::GET, &format!("{}/audit/verify", owner.base()))).await
@@ -454,6 +530,26 @@ impl Client {
     /// A tenant's add-ons that have not expired.
     pub async fn add_ons(&self, tenant: &TenantId) -> Result<AddOns, Error> {
         Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/addons"))).await
+    }
+}
+
+/// What can be done to a policy version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyAction {
+    Approve,
+    Reject,
+    Withdraw,
+    Revert,
+}
+
+impl PolicyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Withdraw => "withdraw",
+            Self::Revert => "revert",
+        }
     }
 }
 

@@ -91,6 +91,8 @@ fn governance(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // A knob of this benchmark, not of the server, so not in `Config`.
+    #[allow(clippy::disallowed_methods)]
     let large: usize = std::env::var("TENANTD_BENCH_TENANTS")
         .ok()
         .and_then(|n| n.parse().ok())

@@ -518,3 +518,79 @@ async fn audit_verify_finds_an_entry_edited_in_the_database() {
     );
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[test]
+fn policies_plans_and_usage_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let operator = server.bootstrap_token();
+    let run = |key: &str, args: &[&str]| client(dir.path(), &server.url, key, args);
+    assert!(run(&operator, &["tenants", "create", "acme", "--name", "Acme"]).0);
+    let (_, key) = run(
+        &operator,
+        &["keys", "create", "--tenant", "acme", "--role", "admin"],
+    );
+    let admin = key["token"].as_str().unwrap().to_owned();
+
+    // The default plan has no self-service range: the admin's change waits.
+    let (ok, proposed) = run(
+        &admin,
+        &[
+            "policy",
+            "propose",
+            "--tenant",
+            "acme",
+            "--overrides",
+            r#"{"rate_burst": 50}"#,
+            "--reason",
+            "a busy week",
+        ],
+    );
+    assert!(ok, "{proposed}");
+    assert_eq!(proposed["status"], "proposed");
+    let (ok, approved) = run(
+        &operator,
+        &[
+            "policy",
+            "approve",
+            "--tenant",
+            "acme",
+            "--version",
+            "1",
+            "--reason",
+            "fine",
+        ],
+    );
+    assert!(ok, "{approved}");
+    assert_eq!(approved["status"], "approved");
+    let (_, policy) = run(&admin, &["policy", "show", "--tenant", "acme"]);
+    assert_eq!(policy["effective"]["rate"]["burst"], 50);
+    let (_, history) = run(&admin, &["policy", "history", "--tenant", "acme"]);
+    assert_eq!(history["items"][0]["decision_reason"], "fine");
+
+    let (ok, usage) = run(&admin, &["usage", "--tenant", "acme"]);
+    assert!(ok, "{usage}");
+    assert_eq!(usage["plan"], "default");
+    let (_, plans) = run(&operator, &["plans", "list"]);
+    assert_eq!(plans["items"][0]["id"], "default");
+
+    // Malformed overrides are refused before anything is sent.
+    let out = tenantd(dir.path())
+        .args([
+            "policy",
+            "propose",
+            "--tenant",
+            "acme",
+            "--overrides",
+            "{",
+            "--reason",
+            "x",
+        ])
+        .env("TENANTD_URL", &server.url)
+        .env("TENANTD_KEY", &admin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overrides"));
+    assert_eq!(server.terminate(), Some(0));
+}
