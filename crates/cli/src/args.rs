@@ -87,6 +87,18 @@ pub enum ClientCommand {
     Keys(KeyCommand),
     /// Show a job, e.g. a tenant move.
     Job { id: tenantd_core::JobId },
+    /// Make the server agree with a tenancy file (plans, tenants, policies),
+    /// through the API: every change versioned and audited. Prints each change.
+    Apply {
+        /// The tenancy file (YAML).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print the changes without making them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the server's plans, tenants and policies as a tenancy file.
+    Export,
     /// Show a tenant's usage against its quotas.
     Usage {
         #[arg(long)]

@@ -4,13 +4,18 @@
 use std::process::ExitCode;
 
 use serde::Serialize;
-use tenantd_api::{CreateKey, CreateTenant, MoveTenant, ProposePolicy, RotateKey, UpdateTenant};
+use tenantd_api::{
+    CreateKey, CreateTenant, MoveTenant, ProposePolicy, RotateKey, UpdateTenant, WritePlan,
+};
 use tenantd_client::{Client, Error, KeysOf, PageRequest, PolicyAction};
+use tenantd_core::plan::Plan;
+use tenantd_core::TenantStatus;
 
 use crate::args::{
     AuditCommand, ClientCommand, Connection, KeyCommand, PageArgs, PlanCommand, PolicyCommand,
     PolicyVersionArgs, TenantCommand,
 };
+use crate::tenancy::{self, ServerState, Step};
 
 fn owner(tenant: Option<&tenantd_core::TenantId>) -> KeysOf<'_> {
     tenant.map_or(KeysOf::Platform, KeysOf::Tenant)
@@ -23,12 +28,12 @@ fn page(args: PageArgs) -> PageRequest {
     }
 }
 
-fn print(value: impl Serialize) -> Result<(), Error> {
+fn print(value: impl Serialize) -> Result<ExitCode, Error> {
     println!(
         "{}",
         serde_json::to_string_pretty(&value).unwrap_or_default()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
@@ -56,34 +61,178 @@ pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
     }
 }
 
-/// Runs a command; its exit status is failure only for a broken audit chain.
-async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Error> {
-    if let ClientCommand::Audit {
-        action: Some(AuditCommand::Verify { tenant }),
-        ..
-    } = &command
-    {
-        let verification = client.verify_audit(owner(tenant.as_ref())).await?;
-        let intact = verification.intact;
-        print(verification)?;
-        return Ok(if intact {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+/// Everything a tenancy file can describe, as the server holds it now.
+async fn server_state(client: &Client) -> Result<ServerState, Error> {
+    let mut state = ServerState::default();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .plans(&PageRequest {
+                cursor,
+                limit: Some(200),
+            })
+            .await?;
+        for view in page.items {
+            if let Ok(plan) = serde_json::from_value::<Plan>(view.plan) {
+                state.plans.push((plan, view.version));
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
     }
-    execute_printing(client, command)
-        .await
-        .map(|()| ExitCode::SUCCESS)
+    let mut cursor = None;
+    loop {
+        let page = client
+            .list_tenants(
+                &PageRequest {
+                    cursor,
+                    limit: Some(200),
+                },
+                None,
+            )
+            .await?;
+        for tenant in page.items {
+            if tenant.status == TenantStatus::Deleted {
+                continue;
+            }
+            let overrides = client.policy(&tenant.id).await?.overrides;
+            state.tenants.push((tenant, overrides));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(state)
 }
 
-async fn execute_printing(client: &Client, command: ClientCommand) -> Result<(), Error> {
+const APPLY_REASON: &str = "tenantd apply";
+
+async fn take(client: &Client, step: Step) -> Result<(), Error> {
+    let plan_body = |plan: &Plan, replaces| WritePlan {
+        plan: serde_json::to_value(plan).unwrap_or_default(),
+        reason: APPLY_REASON.into(),
+        replaces,
+    };
+    match step {
+        Step::CreatePlan(plan) => client.create_plan(&plan_body(&plan, None)).await.map(drop),
+        Step::UpdatePlan { plan, replaces, .. } => client
+            .update_plan(&plan.id, &plan_body(&plan, Some(replaces)))
+            .await
+            .map(drop),
+        Step::CreateTenant(spec) => client
+            .create_tenant(&CreateTenant {
+                id: spec.id,
+                name: spec.name,
+                region: spec.region,
+                isolation: spec.isolation,
+                pool: spec.pool,
+                plan: Some(spec.plan),
+                billing_day: spec.billing_day,
+            })
+            .await
+            .map(drop),
+        Step::UpdateTenant { spec, .. } => client
+            .update_tenant(
+                &spec.id,
+                &UpdateTenant {
+                    name: Some(spec.name),
+                    plan: Some(spec.plan),
+                    billing_day: spec.billing_day,
+                    plan_version: Some(spec.plan_version),
+                },
+            )
+            .await
+            .map(drop),
+        Step::SetOverrides {
+            tenant, overrides, ..
+        } => client
+            .propose_policy(
+                &tenant,
+                &ProposePolicy {
+                    overrides,
+                    reason: APPLY_REASON.into(),
+                },
+            )
+            .await
+            .map(drop),
+    }
+}
+
+/// Reads, checks and plans a tenancy file, then prints and (unless a dry
+/// run) takes each step. A file that cannot be applied changes nothing.
+async fn apply(client: &Client, file: &std::path::Path, dry_run: bool) -> Result<ExitCode, Error> {
+    let name = file.display().to_string();
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("tenantd: {name}: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let wanted = match tenancy::parse(&name, &text) {
+        Ok(wanted) => wanted,
+        Err(e) => {
+            eprintln!("tenantd: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let state = server_state(client).await?;
+    let steps = match tenancy::plan(&name, &text, &wanted, &state) {
+        Ok(steps) => steps,
+        Err(e) => {
+            eprintln!("tenantd: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if steps.is_empty() {
+        println!("no changes");
+    }
+    for step in steps {
+        println!("{step}");
+        if !dry_run {
+            take(client, step).await?;
+        }
+    }
+    if dry_run {
+        println!("(dry run: nothing was changed)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a command; its exit status is failure for a broken audit chain or
+/// a tenancy file that cannot be applied.
+async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Error> {
     match command {
         ClientCommand::Me => print(client.me().await?),
         ClientCommand::Job { id } => print(client.job(&id).await?),
         ClientCommand::Audit {
-            tenant, page: p, ..
+            action: Some(AuditCommand::Verify { tenant }),
+            ..
+        } => {
+            let verification = client.verify_audit(owner(tenant.as_ref())).await?;
+            let intact = verification.intact;
+            print(verification)?;
+            Ok(if intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        ClientCommand::Audit {
+            tenant,
+            page: p,
+            action: None,
         } => print(client.audit(owner(tenant.as_ref()), &page(p)).await?),
+        ClientCommand::Apply { file, dry_run } => apply(client, &file, dry_run).await,
+        ClientCommand::Export => {
+            let state = server_state(client).await?;
+            let text = serde_norway::to_string(&tenancy::export(&state)).unwrap_or_default();
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         ClientCommand::Usage { tenant } => print(client.usage(&tenant).await?),
         ClientCommand::Plans(PlanCommand::List { page: p }) => print(client.plans(&page(p)).await?),
         ClientCommand::Plans(PlanCommand::Versions { plan, page: p }) => {
@@ -95,7 +244,7 @@ async fn execute_printing(client: &Client, command: ClientCommand) -> Result<(),
     }
 }
 
-async fn policy(client: &Client, command: PolicyCommand) -> Result<(), Error> {
+async fn policy(client: &Client, command: PolicyCommand) -> Result<ExitCode, Error> {
     let act = |args: PolicyVersionArgs, action| async move {
         print(
             client
@@ -124,7 +273,7 @@ async fn policy(client: &Client, command: PolicyCommand) -> Result<(), Error> {
     }
 }
 
-async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
+async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Error> {
     match command {
         TenantCommand::Create {
             id,
@@ -182,7 +331,7 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<(), Error> {
     }
 }
 
-async fn keys(client: &Client, command: KeyCommand) -> Result<(), Error> {
+async fn keys(client: &Client, command: KeyCommand) -> Result<ExitCode, Error> {
     match command {
         KeyCommand::Create {
             tenant,

@@ -10,6 +10,7 @@ use clap::Parser;
 mod args;
 mod client;
 mod serve;
+mod tenancy;
 
 #[tokio::main]
 async fn main() -> ExitCode {

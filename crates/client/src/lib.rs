@@ -27,9 +27,10 @@ use serde_json::Value;
 use tenantd_api::{
     AddOnView, AddOns, AuditPage, AuditVerification, BatchRequest, BatchResponse, Collection,
     CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
-    DecidePolicy, Health, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PolicyVersionPage,
-    PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEvents, RecordPage, RecordView,
-    RotateKey, RotatedKey, TenantPage, UpdateTenant, UsageHistory, UsageView,
+    DecidePolicy, Health, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PlanView,
+    PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEvents,
+    RecordPage, RecordView, RotateKey, RotatedKey, TenantPage, UpdateTenant, UsageHistory,
+    UsageView, WritePlan,
 };
 use tenantd_core::{
     CollectionName, JobId, KeyId, PlanId, RecordId, Tenant, TenantId, TenantStatus,
@@ -339,6 +340,20 @@ impl Client {
         Self::send(self.request(Method::POST, &path).json(&DecidePolicy {
             reason: reason.to_owned(),
         }))
+        .await
+    }
+
+    /// Creates a plan (operators).
+    pub async fn create_plan(&self, plan: &WritePlan) -> Result<PlanView, Error> {
+        Self::send(self.request(Method::POST, "/v1/plans").json(plan)).await
+    }
+
+    /// Writes a plan's next version (operators).
+    pub async fn update_plan(&self, id: &PlanId, plan: &WritePlan) -> Result<PlanView, Error> {
+        Self::send(
+            self.request(Method::PUT, &format!("/v1/plans/{id}"))
+                .json(plan),
+        )
         .await
     }
 
