@@ -9,8 +9,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::gcra::Limit;
-use crate::ids::PlanId;
+use crate::ids::{PlanId, PoolName};
 use crate::policy::SelfService;
+use crate::record::Isolation;
 
 /// What kind of work a request is; it picks the request's width in seats,
 /// its deadline and, optionally, its own rate limit.
@@ -339,6 +340,16 @@ pub struct Plan {
     /// What tenants' admins may change alone, and within which ranges.
     #[serde(default)]
     pub self_service: SelfService,
+    /// Largest request body of the plan's tenants, under the server's own
+    /// limit; larger bodies get 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// The isolation model of new tenants on the plan that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    /// The storage pool of new tenants on the plan that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolName>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,6 +374,9 @@ impl Plan {
             weight: 1,
             quotas: Vec::new(),
             self_service: SelfService::default(),
+            max_body_bytes: None,
+            isolation: None,
+            pool: None,
         }
     }
 
@@ -374,6 +388,12 @@ impl Plan {
         self.self_service
             .check()
             .map_err(|e| format!("plan {}: {e}", self.id))?;
+        if self.max_body_bytes == Some(0) {
+            return Err(format!(
+                "plan {}: max_body_bytes must be at least 1",
+                self.id
+            ));
+        }
         for (i, quota) in self.quotas.iter().enumerate() {
             if self.quotas[..i].iter().any(|q| q.key() == quota.key()) {
                 return Err(format!(

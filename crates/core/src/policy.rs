@@ -197,6 +197,15 @@ pub fn settings(plan: &Plan) -> BTreeMap<String, Value> {
     );
     out.insert("rate.burst".into(), json!(rate.burst));
     out.insert("weight".into(), json!(plan.weight));
+    if let Some(limit) = plan.max_body_bytes {
+        out.insert("max_body_bytes".into(), json!(limit));
+    }
+    if let Some(isolation) = plan.isolation {
+        out.insert("isolation".into(), json!(isolation.as_str()));
+    }
+    if let Some(pool) = &plan.pool {
+        out.insert("pool".into(), json!(pool.as_str()));
+    }
     for c in &plan.class_rates {
         let spec = c.rate.spec();
         let class = c.class.as_str();

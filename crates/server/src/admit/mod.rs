@@ -214,6 +214,20 @@ impl Admission {
         let plan = self.effective_plan(&tenant, plan_id, principal.plan_version());
         let now = self.clock.now();
         let mut headers = RateHeaders::default();
+        let declared_length: Option<u64> = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if let (Some(limit), Some(length)) = (plan.max_body_bytes, declared_length) {
+            if length > limit {
+                return ApiError::with_detail(
+                    ErrorCode::PayloadTooLarge,
+                    format!("the plan allows bodies of {limit} bytes; this one has {length}"),
+                )
+                .into_response();
+            }
+        }
 
         // Rate limits: the tenant's own, and its class's if the plan sets one.
         let mut checks = vec![RateCheck {
@@ -260,11 +274,7 @@ impl Admission {
 
         // Quotas, checked and charged in one step so the hard limit is exact.
         let demand = Demand {
-            ingress_bytes: request
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
+            ingress_bytes: declared_length,
             writes: class == OpClass::Write,
         };
         let data_scope = request.extensions().get::<DataScope>().cloned();
@@ -402,6 +412,17 @@ impl Admission {
 
         // Run under the class's deadline, with the bodies metered.
         let request = meter::meter_request(request, &self, &tenant, billing_day);
+        let request = match plan.max_body_bytes {
+            // A body sent without a length is cut at the limit as it streams.
+            // Outermost, so that the extractors see the limit's own error.
+            Some(limit) => {
+                let (parts, body) = request.into_parts();
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                let limited = http_body_util::Limited::new(body, limit);
+                Request::from_parts(parts, axum::body::Body::new(limited))
+            }
+            None => request,
+        };
         let outcome = tokio::time::timeout(class_config.deadline, next.run(request)).await;
         let held = seat.held();
         let width = seat.width();

@@ -73,9 +73,15 @@ pub(super) async fn create(
     check_name(&body.name)?;
     let plan = body.plan.unwrap_or_else(PlanId::default_plan);
     check_plan(&state, &plan)?;
-    let isolation = body.isolation.unwrap_or(Isolation::Pooled);
+    // What the tenant does not say, its plan may.
+    let defaults = state.admission.plan(&plan, None);
+    let isolation = body
+        .isolation
+        .or(defaults.isolation)
+        .unwrap_or(Isolation::Pooled);
     let region = body.region.unwrap_or_else(|| state.default_region.clone());
-    let pool = place(&state.pools, &region, isolation, body.pool.as_ref())
+    let pool_named = body.pool.or_else(|| defaults.pool.clone());
+    let pool = place(&state.pools, &region, isolation, pool_named.as_ref())
         .map_err(|e| ApiError::with_detail(ErrorCode::PlacementFailed, e.to_string()))?;
     let now = state.clock.now();
     let mut tenant = Tenant {

@@ -560,3 +560,94 @@ async fn plans_are_versioned_and_tenants_follow_the_latest_unless_pinned() {
     assert_eq!(ids, [("default", 1), ("team", 2)]);
     assert_eq!(admitted(&app, &globex, 1).await, 0, "usage and plan kept");
 }
+
+#[tokio::test]
+async fn a_plan_sets_its_tenants_body_limit_and_default_placement() {
+    let w = world().await;
+    let op = w.app.operator_token.clone();
+    let small = json!({
+        "plan": {
+            "id": "small",
+            "rate": { "requests": 1000, "per": "1s", "burst": 1000 },
+            "max_body_bytes": 100,
+            "isolation": "dedicated"
+        },
+        "reason": "tiny tier"
+    });
+    assert_eq!(
+        call(&w.app, Method::POST, "/v1/plans", &op, Some(small))
+            .await
+            .0,
+        201
+    );
+    let tenant = json!({ "id": "tiny", "name": "Tiny", "plan": "small" });
+    let (status, created) = call(&w.app, Method::POST, "/v1/tenants", &op, Some(tenant)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["isolation"], "dedicated",
+        "the plan's default model"
+    );
+    let dev = w.app.tenant_key("tiny", Role::Developer).await.token;
+    let collection = json!({ "name": "docs" });
+    assert_eq!(
+        call(
+            &w.app,
+            Method::POST,
+            "/v1/collections",
+            &dev,
+            Some(collection)
+        )
+        .await
+        .0,
+        201
+    );
+    let small_record = json!({ "x": 1 });
+    let (status, _) = call(
+        &w.app,
+        Method::PUT,
+        "/v1/collections/docs/records/a",
+        &dev,
+        Some(small_record),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let big = json!({ "x": "y".repeat(200) });
+    let (status, problem) = call(
+        &w.app,
+        Method::PUT,
+        "/v1/collections/docs/records/b",
+        &dev,
+        Some(big.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+
+    // Without a Content-Length, the body is cut at the limit as it streams.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = big.to_string();
+    let mut stream = tokio::net::TcpStream::connect(w.app.addr).await.unwrap();
+    let request = format!(
+        "PUT /v1/collections/docs/records/c HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {dev}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    // Other tenants keep the server's own limit.
+    let (status, _) = call(
+        &w.app,
+        Method::PUT,
+        "/v1/collections/docs/records/b",
+        &w.admin,
+        Some(big),
+    )
+    .await;
+    assert_ne!(status, 413);
+}
