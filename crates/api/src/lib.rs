@@ -207,6 +207,13 @@ pub struct AuditView {
     /// The request that made the change, as in its `X-Request-Id`.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// SHA-256 (hex) of the changed object's JSON before the change.
+    #[serde(default)]
+    pub before_digest: Option<String>,
+    /// SHA-256 (hex) of the changed object's JSON after the change: the
+    /// digest of the body a read of the object returns then.
+    #[serde(default)]
+    pub after_digest: Option<String>,
 }
 
 /// A page of AuditView items.

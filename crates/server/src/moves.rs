@@ -41,13 +41,15 @@ pub(crate) async fn start_move(
         created_at: now,
         updated_at: now,
     };
-    let audit = state.audit(
-        principal,
-        Some(&tenant.id),
-        "tenant.move.start",
-        job.id.as_str(),
-        job.details.clone(),
-    );
+    let audit = state
+        .audit(
+            principal,
+            Some(&tenant.id),
+            "tenant.move.start",
+            job.id.as_str(),
+            job.details.clone(),
+        )
+        .after(&job.details);
     state.catalog.start_job(&job, &audit).await?;
     let runner = MoveRun {
         state: state.clone(),
@@ -182,7 +184,9 @@ impl MoveRun {
             "tenant.move",
             self.scope.tenant().as_str(),
             json!({ "job": self.job, "from": placement_json(&self.from), "to": placement_json(&self.to) }),
-        );
+        )
+        .before(&placement_json(&self.from))
+        .after(&placement_json(&self.to));
         let switched = self
             .state
             .catalog

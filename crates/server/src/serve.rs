@@ -213,6 +213,8 @@ async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreErr
             target: id.to_string(),
             details: json!({ "reason": "retention elapsed" }),
             request_id: None,
+            before: None,
+            after: None,
         };
         if state.purge_tenant(&id, &audit).await? {
             tracing::info!(tenant = %id, "purged soft-deleted tenant");

@@ -160,6 +160,8 @@ async fn seed_plans(
                     target: plan.id.to_string(),
                     details: json!({ "source": "configuration" }),
                     request_id: None,
+                    before: None,
+                    after: None,
                 };
                 let new = NewPlanVersion {
                     plan,
@@ -253,6 +255,8 @@ async fn bootstrap(
         target: key.id.to_string(),
         details: json!({ "generated": generated }),
         request_id: None,
+        before: None,
+        after: None,
     };
     catalog.insert_key(&key, &audit).await?;
     tracing::info!(key = %key.id, "created the bootstrap operator key");

@@ -48,6 +48,8 @@ impl AppState {
             target: target.into(),
             details,
             request_id: crate::edge::CURRENT_REQUEST_ID.try_with(Clone::clone).ok(),
+            before: None,
+            after: None,
         }
     }
 }

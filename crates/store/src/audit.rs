@@ -33,6 +33,31 @@ pub struct NewAuditEntry {
     pub details: Value,
     /// The id of the request that made the change.
     pub request_id: Option<String>,
+    /// Digests of the changed object before and after (see `state_digest`).
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// SHA-256 (hex) of a value's JSON: lets an entry pin the object's state
+/// before and after a change without copying the object (or a secret in it)
+/// into the log.
+pub fn state_digest(value: &impl serde::Serialize) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(Sha256::digest(json))
+}
+
+impl NewAuditEntry {
+    /// Records the digest of the object as it was before the change.
+    pub fn before(mut self, value: &impl serde::Serialize) -> Self {
+        self.before = Some(state_digest(value));
+        self
+    }
+
+    /// Records the digest of the object as it is after the change.
+    pub fn after(mut self, value: &impl serde::Serialize) -> Self {
+        self.after = Some(state_digest(value));
+        self
+    }
 }
 
 /// A recorded change.
@@ -46,6 +71,8 @@ pub struct AuditEntry {
     pub target: String,
     pub details: Value,
     pub request_id: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
 }
 
 pub(crate) async fn append(tx: &mut Transaction<'_, Sqlite>, entry: &NewAuditEntry) -> Result<()> {
@@ -63,11 +90,13 @@ pub(crate) async fn append(tx: &mut Transaction<'_, Sqlite>, entry: &NewAuditEnt
         target: entry.target.clone(),
         details: entry.details.to_string(),
         request_id: entry.request_id.clone(),
+        before_digest: entry.before.clone(),
+        after_digest: entry.after.clone(),
     };
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO audit_log (tenant_id, at, actor_key, actor_role, action, target, details,
-                                request_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                                request_id, before_digest, after_digest)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
     )
     .bind(&row.tenant_id)
     .bind(row.at)
@@ -77,6 +106,8 @@ pub(crate) async fn append(tx: &mut Transaction<'_, Sqlite>, entry: &NewAuditEnt
     .bind(&row.target)
     .bind(&row.details)
     .bind(&row.request_id)
+    .bind(&row.before_digest)
+    .bind(&row.after_digest)
     .fetch_one(&mut **tx)
     .await?;
     chain(tx, &AuditRow { seq, ..row }).await
@@ -96,6 +127,8 @@ fn digest(row: &AuditRow) -> [u8; 32] {
         Some(row.target.as_str()),
         Some(row.details.as_str()),
         row.request_id.as_deref(),
+        row.before_digest.as_deref(),
+        row.after_digest.as_deref(),
     ] {
         match field {
             None => h.update([0u8]),
@@ -315,6 +348,8 @@ pub(crate) struct AuditRow {
     target: String,
     details: String,
     request_id: Option<String>,
+    before_digest: Option<String>,
+    after_digest: Option<String>,
 }
 
 impl AuditRow {
@@ -342,6 +377,8 @@ impl AuditRow {
                 serde_json::from_str::<Value>(d)
             })?,
             request_id: self.request_id,
+            before: self.before_digest,
+            after: self.after_digest,
         })
     }
 }

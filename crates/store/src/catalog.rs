@@ -597,6 +597,8 @@ mod tests {
             target: "t".into(),
             details: json!({}),
             request_id: None,
+            before: None,
+            after: None,
         }
     }
 

@@ -16,7 +16,7 @@ pub mod policy;
 pub mod postgres;
 pub mod usage;
 
-pub use audit::{AuditEntry, NewAuditEntry, Verification};
+pub use audit::{state_digest, AuditEntry, NewAuditEntry, Verification};
 pub use catalog::{Catalog, Owner};
 pub use data::{DataError, DataLimits, DataStore, PoolLocation, StoragePool};
 

@@ -24,6 +24,8 @@ fn view(entry: AuditEntry) -> AuditView {
         target: entry.target,
         details: entry.details,
         request_id: entry.request_id,
+        before_digest: entry.before,
+        after_digest: entry.after,
     }
 }
 

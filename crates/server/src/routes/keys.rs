@@ -125,7 +125,8 @@ async fn create(
         "key.create",
         record.id.as_str(),
         json!({ "role": record.role, "name": record.name, "expires_at": record.expires_at.map(|t| t.unix_timestamp()) }),
-    );
+    )
+    .after(&view(state, &record));
     state
         .catalog
         .insert_key(&record, &audit)
@@ -204,13 +205,16 @@ async fn rotate(
             now,
         )
     };
-    let audit = state.audit(
-        principal,
-        old.owner.tenant(),
-        "key.rotate",
-        old.id.as_str(),
-        json!({ "new_key": record.id, "old_expires_at": old_expires_at.unix_timestamp() }),
-    );
+    let audit = state
+        .audit(
+            principal,
+            old.owner.tenant(),
+            "key.rotate",
+            old.id.as_str(),
+            json!({ "new_key": record.id, "old_expires_at": old_expires_at.unix_timestamp() }),
+        )
+        .before(&view(state, &old))
+        .after(&view(state, &record));
     let rotated = state
         .catalog
         .rotate_key(owner, &old.id, old_expires_at, &record, &audit)
@@ -258,13 +262,15 @@ async fn revoke(
             "this is the last active operator key; create another before revoking it",
         ));
     }
-    let audit = state.audit(
-        principal,
-        key.owner.tenant(),
-        "key.revoke",
-        id.as_str(),
-        json!({}),
-    );
+    let audit = state
+        .audit(
+            principal,
+            key.owner.tenant(),
+            "key.revoke",
+            id.as_str(),
+            json!({}),
+        )
+        .before(&view(state, &key));
     let revoked = state
         .catalog
         .revoke_key(owner, id, now, &audit)

@@ -59,19 +59,24 @@ async fn write(
     reason: &str,
 ) -> Result<PlanView, ApiError> {
     let previous = replaces.map(|v| state.admission.plan(&plan.id, Some(v)));
-    let changes = previous.map(|p| diff(&p, plan)).unwrap_or_default();
+    let changes = previous.as_ref().map(|p| diff(p, plan)).unwrap_or_default();
     let action = if replaces.is_some() {
         "plan.update"
     } else {
         "plan.create"
     };
-    let audit = state.audit(
-        principal,
-        None,
-        action,
-        plan.id.as_str(),
-        json!({ "diff": changes, "reason": reason }),
-    );
+    let mut audit = state
+        .audit(
+            principal,
+            None,
+            action,
+            plan.id.as_str(),
+            json!({ "diff": changes, "reason": reason }),
+        )
+        .after(plan);
+    if let Some(previous) = &previous {
+        audit = audit.before(&**previous);
+    }
     let at = state.clock.now();
     let new = NewPlanVersion {
         plan,

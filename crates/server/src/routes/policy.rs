@@ -194,13 +194,16 @@ async fn submit(
         PolicyStatus::Applied => "policy.apply",
         _ => "policy.propose",
     };
-    let audit = state.audit(
-        principal,
-        Some(&tenant.id),
-        action,
-        tenant.id.as_str(),
-        json!({ "diff": changes, "reason": reason, "reverts_to": reverts_to }),
-    );
+    let audit = state
+        .audit(
+            principal,
+            Some(&tenant.id),
+            action,
+            tenant.id.as_str(),
+            json!({ "diff": changes, "reason": reason, "reverts_to": reverts_to }),
+        )
+        .before(&*current)
+        .after(&wanted);
     let new = NewPolicyVersion {
         tenant: tenant.id.clone(),
         plan: tenant.plan.clone(),
@@ -341,13 +344,21 @@ async fn decide(
         Verdict::Reject => "policy.reject",
         Verdict::Withdraw => "policy.withdraw",
     };
-    let audit = state.audit(
-        principal,
-        Some(&tenant.id),
-        action,
-        format!("{}/policy/{version}", tenant.id),
-        json!({ "version": version, "reason": reason }),
-    );
+    let status_after = match verdict {
+        Verdict::Approve => PolicyStatus::Approved,
+        Verdict::Reject => PolicyStatus::Rejected,
+        Verdict::Withdraw => PolicyStatus::Withdrawn,
+    };
+    let audit = state
+        .audit(
+            principal,
+            Some(&tenant.id),
+            action,
+            format!("{}/policy/{version}", tenant.id),
+            json!({ "version": version, "reason": reason }),
+        )
+        .before(&json!({ "version": version, "status": proposal.status.as_str() }))
+        .after(&json!({ "version": version, "status": status_after.as_str() }));
     let now = state.clock.now();
     let decided = state
         .catalog

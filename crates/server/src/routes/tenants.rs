@@ -98,7 +98,8 @@ pub(super) async fn create(
         "tenant.create",
         tenant.id.as_str(),
         json!({ "name": tenant.name, "plan": tenant.plan, "billing_day": tenant.billing_day, "region": tenant.region, "isolation": tenant.isolation, "pool": tenant.pool }),
-    );
+    )
+    .after(&tenant);
     match state.catalog.create_tenant(&tenant, &audit).await {
         Err(StoreError::Conflict) => {
             return Err(ApiError::with_detail(
@@ -231,15 +232,18 @@ pub(super) async fn update(
     if changes.is_empty() {
         return Ok(Json(tenant));
     }
-    let audit = state.audit(
-        &principal,
-        Some(&id),
-        "tenant.update",
-        id.as_str(),
-        serde_json::Value::Object(changes),
-    );
-    let expected = tenant.status;
     tenant.updated_at = state.clock.now();
+    let audit = state
+        .audit(
+            &principal,
+            Some(&id),
+            "tenant.update",
+            id.as_str(),
+            serde_json::Value::Object(changes),
+        )
+        .before(&before)
+        .after(&tenant);
+    let expected = tenant.status;
     if !state
         .catalog
         .update_tenant(&tenant, expected, &audit)
@@ -268,6 +272,7 @@ async fn transition(
     action: TenantAction,
 ) -> Result<Json<Tenant>, ApiError> {
     let mut tenant = load(state, id).await?;
+    let before = tenant.clone();
     let from = tenant.status;
     let to = action
         .apply(from)
@@ -276,18 +281,21 @@ async fn transition(
     tenant.status = to;
     tenant.updated_at = now;
     tenant.deleted_at = (to == TenantStatus::Deleted).then_some(now);
-    let audit = state.audit(
-        principal,
-        Some(id),
-        match action {
-            TenantAction::Suspend => "tenant.suspend",
-            TenantAction::Resume => "tenant.resume",
-            TenantAction::Delete => "tenant.delete",
-            TenantAction::Restore => "tenant.restore",
-        },
-        id.as_str(),
-        json!({ "status": { "from": from, "to": to } }),
-    );
+    let audit = state
+        .audit(
+            principal,
+            Some(id),
+            match action {
+                TenantAction::Suspend => "tenant.suspend",
+                TenantAction::Resume => "tenant.resume",
+                TenantAction::Delete => "tenant.delete",
+                TenantAction::Restore => "tenant.restore",
+            },
+            id.as_str(),
+            json!({ "status": { "from": from, "to": to } }),
+        )
+        .before(&before)
+        .after(&tenant);
     if !state.catalog.update_tenant(&tenant, from, &audit).await? {
         return Err(concurrent_change());
     }

@@ -223,14 +223,16 @@ pub(super) async fn create_add_on(
         expires_at: body.expires_at,
     };
     let tenant = &tenant;
-    let audit = state.audit(
-        &principal,
-        Some(tenant),
-        "addon.create",
-        tenant.as_str(),
-        json!({ "metric": add_on.metric, "period": add_on.period, "amount": add_on.amount,
+    let audit = state
+        .audit(
+            &principal,
+            Some(tenant),
+            "addon.create",
+            tenant.as_str(),
+            json!({ "metric": add_on.metric, "period": add_on.period, "amount": add_on.amount,
                 "expires_at": add_on.expires_at.unix_timestamp() }),
-    );
+        )
+        .after(&add_on);
     let id = state.catalog.insert_add_on(tenant, &add_on, &audit).await?;
     state
         .admission

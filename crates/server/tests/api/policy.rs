@@ -138,6 +138,37 @@ async fn a_change_within_the_range_applies_at_once_and_keeps_usage() {
     assert_eq!(entry["request_id"], "launch-week-1", "the request is named");
     assert_eq!(entry["target"], "acme/policy/1");
     assert_eq!(entry["details"]["version"], 1);
+    let (before, after) = (&entry["before_digest"], &entry["after_digest"]);
+    assert!(before.as_str().is_some_and(|d| d.len() == 64), "{entry}");
+    assert_ne!(before, after, "the effective plan changed");
+
+    // A change's after-digest is the digest of the object as read after it.
+    let response = w
+        .app
+        .request(Method::PATCH, "/v1/tenants/acme")
+        .bearer_auth(&w.app.operator_token)
+        .json(&json!({ "name": "Acme Inc" }))
+        .send()
+        .await
+        .unwrap();
+    let body = response.bytes().await.unwrap();
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&body));
+    let (_, audit) = call(
+        &w.app,
+        Method::GET,
+        "/v1/tenants/acme/audit",
+        &w.admin,
+        None,
+    )
+    .await;
+    let update = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "tenant.update")
+        .unwrap();
+    assert_eq!(update["after_digest"], digest.as_str());
 }
 
 #[tokio::test]

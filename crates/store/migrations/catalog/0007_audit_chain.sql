@@ -6,6 +6,9 @@
 -- removes, inserts or reorders entries breaks a chain.
 
 ALTER TABLE audit_log ADD COLUMN request_id TEXT;
+-- SHA-256 (hex) of the changed object's JSON before and after the change.
+ALTER TABLE audit_log ADD COLUMN before_digest TEXT;
+ALTER TABLE audit_log ADD COLUMN after_digest TEXT;
 
 CREATE TABLE audit_chain (
     seq          INTEGER PRIMARY KEY,
