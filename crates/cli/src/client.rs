@@ -146,6 +146,18 @@ async fn take(client: &Client, step: Step) -> Result<(), Error> {
             )
             .await
             .map(drop),
+        Step::Move {
+            tenant,
+            pool,
+            isolation,
+            ..
+        } => {
+            let job = client
+                .move_tenant(&tenant, &MoveTenant { pool, isolation })
+                .await?;
+            println!("  move job {} started", job.id.as_str());
+            Ok(())
+        }
         Step::SetOverrides {
             tenant, overrides, ..
         } => client

@@ -4,9 +4,10 @@
 //! through the API, so every change is versioned and audited as if made by
 //! hand; `tenantd export` writes the server's state in the same format.
 //!
-//! The file is partial: what it does not name is left as it is. Region,
-//! isolation and pool of an existing tenant are not changed by apply (that
-//! is a move, `tenantd tenants move`); a difference there is an error.
+//! The file is partial: what it does not name is left as it is. A different
+//! pool or isolation model for an existing tenant starts a move (a job, as
+//! `tenantd tenants move` does); a tenant's region never changes, so a
+//! different region is an error.
 
 use serde::{Deserialize, Serialize};
 use tenantd_core::plan::Plan;
@@ -79,6 +80,13 @@ pub enum Step {
         overrides: Overrides,
         changes: Vec<Change>,
     },
+    /// Starts moving a tenant's data to another pool or isolation model.
+    Move {
+        tenant: TenantId,
+        from: (PoolName, Isolation),
+        pool: Option<PoolName>,
+        isolation: Option<Isolation>,
+    },
 }
 
 fn changes_text(changes: &[Change]) -> String {
@@ -114,6 +122,20 @@ impl std::fmt::Display for Step {
             Step::SetOverrides {
                 tenant, changes, ..
             } => write!(f, "~ tenant {} policy: {}", tenant, changes_text(changes)),
+            Step::Move {
+                tenant,
+                from,
+                pool,
+                isolation,
+            } => write!(
+                f,
+                "~ tenant {} placement: {}/{} → {}/{} (a move job)",
+                tenant,
+                from.0,
+                from.1.as_str(),
+                pool.as_ref().unwrap_or(&from.0),
+                isolation.unwrap_or(from.1).as_str()
+            ),
         }
     }
 }
@@ -217,32 +239,22 @@ pub fn plan(
                 }
             }
             Some((tenant, overrides)) => {
-                let moved = [
-                    (
-                        "region",
-                        spec.region.as_ref().map(|r| r.as_str()),
-                        tenant.region.as_str(),
-                    ),
-                    (
-                        "pool",
-                        spec.pool.as_ref().map(|p| p.as_str()),
-                        tenant.pool.as_str(),
-                    ),
-                    (
-                        "isolation",
-                        spec.isolation.map(|m| m.as_str()),
-                        tenant.isolation.as_str(),
-                    ),
-                ];
-                for (field, want, have) in moved {
-                    if want.is_some_and(|w| w != have) {
-                        return Err(FileError(format!(
-                            "{file}: tenants[{i}].{field}: tenant {} is {have}, not {}; \
-                             move it with `tenantd tenants move`{at}",
-                            spec.id,
-                            want.unwrap_or_default()
-                        )));
-                    }
+                if let Some(region) = spec.region.as_ref().filter(|r| **r != tenant.region) {
+                    return Err(FileError(format!(
+                        "{file}: tenants[{i}].region: tenant {} is in {}, not {region}; \
+                         a tenant's region never changes{at}",
+                        spec.id, tenant.region
+                    )));
+                }
+                let pool = spec.pool.clone().filter(|p| *p != tenant.pool);
+                let isolation = spec.isolation.filter(|m| *m != tenant.isolation);
+                if pool.is_some() || isolation.is_some() {
+                    steps.push(Step::Move {
+                        tenant: spec.id.clone(),
+                        from: (tenant.pool.clone(), tenant.isolation),
+                        pool,
+                        isolation,
+                    });
                 }
                 let mut changes = Vec::new();
                 if spec.name != tenant.name {
@@ -396,12 +408,27 @@ tenants:
             "t.yaml: tenants[1].plan: no plan gold in the file or on the server (tenant at line 12)"
         );
 
-        let moved = FILE.replace("plan: default", "plan: default\n    pool: eu-1");
-        let tenancy = parse("t.yaml", &moved).unwrap();
-        let err = plan("t.yaml", &moved, &tenancy, &server()).unwrap_err().0;
+        let elsewhere = FILE.replace("plan: default", "plan: default\n    region: eu");
+        let tenancy = parse("t.yaml", &elsewhere).unwrap();
+        let err = plan("t.yaml", &elsewhere, &tenancy, &server())
+            .unwrap_err()
+            .0;
         assert!(
-            err.contains("tenants[1].pool: tenant globex is default, not eu-1"),
+            err.contains("tenants[1].region: tenant globex is in default, not eu"),
             "{err}"
+        );
+
+        // Another pool or model is a move.
+        let moved = FILE.replace("plan: default", "plan: default\n    isolation: dedicated");
+        let tenancy = parse("t.yaml", &moved).unwrap();
+        let steps = plan("t.yaml", &moved, &tenancy, &server()).unwrap();
+        let lines: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert!(
+            lines.contains(
+                &"~ tenant globex placement: default/pooled → default/dedicated (a move job)"
+                    .to_owned()
+            ),
+            "{lines:?}"
         );
     }
 }

@@ -672,6 +672,30 @@ tenants:
         "{history}"
     );
 
+    // Another isolation model for an existing tenant is a move.
+    std::fs::write(
+        dir.path().join("moved.yaml"),
+        "tenants:\n  - id: acme\n    name: Acme\n    plan: pro\n    isolation: dedicated\n    overrides:\n      rate_requests: 50\n",
+    )
+    .unwrap();
+    let (status, moved, stderr) = raw(&["apply", "-f", "moved.yaml"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        moved.starts_with(
+            "~ tenant acme placement: default/pooled → default/dedicated (a move job)\n  move job "
+        ),
+        "{moved}"
+    );
+    let mut placed = String::new();
+    for _ in 0..200 {
+        placed = raw(&["tenants", "get", "acme"]).1;
+        if placed.contains("\"isolation\": \"dedicated\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(placed.contains("\"isolation\": \"dedicated\""), "{placed}");
+
     std::fs::write(
         dir.path().join("bad.yaml"),
         "tenants:\n  - id: acme\n    name: Acme\n    plann: pro\n",
