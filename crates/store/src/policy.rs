@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sqlx::{Sqlite, Transaction};
 use tenantd_core::policy::{Change, Overrides};
-use tenantd_core::{KeyId, PlanId, Role, TenantId};
+use tenantd_core::{KeyId, PlanId, Role, TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use crate::audit::{append, NewAuditEntry};
@@ -56,7 +56,6 @@ impl PolicyStatus {
 /// A new version, before the store numbers it.
 #[derive(Debug, Clone)]
 pub struct NewPolicyVersion {
-    pub tenant: TenantId,
     pub plan: PlanId,
     pub overrides: Overrides,
     /// The effective plan, as JSON.
@@ -226,17 +225,19 @@ impl Catalog {
     /// puts it in effect; with its audit entry, in one transaction.
     pub async fn add_policy_version(
         &self,
+        scope: &TenantScope,
         new: &NewPolicyVersion,
         audit: &NewAuditEntry,
     ) -> Result<PolicyVersion, PolicyError> {
+        let tenant = scope.tenant();
         let mut tx = self.begin_write().await?;
-        let based_on = current_version(&mut tx, &new.tenant)
+        let based_on = current_version(&mut tx, tenant)
             .await?
             .ok_or(PolicyError::NoTenant)?;
         let waiting: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM policy_versions WHERE tenant_id = ? AND status = 'proposed'",
         )
-        .bind(new.tenant.as_str())
+        .bind(tenant.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         if let (Some(v), PolicyStatus::Proposed) = (waiting, new.status) {
@@ -245,7 +246,7 @@ impl Catalog {
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions WHERE tenant_id = ?",
         )
-        .bind(new.tenant.as_str())
+        .bind(tenant.as_str())
         .fetch_one(&mut *tx)
         .await?;
         let inserted = sqlx::query(
@@ -253,7 +254,7 @@ impl Catalog {
                  diff, reason, actor_key, actor_role, based_on, reverts_to, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(new.tenant.as_str())
+        .bind(tenant.as_str())
         .bind(version)
         .bind(new.status.as_str())
         .bind(new.plan.as_str())
@@ -275,21 +276,14 @@ impl Catalog {
             other => other?,
         };
         if new.status == PolicyStatus::Applied {
-            put_in_effect(
-                &mut tx,
-                &new.tenant,
-                version,
-                based_on,
-                new.reverts_to.is_some(),
-            )
-            .await?;
+            put_in_effect(&mut tx, tenant, version, based_on, new.reverts_to.is_some()).await?;
         }
         let mut audit = audit.clone();
         audit.details["version"] = version.into();
-        audit.target = format!("{}/policy/{version}", new.tenant);
+        audit.target = format!("{}/policy/{version}", tenant);
         append(&mut tx, &audit).await?;
         tx.commit().await?;
-        self.policy_version(&new.tenant, version)
+        self.policy_version(scope, version)
             .await?
             .ok_or(PolicyError::NoVersion)
     }
@@ -297,12 +291,13 @@ impl Catalog {
     /// Answers a proposal. Approving puts it in effect.
     pub async fn decide_policy(
         &self,
-        tenant: &TenantId,
+        scope: &TenantScope,
         version: i64,
         verdict: Verdict,
         (by, reason, at): (&KeyId, &str, OffsetDateTime),
         audit: &NewAuditEntry,
     ) -> Result<PolicyVersion, PolicyError> {
+        let tenant = scope.tenant();
         let mut tx = self.begin_write().await?;
         let status: Option<String> = sqlx::query_scalar(
             "SELECT status FROM policy_versions WHERE tenant_id = ? AND version = ?",
@@ -350,16 +345,17 @@ impl Catalog {
         }
         append(&mut tx, audit).await?;
         tx.commit().await?;
-        self.policy_version(tenant, version)
+        self.policy_version(scope, version)
             .await?
             .ok_or(PolicyError::NoVersion)
     }
 
     pub async fn policy_version(
         &self,
-        tenant: &TenantId,
+        scope: &TenantScope,
         version: i64,
     ) -> Result<Option<PolicyVersion>> {
+        let tenant = scope.tenant();
         sqlx::query_as::<_, Row>(
             "SELECT * FROM policy_versions WHERE tenant_id = ? AND version = ?",
         )
@@ -372,7 +368,8 @@ impl Catalog {
     }
 
     /// The proposal waiting for an operator, if any.
-    pub async fn waiting_proposal(&self, tenant: &TenantId) -> Result<Option<i64>> {
+    pub async fn waiting_proposal(&self, scope: &TenantScope) -> Result<Option<i64>> {
+        let tenant = scope.tenant();
         Ok(sqlx::query_scalar(
             "SELECT version FROM policy_versions WHERE tenant_id = ? AND status = 'proposed'",
         )
@@ -382,7 +379,8 @@ impl Catalog {
     }
 
     /// The version in effect, if any.
-    pub async fn policy_in_effect(&self, tenant: &TenantId) -> Result<Option<PolicyVersion>> {
+    pub async fn policy_in_effect(&self, scope: &TenantScope) -> Result<Option<PolicyVersion>> {
+        let tenant = scope.tenant();
         sqlx::query_as::<_, Row>(
             "SELECT p.* FROM policy_versions p JOIN tenants t
                  ON t.id = p.tenant_id AND t.policy_version = p.version
@@ -398,10 +396,11 @@ impl Catalog {
     /// Versions newest first, below `before` (exclusive), at most `limit`.
     pub async fn policy_versions(
         &self,
-        tenant: &TenantId,
+        scope: &TenantScope,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<PolicyVersion>> {
+        let tenant = scope.tenant();
         sqlx::query_as::<_, Row>(
             "SELECT * FROM policy_versions WHERE tenant_id = ? AND version < ?
              ORDER BY version DESC LIMIT ?",

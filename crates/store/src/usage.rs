@@ -3,7 +3,7 @@
 
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::{Ledger, QuotaEvent};
-use tenantd_core::{PlanId, TenantId};
+use tenantd_core::{PlanId, TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use crate::audit::{append, NewAuditEntry};
@@ -170,10 +170,11 @@ impl Catalog {
     /// Hourly usage of `tenant` for hours starting in `[from, to)` (Unix seconds), oldest first.
     pub async fn usage_hours(
         &self,
-        tenant: &TenantId,
+        scope: &TenantScope,
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, HourUsage)>> {
+        let tenant = scope.tenant();
         let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT hour, requests, rejected, ingress_bytes, egress_bytes, seat_micros
              FROM usage_hours WHERE tenant_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
@@ -201,7 +202,8 @@ impl Catalog {
     }
 
     /// The newest quota events of `tenant`, newest first.
-    pub async fn quota_events(&self, tenant: &TenantId, limit: u32) -> Result<Vec<StoredEvent>> {
+    pub async fn quota_events(&self, scope: &TenantScope, limit: u32) -> Result<Vec<StoredEvent>> {
+        let tenant = scope.tenant();
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, at, kind, metric, period, used, limit_value FROM quota_events
              WHERE tenant_id = ? ORDER BY seq DESC LIMIT ?",
@@ -228,10 +230,11 @@ impl Catalog {
     /// Records an add-on for `tenant`; returns its id.
     pub async fn insert_add_on(
         &self,
-        tenant: &TenantId,
+        scope: &TenantScope,
         add_on: &AddOn,
         audit: &NewAuditEntry,
     ) -> Result<i64> {
+        let tenant = scope.tenant();
         let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tenant_addons (tenant_id, metric, period, amount, expires_at, created_at)
@@ -250,12 +253,14 @@ impl Catalog {
         Ok(id)
     }
 
-    /// Add-ons not expired at `now`, of one tenant or of all, with their ids.
+    /// Add-ons not expired at `now`, of one tenant or (at start) of all,
+    /// with their ids.
     pub async fn add_ons(
         &self,
-        tenant: Option<&TenantId>,
+        scope: Option<&TenantScope>,
         now: OffsetDateTime,
     ) -> Result<Vec<(i64, TenantId, AddOn)>> {
+        let tenant = scope.map(TenantScope::tenant);
         let rows: Vec<(i64, String, String, Option<String>, i64, i64)> = sqlx::query_as(
             "SELECT id, tenant_id, metric, period, amount, expires_at FROM tenant_addons
              WHERE (? IS NULL OR tenant_id = ?) AND expires_at > ? ORDER BY id",

@@ -16,7 +16,7 @@ use tenantd_api::{
     DecidePolicy, Page, PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy,
 };
 use tenantd_core::policy::{diff, effective, outside_self_service, Overrides};
-use tenantd_core::{ErrorCode, Principal, Tenant, TenantId, TenantScope};
+use tenantd_core::{ErrorCode, Principal, Role, Tenant, TenantId, TenantScope};
 use tenantd_store::policy::{NewPolicyVersion, PolicyError, PolicyStatus, PolicyVersion, Verdict};
 
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
@@ -55,6 +55,13 @@ impl From<PolicyError> for ApiError {
     }
 }
 
+/// The scope an operator route acts in: operators may act on any tenant.
+fn operator_scope(principal: &Principal, tenant: &TenantId) -> Result<TenantScope, ApiError> {
+    principal
+        .scope_for(tenant, Role::Admin)
+        .ok_or_else(ApiError::not_found)
+}
+
 async fn tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
     state
         .catalog
@@ -90,10 +97,10 @@ fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
     }
 }
 
-async fn version_in_effect(state: &AppState, tenant: &TenantId) -> Result<i64, ApiError> {
+async fn version_in_effect(state: &AppState, scope: &TenantScope) -> Result<i64, ApiError> {
     Ok(state
         .catalog
-        .policy_in_effect(tenant)
+        .policy_in_effect(scope)
         .await?
         .map_or(0, |v| v.version))
 }
@@ -107,11 +114,11 @@ pub(super) async fn get_policy(
     Extension(scope): Extension<TenantScope>,
 ) -> Result<Json<PolicyView>, ApiError> {
     let tenant = tenant(&state, scope.tenant()).await?;
-    let in_effect = state.catalog.policy_in_effect(&tenant.id).await?;
+    let in_effect = state.catalog.policy_in_effect(&scope).await?;
     let plan = state
         .admission
         .effective_plan(&tenant.id, &tenant.plan, tenant.plan_version);
-    let proposal = state.catalog.waiting_proposal(&tenant.id).await?;
+    let proposal = state.catalog.waiting_proposal(&scope).await?;
     Ok(Json(PolicyView {
         tenant: tenant.id,
         version: in_effect.as_ref().map_or(0, |v| v.version),
@@ -135,9 +142,9 @@ pub(super) async fn list_versions(
     let before = query.after(|s| s.parse::<i64>().ok())?;
     let rows = state
         .catalog
-        .policy_versions(scope.tenant(), before, limit + 1)
+        .policy_versions(&scope, before, limit + 1)
         .await?;
-    let current = version_in_effect(&state, scope.tenant()).await?;
+    let current = version_in_effect(&state, &scope).await?;
     let (rows, next_cursor) = page_of(rows, limit, |v| v.version.to_string());
     Ok(Json(PolicyVersionPage {
         items: rows.into_iter().map(|v| view(&state, v, current)).collect(),
@@ -159,10 +166,10 @@ pub(super) async fn get_version(
 ) -> Result<Json<PolicyVersionView>, ApiError> {
     let found = state
         .catalog
-        .policy_version(scope.tenant(), version)
+        .policy_version(&scope, version)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let current = version_in_effect(&state, scope.tenant()).await?;
+    let current = version_in_effect(&state, &scope).await?;
     Ok(Json(view(&state, found, current)))
 }
 
@@ -171,13 +178,13 @@ pub(super) async fn get_version(
 async fn submit(
     state: &AppState,
     principal: &Principal,
-    tenant: &TenantId,
+    scope: &TenantScope,
     overrides: Overrides,
     reason: String,
     reverts_to: Option<i64>,
 ) -> Result<Response, ApiError> {
     check_reason(&reason)?;
-    let tenant = self::tenant(state, tenant).await?;
+    let tenant = self::tenant(state, scope.tenant()).await?;
     let base = state.admission.plan(&tenant.plan, tenant.plan_version);
     let wanted = effective(&base, &overrides).map_err(ApiError::invalid_body)?;
     let current = state
@@ -205,7 +212,6 @@ async fn submit(
         .before(&*current)
         .after(&wanted);
     let new = NewPolicyVersion {
-        tenant: tenant.id.clone(),
         plan: tenant.plan.clone(),
         overrides: overrides.clone(),
         effective: serde_json::to_value(&wanted).unwrap_or_default(),
@@ -216,7 +222,10 @@ async fn submit(
         reverts_to,
         at: state.clock.now(),
     };
-    let added = state.catalog.add_policy_version(&new, &audit).await?;
+    let added = state
+        .catalog
+        .add_policy_version(scope, &new, &audit)
+        .await?;
     let code = if status == PolicyStatus::Applied {
         state.admission.set_overrides(
             &tenant.id,
@@ -262,7 +271,7 @@ pub(super) async fn propose(
     submit(
         &state,
         &principal,
-        scope.tenant(),
+        &scope,
         body.overrides,
         body.reason,
         None,
@@ -288,7 +297,7 @@ pub(super) async fn revert(
 ) -> Result<Response, ApiError> {
     let target = state
         .catalog
-        .policy_version(scope.tenant(), version)
+        .policy_version(&scope, version)
         .await?
         .ok_or_else(ApiError::not_found)?;
     if !matches!(
@@ -306,7 +315,7 @@ pub(super) async fn revert(
     submit(
         &state,
         &principal,
-        scope.tenant(),
+        &scope,
         target.overrides,
         body.reason,
         Some(version),
@@ -317,16 +326,16 @@ pub(super) async fn revert(
 async fn decide(
     state: &AppState,
     principal: &Principal,
-    tenant: &TenantId,
+    scope: &TenantScope,
     version: i64,
     verdict: Verdict,
     reason: String,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
     check_reason(&reason)?;
-    let tenant = self::tenant(state, tenant).await?;
+    let tenant = self::tenant(state, scope.tenant()).await?;
     let proposal = state
         .catalog
-        .policy_version(&tenant.id, version)
+        .policy_version(scope, version)
         .await?
         .ok_or_else(ApiError::not_found)?;
     if verdict == Verdict::Approve {
@@ -363,7 +372,7 @@ async fn decide(
     let decided = state
         .catalog
         .decide_policy(
-            &tenant.id,
+            scope,
             version,
             verdict,
             (principal.key_id(), &reason, now),
@@ -374,7 +383,7 @@ async fn decide(
         let overrides = Some(decided.overrides.clone()).filter(|o| *o != Overrides::default());
         state.admission.set_overrides(&tenant.id, overrides);
     }
-    let current = version_in_effect(state, &tenant.id).await?;
+    let current = version_in_effect(state, scope).await?;
     Ok(Json(view(state, decided, current)))
 }
 
@@ -392,10 +401,11 @@ pub(super) async fn approve(
     ApiPath((tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
+    let scope = operator_scope(&principal, &tenant)?;
     decide(
         &state,
         &principal,
-        &tenant,
+        &scope,
         version,
         Verdict::Approve,
         body.reason,
@@ -414,10 +424,11 @@ pub(super) async fn reject(
     ApiPath((tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
+    let scope = operator_scope(&principal, &tenant)?;
     decide(
         &state,
         &principal,
-        &tenant,
+        &scope,
         version,
         Verdict::Reject,
         body.reason,
@@ -440,7 +451,7 @@ pub(super) async fn withdraw(
     decide(
         &state,
         &principal,
-        scope.tenant(),
+        &scope,
         version,
         Verdict::Withdraw,
         body.reason,

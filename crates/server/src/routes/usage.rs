@@ -14,7 +14,7 @@ use tenantd_api::{
 };
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::burn;
-use tenantd_core::{Principal, Tenant, TenantId, TenantScope};
+use tenantd_core::{Principal, Role, Tenant, TenantId, TenantScope};
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
@@ -127,7 +127,7 @@ pub(super) async fn history(
     let from = this_hour - 3600 * (i64::from(hours) - 1);
     let rows = state
         .catalog
-        .usage_hours(scope.tenant(), from, this_hour + 3600)
+        .usage_hours(&scope, from, this_hour + 3600)
         .await?;
     Ok(Json(UsageHistory {
         tenant: scope.tenant().clone(),
@@ -157,7 +157,7 @@ pub(super) async fn events(
 ) -> Result<Json<QuotaEvents>, ApiError> {
     let items = state
         .catalog
-        .quota_events(scope.tenant(), 100)
+        .quota_events(&scope, 100)
         .await?
         .into_iter()
         .map(|e| QuotaEventView {
@@ -198,6 +198,10 @@ pub(super) async fn create_add_on(
     if state.catalog.tenant(&tenant).await?.is_none() {
         return Err(ApiError::not_found());
     }
+    // Operators may act on any tenant; the scope records which one.
+    let scope = principal
+        .scope_for(&tenant, Role::Admin)
+        .ok_or_else(ApiError::not_found)?;
     let now = state.clock.now();
     if body.amount == 0 {
         return Err(ApiError::invalid_body("amount must be at least 1"));
@@ -233,7 +237,7 @@ pub(super) async fn create_add_on(
                 "expires_at": add_on.expires_at.unix_timestamp() }),
         )
         .after(&add_on);
-    let id = state.catalog.insert_add_on(tenant, &add_on, &audit).await?;
+    let id = state.catalog.insert_add_on(&scope, &add_on, &audit).await?;
     state
         .admission
         .ledgers
@@ -251,7 +255,7 @@ pub(super) async fn list_add_ons(
 ) -> Result<Json<AddOns>, ApiError> {
     let rows = state
         .catalog
-        .add_ons(Some(scope.tenant()), state.clock.now())
+        .add_ons(Some(&scope), state.clock.now())
         .await?;
     Ok(Json(AddOns {
         items: rows
