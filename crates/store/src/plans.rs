@@ -142,6 +142,17 @@ impl Catalog {
         Ok(version)
     }
 
+    /// The plans tenants are on, each once.
+    pub async fn plans_in_use(&self) -> Result<Vec<PlanId>> {
+        let plans: Vec<String> = sqlx::query_scalar("SELECT DISTINCT plan FROM tenants")
+            .fetch_all(&self.pool)
+            .await?;
+        plans
+            .iter()
+            .map(|p| parse("tenants.plan", p, PlanId::parse))
+            .collect()
+    }
+
     /// Every version of every plan, oldest first: what admission holds.
     pub async fn all_plan_versions(&self) -> Result<Vec<PlanVersion>> {
         sqlx::query_as::<_, Row>("SELECT * FROM plan_versions ORDER BY plan_id, version")

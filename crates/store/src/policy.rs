@@ -39,17 +39,17 @@ impl PolicyStatus {
         }
     }
 
+    pub const ALL: [PolicyStatus; 6] = [
+        Self::Proposed,
+        Self::Applied,
+        Self::Approved,
+        Self::Rejected,
+        Self::Withdrawn,
+        Self::Reverted,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Proposed,
-            Self::Applied,
-            Self::Approved,
-            Self::Rejected,
-            Self::Withdrawn,
-            Self::Reverted,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
 }
 
@@ -93,6 +93,17 @@ pub enum Verdict {
     Approve,
     Reject,
     Withdraw,
+}
+
+impl Verdict {
+    /// The status a proposal takes on this verdict.
+    pub fn status(self) -> PolicyStatus {
+        match self {
+            Verdict::Approve => PolicyStatus::Approved,
+            Verdict::Reject => PolicyStatus::Rejected,
+            Verdict::Withdraw => PolicyStatus::Withdrawn,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -315,11 +326,7 @@ impl Catalog {
                 status: status.as_str(),
             });
         }
-        let next = match verdict {
-            Verdict::Approve => PolicyStatus::Approved,
-            Verdict::Reject => PolicyStatus::Rejected,
-            Verdict::Withdraw => PolicyStatus::Withdrawn,
-        };
+        let next = verdict.status();
         sqlx::query(
             "UPDATE policy_versions SET status = ?, decided_at = ?, decided_by = ?, decision_reason = ?
              WHERE tenant_id = ? AND version = ?",

@@ -3,7 +3,7 @@
 
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::{Ledger, QuotaEvent};
-use tenantd_core::{PlanId, TenantId, TenantScope};
+use tenantd_core::{TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use crate::audit::{append, NewAuditEntry};
@@ -138,17 +138,6 @@ impl Catalog {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// The plans tenants are on, each once.
-    pub async fn plans_in_use(&self) -> Result<Vec<PlanId>> {
-        let plans: Vec<String> = sqlx::query_scalar("SELECT DISTINCT plan FROM tenants")
-            .fetch_all(&self.pool)
-            .await?;
-        plans
-            .iter()
-            .map(|p| parse("tenants.plan", p, PlanId::parse))
-            .collect()
     }
 
     /// Every stored ledger, to start the admission stage with.

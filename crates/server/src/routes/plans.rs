@@ -88,15 +88,14 @@ async fn write(
     };
     let version = state.catalog.add_plan_version(&new, &audit).await?;
     state.admission.add_plan_version(version, plan.clone());
-    Ok(PlanView {
-        id: plan.id.clone(),
+    Ok(view(PlanVersion {
+        plan: plan.clone(),
         version,
-        plan: serde_json::to_value(plan).unwrap_or_default(),
         diff: changes,
         reason: reason.to_owned(),
-        actor_key: Some(principal.key_id().clone()),
+        actor: Some(principal.key_id().clone()),
         created_at: at,
-    })
+    }))
 }
 
 /// Create a plan.

@@ -353,11 +353,6 @@ async fn decide(
         Verdict::Reject => "policy.reject",
         Verdict::Withdraw => "policy.withdraw",
     };
-    let status_after = match verdict {
-        Verdict::Approve => PolicyStatus::Approved,
-        Verdict::Reject => PolicyStatus::Rejected,
-        Verdict::Withdraw => PolicyStatus::Withdrawn,
-    };
     let audit = state
         .audit(
             principal,
@@ -367,7 +362,7 @@ async fn decide(
             json!({ "version": version, "reason": reason }),
         )
         .before(&json!({ "version": version, "status": proposal.status.as_str() }))
-        .after(&json!({ "version": version, "status": status_after.as_str() }));
+        .after(&json!({ "version": version, "status": verdict.status().as_str() }));
     let now = state.clock.now();
     let decided = state
         .catalog
