@@ -842,11 +842,18 @@ impl DataStore {
     /// Closes and deletes `tenant`'s dedicated database in `pool`, if any.
     async fn remove_dedicated(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
         let storage = self.storage(pool)?;
-        if let Some(open) = self.dedicated.remove(&(pool.clone(), tenant.clone())).await {
+        let open = self.dedicated.remove(&(pool.clone(), tenant.clone())).await;
+        if let Some(open) = &open {
             open.close().await;
         }
         let dedicated_dir = match storage {
-            Storage::Postgres(pg) => return pg.drop_database(tenant).await,
+            Storage::Postgres(pg) => {
+                let open = match &open {
+                    Some(Db::Postgres(db)) => Some(db),
+                    _ => None,
+                };
+                return pg.drop_database(tenant, open).await;
+            }
             Storage::Sqlite { dedicated_dir, .. } => dedicated_dir,
         };
         let base = dedicated_dir.join(format!("{tenant}.db"));

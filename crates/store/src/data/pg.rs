@@ -185,11 +185,18 @@ impl PgStorage {
         Ok(())
     }
 
-    /// Drops the tenant's own database, if any; its pools must be closed.
-    /// Closed connections take a moment to leave the server, and the owner
-    /// may not terminate the application's, so a busy database is retried
-    /// for a while before the error is reported.
-    pub(super) async fn drop_database(&self, tenant: &TenantId) -> Result<(), StoreError> {
+    /// Drops the tenant's own database, if any, once `open` (its pools, if
+    /// this process had them) is closed. Closed connections take a moment to
+    /// leave the server, and the owner may not terminate the application's,
+    /// so a busy database is retried for a while before the error is
+    /// reported. Each retry closes `open` again: sqlx 0.8 lets a connection
+    /// whose return to the pool was in flight when the pool closed land in
+    /// the idle queue afterwards, where only another close finds it.
+    pub(super) async fn drop_database(
+        &self,
+        tenant: &TenantId,
+        open: Option<&PgDatabase>,
+    ) -> Result<(), StoreError> {
         let statement = format!(
             "DROP DATABASE IF EXISTS {}",
             quote_ident(&self.dedicated_name(tenant))
@@ -202,6 +209,9 @@ impl PgStorage {
                     if e.code().as_deref() == Some("55006") && wait < Duration::from_secs(5) =>
                 {
                     tokio::time::sleep(wait).await;
+                    if let Some(open) = open {
+                        open.close().await;
+                    }
                     wait *= 2;
                 }
                 other => return other.map(drop).map_err(Into::into),
