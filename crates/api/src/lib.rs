@@ -579,3 +579,24 @@ pub struct DecidePolicy {
     /// Why; 1 to 500 characters.
     pub reason: String,
 }
+
+/// A key that signs the gateway's tenant context. Its private half never
+/// leaves the server; the public half is in `/.well-known/jwks.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SigningKeyView {
+    /// The JWS `kid` of contexts signed with the key.
+    pub kid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When the key starts signing; published from its creation.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub signs_from: OffsetDateTime,
+    /// When the key leaves the published set, once a successor exists.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub retires_at: Option<OffsetDateTime>,
+    /// Whether contexts are being signed with this key now.
+    pub signing: bool,
+}

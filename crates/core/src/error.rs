@@ -66,6 +66,12 @@ error_codes! {
     RequestTimeout = ("request_timeout", 503, "The request did not complete within the server's time limit"),
     TenantMaintenance = ("tenant_maintenance", 503, "The tenant's data is being moved; writes resume shortly"),
     StoreUnavailable = ("store_unavailable", 503, "The store is unavailable"),
+    ServiceNotFound = ("service_not_found", 404, "No service of this name is behind the gateway"),
+    BulkheadFull = ("bulkhead_full", 429, "Too many of the tenant's requests to this service are in flight"),
+    UpstreamUnavailable = ("upstream_unavailable", 503, "The tenant's circuit to this service is open after repeated failures"),
+    UpstreamRefused = ("upstream_refused", 502, "The service's upstream refused or could not take the connection"),
+    UpstreamError = ("upstream_error", 502, "The service's upstream broke off or answered with something that is not HTTP"),
+    UpstreamTimeout = ("upstream_timeout", 504, "The service's upstream did not answer within the service's request timeout"),
     Internal = ("internal", 500, "Internal server error"),
 }
 

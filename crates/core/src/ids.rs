@@ -114,6 +114,11 @@ slug_id!(
 );
 
 slug_id!(
+    /// A service behind the gateway, named in `/v1/proxy/{service}/…`, e.g. `billing`.
+    ServiceName, "service name", 1, 63, "billing"
+);
+
+slug_id!(
     /// A storage pool's name, e.g. `eu-1`.
     PoolName, "pool name", 1, 63, "default"
 );

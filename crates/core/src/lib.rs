@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api_key;
+pub mod breaker;
 pub mod clock;
 pub mod error;
 pub mod fair;
@@ -26,7 +27,7 @@ pub use api_key::{ApiKeyToken, KeyHasher, KeySecret, SecretHash, ServerSecret};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ErrorCode;
 pub use identity::{DataScope, IdentifyError, Principal, TenantScope};
-pub use ids::{IdError, KeyId, PlanId, PoolName, RegionId, TenantId};
+pub use ids::{IdError, KeyId, PlanId, PoolName, RegionId, ServiceName, TenantId};
 pub use key::{KeyOwner, KeyRecord, KeyState};
 pub use record::{CollectionName, Isolation, JobId, RecordId};
 pub use role::Role;

@@ -10,10 +10,13 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use tenantd_core::breaker::BreakerPolicy;
 use tenantd_core::fair::Discipline;
 use tenantd_core::placement::PoolSpec;
 use tenantd_core::plan::{OpClass, Plan};
-use tenantd_core::{ApiKeyToken, Isolation, PlanId, PoolName, RegionId, ServerSecret};
+use tenantd_core::{
+    ApiKeyToken, Isolation, PlanId, PoolName, RegionId, Role, ServerSecret, ServiceName,
+};
 use tenantd_store::StoragePool;
 
 /// The file read when no `--config` is given; it may be absent.
@@ -91,6 +94,257 @@ pub struct Config {
     /// the built-in one unless this list defines it.
     pub plans: Vec<Plan>,
     pub admission: AdmissionConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// The gateway: the team's own services behind `/v1/proxy/{service}/…`, the
+/// tenant context they are handed, and the tenant-keyed response cache.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub services: Vec<ServiceConfig>,
+    pub context: ContextConfig,
+    pub cache: ResponseCacheConfig,
+}
+
+/// One service behind the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The `{service}` of `/v1/proxy/{service}/…`.
+    pub name: ServiceName,
+    /// Base URLs (`http://host:port`), tried in turn; a retry goes to the next.
+    pub upstreams: Vec<UpstreamUrl>,
+    /// Path on the upstream under which the rest of the request path goes:
+    /// `/v1/proxy/billing/invoices` reaches `<upstream><path_prefix>/invoices`.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Time to open a connection to one upstream.
+    #[serde(
+        default = "ServiceConfig::default_connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the upstream's response head, retries included.
+    #[serde(
+        default = "ServiceConfig::default_request_timeout",
+        with = "humantime_serde"
+    )]
+    pub request_timeout: Duration,
+    /// Further attempts after a failed one, for idempotent requests without a body only.
+    #[serde(default = "ServiceConfig::default_retries")]
+    pub retries: u32,
+    /// The operation class the service's requests are admitted as.
+    #[serde(default = "ServiceConfig::default_class")]
+    pub class: OpClass,
+    /// Tenant roles whose keys may call the service.
+    #[serde(default = "ServiceConfig::default_roles")]
+    pub allowed_roles: Vec<Role>,
+    /// The service's own capacity in seats, shared by tenants through a fair
+    /// queue of its own; without it, the service's requests take the global seats.
+    #[serde(default)]
+    pub seats: Option<u32>,
+    /// Most requests one tenant may have in flight to the service (the bulkhead).
+    #[serde(default = "ServiceConfig::default_in_flight")]
+    pub max_in_flight_per_tenant: u32,
+    /// When a tenant's circuit to the service opens.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+impl ServiceConfig {
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_retries() -> u32 {
+        1
+    }
+    fn default_class() -> OpClass {
+        OpClass::Proxy
+    }
+    fn default_roles() -> Vec<Role> {
+        Role::TENANT_ROLES.to_vec()
+    }
+    fn default_in_flight() -> u32 {
+        32
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.upstreams.is_empty() {
+            return Err("needs at least one upstream".into());
+        }
+        if !self.path_prefix.is_empty()
+            && (!self.path_prefix.starts_with('/') || self.path_prefix.ends_with('/'))
+        {
+            return Err("path_prefix must start with / and not end with one".into());
+        }
+        if self.path_prefix.contains(['?', '#']) {
+            return Err("path_prefix must be a path only".into());
+        }
+        if self.allowed_roles.contains(&Role::Operator) {
+            return Err(
+                "operators have no tenant to proxy for; allowed_roles takes tenant roles".into(),
+            );
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err("timeouts must be greater than zero".into());
+        }
+        if self.seats == Some(0) || self.max_in_flight_per_tenant == 0 {
+            return Err("seats and max_in_flight_per_tenant must be at least 1".into());
+        }
+        self.breaker.check()
+    }
+}
+
+/// An upstream's base URL: `http://host[:port]`, with no path or query
+/// (the service's `path_prefix` says where it lives on the upstream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UpstreamUrl {
+    pub scheme: axum::http::uri::Scheme,
+    pub authority: axum::http::uri::Authority,
+}
+
+impl TryFrom<String> for UpstreamUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let uri: axum::http::Uri = s
+            .parse()
+            .map_err(|e| format!("upstream {s:?} is not a URL: {e}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(format!("upstream {s:?} needs a scheme and a host"));
+        };
+        if scheme != &axum::http::uri::Scheme::HTTP {
+            return Err(format!(
+                "upstream {s:?}: only http:// upstreams are supported; terminate TLS beside the upstream"
+            ));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "upstream {s:?} must have no path or query; use the service's path_prefix"
+            ));
+        }
+        Ok(Self {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+        })
+    }
+}
+
+impl From<UpstreamUrl> for String {
+    fn from(url: UpstreamUrl) -> String {
+        format!("{}://{}", url.scheme, url.authority)
+    }
+}
+
+/// A tenant's circuit to a service: opens when, in a window of at least
+/// `min_calls` calls, `failure_percent` of them failed (5xx, timeouts,
+/// broken connections); stays open `open_for`, doubling after each failed
+/// probe up to `max_open_for`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub min_calls: u32,
+    pub failure_percent: u8,
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        let policy = BreakerPolicy::default();
+        Self {
+            window: policy.window,
+            min_calls: policy.min_calls,
+            failure_percent: policy.failure_percent,
+            open_for: policy.open_for,
+            max_open_for: policy.max_open_for,
+        }
+    }
+}
+
+impl BreakerConfig {
+    pub fn policy(&self) -> BreakerPolicy {
+        BreakerPolicy {
+            window: self.window,
+            min_calls: self.min_calls,
+            failure_percent: self.failure_percent,
+            open_for: self.open_for,
+            max_open_for: self.max_open_for,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.failure_percent) {
+            return Err("breaker.failure_percent must be from 1 to 100".into());
+        }
+        if self.min_calls == 0 || self.window.is_zero() || self.open_for.is_zero() {
+            return Err("breaker.min_calls, window and open_for must be greater than zero".into());
+        }
+        if self.max_open_for < self.open_for {
+            return Err("breaker.max_open_for must be at least open_for".into());
+        }
+        Ok(())
+    }
+}
+
+/// The signed tenant context (a compact JWS, EdDSA) upstreams receive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// The `iss` claim.
+    pub issuer: String,
+    /// How long a context is valid after it is signed (`exp` − `iat`).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long upstreams may cache `/.well-known/jwks.json` (its `max-age`).
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// How long a new key is published before it signs, so that upstreams
+    /// holding a cached JWKS know it first; at least `jwks_max_age`.
+    #[serde(with = "humantime_serde")]
+    pub publish_ahead: Duration,
+    /// How often the signing key is replaced by a new one.
+    #[serde(with = "humantime_serde")]
+    pub rotate_every: Duration,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "tenantd".into(),
+            ttl: Duration::from_secs(60),
+            jwks_max_age: Duration::from_secs(300),
+            publish_ahead: Duration::from_secs(600),
+            rotate_every: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// The tenant-keyed cache of upstreams' GET responses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseCacheConfig {
+    /// Bytes of responses kept in all; 0 turns the cache off.
+    pub bytes: u64,
+    /// Largest response body kept; larger ones stream through uncached.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for ResponseCacheConfig {
+    fn default() -> Self {
+        Self {
+            bytes: 64 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// How requests are admitted: seats, queues, budgets, the shared limiter.
@@ -250,6 +504,7 @@ impl Default for Config {
             identity_cache_ttl: Duration::from_secs(30),
             plans: vec![Plan::default_plan()],
             admission: AdmissionConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -469,6 +724,36 @@ impl Config {
             if value.is_zero() {
                 return Err(invalid(setting, "must be greater than zero"));
             }
+        }
+        for (i, service) in self.gateway.services.iter().enumerate() {
+            if self.gateway.services[..i]
+                .iter()
+                .any(|s| s.name == service.name)
+            {
+                return Err(invalid(
+                    "gateway.services",
+                    &format!("two services are named {}", service.name),
+                ));
+            }
+            service.check().map_err(|reason| {
+                invalid(
+                    "gateway.services",
+                    &format!("service {}: {reason}", service.name),
+                )
+            })?;
+        }
+        let context = &self.gateway.context;
+        if context.ttl.is_zero() || context.rotate_every.is_zero() {
+            return Err(invalid(
+                "gateway.context",
+                "ttl and rotate_every must be greater than zero",
+            ));
+        }
+        if context.publish_ahead < context.jwks_max_age {
+            return Err(invalid(
+                "gateway.context.publish_ahead",
+                "must be at least jwks_max_age, or upstreams with a cached key set reject the new key",
+            ));
         }
         for (i, plan) in self.plans.iter().enumerate() {
             plan.check().map_err(|reason| invalid("plans", &reason))?;

@@ -9,6 +9,7 @@ pub mod admit;
 pub mod config;
 mod edge;
 mod extract;
+pub mod gateway;
 mod identify;
 mod meter;
 mod metrics;

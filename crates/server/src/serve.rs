@@ -98,6 +98,7 @@ impl Server {
                 config.purge_interval,
                 stopped.clone(),
             )),
+            tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
             tokio::spawn(meter::write_behind(
                 state.clone(),
                 config.admission.usage_flush_interval,
@@ -168,6 +169,29 @@ async fn flush_key_use(state: AppState, every: Duration, mut stopped: watch::Rec
             _ = tick.tick() => {
                 if let Err(e) = state.identity.last_used().flush(&state.catalog).await {
                     tracing::warn!(error = %e, "could not write key use; will retry");
+                }
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// How often signing keys are checked: rotated when due, retired ones
+/// dropped, and the published set read again.
+const SIGNING_KEY_CHECK: Duration = Duration::from_secs(60);
+
+/// Keeps the gateway's signing keys on schedule (see `gateway::context`).
+async fn maintain_signing_keys(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SIGNING_KEY_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = state.clock.now();
+                match state.gateway.keyring.maintain(&state.catalog, now).await {
+                    Ok(true) => tracing::info!("rotated the tenant context's signing key"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not maintain signing keys; will retry"),
                 }
             }
             _ = stopped.changed() => return,

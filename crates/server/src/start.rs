@@ -17,6 +17,7 @@ use tenantd_store::{Catalog, DataLimits, DataStore, NewAuditEntry, StoreError};
 
 use crate::admit::Admission;
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::identify::Identity;
 use crate::state::{AppState, Inner};
 
@@ -108,11 +109,14 @@ impl Server {
             clock.clone(),
             config.identity_cache_ttl,
         );
+        let gateway =
+            Gateway::new(&config.gateway, &config.admission, &catalog, clock.now()).await?;
         let state = AppState::new(Inner {
             catalog,
             data,
             identity,
             admission: Arc::new(admission),
+            gateway: Arc::new(gateway),
             clock,
             default_region: config.default_region.clone(),
             pools: config.pool_specs(),

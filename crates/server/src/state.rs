@@ -9,6 +9,7 @@ use tenantd_core::{Clock, Principal, RegionId, TenantId, TenantStatus};
 use tenantd_store::{Catalog, DataStore, NewAuditEntry, StoreError};
 
 use crate::admit::Admission;
+use crate::gateway::Gateway;
 use crate::identify::Identity;
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,7 @@ pub struct Inner {
     pub data: DataStore,
     pub identity: Identity,
     pub admission: Arc<Admission>,
+    pub gateway: Arc<Gateway>,
     pub clock: Arc<dyn Clock>,
     pub default_region: RegionId,
     /// The configured storage pools, for placement.

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod plans;
 pub mod policy;
 pub mod postgres;
+pub mod signing_keys;
 pub mod usage;
 
 pub use audit::{state_digest, AuditEntry, NewAuditEntry, Verification};

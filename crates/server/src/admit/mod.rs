@@ -198,11 +198,13 @@ impl Admission {
         response
     }
 
-    /// Admits `request` of class `class` for `principal`, runs it, and meters it.
+    /// Admits `request` of class `class` for `principal` on `seats` (the
+    /// global ones unless a service brings its own), runs it, and meters it.
     pub async fn run(
         self: Arc<Self>,
         class: OpClass,
         principal: &Principal,
+        seats: Option<Arc<Seats>>,
         request: Request,
         next: Next,
     ) -> Response {
@@ -363,11 +365,8 @@ impl Admission {
             cap,
             max_queue: self.config.max_queue,
         };
-        let seat = match self
-            .seats
-            .acquire(&tenant, ask, self.config.queue_wait)
-            .await
-        {
+        let seats = seats.as_ref().unwrap_or(&self.seats);
+        let seat = match seats.acquire(&tenant, ask, self.config.queue_wait).await {
             Ok(seat) => seat,
             Err(refusal) => {
                 // Refused before running: the request does not count.

@@ -186,6 +186,8 @@ impl Modify for Security {
         super::policy::reject, super::policy::withdraw,
         super::plans::create, super::plans::list, super::plans::get, super::plans::update,
         super::plans::versions,
+        super::proxy::forward, super::proxy::forward_root, super::proxy::jwks,
+        super::proxy::list_signing_keys, super::proxy::rotate_signing_key,
     ),
     components(schemas(Problem))
 )]

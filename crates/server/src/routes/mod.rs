@@ -10,6 +10,7 @@ mod keys;
 mod meta;
 mod plans;
 mod policy;
+mod proxy;
 mod tenants;
 mod usage;
 
@@ -23,7 +24,10 @@ use axum::Router;
 use tenantd_core::plan::OpClass;
 use tenantd_core::{ErrorCode, Principal, Role, TenantId};
 
+use std::sync::Arc;
+
 use crate::edge;
+use crate::gateway::Service;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -45,7 +49,21 @@ pub enum Access {
     /// The caller's own tenant's data, with at least this role. Operators
     /// manage tenants; they do not read or write their records.
     Data(Role),
+    /// A service behind the gateway (`{service}`), for keys of a tenant with
+    /// a role the service allows. Operators have no tenant to call it for.
+    Proxy,
 }
+
+/// The methods the gateway forwards.
+const PROXY_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 /// One row of the route table.
 #[derive(Debug, Clone)]
@@ -83,7 +101,7 @@ fn routes() -> Vec<Route> {
     let admin = Tenant(Role::Admin);
     let member = Tenant(Role::Reader);
     let (read, write) = (Data(Role::Reader), Data(Role::Developer));
-    vec![
+    let mut routes = vec![
         route(M::GET, "/healthz", Public, meta::healthz),
         route(M::GET, "/readyz", Public, meta::readyz),
         route(M::GET, "/openapi.json", Public, meta::openapi),
@@ -356,7 +374,37 @@ fn routes() -> Vec<Route> {
             write,
             data::delete_record,
         ),
-    ]
+        // The gateway: the keys upstreams verify the tenant context with.
+        route(M::GET, "/.well-known/jwks.json", Public, proxy::jwks),
+        route(
+            M::GET,
+            "/v1/platform/signing-keys",
+            Operator,
+            proxy::list_signing_keys,
+        ),
+        route(
+            M::POST,
+            "/v1/platform/signing-keys/rotate",
+            Operator,
+            proxy::rotate_signing_key,
+        ),
+    ];
+    // The gateway's services, by every method it forwards.
+    for method in PROXY_METHODS {
+        routes.push(route(
+            method.clone(),
+            "/v1/proxy/{service}",
+            Access::Proxy,
+            proxy::forward_root,
+        ));
+        routes.push(route(
+            method,
+            "/v1/proxy/{service}/{*path}",
+            Access::Proxy,
+            proxy::forward,
+        ));
+    }
+    routes
 }
 
 /// The route table, for documentation and for tests that must cover every route.
@@ -392,12 +440,16 @@ async fn authorize(
         Err(e) => return e.into_response(),
     };
     let principal = request.extensions().get::<Principal>().cloned();
+    // A service's requests are admitted as its class, on its own seats if it has them.
+    let service = request.extensions().get::<Arc<Service>>();
+    let seats = service.and_then(|s| s.seats.clone());
+    let class = service.map(|s| s.class()).or(class);
     match (class, principal) {
         (Some(class), Some(principal)) => {
             state
                 .admission
                 .clone()
-                .run(class, &principal, request, next)
+                .run(class, &principal, seats, request, next)
                 .await
         }
         _ => next.run(request).await,
@@ -412,6 +464,7 @@ fn op_class(spec: &RouteSpec) -> Option<OpClass> {
         Access::Data(_) if spec.method == Method::GET => Some(OpClass::Read),
         Access::Data(_) => Some(OpClass::Write),
         Access::AnyKey | Access::Operator | Access::Tenant(_) => Some(OpClass::Admin),
+        Access::Proxy => Some(OpClass::Proxy),
     }
 }
 
@@ -466,6 +519,34 @@ async fn check_access(
                 return Err(ApiError::not_found());
             }
             parts.extensions.insert(scope);
+        }
+        Access::Proxy => {
+            if principal.is_operator() {
+                return Err(ApiError::with_detail(
+                    ErrorCode::Forbidden,
+                    "operator keys have no tenant; call services with a key of the tenant",
+                ));
+            }
+            let params = RawPathParams::from_request_parts(&mut parts, state)
+                .await
+                .map_err(|e| ApiError::invalid_parameter(e.body_text()))?;
+            let raw = params
+                .iter()
+                .find(|(name, _)| *name == "service")
+                .map(|(_, value)| value)
+                .ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
+            let service = proxy::service_named(state, raw)?;
+            if !service.allows(principal.role()) {
+                return Err(ApiError::with_detail(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "service {} does not take calls from {} keys",
+                        service.config.name,
+                        principal.role()
+                    ),
+                ));
+            }
+            parts.extensions.insert(service);
         }
         Access::Data(required) => {
             let scope = principal.data_scope(required).ok_or_else(|| {

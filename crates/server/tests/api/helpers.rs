@@ -40,6 +40,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server on a fresh data directory after `tweak` adjusts its config.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(START, tweak).await
+}
+
+/// Starts a server whose manual clock begins at `start` (the real time, for
+/// tests whose other parties check times against their own clocks).
+pub async fn spawn_app_at(start: OffsetDateTime, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let token = ApiKeyToken::generate(&mut OsRng);
     let mut config = Config {
@@ -48,7 +54,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         ..Config::default()
     };
     tweak(&mut config);
-    start(dir, config, token.expose()).await
+    start_at(start, dir, config, token.expose()).await
 }
 
 /// Starts a server on an existing data directory (a restart).
@@ -57,11 +63,16 @@ pub async fn restart_app(
     config: Config,
     operator_token: String,
 ) -> TestApp {
-    start(dir, config, operator_token).await
+    start_at(START, dir, config, operator_token).await
 }
 
-async fn start(dir: tempfile::TempDir, config: Config, operator_token: String) -> TestApp {
-    let clock = ManualClock::new(START);
+async fn start_at(
+    start: OffsetDateTime,
+    dir: tempfile::TempDir,
+    config: Config,
+    operator_token: String,
+) -> TestApp {
+    let clock = ManualClock::new(start);
     let server = Server::start(config.clone(), Arc::new(clock.clone()))
         .await
         .expect("server starts");

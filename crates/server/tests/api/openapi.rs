@@ -44,9 +44,10 @@ fn the_document_is_openapi_3_1_and_describes_exactly_the_route_table() {
             documented.insert((method.to_uppercase(), path.clone()));
         }
     }
+    // OpenAPI has no catch-all parameter: `{*path}` is written `{path}`.
     let routed: BTreeSet<_> = route_table()
         .into_iter()
-        .map(|r| (r.method.to_string(), r.path.to_owned()))
+        .map(|r| (r.method.to_string(), r.path.replace("{*", "{")))
         .collect();
     assert_eq!(documented, routed);
 }

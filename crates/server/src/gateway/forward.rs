@@ -1,0 +1,506 @@
+//! Forwarding one request: the tenant's cache, bulkhead and circuit, then
+//! the upstream request (credentials out, tenant context in), retries for
+//! idempotent requests without a body, and the streamed response.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tenantd_core::breaker::Outcome;
+use tenantd_core::{ErrorCode, Principal, ServiceName};
+
+use super::cache::{self, CacheKey, ResponseCache};
+use super::context::ContextClaims;
+use super::{Call, Gateway, InFlight, Service};
+use crate::problem::ApiError;
+
+pub static X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+pub static X_TENANT_CONTEXT: HeaderName = HeaderName::from_static("x-tenant-context");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// and the caller's credentials for tenantd: none of them is forwarded.
+const NOT_FORWARDED: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "authorization",
+    "x-api-key",
+];
+
+/// Headers only tenantd may set for the upstream: a client sending its own
+/// would otherwise speak for a tenant it is not.
+const RESERVED: [&str; 6] = [
+    "x-tenant-id",
+    "x-tenant-context",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Forwards `request` (its path after `/v1/proxy/{service}` is `rest`) for
+/// `principal`, who identify and admission have let through, at `now`.
+pub async fn forward(
+    gateway: &Gateway,
+    service: &Arc<Service>,
+    principal: &Principal,
+    request_id: &str,
+    rest: &str,
+    request: Request,
+    now: time::OffsetDateTime,
+) -> Response {
+    match try_forward(gateway, service, principal, request_id, rest, request, now).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn try_forward(
+    gateway: &Gateway,
+    service: &Arc<Service>,
+    principal: &Principal,
+    request_id: &str,
+    rest: &str,
+    request: Request,
+    now: time::OffsetDateTime,
+) -> Result<Response, ApiError> {
+    let (Some(tenant), Some(plan)) = (principal.tenant(), principal.plan()) else {
+        return Err(ApiError::with_detail(
+            ErrorCode::Forbidden,
+            "operator keys have no tenant; call services with a key of the tenant",
+        ));
+    };
+    check_path(rest)?;
+    let target = match request.uri().query() {
+        Some(query) => format!("{}{rest}?{query}", service.config.path_prefix),
+        None => format!("{}{rest}", service.config.path_prefix),
+    };
+
+    // The tenant's cache answers before anything reaches the upstream.
+    let (read_cache, store_cache) = if request.method() == Method::GET {
+        cache::request_allows(request.headers())
+    } else {
+        (false, false)
+    };
+    let key = CacheKey {
+        tenant: tenant.clone(),
+        service: service.config.name.clone(),
+        target: target.clone(),
+    };
+    if read_cache {
+        if let Some(hit) = gateway.cache.get(&key) {
+            let mut response = Response::new(Body::from(hit.body.clone()));
+            *response.status_mut() = hit.status;
+            *response.headers_mut() = hit.headers.clone();
+            response
+                .headers_mut()
+                .insert(header::AGE, HeaderValue::from(hit.age()));
+            let (name, value) = cache::status_header("hit");
+            response.headers_mut().insert(name, value);
+            return Ok(response);
+        }
+    }
+
+    let circuit = service.circuit(tenant);
+    let in_flight =
+        InFlight::enter(&circuit, service.config.max_in_flight_per_tenant).ok_or_else(|| {
+            ApiError::with_detail(
+                ErrorCode::BulkheadFull,
+                format!(
+                    "the tenant already has {} requests in flight to {}",
+                    service.config.max_in_flight_per_tenant, service.config.name
+                ),
+            )
+            .retry_after(Duration::from_secs(1))
+        })?;
+    let call = Call::start(&circuit, service.breaker).map_err(|wait| {
+        ApiError::with_detail(
+            ErrorCode::UpstreamUnavailable,
+            format!(
+                "the tenant's calls to {} failed repeatedly; one is let through in {} ms",
+                service.config.name,
+                wait.as_millis()
+            ),
+        )
+        .retry_after(wait)
+    })?;
+
+    let claims = ContextClaims {
+        iss: &gateway.keyring.config().issuer,
+        aud: &service.config.name,
+        sub: tenant,
+        tenant,
+        key_id: principal.key_id(),
+        role: principal.role(),
+        plan,
+        request_id,
+        iat: now.unix_timestamp(),
+        exp: (now + gateway.keyring.config().ttl).unix_timestamp(),
+    };
+    let token = gateway
+        .keyring
+        .sign(&claims, now)
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+        .ok_or_else(|| {
+            tracing::error!("no signing key is in effect; the tenant context cannot be signed");
+            ApiError::new(ErrorCode::Internal)
+        })?;
+
+    let (parts, body) = request.into_parts();
+    let mut headers = forwarded_headers(&parts.headers);
+    headers.insert(X_TENANT_ID.clone(), header_value(tenant.as_str()));
+    headers.insert(X_TENANT_CONTEXT.clone(), token);
+    headers.insert(crate::edge::X_REQUEST_ID.clone(), header_value(request_id));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = parts.headers.get(header::HOST) {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+    let prefix = format!("/v1/proxy/{}", service.config.name);
+    headers.insert("x-forwarded-prefix", header_value(&prefix));
+
+    // Only a request that can be sent again unchanged is retried.
+    let replayable = is_idempotent(&parts.method) && has_no_body(&parts.headers);
+    let attempts = if replayable {
+        1 + service.config.retries
+    } else {
+        1
+    };
+    let mut body = Some(body);
+    let upstreams = &service.config.upstreams;
+    let first = service.next_upstream.fetch_add(1, Ordering::Relaxed);
+    let exchange = async {
+        let mut last = None;
+        for attempt in 0..attempts {
+            let upstream = &upstreams[(first + attempt as usize) % upstreams.len()];
+            let uri = Uri::builder()
+                .scheme(upstream.scheme.clone())
+                .authority(upstream.authority.clone())
+                .path_and_query(target.as_str())
+                .build()
+                .map_err(|e| {
+                    ApiError::invalid_parameter(format!("the path cannot be forwarded: {e}"))
+                })?;
+            let mut outgoing = axum::http::Request::new(if replayable {
+                Body::empty()
+            } else {
+                body.take().unwrap_or_else(Body::empty)
+            });
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = uri;
+            *outgoing.headers_mut() = headers.clone();
+            let result = service.client.request(outgoing).await;
+            let retry = attempt + 1 < attempts;
+            match result {
+                Ok(response) if retry && is_retried_status(response.status()) => {
+                    tracing::debug!(status = %response.status(), %attempt, "upstream answered with a retried status");
+                    last = Some(Ok(response));
+                }
+                Ok(response) => return Ok(Ok(response)),
+                Err(e) if retry => {
+                    tracing::debug!(error = %e, %attempt, "upstream attempt failed; retrying");
+                    last = Some(Err(e));
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(last.expect("at least one attempt is made"))
+    };
+    let outcome = tokio::time::timeout(service.config.request_timeout, exchange).await;
+    let response = match outcome {
+        Err(_) => {
+            call.finish(Outcome::Failure);
+            return Err(ApiError::with_detail(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "{} sent no response within {} ms",
+                    service.config.name,
+                    service.config.request_timeout.as_millis()
+                ),
+            )
+            .retry_after(Duration::from_secs(1)));
+        }
+        Ok(Err(error)) => {
+            call.finish(Outcome::Failure);
+            return Err(error);
+        }
+        Ok(Ok(Err(error))) => {
+            call.finish(Outcome::Failure);
+            return Err(transport_error(&service.config.name, &error));
+        }
+        Ok(Ok(Ok(response))) => response,
+    };
+    call.finish(if response.status().is_server_error() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    });
+
+    let (mut parts, incoming) = response.into_parts();
+    strip_connection_headers(&mut parts.headers);
+    let fill = if store_cache {
+        gateway
+            .cache
+            .freshness(parts.status, &parts.headers)
+            .map(|fresh_for| CacheFill {
+                key,
+                status: parts.status,
+                headers: parts.headers.clone(),
+                fresh_for,
+                collected: Vec::new(),
+                limit: gateway.cache.max_entry_bytes(),
+            })
+    } else {
+        None
+    };
+    if read_cache || store_cache {
+        let (name, value) = cache::status_header("miss");
+        parts.headers.insert(name, value);
+    }
+    let body = UpstreamBody {
+        inner: incoming,
+        fill,
+        cache: gateway.cache.clone(),
+        _in_flight: in_flight,
+    };
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Refuses paths an upstream could resolve outside the service's prefix.
+fn check_path(rest: &str) -> Result<(), ApiError> {
+    let escapes = rest.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    });
+    let encoded_separator = rest.contains("%2f") || rest.contains("%2F") || rest.contains('\\');
+    if escapes || encoded_separator {
+        return Err(ApiError::invalid_parameter(
+            "the path must not contain `.` or `..` segments or encoded separators",
+        ));
+    }
+    Ok(())
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    // Ids and request ids are checked slugs and hex, always valid header values.
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The client's headers without connection-level ones, credentials or
+/// headers only tenantd may set.
+fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_connection_headers(&mut headers);
+    for name in RESERVED
+        .iter()
+        .chain(&["host", "x-forwarded-prefix", "x-request-id"])
+    {
+        headers.remove(*name);
+    }
+    headers
+}
+
+/// Removes hop-by-hop headers, the ones `Connection` names among them.
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in NOT_FORWARDED {
+        headers.remove(name);
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn has_no_body(headers: &HeaderMap) -> bool {
+    let length_zero = headers
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == b"0");
+    length_zero && !headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Answers that mean "this upstream could not serve it now": another
+/// upstream (or the same one a moment later) may.
+fn is_retried_status(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+fn transport_error(service: &ServiceName, error: &hyper_util::client::legacy::Error) -> ApiError {
+    let mut cause = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        cause = e.to_string();
+        source = e.source();
+    }
+    tracing::warn!(%service, error = %error, %cause, "upstream call failed");
+    if error.is_connect() {
+        ApiError::with_detail(
+            ErrorCode::UpstreamRefused,
+            format!("no upstream of {service} took the connection: {cause}"),
+        )
+    } else {
+        ApiError::with_detail(
+            ErrorCode::UpstreamError,
+            format!("the upstream of {service} broke off: {cause}"),
+        )
+    }
+}
+
+/// A response being collected for the cache as it streams to the client.
+struct CacheFill {
+    key: CacheKey,
+    status: StatusCode,
+    headers: HeaderMap,
+    fresh_for: Duration,
+    collected: Vec<u8>,
+    limit: u64,
+}
+
+/// The upstream's response body on its way to the client: streamed frame by
+/// frame, copied for the cache only when it may be kept and is small enough,
+/// and holding the tenant's bulkhead place until it ends.
+struct UpstreamBody {
+    inner: hyper::body::Incoming,
+    fill: Option<CacheFill>,
+    cache: ResponseCache,
+    _in_flight: InFlight,
+}
+
+impl UpstreamBody {
+    /// Puts the whole body, now read, in the cache if it is being collected.
+    fn keep(&mut self) {
+        if let Some(fill) = self.fill.take() {
+            self.cache.insert(
+                fill.key,
+                fill.status,
+                fill.headers,
+                Bytes::from(fill.collected),
+                fill.fresh_for,
+            );
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(fill), Some(data)) = (&mut this.fill, frame.data_ref()) {
+                    if (fill.collected.len() + data.len()) as u64 > fill.limit {
+                        this.fill = None;
+                    } else {
+                        fill.collected.extend_from_slice(data);
+                    }
+                }
+                // A body of known length is not polled past its last frame.
+                if this.inner.is_end_stream() {
+                    this.keep();
+                }
+            }
+            // A body cut short is not a response to keep.
+            Some(Err(_)) => this.fill = None,
+            None => this.keep(),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_could_leave_the_prefix_are_refused() {
+        for bad in ["/..", "/a/../b", "/%2e%2E/x", "/./a", "/a%2fb", "/a\\b"] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in ["", "/", "/a/b", "/a..b/c", "/.well-known/x", "/a%20b"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn credentials_reserved_and_connection_headers_are_not_forwarded() {
+        let mut incoming = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer tk_secret"),
+            ("x-api-key", "tk_secret"),
+            ("x-tenant-id", "someone-else"),
+            ("x-tenant-context", "forged"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("host", "gateway.example"),
+            ("accept", "application/json"),
+            ("x-custom", "kept"),
+        ] {
+            incoming.append(name, HeaderValue::from_static(value));
+        }
+        let forwarded = forwarded_headers(&incoming);
+        let names: Vec<&str> = forwarded.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept", "x-custom"]);
+    }
+
+    #[test]
+    fn only_idempotent_requests_without_a_body_are_replayable() {
+        let mut empty = HeaderMap::new();
+        assert!(is_idempotent(&Method::GET) && has_no_body(&empty));
+        assert!(is_idempotent(&Method::PUT) && is_idempotent(&Method::DELETE));
+        assert!(!is_idempotent(&Method::POST) && !is_idempotent(&Method::PATCH));
+        empty.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(has_no_body(&empty));
+        let mut sized = HeaderMap::new();
+        sized.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(!has_no_body(&sized));
+        let mut chunked = HeaderMap::new();
+        chunked.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(!has_no_body(&chunked));
+    }
+}

@@ -1,0 +1,205 @@
+//! Gateway: the team's own services behind `/v1/proxy/{service}/…`. A request
+//! arrives here identified and admitted; the gateway answers from the
+//! tenant's cache, or checks the tenant's bulkhead and circuit for the
+//! service, signs the tenant context and forwards the request, streaming both
+//! bodies.
+//!
+//! Invariant: what protects a service from a tenant (in-flight bulkhead,
+//! circuit breaker, cache entries) is kept per (tenant, service), so one
+//! tenant's failures or load never refuse another tenant's calls.
+
+pub mod cache;
+pub mod context;
+mod forward;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tenantd_core::breaker::{Breaker, BreakerPolicy, CallKind, Outcome};
+use tenantd_core::plan::OpClass;
+use tenantd_core::{Role, ServiceName, TenantId};
+use tenantd_store::{Catalog, StoreError};
+use time::OffsetDateTime;
+
+use crate::admit::seats::Seats;
+use crate::config::{AdmissionConfig, GatewayConfig, ServiceConfig};
+use cache::ResponseCache;
+use context::Keyring;
+pub use forward::forward;
+
+/// How long an idle tenant's circuit to a service is remembered; longer
+/// than any open time, so forgetting one never closes an open circuit early.
+const CIRCUIT_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// Idle upstream connections kept per upstream host.
+const IDLE_CONNECTIONS_PER_HOST: usize = 64;
+
+/// Everything the gateway holds.
+#[derive(Debug)]
+pub struct Gateway {
+    services: HashMap<ServiceName, Arc<Service>>,
+    pub keyring: Keyring,
+    pub cache: ResponseCache,
+}
+
+impl Gateway {
+    pub async fn new(
+        config: &GatewayConfig,
+        admission: &AdmissionConfig,
+        catalog: &Catalog,
+        now: OffsetDateTime,
+    ) -> Result<Self, StoreError> {
+        let services = config
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(Service::new(s, admission))))
+            .collect();
+        Ok(Self {
+            services,
+            keyring: Keyring::load(catalog, &config.context, now).await?,
+            cache: ResponseCache::new(&config.cache),
+        })
+    }
+
+    pub fn service(&self, name: &ServiceName) -> Option<&Arc<Service>> {
+        self.services.get(name)
+    }
+}
+
+/// One service behind the gateway.
+#[derive(Debug)]
+pub struct Service {
+    pub config: ServiceConfig,
+    /// The service's own fair queue, when it declares its capacity.
+    pub seats: Option<Arc<Seats>>,
+    client: Client<HttpConnector, axum::body::Body>,
+    breaker: BreakerPolicy,
+    circuits: moka::sync::Cache<TenantId, Arc<TenantCircuit>>,
+    /// Where the next request starts among the upstreams (round robin).
+    next_upstream: AtomicUsize,
+}
+
+impl Service {
+    fn new(config: &ServiceConfig, admission: &AdmissionConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+            .build(connector);
+        Self {
+            seats: config
+                .seats
+                .map(|seats| Seats::new(seats, admission.discipline)),
+            client,
+            breaker: config.breaker.policy(),
+            circuits: moka::sync::Cache::builder()
+                .time_to_idle(CIRCUIT_IDLE)
+                .build(),
+            next_upstream: AtomicUsize::new(0),
+            config: config.clone(),
+        }
+    }
+
+    pub fn class(&self) -> OpClass {
+        self.config.class
+    }
+
+    pub fn allows(&self, role: Role) -> bool {
+        self.config.allowed_roles.contains(&role)
+    }
+
+    fn circuit(&self, tenant: &TenantId) -> Arc<TenantCircuit> {
+        self.circuits.get_with_by_ref(tenant, || {
+            Arc::new(TenantCircuit {
+                in_flight: AtomicU32::new(0),
+                breaker: Mutex::new(Breaker::new(Instant::now())),
+            })
+        })
+    }
+}
+
+/// One tenant's calls to one service.
+#[derive(Debug)]
+struct TenantCircuit {
+    in_flight: AtomicU32,
+    breaker: Mutex<Breaker>,
+}
+
+impl TenantCircuit {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // The breaker's state is a few integers updated in one step; a
+        // panic elsewhere cannot leave it half-written.
+        self.breaker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A place in a tenant's bulkhead for a service, given back on drop.
+#[derive(Debug)]
+struct InFlight(Arc<TenantCircuit>);
+
+impl InFlight {
+    fn enter(circuit: &Arc<TenantCircuit>, max: u32) -> Option<Self> {
+        let before = circuit.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            circuit.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(circuit.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A call the tenant's circuit let through; its outcome is recorded once,
+/// and as abandoned if the caller goes away first.
+#[derive(Debug)]
+struct Call {
+    circuit: Arc<TenantCircuit>,
+    policy: BreakerPolicy,
+    kind: CallKind,
+    recorded: bool,
+}
+
+impl Call {
+    fn start(circuit: &Arc<TenantCircuit>, policy: BreakerPolicy) -> Result<Self, Duration> {
+        let kind = circuit.breaker().try_call(Instant::now())?;
+        Ok(Self {
+            circuit: circuit.clone(),
+            policy,
+            kind,
+            recorded: false,
+        })
+    }
+
+    fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        if !self.recorded {
+            self.recorded = true;
+            self.circuit
+                .breaker()
+                .record(&self.policy, self.kind, outcome, Instant::now());
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.record(Outcome::Abandoned);
+    }
+}

@@ -1,0 +1,147 @@
+//! The gateway's routes: requests for the team's services, forwarded by
+//! `gateway`, and the keys upstreams verify the tenant context with.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use tenantd_api::{Problem, SigningKeyView};
+use tenantd_core::{Principal, ServiceName};
+
+use crate::edge::RequestId;
+use crate::gateway::{self, Service};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Forward a request to a service: `/v1/proxy/{service}/{path}` reaches the
+/// service's upstream at `<path_prefix>/{path}`, query included. The upstream
+/// gets no credentials; it gets `X-Tenant-Id` and `X-Tenant-Context`, a
+/// compact JWS (EdDSA) to verify with `/.well-known/jwks.json`. Answers are
+/// the upstream's, streamed; the gateway's own refusals are problems.
+#[utoipa::path(method(get, head, post, put, patch, delete, options),
+    path = "/v1/proxy/{service}/{path}", tag = "gateway",
+    params(("service" = String, Path), ("path" = String, Path, description = "The rest of the path, sent to the upstream")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The upstream's answer, whatever its status"),
+        (status = 404, description = "No such service (`service_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's bulkhead for the service is full (`bulkhead_full`), or a rate limit or quota", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The upstream refused the connection or broke off (`upstream_refused`, `upstream_error`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant's circuit to the service is open (`upstream_unavailable`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The upstream did not answer in time (`upstream_timeout`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn forward(
+    State(state): State<AppState>,
+    Extension(service): Extension<Arc<Service>>,
+    Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
+    request: Request,
+) -> Response {
+    // The path after `/v1/proxy/{service}`, as the client encoded it.
+    let prefix_len = "/v1/proxy/".len() + service.config.name.as_str().len();
+    let rest = request
+        .uri()
+        .path()
+        .get(prefix_len..)
+        .unwrap_or_default()
+        .to_owned();
+    let now = state.clock.now();
+    gateway::forward(
+        &state.gateway,
+        &service,
+        &principal,
+        &request_id.0,
+        &rest,
+        request,
+        now,
+    )
+    .await
+}
+
+/// Forward a request to the root of a service (`<path_prefix>` on the upstream).
+#[utoipa::path(method(get, head, post, put, patch, delete, options),
+    path = "/v1/proxy/{service}", tag = "gateway",
+    params(("service" = String, Path)),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The upstream's answer, whatever its status"),
+        (status = 404, description = "No such service (`service_not_found`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn forward_root(
+    state: State<AppState>,
+    service: Extension<Arc<Service>>,
+    principal: Extension<Principal>,
+    request_id: Extension<RequestId>,
+    request: Request,
+) -> Response {
+    forward(state, service, principal, request_id, request).await
+}
+
+/// The public keys of the tenant context, as a JWK set (Ed25519 `OKP` keys).
+/// Upstreams may cache it for the `max-age` it is sent with.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "gateway",
+    responses((status = 200, description = "The published keys", content_type = "application/jwk-set+json")))]
+pub(super) async fn jwks(State(state): State<AppState>) -> Response {
+    let keyring = &state.gateway.keyring;
+    let body = keyring.jwks(state.clock.now()).to_string();
+    let max_age = format!(
+        "public, max-age={}",
+        keyring.config().jwks_max_age.as_secs()
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
+            (header::CACHE_CONTROL, max_age),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The signing keys: each published key's schedule and which one signs now.
+#[utoipa::path(get, path = "/v1/platform/signing-keys", tag = "gateway",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The published keys, oldest first", body = Vec<SigningKeyView>)))]
+pub(super) async fn list_signing_keys(State(state): State<AppState>) -> Json<Vec<SigningKeyView>> {
+    Json(state.gateway.keyring.views(state.clock.now()))
+}
+
+/// Rotate the signing key: a new key is published now and signs from
+/// `gateway.context.publish_ahead` on; the keys before it stay published
+/// until what they signed has expired.
+#[utoipa::path(post, path = "/v1/platform/signing-keys/rotate", tag = "gateway",
+    security(("api_key" = [])),
+    responses((status = 201, description = "The new key", body = SigningKeyView)))]
+pub(super) async fn rotate_signing_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<(axum::http::StatusCode, Json<SigningKeyView>), ApiError> {
+    let audit = state.audit(
+        &principal,
+        None,
+        "signing_key.rotate",
+        "",
+        serde_json::Value::Null,
+    );
+    let now = state.clock.now();
+    let key = state
+        .gateway
+        .keyring
+        .rotate(&state.catalog, now, audit)
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(key)))
+}
+
+/// The service a proxy route names, if it is configured.
+pub(super) fn service_named(state: &AppState, raw: &str) -> Result<Arc<Service>, ApiError> {
+    let unknown = || {
+        ApiError::with_detail(
+            tenantd_core::ErrorCode::ServiceNotFound,
+            format!("no service named {raw:?} is behind the gateway"),
+        )
+    };
+    let name = ServiceName::parse(raw).map_err(|_| unknown())?;
+    state.gateway.service(&name).cloned().ok_or_else(unknown)
+}

@@ -1,0 +1,626 @@
+//! The gateway against real upstream servers on loopback: what the upstream
+//! receives (the signed tenant context, never the caller's credentials),
+//! per-tenant circuits and bulkheads, timeouts, retries, refusals, the
+//! service's own seats, and the tenant-keyed cache.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::Method;
+use serde_json::Value;
+use tenantd_core::Role;
+use tenantd_server::config::{Config, ServiceConfig};
+use tokio::net::TcpListener;
+
+use crate::helpers::{spawn_app_at, TestApp};
+use crate::upstream::Upstream;
+
+/// A service named `name` in front of `upstreams`, with the defaults a
+/// config file gets.
+pub fn service(name: &str, upstreams: &[&str]) -> ServiceConfig {
+    let toml = format!(
+        "name = {name:?}\nupstreams = [{}]\npath_prefix = \"/base\"",
+        upstreams
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    toml_service(&toml)
+}
+
+fn toml_service(toml: &str) -> ServiceConfig {
+    use figment::providers::{Format, Toml};
+    figment::Figment::from(Toml::string(toml))
+        .extract()
+        .expect("a valid service")
+}
+
+/// A server whose clock starts at the real time (upstreams check the
+/// context's expiry against theirs), with `services`.
+async fn gateway_app(services: Vec<ServiceConfig>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    // The upstream's clock is the real one: so is the server's at the start.
+    #[allow(clippy::disallowed_methods)]
+    let now = time::OffsetDateTime::now_utc();
+    spawn_app_at(now, |config| {
+        config.gateway.services = services;
+        tweak(config);
+    })
+    .await
+}
+
+/// A tenant with a developer key; returns the key's id and token.
+async fn tenant(app: &TestApp, id: &str) -> (String, String) {
+    app.create_tenant(id).await;
+    let key = app.tenant_key(id, Role::Developer).await;
+    (key.key.id.to_string(), key.token)
+}
+
+async fn call(app: &TestApp, token: &str, method: Method, path: &str) -> reqwest::Response {
+    app.request(method, path)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn problem(response: reqwest::Response) -> (u16, String, Option<String>) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let content_type = response.headers()["content-type"].clone();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(content_type, "application/problem+json", "{status} {body}");
+    (
+        status,
+        body["code"].as_str().unwrap().to_owned(),
+        retry_after,
+    )
+}
+
+/// The published keys, as jsonwebtoken decoding keys by kid.
+async fn published_keys(app: &TestApp) -> Vec<(String, DecodingKey)> {
+    let response = app
+        .request(Method::GET, "/.well-known/jwks.json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "public, max-age=300");
+    let jwks: jsonwebtoken::jwk::JwkSet = response.json().await.unwrap();
+    jwks.keys
+        .iter()
+        .map(|jwk| {
+            (
+                jwk.common.key_id.clone().unwrap(),
+                DecodingKey::from_jwk(jwk).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Verifies a context as an upstream would: the published key named by its
+/// `kid`, EdDSA only, this issuer and audience, unexpired by our clock.
+async fn verify(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+) -> Result<Value, jsonwebtoken::errors::Error> {
+    let header = jsonwebtoken::decode_header(token)?;
+    let keys = published_keys(app).await;
+    let (_, key) = keys
+        .iter()
+        .find(|(kid, _)| Some(kid) == header.kid.as_ref())
+        .expect("the kid is published");
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&["tenantd"]);
+    validation.set_audience(&[service]);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    Ok(jsonwebtoken::decode::<Value>(token, key, &validation)?.claims)
+}
+
+#[tokio::test]
+async fn the_upstream_gets_a_verifiable_tenant_context_and_no_credentials() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |_| {}).await;
+    let (key_id, token) = tenant(&app, "acme").await;
+    let response = app
+        .request(Method::GET, "/v1/proxy/billing/echo/a%20b?x=1&y=2")
+        .header("x-api-key", &token)
+        .header("x-tenant-id", "globex")
+        .header("x-tenant-context", "forged")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("cookie", "session=upstream-owned")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        response.headers().contains_key("ratelimit"),
+        "admitted like any request"
+    );
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.target, "/base/echo/a%20b?x=1&y=2");
+    assert_eq!(seen.headers["x-tenant-id"], "acme");
+    assert_eq!(seen.headers["cookie"], "session=upstream-owned");
+    assert_eq!(seen.headers["x-request-id"], request_id.as_str());
+    for credential in ["authorization", "x-api-key", "x-forwarded-for"] {
+        assert!(
+            !seen.headers.contains_key(credential),
+            "{credential} reached the upstream"
+        );
+    }
+    let secret = token.rsplit('_').next().unwrap();
+    for (name, value) in &seen.headers {
+        assert!(
+            !value.to_str().unwrap_or("").contains(secret),
+            "the key's secret reached the upstream in {name}"
+        );
+    }
+
+    let context = seen.headers["x-tenant-context"].to_str().unwrap();
+    let claims = verify(&app, context, "billing").await.unwrap();
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(claims["sub"], "acme");
+    assert_eq!(claims["key_id"], key_id.as_str());
+    assert_eq!(claims["role"], "developer");
+    assert_eq!(claims["plan"], "default");
+    assert_eq!(claims["request_id"], request_id.as_str());
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60,
+        "valid for the configured ttl"
+    );
+    // Meant for billing, not for another service.
+    assert!(verify(&app, context, "search").await.is_err());
+
+    // A Bearer key is stripped the same way.
+    call(&app, &token, Method::DELETE, "/v1/proxy/billing/echo").await;
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(
+        (seen.method.as_str(), seen.target.as_str()),
+        ("DELETE", "/base/echo")
+    );
+    assert!(!seen.headers.contains_key("authorization"));
+}
+
+#[tokio::test]
+async fn a_context_cannot_be_forged_or_replayed_after_it_expires() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |config| {
+        config.gateway.context.ttl = Duration::from_secs(1);
+    })
+    .await;
+    let (_, token) = tenant(&app, "acme").await;
+    call(&app, &token, Method::GET, "/v1/proxy/billing/echo").await;
+    let context = upstream.seen().pop().unwrap().headers["x-tenant-context"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let claims = verify(&app, &context, "billing").await.unwrap();
+
+    // Another tenant's name in the claims breaks the signature.
+    let parts: Vec<&str> = context.split('.').collect();
+    let mut forged_claims = claims.clone();
+    forged_claims["tenant"] = "globex".into();
+    forged_claims["sub"] = "globex".into();
+    let forged_payload = URL_SAFE_NO_PAD.encode(forged_claims.to_string());
+    let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+    let error = verify(&app, &forged, "billing").await.unwrap_err();
+    assert_eq!(
+        *error.kind(),
+        jsonwebtoken::errors::ErrorKind::InvalidSignature
+    );
+
+    // So does a later expiry.
+    let mut extended = claims.clone();
+    extended["exp"] = (claims["exp"].as_i64().unwrap() + 3600).into();
+    let extended = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(extended.to_string()),
+        parts[2]
+    );
+    assert!(verify(&app, &extended, "billing").await.is_err());
+
+    // A key that is not published signs nothing that verifies, even under a published kid.
+    let mut seed = [7u8; 32];
+    seed[0] = 1;
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let input = format!("{}.{forged_payload}", parts[0]);
+    use ed25519_dalek::Signer;
+    let signature = URL_SAFE_NO_PAD.encode(stranger.sign(input.as_bytes()).to_bytes());
+    let self_signed = format!("{input}.{signature}");
+    let error = verify(&app, &self_signed, "billing").await.unwrap_err();
+    assert_eq!(
+        *error.kind(),
+        jsonwebtoken::errors::ErrorKind::InvalidSignature
+    );
+
+    // Replayed once its second of validity has passed, the context is refused.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let error = verify(&app, &context, "billing").await.unwrap_err();
+    assert_eq!(
+        *error.kind(),
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_published_before_it_signs_and_the_old_one_until_its_contexts_expire() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |_| {}).await;
+    let (_, token) = tenant(&app, "acme").await;
+    let kid_of = |context: &str| jsonwebtoken::decode_header(context).unwrap().kid.unwrap();
+    let context_now = || async {
+        call(&app, &token, Method::GET, "/v1/proxy/billing/echo").await;
+        let seen = upstream.seen().pop().unwrap();
+        seen.headers["x-tenant-context"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = context_now().await;
+    let old_kid = kid_of(&before);
+
+    let rotated: Value = app
+        .request(Method::POST, "/v1/platform/signing-keys/rotate")
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["signing"], false, "published ahead of signing");
+    let kids =
+        |keys: Vec<(String, DecodingKey)>| keys.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        kids(published_keys(&app).await),
+        [old_kid.clone(), new_kid.clone()]
+    );
+    assert_eq!(
+        kid_of(&context_now().await),
+        old_kid,
+        "the old key signs until publish_ahead passes"
+    );
+
+    // After publish_ahead (600 s), the new key signs; the old one stays
+    // published for the ttl and clock skew (60 s + 60 s) more.
+    app.clock.advance(time::Duration::seconds(600));
+    let after = context_now().await;
+    assert_eq!(kid_of(&after), new_kid);
+    assert_eq!(
+        kids(published_keys(&app).await),
+        [old_kid.clone(), new_kid.clone()]
+    );
+    app.clock.advance(time::Duration::seconds(120));
+    assert_eq!(
+        kids(published_keys(&app).await),
+        std::slice::from_ref(&new_kid)
+    );
+
+    // The rotation is in the platform's audit trail, without the secret.
+    let audit: Value = app
+        .request(Method::GET, "/v1/platform/audit")
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "signing_key.rotate")
+        .expect("an audit entry");
+    assert_eq!(entry["target"], new_kid.as_str());
+}
+
+#[tokio::test]
+async fn a_failing_upstream_for_one_tenant_opens_only_that_tenants_circuit() {
+    let upstream = Upstream::start().await;
+    let mut billing = service("billing", &[&upstream.url]);
+    billing.retries = 0;
+    billing.breaker.min_calls = 3;
+    billing.breaker.open_for = Duration::from_millis(500);
+    let app = gateway_app(vec![billing], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let (_, globex) = tenant(&app, "globex").await;
+    let path = "/v1/proxy/billing/fail-for-acme";
+    for _ in 0..3 {
+        // The upstream's own 500 is passed through, and counted as a failure.
+        assert_eq!(call(&app, &acme, Method::GET, path).await.status(), 500);
+    }
+    let reached = upstream.count("/base/fail-for-acme");
+    let (status, code, retry_after) = problem(call(&app, &acme, Method::GET, path).await).await;
+    assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(
+        upstream.count("/base/fail-for-acme"),
+        reached,
+        "an open circuit sends nothing"
+    );
+    // Globex calls the same service on the same path, untouched.
+    for _ in 0..5 {
+        assert_eq!(call(&app, &globex, Method::GET, path).await.status(), 200);
+    }
+    // After open_for, one probe reaches the upstream again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(call(&app, &acme, Method::GET, path).await.status(), 500);
+    assert_eq!(upstream.count("/base/fail-for-acme"), reached + 5 + 1);
+    let (status, code, _) = problem(call(&app, &acme, Method::GET, path).await).await;
+    assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+}
+
+#[tokio::test]
+async fn a_slow_upstream_gets_504_and_a_full_bulkhead_429_for_that_tenant_only() {
+    let upstream = Upstream::start().await;
+    let mut billing = service("billing", &[&upstream.url]);
+    billing.request_timeout = Duration::from_millis(300);
+    billing.max_in_flight_per_tenant = 1;
+    let app = gateway_app(vec![billing], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let (_, globex) = tenant(&app, "globex").await;
+    let (status, code, retry_after) =
+        problem(call(&app, &acme, Method::GET, "/v1/proxy/billing/slow").await).await;
+    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    assert!(retry_after.is_some());
+
+    // A download in flight holds acme's one place until its body is read.
+    // Large enough that loopback buffers cannot take it all before it is read.
+    let held = call(
+        &app,
+        &acme,
+        Method::GET,
+        "/v1/proxy/billing/download?bytes=67108864",
+    )
+    .await;
+    assert_eq!(held.status(), 200);
+    let (status, code, _) =
+        problem(call(&app, &acme, Method::GET, "/v1/proxy/billing/echo").await).await;
+    assert_eq!((status, code.as_str()), (429, "bulkhead_full"));
+    assert_eq!(
+        call(&app, &globex, Method::GET, "/v1/proxy/billing/echo")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(held.bytes().await.unwrap().len(), 67_108_864);
+    assert_eq!(
+        call(&app, &acme, Method::GET, "/v1/proxy/billing/echo")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn only_idempotent_requests_are_retried_and_refusals_are_problems() {
+    let upstream = Upstream::start().await;
+    // A port nothing listens on.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    // A server that answers with something that is not HTTP.
+    let garbage = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_url = format!("http://{}", garbage.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = garbage.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"SMTP ready, not HTTP\r\n\r\n").await;
+        }
+    });
+    let mut retried = service("retried", &[&upstream.url]);
+    retried.retries = 2;
+    let mut failover = service("failover", &[&closed, &upstream.url]);
+    failover.retries = 1;
+    let mut refused = service("refused", &[&closed]);
+    refused.retries = 0;
+    let mut broken = service("broken", &[&garbage_url]);
+    broken.retries = 0;
+    let app = gateway_app(vec![retried, failover, refused, broken], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+
+    // GET is tried three times (retries = 2); the last answer is passed on.
+    let response = call(&app, &acme, Method::GET, "/v1/proxy/retried/unavailable").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(upstream.count("/base/unavailable"), 3);
+    // POST and PATCH are not idempotent: tried once.
+    for method in [Method::POST, Method::PATCH] {
+        let before = upstream.count("/base/unavailable");
+        let response = call(&app, &acme, method, "/v1/proxy/retried/unavailable").await;
+        assert_eq!(response.status(), 503);
+        assert_eq!(upstream.count("/base/unavailable"), before + 1);
+    }
+    // A PUT with a body cannot be sent twice unchanged: tried once.
+    let before = upstream.count("/base/unavailable");
+    let response = app
+        .request(Method::PUT, "/v1/proxy/retried/unavailable")
+        .bearer_auth(&acme)
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(upstream.count("/base/unavailable"), before + 1);
+
+    // A refused first upstream: a GET fails over to the next one...
+    for _ in 0..2 {
+        assert_eq!(
+            call(&app, &acme, Method::GET, "/v1/proxy/failover/echo")
+                .await
+                .status(),
+            200
+        );
+    }
+    // ...and with no upstream to take it, the refusal is a problem.
+    let (status, code, _) =
+        problem(call(&app, &acme, Method::GET, "/v1/proxy/refused/echo").await).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_refused"));
+    let (status, code, _) =
+        problem(call(&app, &acme, Method::POST, "/v1/proxy/broken/echo").await).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_error"));
+}
+
+#[tokio::test]
+async fn services_names_roles_and_paths_are_checked_before_anything_is_sent() {
+    let upstream = Upstream::start().await;
+    let mut readers_not_allowed = service("billing", &[&upstream.url]);
+    readers_not_allowed.allowed_roles = vec![Role::Admin, Role::Developer];
+    let app = gateway_app(vec![readers_not_allowed], |_| {}).await;
+    let (_, developer) = tenant(&app, "acme").await;
+    let reader = app.tenant_key("acme", Role::Reader).await.token;
+
+    let (status, code, _) =
+        problem(call(&app, &developer, Method::GET, "/v1/proxy/nothing/echo").await).await;
+    assert_eq!((status, code.as_str()), (404, "service_not_found"));
+    let (status, code, _) =
+        problem(call(&app, &developer, Method::GET, "/v1/proxy/Not_A_Name/x").await).await;
+    assert_eq!((status, code.as_str()), (404, "service_not_found"));
+    let (status, code, _) =
+        problem(call(&app, &reader, Method::GET, "/v1/proxy/billing/echo").await).await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    let operator = app.operator_token.clone();
+    let (status, code, _) =
+        problem(call(&app, &operator, Method::GET, "/v1/proxy/billing/echo").await).await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    let (status, code, _) =
+        problem(call(&app, &developer, Method::GET, "/v1/proxy/billing/a%2fb").await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_parameter"));
+    // HTTP clients resolve dot segments before sending; a raw request does not.
+    for escape in [
+        "/v1/proxy/billing/a/../admin",
+        "/v1/proxy/billing/a/%2E%2e/admin",
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let request = format!(
+            "GET {escape} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {developer}\r\nConnection: close\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{escape}: {answer}");
+        assert!(
+            answer.contains("\"code\":\"invalid_parameter\""),
+            "{answer}"
+        );
+    }
+    assert!(upstream.seen().is_empty(), "nothing reached the upstream");
+    // The root of the service is its path_prefix.
+    assert_eq!(
+        call(&app, &developer, Method::GET, "/v1/proxy/billing")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(upstream.seen().pop().unwrap().target, "/base");
+}
+
+#[tokio::test]
+async fn a_service_with_its_own_seats_queues_its_callers_and_not_the_data_api() {
+    let upstream = Upstream::start().await;
+    let mut billing = service("billing", &[&upstream.url]);
+    billing.seats = Some(1);
+    let app = gateway_app(vec![billing], |config| {
+        config.admission.queue_wait = Duration::from_millis(300);
+    })
+    .await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let (_, globex) = tenant(&app, "globex").await;
+    let slow = {
+        let request = app
+            .request(Method::GET, "/v1/proxy/billing/slow")
+            .bearer_auth(&acme);
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Billing's one seat is taken: globex waits its budget, then gets 503.
+    let (status, code, _) =
+        problem(call(&app, &globex, Method::GET, "/v1/proxy/billing/echo").await).await;
+    assert_eq!((status, code.as_str()), (503, "overloaded"));
+    // The data API has its own seats.
+    let me = call(&app, &globex, Method::GET, "/v1/collections").await;
+    assert_eq!(me.status(), 200);
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(
+        call(&app, &globex, Method::GET, "/v1/proxy/billing/echo")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn cached_responses_never_cross_tenants_and_private_or_no_store_are_not_kept() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let (_, globex) = tenant(&app, "globex").await;
+    let get = |token: String, path: &'static str| {
+        let app = &app;
+        async move {
+            let response = call(app, &token, Method::GET, path).await;
+            assert_eq!(response.status(), 200);
+            let cache = response.headers()["tenantd-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (cache, response.text().await.unwrap())
+        }
+    };
+    let canary = "/v1/proxy/billing/cached/report";
+    let (cache, first) = get(acme.clone(), canary).await;
+    assert_eq!(cache, "miss");
+    assert!(first.starts_with("acme:"), "{first}");
+    let (cache, again) = get(acme.clone(), canary).await;
+    assert_eq!((cache.as_str(), again.as_str()), ("hit", first.as_str()));
+    // Globex asks for the same path and gets its own answer, never acme's.
+    let (cache, theirs) = get(globex.clone(), canary).await;
+    assert_eq!(cache, "miss");
+    assert!(theirs.starts_with("globex:"), "{theirs}");
+    let (cache, theirs_again) = get(globex.clone(), canary).await;
+    assert_eq!(
+        (cache.as_str(), theirs_again.as_str()),
+        ("hit", theirs.as_str())
+    );
+    assert_eq!(upstream.count("/base/cached/report"), 2);
+
+    // A different query is a different response.
+    let (cache, _) = get(acme.clone(), "/v1/proxy/billing/cached/report?page=2").await;
+    assert_eq!(cache, "miss");
+    // private and no-store: every request reaches the upstream.
+    for path in ["/v1/proxy/billing/private/x", "/v1/proxy/billing/nostore/x"] {
+        let (_, one) = get(acme.clone(), path).await;
+        let (cache, two) = get(acme.clone(), path).await;
+        assert_eq!(cache, "miss");
+        assert_ne!(one, two, "{path} was served from the cache");
+    }
+    // A client's no-cache goes to the upstream (and refreshes nothing it should not).
+    let response = app
+        .request(Method::GET, canary)
+        .bearer_auth(&acme)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    let fresh = response.text().await.unwrap();
+    assert!(fresh.starts_with("acme:") && fresh != first, "{fresh}");
+}
