@@ -494,8 +494,8 @@ async fn audit_verify_finds_an_entry_edited_in_the_database() {
     assert_eq!(status, Some(0), "{report}");
     assert_eq!(report["intact"], true);
     assert_eq!(
-        report["entries"], 3,
-        "the bootstrap key, the configured plan and the tenant"
+        report["entries"], 4,
+        "the bootstrap key, the configured plan, the first signing key and the tenant"
     );
     let (status, report) = verify(&["audit", "verify", "--tenant", "acme"]);
     assert_eq!((status, report["entries"].as_u64()), (Some(0), Some(1)));
@@ -514,7 +514,7 @@ async fn audit_verify_finds_an_entry_edited_in_the_database() {
     assert_eq!(status, Some(1), "{report}");
     assert_eq!(
         report["problems"],
-        serde_json::json!(["entry 3: its content was changed"])
+        serde_json::json!(["entry 4: its content was changed"])
     );
     assert_eq!(server.terminate(), Some(0));
 }
@@ -708,6 +708,208 @@ tenants:
     assert!(
         stderr.contains("bad.yaml: tenants[0]: unknown field `plann`") && stderr.contains("line 4"),
         "{stderr}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+}
+
+/// The resident set's high-water mark of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// A minimal HTTP/1.1 upstream on loopback, one request per connection:
+/// `POST /base/upload` reads and counts its body, answering the count;
+/// `GET /base/download?bytes=N` answers N bytes. Neither holds a body.
+async fn streaming_upstream() -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(socket);
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).await.unwrap();
+                let mut length = 0u64;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).await.unwrap();
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let target = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut received = 0u64;
+                while received < length {
+                    let n = reader.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the body ended early");
+                    received += n as u64;
+                }
+                let mut socket = reader.into_inner();
+                if let Some(bytes) = target.strip_prefix("/base/download?bytes=") {
+                    let total: u64 = bytes.parse().unwrap();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+                    );
+                    socket.write_all(head.as_bytes()).await.unwrap();
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut sent = 0u64;
+                    while sent < total {
+                        let n = (total - sent).min(chunk.len() as u64) as usize;
+                        if socket.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        sent += n as u64;
+                    }
+                } else {
+                    let body = received.to_string();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    socket.write_all(head.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Sends one request over a raw connection, streaming `upload` bytes of
+/// body, and reads the answer, counting its body without keeping it.
+/// Returns the status line, the body's length and its first bytes.
+async fn raw_exchange(url: &str, head: &str, upload: u64) -> (String, u64, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'u'; 64 * 1024];
+    let mut sent = 0u64;
+    while sent < upload {
+        let n = (upload - sent).min(chunk.len() as u64) as usize;
+        socket.write_all(&chunk[..n]).await.unwrap();
+        sent += n as u64;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head_text = Vec::new();
+    let mut body_len = 0u64;
+    let mut first = Vec::new();
+    let mut in_body = false;
+    loop {
+        let n = socket.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        let data = &buf[..n];
+        if !in_body {
+            head_text.extend_from_slice(data);
+            let Some(end) = head_text.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let rest = head_text.split_off(end + 4);
+            in_body = true;
+            body_len += rest.len() as u64;
+            first.extend_from_slice(&rest[..rest.len().min(64)]);
+            continue;
+        }
+        if first.len() < 64 {
+            let take = data.len().min(64 - first.len());
+            first.extend_from_slice(&data[..take]);
+        }
+        body_len += data.len() as u64;
+    }
+    let text = String::from_utf8_lossy(&head_text);
+    let status = text.lines().next().unwrap_or("").to_owned();
+    (
+        status,
+        body_len,
+        String::from_utf8_lossy(&first).into_owned(),
+    )
+}
+
+/// A 256 MiB upload and a 256 MiB download through the gateway stream: the
+/// server's peak memory grows by far less than either body, and the bytes
+/// are metered as the tenant's ingress and egress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_through_the_gateway_in_bounded_memory() {
+    use tenantd_client::Client;
+    use tenantd_core::plan::{Metric, Period};
+    use tenantd_core::Role;
+
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let upstream = streaming_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tenantd.toml"),
+        format!(
+            "[[gateway.services]]\nname = \"files\"\nupstreams = [\"{upstream}\"]\npath_prefix = \"/base\"\nrequest_timeout = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let server = start(dir.path());
+    let operator = Client::new(&server.url, &server.bootstrap_token()).unwrap();
+    let key = tenant_with_key(&operator, "acme", None, Role::Developer).await;
+    let pid = server.child.id();
+    // A small exchange first, so the baseline includes what any request allocates.
+    let auth = format!("Authorization: Bearer {key}\r\nHost: tenantd\r\nConnection: close\r\n");
+    let small = format!("POST /v1/proxy/files/upload HTTP/1.1\r\n{auth}Content-Length: 10\r\n\r\n");
+    let (status, _, body) = raw_exchange(&server.url, &small, 10).await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, "10");
+    let baseline = peak_rss(pid);
+
+    let upload =
+        format!("POST /v1/proxy/files/upload HTTP/1.1\r\n{auth}Content-Length: {SIZE}\r\n\r\n");
+    let (status, _, body) = raw_exchange(&server.url, &upload, SIZE).await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, SIZE.to_string(), "the upstream got every byte");
+    let download = format!("GET /v1/proxy/files/download?bytes={SIZE} HTTP/1.1\r\n{auth}\r\n");
+    let (status, received, _) = raw_exchange(&server.url, &download, 0).await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(received, SIZE);
+    let grown = peak_rss(pid).saturating_sub(baseline);
+    eprintln!(
+        "peak RSS grew by {} KiB over a {} MiB upload and download (baseline {} KiB)",
+        grown / 1024,
+        SIZE >> 20,
+        baseline / 1024
+    );
+    assert!(
+        grown < 32 * 1024 * 1024,
+        "peak RSS grew by {grown} bytes streaming {SIZE} bytes each way"
+    );
+
+    // Metered as they streamed (the usage is read from memory, not the flush).
+    let usage = operator.usage(&"acme".parse().unwrap()).await.unwrap();
+    let day = |metric| {
+        usage
+            .counters
+            .iter()
+            .find(|c| c.metric == metric && c.period == Some(Period::Day))
+            .unwrap()
+            .value
+    };
+    assert!(
+        day(Metric::IngressBytes) >= SIZE + 10,
+        "{}",
+        day(Metric::IngressBytes)
+    );
+    assert!(
+        day(Metric::EgressBytes) >= SIZE,
+        "{}",
+        day(Metric::EgressBytes)
     );
     assert_eq!(server.terminate(), Some(0));
 }

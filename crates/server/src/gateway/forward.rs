@@ -238,8 +238,14 @@ async fn try_forward(
             return Err(error);
         }
         Ok(Ok(Err(error))) => {
-            call.finish(Outcome::Failure);
-            return Err(transport_error(&service.config.name, &error));
+            let error = transport_error(&service.config.name, &error);
+            // A body cut at the plan's limit says nothing about the upstream.
+            call.finish(if error.code == ErrorCode::PayloadTooLarge {
+                Outcome::Abandoned
+            } else {
+                Outcome::Failure
+            });
+            return Err(error);
         }
         Ok(Ok(Ok(response))) => response,
     };
@@ -358,6 +364,17 @@ fn transport_error(service: &ServiceName, error: &hyper_util::client::legacy::Er
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(e) = source {
         cause = e.to_string();
+        source = e.source();
+    }
+    // The plan's body limit cut the request as it streamed: the caller's doing.
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::with_detail(
+                ErrorCode::PayloadTooLarge,
+                format!("the body grew past the plan's limit while it streamed to {service}"),
+            );
+        }
         source = e.source();
     }
     tracing::warn!(%service, error = %error, %cause, "upstream call failed");

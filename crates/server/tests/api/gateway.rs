@@ -624,3 +624,48 @@ async fn cached_responses_never_cross_tenants_and_private_or_no_store_are_not_ke
     let fresh = response.text().await.unwrap();
     assert!(fresh.starts_with("acme:") && fresh != first, "{fresh}");
 }
+
+#[tokio::test]
+async fn a_streamed_body_past_the_plans_limit_is_cut_with_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |config| {
+        for plan in &mut config.plans {
+            plan.max_body_bytes = Some(1000);
+        }
+    })
+    .await;
+    let (_, acme) = tenant(&app, "acme").await;
+    // A declared length over the limit is refused before anything is sent.
+    let response = app
+        .request(Method::POST, "/v1/proxy/billing/upload")
+        .bearer_auth(&acme)
+        .body(vec![b'x'; 5000])
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = problem(response).await;
+    assert_eq!((status, code.as_str()), (413, "payload_too_large"));
+    // A chunked body is cut where it passes the limit.
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/proxy/billing/upload HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {acme}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..5 {
+        let chunk = format!("3e8\r\n{}\r\n", "y".repeat(1000));
+        if socket.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    // The server may close before reading the rest: keep what was answered.
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"payload_too_large\""),
+        "{answer}"
+    );
+}
