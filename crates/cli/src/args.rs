@@ -107,6 +107,9 @@ pub enum ClientCommand {
     /// Show plans (operator).
     #[command(subcommand)]
     Plans(PlanCommand),
+    /// The keys that sign the gateway's tenant context (operator).
+    #[command(subcommand)]
+    SigningKeys(SigningKeyCommand),
     /// Show and change a tenant's policy: its overrides of its plan.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -135,6 +138,14 @@ pub enum PlanCommand {
         #[command(flatten)]
         page: PageArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// The published keys, oldest first, and which one signs now.
+    List,
+    /// Publish a new key; it signs after `gateway.context.publish_ahead`.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,7 +13,7 @@ use tenantd_core::TenantStatus;
 
 use crate::args::{
     AuditCommand, ClientCommand, Connection, KeyCommand, PageArgs, PlanCommand, PolicyCommand,
-    PolicyVersionArgs, TenantCommand,
+    PolicyVersionArgs, SigningKeyCommand, TenantCommand,
 };
 use crate::tenancy::{self, ServerState, Step};
 
@@ -249,6 +249,10 @@ async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Er
         ClientCommand::Plans(PlanCommand::List { page: p }) => print(client.plans(&page(p)).await?),
         ClientCommand::Plans(PlanCommand::Versions { plan, page: p }) => {
             print(client.plan_versions(&plan, &page(p)).await?)
+        }
+        ClientCommand::SigningKeys(SigningKeyCommand::List) => print(client.signing_keys().await?),
+        ClientCommand::SigningKeys(SigningKeyCommand::Rotate) => {
+            print(client.rotate_signing_key().await?)
         }
         ClientCommand::Policy(command) => policy(client, command).await,
         ClientCommand::Tenants(command) => tenants(client, command).await,

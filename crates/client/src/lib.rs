@@ -29,11 +29,11 @@ use tenantd_api::{
     CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
     DecidePolicy, Health, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PlanView,
     PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEvents,
-    RecordPage, RecordView, RotateKey, RotatedKey, TenantPage, UpdateTenant, UsageHistory,
-    UsageView, WritePlan,
+    RecordPage, RecordView, RotateKey, RotatedKey, SigningKeyView, TenantPage, UpdateTenant,
+    UsageHistory, UsageView, WritePlan,
 };
 use tenantd_core::{
-    CollectionName, JobId, KeyId, PlanId, RecordId, Tenant, TenantId, TenantStatus,
+    CollectionName, JobId, KeyId, PlanId, RecordId, ServiceName, Tenant, TenantId, TenantStatus,
 };
 
 pub use tenantd_api as api;
@@ -545,6 +545,28 @@ impl Client {
     /// A tenant's add-ons that have not expired.
     pub async fn add_ons(&self, tenant: &TenantId) -> Result<AddOns, Error> {
         Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/addons"))).await
+    }
+
+    /// A request to a service behind the gateway (`path` after the service's
+    /// name, starting with `/`), with this client's key; add a body and send it.
+    /// The answer is the upstream's, or a problem from the gateway.
+    pub fn proxy(&self, method: Method, service: &ServiceName, path: &str) -> RequestBuilder {
+        self.request(method, &format!("/v1/proxy/{service}{path}"))
+    }
+
+    /// The public keys upstreams verify the tenant context with (a JWK set).
+    pub async fn jwks(&self) -> Result<Value, Error> {
+        Self::send(self.request(Method::GET, "/.well-known/jwks.json")).await
+    }
+
+    /// The gateway's signing keys, oldest first (operators).
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyView>, Error> {
+        Self::send(self.request(Method::GET, "/v1/platform/signing-keys")).await
+    }
+
+    /// Adds a signing key that signs after `publish_ahead` (operators).
+    pub async fn rotate_signing_key(&self) -> Result<SigningKeyView, Error> {
+        Self::send(self.request(Method::POST, "/v1/platform/signing-keys/rotate")).await
     }
 }
 

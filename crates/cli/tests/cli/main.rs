@@ -156,6 +156,29 @@ fn client(dir: &Path, url: &str, key: &str, args: &[&str]) -> (bool, Value) {
 }
 
 #[test]
+fn signing_keys_are_listed_and_rotated_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let token = server.bootstrap_token();
+    let (ok, keys) = client(dir.path(), &server.url, &token, &["signing-keys", "list"]);
+    assert!(ok, "{keys}");
+    let keys = keys.as_array().unwrap().clone();
+    assert_eq!(keys.len(), 1, "the first start made one key");
+    assert_eq!(keys[0]["signing"], true);
+    let (ok, rotated) = client(dir.path(), &server.url, &token, &["signing-keys", "rotate"]);
+    assert!(ok, "{rotated}");
+    assert_eq!(rotated["signing"], false, "published before it signs");
+    let (_, keys) = client(dir.path(), &server.url, &token, &["signing-keys", "list"]);
+    let kids: Vec<&Value> = keys.as_array().unwrap().iter().map(|k| &k["kid"]).collect();
+    assert_eq!(kids, [&keys[0]["kid"], &rotated["kid"]]);
+    assert!(
+        keys[0]["retires_at"].is_string(),
+        "the old key now retires: {keys}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[test]
 fn first_start_prints_the_operator_key_once_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let first = start(dir.path());

@@ -669,3 +669,25 @@ async fn a_streamed_body_past_the_plans_limit_is_cut_with_413() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_kept_alive() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let (_, globex) = tenant(&app, "globex").await;
+    for n in 0..20 {
+        let token = if n % 2 == 0 { &acme } else { &globex };
+        let response = call(&app, token, Method::GET, "/v1/proxy/billing/echo").await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(upstream.count("/base/echo"), 20);
+    // One after another, the requests share connections (a connection goes
+    // back to the pool just after its response ends, so allow a second one).
+    assert!(
+        upstream.connections() <= 2,
+        "{} connections for 20 requests",
+        upstream.connections()
+    );
+}

@@ -280,10 +280,17 @@ async fn operator_keys_are_managed_and_the_last_one_cannot_be_revoked() {
         .await
         .unwrap();
     let actions: Vec<_> = platform.items.iter().map(|e| e.action.as_str()).collect();
-    // The first start also seeded the configured default plan.
+    // The first start also seeded the configured default plan and made the
+    // gateway's first signing key.
     assert_eq!(
         actions,
-        ["key.bootstrap", "plan.create", "key.create", "key.revoke"]
+        [
+            "key.bootstrap",
+            "plan.create",
+            "signing_key.create",
+            "key.create",
+            "key.revoke"
+        ]
     );
 }
 

@@ -27,11 +27,36 @@ pub struct Seen {
 struct Log {
     seen: Mutex<Vec<Seen>>,
     counter: AtomicUsize,
+    connections: AtomicUsize,
 }
 
 pub struct Upstream {
     pub url: String,
     log: Arc<Log>,
+}
+
+/// A listener that counts the connections it accepts.
+struct Counting {
+    inner: TcpListener,
+    log: Arc<Log>,
+}
+
+impl axum::serve::Listener for Counting {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok(accepted) = self.inner.accept().await {
+                self.log.connections.fetch_add(1, Ordering::SeqCst);
+                return accepted;
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 impl Upstream {
@@ -40,8 +65,17 @@ impl Upstream {
         let app = Router::new().fallback(answer).with_state(log.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let counting = Counting {
+            inner: listener,
+            log: log.clone(),
+        };
+        tokio::spawn(async move { axum::serve(counting, app).await });
         Self { url, log }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.log.connections.load(Ordering::SeqCst)
     }
 
     /// Every request so far, in order of arrival.
