@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tenantd_core::plan::OpClass;
+use tenantd_core::ServiceName;
 
 use crate::admit::ledgers::Ledgers;
 use crate::admit::seats::Seats;
@@ -45,11 +46,16 @@ impl Rejection {
 
 type Labels = [(&'static str, &'static str); 1];
 
+/// A gateway call's labels: the service (from the configuration, so a
+/// bounded set) and how the call ended.
+type UpstreamLabels = [(&'static str, String); 2];
+
 pub struct Metrics {
     registry: Registry,
     admitted: Family<Labels, Counter>,
     rejected: Family<Labels, Counter>,
     queue_wait: Histogram,
+    upstream: Family<UpstreamLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +86,14 @@ impl Metrics {
             "Time admitted requests waited for a seat",
             queue_wait.clone(),
         );
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "gateway_calls",
+            "Calls to services behind the gateway, by service and outcome: ok, upstream_5xx, \
+             cache_hit, or the refusal's error code (bulkhead_full, upstream_unavailable, \
+             upstream_timeout, upstream_refused, upstream_error, payload_too_large)",
+            upstream.clone(),
+        );
         registry.register_collector(Box::new(Live {
             seats,
             ledgers,
@@ -90,7 +104,18 @@ impl Metrics {
             admitted,
             rejected,
             queue_wait,
+            upstream,
         }
+    }
+
+    /// Counts a gateway call to `service` that ended as `outcome`.
+    pub fn gateway_call(&self, service: &ServiceName, outcome: &'static str) {
+        self.upstream
+            .get_or_create(&[
+                ("service", service.as_str().to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
     }
 
     pub fn admitted(&self, class: OpClass, waited: Duration) {

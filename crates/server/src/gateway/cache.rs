@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use moka::sync::Cache;
 use moka::Expiry;
 use tenantd_core::{ServiceName, TenantId};
@@ -197,17 +197,10 @@ impl CacheControl {
     }
 }
 
-/// The `Tenantd-Cache` header: how the cache took part in a response.
-pub fn status_header(status: &'static str) -> (header::HeaderName, HeaderValue) {
-    (
-        header::HeaderName::from_static("tenantd-cache"),
-        HeaderValue::from_static(status),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn cache() -> ResponseCache {
         ResponseCache::new(&ResponseCacheConfig {

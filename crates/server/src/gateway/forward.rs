@@ -20,10 +20,14 @@ use tenantd_core::{ErrorCode, Principal, ServiceName};
 use super::cache::{self, CacheKey, ResponseCache};
 use super::context::ContextClaims;
 use super::{Call, Gateway, InFlight, Service};
+use crate::metrics::Metrics;
 use crate::problem::ApiError;
 
 pub static X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 pub static X_TENANT_CONTEXT: HeaderName = HeaderName::from_static("x-tenant-context");
+/// How the response cache took part in an answer: `hit` or `miss`.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("tenantd-cache");
+const HIT: HeaderValue = HeaderValue::from_static("hit");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
 /// and the caller's credentials for tenantd: none of them is forwarded.
@@ -52,18 +56,37 @@ const RESERVED: [&str; 6] = [
     "x-forwarded-proto",
 ];
 
+/// Who a forwarded request is for, and when it is forwarded.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// Let through by identify and admission.
+    pub principal: &'a Principal,
+    pub request_id: &'a str,
+    pub now: time::OffsetDateTime,
+}
+
 /// Forwards `request` (its path after `/v1/proxy/{service}` is `rest`) for
-/// `principal`, who identify and admission have let through, at `now`.
+/// `caller`, and counts how it ended in `metrics`.
 pub async fn forward(
     gateway: &Gateway,
     service: &Arc<Service>,
-    principal: &Principal,
-    request_id: &str,
+    caller: Caller<'_>,
     rest: &str,
     request: Request,
-    now: time::OffsetDateTime,
+    metrics: &Metrics,
 ) -> Response {
-    match try_forward(gateway, service, principal, request_id, rest, request, now).await {
+    let outcome = try_forward(gateway, service, caller, rest, request).await;
+    let label = match &outcome {
+        Ok(response) if response.headers().get(CACHE_STATUS) == Some(&HIT) => "cache_hit",
+        Ok(response) if response.status().is_server_error() => "upstream_5xx",
+        Ok(_) => "ok",
+        Err(error) => error.code.as_str(),
+    };
+    // Refusals before the service was chosen (a bad path) are not its calls.
+    if label != ErrorCode::InvalidParameter.as_str() {
+        metrics.gateway_call(&service.config.name, label);
+    }
+    match outcome {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -72,12 +95,15 @@ pub async fn forward(
 async fn try_forward(
     gateway: &Gateway,
     service: &Arc<Service>,
-    principal: &Principal,
-    request_id: &str,
+    caller: Caller<'_>,
     rest: &str,
     request: Request,
-    now: time::OffsetDateTime,
 ) -> Result<Response, ApiError> {
+    let Caller {
+        principal,
+        request_id,
+        now,
+    } = caller;
     let (Some(tenant), Some(plan)) = (principal.tenant(), principal.plan()) else {
         return Err(ApiError::with_detail(
             ErrorCode::Forbidden,
@@ -109,8 +135,7 @@ async fn try_forward(
             response
                 .headers_mut()
                 .insert(header::AGE, HeaderValue::from(hit.age()));
-            let (name, value) = cache::status_header("hit");
-            response.headers_mut().insert(name, value);
+            response.headers_mut().insert(CACHE_STATUS, HIT);
             return Ok(response);
         }
     }
@@ -273,8 +298,9 @@ async fn try_forward(
         None
     };
     if read_cache || store_cache {
-        let (name, value) = cache::status_header("miss");
-        parts.headers.insert(name, value);
+        parts
+            .headers
+            .insert(CACHE_STATUS, HeaderValue::from_static("miss"));
     }
     let body = UpstreamBody {
         inner: incoming,

@@ -30,7 +30,7 @@ use crate::admit::seats::Seats;
 use crate::config::{AdmissionConfig, GatewayConfig, ServiceConfig};
 use cache::ResponseCache;
 use context::Keyring;
-pub use forward::forward;
+pub use forward::{forward, Caller};
 
 /// How long an idle tenant's circuit to a service is remembered; longer
 /// than any open time, so forgetting one never closes an open circuit early.

@@ -47,15 +47,18 @@ pub(super) async fn forward(
         .get(prefix_len..)
         .unwrap_or_default()
         .to_owned();
-    let now = state.clock.now();
+    let caller = gateway::Caller {
+        principal: &principal,
+        request_id: &request_id.0,
+        now: state.clock.now(),
+    };
     gateway::forward(
         &state.gateway,
         &service,
-        &principal,
-        &request_id.0,
+        caller,
         &rest,
         request,
-        now,
+        &state.admission.metrics,
     )
     .await
 }

@@ -364,6 +364,20 @@ async fn a_failing_upstream_for_one_tenant_opens_only_that_tenants_circuit() {
     assert_eq!(upstream.count("/base/fail-for-acme"), reached + 5 + 1);
     let (status, code, _) = problem(call(&app, &acme, Method::GET, path).await).await;
     assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+
+    // Operators see each outcome counted per service.
+    let metrics = call(&app, &app.operator_token, Method::GET, "/metrics")
+        .await
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"tenantd_gateway_calls_total{service="billing",outcome="upstream_5xx"} 4"#,
+        r#"tenantd_gateway_calls_total{service="billing",outcome="upstream_unavailable"} 2"#,
+        r#"tenantd_gateway_calls_total{service="billing",outcome="ok"} 5"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 }
 
 #[tokio::test]
