@@ -157,7 +157,7 @@ impl ServiceConfig {
         Duration::from_secs(2)
     }
     fn default_request_timeout() -> Duration {
-        Duration::from_secs(30)
+        Duration::from_secs(25)
     }
     fn default_retries() -> u32 {
         1
@@ -741,6 +741,18 @@ impl Config {
                     &format!("service {}: {reason}", service.name),
                 )
             })?;
+            // The service's own timeout must fire first, so that a slow
+            // upstream is answered `upstream_timeout` and counted by its breaker.
+            let deadline = self.admission.classes.get(service.class).deadline;
+            if service.request_timeout >= deadline.min(self.request_timeout) {
+                return Err(invalid(
+                    "gateway.services",
+                    &format!(
+                        "service {}: request_timeout ({:?}) must be shorter than its class's deadline ({deadline:?}) and than request_timeout ({:?})",
+                        service.name, service.request_timeout, self.request_timeout
+                    ),
+                ));
+            }
         }
         let context = &self.gateway.context;
         if context.ttl.is_zero() || context.rotate_every.is_zero() {
@@ -927,6 +939,99 @@ mod tests {
                     Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting, "{text}"),
                     other => panic!("{text}: {other:?}"),
                 }
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn the_readme_gateway_example_is_valid_configuration() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("[[gateway.services]]\nname = \"billing\"")
+            .expect("the example");
+        let end = start + readme[start..].find("```").expect("its end");
+        let example = &readme[start..end];
+        Jail::expect_with(|jail| {
+            jail.create_file("tenantd.toml", example)?;
+            let config = load(&Overrides::default()).unwrap();
+            let billing = &config.gateway.services[0];
+            assert_eq!(billing.upstreams.len(), 2);
+            assert_eq!(
+                String::from(billing.upstreams[1].clone()),
+                "http://10.0.0.6:9000"
+            );
+            assert_eq!(billing.path_prefix, "/api");
+            assert_eq!(billing.allowed_roles, [Role::Admin, Role::Developer]);
+            assert_eq!(billing.seats, Some(32));
+            assert_eq!(billing.breaker.min_calls, 5);
+            assert_eq!(
+                config.gateway.context.publish_ahead,
+                Duration::from_secs(600)
+            );
+            assert_eq!(config.gateway.cache.max_entry_bytes, 1_048_576);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_gateway_settings_are_rejected_with_the_setting_named() {
+        let service = |extra: &str| {
+            format!("[[gateway.services]]\nname = \"billing\"\nupstreams = [\"http://127.0.0.1:9\"]\n{extra}")
+        };
+        let cases = [
+            (service("path_prefix = \"api\"\n"), "gateway.services"),
+            (service("path_prefix = \"/api/\"\n"), "gateway.services"),
+            (
+                service("allowed_roles = [\"operator\"]\n"),
+                "gateway.services",
+            ),
+            (
+                service("max_in_flight_per_tenant = 0\n"),
+                "gateway.services",
+            ),
+            (service("request_timeout = \"30s\"\n"), "gateway.services"),
+            (
+                service("breaker = { failure_percent = 0 }\n"),
+                "gateway.services",
+            ),
+            (
+                format!("{}{}", service(""), service("")),
+                "gateway.services",
+            ),
+            (
+                "[gateway.context]\njwks_max_age = \"10m\"\npublish_ahead = \"5m\"\n".to_owned(),
+                "gateway.context.publish_ahead",
+            ),
+        ];
+        for (text, setting) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("tenantd.toml", &text)?;
+                match load(&Overrides::default()) {
+                    Err(ConfigError::Invalid { setting: s, .. }) => {
+                        assert_eq!(s, setting, "{text}")
+                    }
+                    other => panic!("{text}: {other:?}"),
+                }
+                Ok(())
+            });
+        }
+        // Upstream URLs are parsed when read: a path, https or no host is a parse error.
+        for upstream in ["http://h:1/base", "https://h:1", "h:1", "http://h:1/?q=1"] {
+            Jail::expect_with(|jail| {
+                let text = format!(
+                    "[[gateway.services]]\nname = \"billing\"\nupstreams = [\"{upstream}\"]\n"
+                );
+                jail.create_file("tenantd.toml", &text)?;
+                let error = load(&Overrides::default()).unwrap_err();
+                assert!(
+                    matches!(error, ConfigError::Parse(_)),
+                    "{upstream}: {error}"
+                );
+                assert!(
+                    error.to_string().contains("upstream"),
+                    "{upstream}: {error}"
+                );
                 Ok(())
             });
         }

@@ -877,7 +877,7 @@ async fn large_bodies_stream_through_the_gateway_in_bounded_memory() {
     std::fs::write(
         dir.path().join("tenantd.toml"),
         format!(
-            "[[gateway.services]]\nname = \"files\"\nupstreams = [\"{upstream}\"]\npath_prefix = \"/base\"\nrequest_timeout = \"60s\"\n"
+            "[[gateway.services]]\nname = \"files\"\nupstreams = [\"{upstream}\"]\npath_prefix = \"/base\"\n"
         ),
     )
     .unwrap();
