@@ -115,6 +115,11 @@ pub struct ServiceConfig {
     pub name: ServiceName,
     /// Base URLs (`http://host:port`), tried in turn; a retry goes to the next.
     pub upstreams: Vec<UpstreamUrl>,
+    /// Hosts whose every request goes to this service, path unchanged
+    /// (`Host: billing.example.com`, `/invoices` → `<upstream><path_prefix>/invoices`),
+    /// as well as `/v1/proxy/{name}/…` on any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Path on the upstream under which the rest of the request path goes:
     /// `/v1/proxy/billing/invoices` reaches `<upstream><path_prefix>/invoices`.
     #[serde(default)]
@@ -183,6 +188,18 @@ impl ServiceConfig {
         }
         if self.path_prefix.contains(['?', '#']) {
             return Err("path_prefix must be a path only".into());
+        }
+        for host in &self.hosts {
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && host.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !valid {
+                return Err(format!(
+                    "host {host:?} must be a lowercase host name, without a port"
+                ));
+            }
         }
         if self.allowed_roles.contains(&Role::Operator) {
             return Err(
@@ -726,10 +743,18 @@ impl Config {
             }
         }
         for (i, service) in self.gateway.services.iter().enumerate() {
-            if self.gateway.services[..i]
+            let earlier = &self.gateway.services[..i];
+            if let Some(host) = service
+                .hosts
                 .iter()
-                .any(|s| s.name == service.name)
+                .find(|h| earlier.iter().any(|s| s.hosts.contains(h)))
             {
+                return Err(invalid(
+                    "gateway.services",
+                    &format!("two services claim host {host}"),
+                ));
+            }
+            if earlier.iter().any(|s| s.name == service.name) {
                 return Err(invalid(
                     "gateway.services",
                     &format!("two services are named {}", service.name),

@@ -22,6 +22,7 @@ use tracing::Level;
 
 use crate::config::Config;
 use crate::edge::{self, RequestId};
+use crate::gateway::HostRoutes;
 use crate::meter;
 use crate::problem;
 use crate::routes;
@@ -84,7 +85,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         let Server { config, state, .. } = self;
-        let app = app(state.clone(), &config);
+        // A service's hosts are routed before the router sees the request.
+        let hosts = HostRoutes::new(&config.gateway);
+        let app = tower::ServiceExt::map_request(
+            app(state.clone(), &config),
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                hosts.route(request.map(axum::body::Body::new))
+            },
+        );
         let (stop_background, stopped) = watch::channel(false);
         let background = [
             tokio::spawn(flush_key_use(

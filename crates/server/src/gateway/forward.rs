@@ -19,7 +19,7 @@ use tenantd_core::{ErrorCode, Principal, ServiceName};
 
 use super::cache::{self, CacheKey, ResponseCache};
 use super::context::ContextClaims;
-use super::{Call, Gateway, InFlight, Service};
+use super::{Call, Gateway, InFlight, RoutedByHost, Service};
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 
@@ -194,8 +194,11 @@ async fn try_forward(
     if let Some(host) = parts.headers.get(header::HOST) {
         headers.insert("x-forwarded-host", host.clone());
     }
-    let prefix = format!("/v1/proxy/{}", service.config.name);
-    headers.insert("x-forwarded-prefix", header_value(&prefix));
+    // The path the client used lies under this prefix, unless its host named the service.
+    if parts.extensions.get::<RoutedByHost>().is_none() {
+        let prefix = format!("/v1/proxy/{}", service.config.name);
+        headers.insert("x-forwarded-prefix", header_value(&prefix));
+    }
 
     // Only a request that can be sent again unchanged is retried.
     let replayable = is_idempotent(&parts.method) && has_no_body(&parts.headers);

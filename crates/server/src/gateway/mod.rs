@@ -71,6 +71,56 @@ impl Gateway {
     }
 }
 
+/// Which service owns each configured host.
+#[derive(Debug, Clone, Default)]
+pub struct HostRoutes(Arc<HashMap<String, ServiceName>>);
+
+/// Marks a request routed to its service by its `Host`.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutedByHost;
+
+impl HostRoutes {
+    pub fn new(config: &GatewayConfig) -> Self {
+        let hosts = config
+            .services
+            .iter()
+            .flat_map(|s| s.hosts.iter().map(|h| (h.clone(), s.name.clone())))
+            .collect();
+        Self(Arc::new(hosts))
+    }
+
+    /// Rewrites a request for a service's host to the service's proxy
+    /// route, before routing, so it passes the same table row, access
+    /// check and admission as `/v1/proxy/{service}/…`.
+    pub fn route(&self, mut request: axum::extract::Request) -> axum::extract::Request {
+        if self.0.is_empty() {
+            return request;
+        }
+        let host = request
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _port)| name))
+            .map(str::to_ascii_lowercase);
+        let Some(service) = host.and_then(|h| self.0.get(&h)) else {
+            return request;
+        };
+        let target = match request.uri().path_and_query() {
+            Some(pq) if pq.path() != "/" => format!("/v1/proxy/{service}{pq}"),
+            Some(pq) => format!(
+                "/v1/proxy/{service}{}",
+                pq.query().map_or(String::new(), |q| format!("?{q}"))
+            ),
+            None => format!("/v1/proxy/{service}"),
+        };
+        if let Ok(uri) = target.parse() {
+            *request.uri_mut() = uri;
+            request.extensions_mut().insert(RoutedByHost);
+        }
+        request
+    }
+}
+
 /// One service behind the gateway.
 #[derive(Debug)]
 pub struct Service {

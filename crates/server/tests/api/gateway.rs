@@ -705,3 +705,37 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
         upstream.connections()
     );
 }
+
+#[tokio::test]
+async fn a_services_host_routes_every_path_to_it_through_the_same_checks() {
+    let upstream = Upstream::start().await;
+    let mut billing = service("billing", &[&upstream.url]);
+    billing.hosts = vec!["billing.example.com".into()];
+    let app = gateway_app(vec![billing], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let on_host = |path: &str| {
+        app.request(Method::GET, path)
+            .header("host", "Billing.Example.com:8080")
+    };
+    let response = on_host("/invoices/7?full=1")
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.target, "/base/invoices/7?full=1");
+    assert_eq!(seen.headers["x-tenant-id"], "acme");
+    assert!(
+        !seen.headers.contains_key("x-forwarded-prefix"),
+        "the client used no prefix"
+    );
+    assert_eq!(seen.headers["x-forwarded-host"], "Billing.Example.com:8080");
+    on_host("/").bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(upstream.seen().pop().unwrap().target, "/base");
+    // Identified like any request: no key, no call.
+    let (status, code, _) = problem(on_host("/invoices").send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (401, "missing_api_key"));
+    // Other hosts keep tenantd's own API.
+    assert_eq!(call(&app, &acme, Method::GET, "/v1/me").await.status(), 200);
+}
