@@ -30,9 +30,11 @@ const CACHE_STATUS: HeaderName = HeaderName::from_static("tenantd-cache");
 const HIT: HeaderValue = HeaderValue::from_static("hit");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
-/// and the caller's credentials for tenantd: none of them is forwarded.
-const NOT_FORWARDED: [&str; 11] = [
+/// `Expect` (tenantd's own server answers `100-continue` when it reads the
+/// body), and the caller's credentials for tenantd: none of them is forwarded.
+const NOT_FORWARDED: [&str; 12] = [
     "connection",
+    "expect",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
