@@ -220,6 +220,15 @@ mod tests {
         b.record(&policy(), kind, outcome, now);
     }
 
+    /// A breaker that `n` failed calls at `t0` went through.
+    fn failed(n: usize, t0: Instant) -> Breaker {
+        let mut b = Breaker::new(t0);
+        for _ in 0..n {
+            call(&mut b, Outcome::Failure, t0);
+        }
+        b
+    }
+
     #[test]
     fn opens_at_the_failure_share_once_enough_calls_were_made() {
         let t0 = Instant::now();
@@ -252,10 +261,7 @@ mod tests {
     #[test]
     fn a_new_window_forgets_the_old_failures() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(t0);
-        for _ in 0..3 {
-            call(&mut b, Outcome::Failure, t0);
-        }
+        let mut b = failed(3, t0);
         // Past the window, the count starts again: 1 failure of 1 call.
         let t1 = t0 + Duration::from_secs(10);
         call(&mut b, Outcome::Failure, t1);
@@ -265,10 +271,7 @@ mod tests {
     #[test]
     fn one_probe_after_the_open_time_closes_or_reopens_longer() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(t0);
-        for _ in 0..4 {
-            call(&mut b, Outcome::Failure, t0);
-        }
+        let mut b = failed(4, t0);
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(b.try_call(t1), Ok(CallKind::Probe));
         // While the probe is out, others wait.
@@ -295,10 +298,7 @@ mod tests {
     #[test]
     fn an_abandoned_probe_lets_the_next_call_probe() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(t0);
-        for _ in 0..4 {
-            call(&mut b, Outcome::Failure, t0);
-        }
+        let mut b = failed(4, t0);
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(b.try_call(t1), Ok(CallKind::Probe));
         b.record(&policy(), CallKind::Probe, Outcome::Abandoned, t1);

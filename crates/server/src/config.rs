@@ -893,6 +893,26 @@ mod tests {
         Config::load(None, overrides)
     }
 
+    /// The README's example configuration that begins with `first_lines`.
+    fn readme_example(first_lines: &str) -> &'static str {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find(first_lines).expect("the example");
+        let end = start + readme[start..].find("```").expect("its end");
+        &readme[start..end]
+    }
+
+    /// Asserts that a config file `text` is refused, naming `setting`.
+    fn assert_invalid(text: &str, setting: &str) {
+        Jail::expect_with(|jail| {
+            jail.create_file("tenantd.toml", text)?;
+            match load(&Overrides::default()) {
+                Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn defaults_need_no_file_and_no_environment() {
         Jail::expect_with(|_| {
@@ -906,10 +926,10 @@ mod tests {
 
     #[test]
     fn the_readme_admission_example_is_valid_configuration() {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("[[plans]]\nid = \"pro\"").expect("the example");
-        let end = start + readme[start..].find("```").expect("its end");
-        let example = &readme[start..end];
+        let example = readme_example(
+            "[[plans]]
+id = \"pro\"",
+        );
         Jail::expect_with(|jail| {
             jail.create_file("tenantd.toml", example)?;
             let config = load(&Overrides::default()).unwrap();
@@ -934,12 +954,10 @@ mod tests {
 
     #[test]
     fn the_readme_self_service_example_is_valid_configuration() {
-        let readme = include_str!("../../../README.md");
-        let start = readme
-            .find("[[plans]]\nid = \"team\"")
-            .expect("the example");
-        let end = start + readme[start..].find("```").expect("its end");
-        let example = &readme[start..end];
+        let example = readme_example(
+            "[[plans]]
+id = \"team\"",
+        );
         Jail::expect_with(|jail| {
             jail.create_file("tenantd.toml", example)?;
             let config = load(&Overrides::default()).unwrap();
@@ -958,25 +976,16 @@ mod tests {
             ("[admission.classes.write]\nwidth = 100\ndeadline = \"1s\"\nestimate = \"1ms\"\n", "admission"),
             ("[admission.redis]\nurl = \"http://x\"\non_unavailable = \"fail_open\"\n", "admission"),
         ] {
-            Jail::expect_with(|jail| {
-                jail.create_file("tenantd.toml", text)?;
-                match load(&Overrides::default()) {
-                    Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting, "{text}"),
-                    other => panic!("{text}: {other:?}"),
-                }
-                Ok(())
-            });
+            assert_invalid(text, setting);
         }
     }
 
     #[test]
     fn the_readme_gateway_example_is_valid_configuration() {
-        let readme = include_str!("../../../README.md");
-        let start = readme
-            .find("[[gateway.services]]\nname = \"billing\"")
-            .expect("the example");
-        let end = start + readme[start..].find("```").expect("its end");
-        let example = &readme[start..end];
+        let example = readme_example(
+            "[[gateway.services]]
+name = \"billing\"",
+        );
         Jail::expect_with(|jail| {
             jail.create_file("tenantd.toml", example)?;
             let config = load(&Overrides::default()).unwrap();
@@ -1030,16 +1039,7 @@ mod tests {
             ),
         ];
         for (text, setting) in cases {
-            Jail::expect_with(|jail| {
-                jail.create_file("tenantd.toml", &text)?;
-                match load(&Overrides::default()) {
-                    Err(ConfigError::Invalid { setting: s, .. }) => {
-                        assert_eq!(s, setting, "{text}")
-                    }
-                    other => panic!("{text}: {other:?}"),
-                }
-                Ok(())
-            });
+            assert_invalid(&text, setting);
         }
         // Upstream URLs are parsed when read: a path, https or no host is a parse error.
         for upstream in ["http://h:1/base", "https://h:1", "h:1", "http://h:1/?q=1"] {

@@ -109,7 +109,7 @@ async fn try_forward(
     let (Some(tenant), Some(plan)) = (principal.tenant(), principal.plan()) else {
         return Err(ApiError::with_detail(
             ErrorCode::Forbidden,
-            "operator keys have no tenant; call services with a key of the tenant",
+            super::OPERATORS_HAVE_NO_TENANT,
         ));
     };
     check_path(rest)?;

@@ -32,6 +32,10 @@ use cache::ResponseCache;
 use context::Keyring;
 pub use forward::{forward, Caller};
 
+/// Why an operator key cannot call a service.
+pub const OPERATORS_HAVE_NO_TENANT: &str =
+    "operator keys have no tenant; call services with a key of the tenant";
+
 /// How long an idle tenant's circuit to a service is remembered; longer
 /// than any open time, so forgetting one never closes an open circuit early.
 const CIRCUIT_IDLE: Duration = Duration::from_secs(15 * 60);

@@ -468,6 +468,22 @@ fn op_class(spec: &RouteSpec) -> Option<OpClass> {
     }
 }
 
+/// The raw value of the route's path parameter `name`, which the route has.
+async fn path_param(
+    parts: &mut axum::http::request::Parts,
+    state: &AppState,
+    name: &str,
+) -> Result<String, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::invalid_parameter(e.body_text()))?;
+    params
+        .iter()
+        .find(|(param, _)| *param == name)
+        .map(|(_, value)| value.to_owned())
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal))
+}
+
 async fn check_access(
     state: &AppState,
     access: Access,
@@ -494,15 +510,8 @@ async fn check_access(
             }
         }
         Access::Tenant(required) => {
-            let params = RawPathParams::from_request_parts(&mut parts, state)
-                .await
-                .map_err(|e| ApiError::invalid_parameter(e.body_text()))?;
-            let raw = params
-                .iter()
-                .find(|(name, _)| *name == "tenant")
-                .map(|(_, value)| value)
-                .ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
-            let tenant = TenantId::parse(raw)
+            let raw = path_param(&mut parts, state, "tenant").await?;
+            let tenant = TenantId::parse(&raw)
                 .map_err(|e| ApiError::invalid_parameter(format!("tenant: {e}")))?;
             let scope = match principal.scope_for(&tenant, required) {
                 Some(scope) => scope,
@@ -524,18 +533,11 @@ async fn check_access(
             if principal.is_operator() {
                 return Err(ApiError::with_detail(
                     ErrorCode::Forbidden,
-                    "operator keys have no tenant; call services with a key of the tenant",
+                    crate::gateway::OPERATORS_HAVE_NO_TENANT,
                 ));
             }
-            let params = RawPathParams::from_request_parts(&mut parts, state)
-                .await
-                .map_err(|e| ApiError::invalid_parameter(e.body_text()))?;
-            let raw = params
-                .iter()
-                .find(|(name, _)| *name == "service")
-                .map(|(_, value)| value)
-                .ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
-            let service = proxy::service_named(state, raw)?;
+            let raw = path_param(&mut parts, state, "service").await?;
+            let service = proxy::service_named(state, &raw)?;
             if !service.allows(principal.role()) {
                 return Err(ApiError::with_detail(
                     ErrorCode::Forbidden,

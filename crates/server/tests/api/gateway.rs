@@ -66,6 +66,16 @@ async fn call(app: &TestApp, token: &str, method: Method, path: &str) -> reqwest
         .unwrap()
 }
 
+/// The JSON answer to an operator's request.
+async fn operator_json(app: &TestApp, method: Method, path: &str) -> Value {
+    let token = app.operator_token.clone();
+    call(app, &token, method, path).await.json().await.unwrap()
+}
+
+async fn status_of(app: &TestApp, token: &str, method: Method, path: &str) -> u16 {
+    call(app, token, method, path).await.status().as_u16()
+}
+
 async fn problem(response: reqwest::Response) -> (u16, String, Option<String>) {
     let status = response.status().as_u16();
     let retry_after = response
@@ -273,15 +283,8 @@ async fn a_rotated_key_is_published_before_it_signs_and_the_old_one_until_its_co
     let before = context_now().await;
     let old_kid = kid_of(&before);
 
-    let rotated: Value = app
-        .request(Method::POST, "/v1/platform/signing-keys/rotate")
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated: Value =
+        operator_json(&app, Method::POST, "/v1/platform/signing-keys/rotate").await;
     let new_kid = rotated["kid"].as_str().unwrap().to_owned();
     assert_eq!(rotated["signing"], false, "published ahead of signing");
     let kids =
@@ -312,15 +315,7 @@ async fn a_rotated_key_is_published_before_it_signs_and_the_old_one_until_its_co
     );
 
     // The rotation is in the platform's audit trail, without the secret.
-    let audit: Value = app
-        .request(Method::GET, "/v1/platform/audit")
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = operator_json(&app, Method::GET, "/v1/platform/audit").await;
     let entry = audit["items"]
         .as_array()
         .unwrap()
@@ -343,7 +338,7 @@ async fn a_failing_upstream_for_one_tenant_opens_only_that_tenants_circuit() {
     let path = "/v1/proxy/billing/fail-for-acme";
     for _ in 0..3 {
         // The upstream's own 500 is passed through, and counted as a failure.
-        assert_eq!(call(&app, &acme, Method::GET, path).await.status(), 500);
+        assert_eq!(status_of(&app, &acme, Method::GET, path).await, 500);
     }
     let reached = upstream.count("/base/fail-for-acme");
     let (status, code, retry_after) = problem(call(&app, &acme, Method::GET, path).await).await;
@@ -356,11 +351,11 @@ async fn a_failing_upstream_for_one_tenant_opens_only_that_tenants_circuit() {
     );
     // Globex calls the same service on the same path, untouched.
     for _ in 0..5 {
-        assert_eq!(call(&app, &globex, Method::GET, path).await.status(), 200);
+        assert_eq!(status_of(&app, &globex, Method::GET, path).await, 200);
     }
     // After open_for, one probe reaches the upstream again.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(call(&app, &acme, Method::GET, path).await.status(), 500);
+    assert_eq!(status_of(&app, &acme, Method::GET, path).await, 500);
     assert_eq!(upstream.count("/base/fail-for-acme"), reached + 5 + 1);
     let (status, code, _) = problem(call(&app, &acme, Method::GET, path).await).await;
     assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
@@ -408,16 +403,12 @@ async fn a_slow_upstream_gets_504_and_a_full_bulkhead_429_for_that_tenant_only()
         problem(call(&app, &acme, Method::GET, "/v1/proxy/billing/echo").await).await;
     assert_eq!((status, code.as_str()), (429, "bulkhead_full"));
     assert_eq!(
-        call(&app, &globex, Method::GET, "/v1/proxy/billing/echo")
-            .await
-            .status(),
+        status_of(&app, &globex, Method::GET, "/v1/proxy/billing/echo").await,
         200
     );
     assert_eq!(held.bytes().await.unwrap().len(), 67_108_864);
     assert_eq!(
-        call(&app, &acme, Method::GET, "/v1/proxy/billing/echo")
-            .await
-            .status(),
+        status_of(&app, &acme, Method::GET, "/v1/proxy/billing/echo").await,
         200
     );
 }
@@ -478,9 +469,7 @@ async fn only_idempotent_requests_are_retried_and_refusals_are_problems() {
     // A refused first upstream: a GET fails over to the next one...
     for _ in 0..2 {
         assert_eq!(
-            call(&app, &acme, Method::GET, "/v1/proxy/failover/echo")
-                .await
-                .status(),
+            status_of(&app, &acme, Method::GET, "/v1/proxy/failover/echo").await,
             200
         );
     }
@@ -540,9 +529,7 @@ async fn services_names_roles_and_paths_are_checked_before_anything_is_sent() {
     assert!(upstream.seen().is_empty(), "nothing reached the upstream");
     // The root of the service is its path_prefix.
     assert_eq!(
-        call(&app, &developer, Method::GET, "/v1/proxy/billing")
-            .await
-            .status(),
+        status_of(&app, &developer, Method::GET, "/v1/proxy/billing").await,
         200
     );
     assert_eq!(upstream.seen().pop().unwrap().target, "/base");
@@ -575,9 +562,7 @@ async fn a_service_with_its_own_seats_queues_its_callers_and_not_the_data_api() 
     assert_eq!(me.status(), 200);
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(
-        call(&app, &globex, Method::GET, "/v1/proxy/billing/echo")
-            .await
-            .status(),
+        status_of(&app, &globex, Method::GET, "/v1/proxy/billing/echo").await,
         200
     );
 }
@@ -737,5 +722,5 @@ async fn a_services_host_routes_every_path_to_it_through_the_same_checks() {
     let (status, code, _) = problem(on_host("/invoices").send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (401, "missing_api_key"));
     // Other hosts keep tenantd's own API.
-    assert_eq!(call(&app, &acme, Method::GET, "/v1/me").await.status(), 200);
+    assert_eq!(status_of(&app, &acme, Method::GET, "/v1/me").await, 200);
 }
