@@ -136,6 +136,13 @@ pub struct ServiceConfig {
         with = "humantime_serde"
     )]
     pub request_timeout: Duration,
+    /// Longest the upstream may pause while sending its response body; the
+    /// body is then cut and the tenant's bulkhead place given back.
+    #[serde(
+        default = "ServiceConfig::default_body_idle_timeout",
+        with = "humantime_serde"
+    )]
+    pub body_idle_timeout: Duration,
     /// Further attempts after a failed one, for idempotent requests without a body only.
     #[serde(default = "ServiceConfig::default_retries")]
     pub retries: u32,
@@ -163,6 +170,9 @@ impl ServiceConfig {
     }
     fn default_request_timeout() -> Duration {
         Duration::from_secs(25)
+    }
+    fn default_body_idle_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     fn default_retries() -> u32 {
         1
@@ -206,7 +216,10 @@ impl ServiceConfig {
                 "operators have no tenant to proxy for; allowed_roles takes tenant roles".into(),
             );
         }
-        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+        if self.connect_timeout.is_zero()
+            || self.request_timeout.is_zero()
+            || self.body_idle_timeout.is_zero()
+        {
             return Err("timeouts must be greater than zero".into());
         }
         if self.seats == Some(0) || self.max_in_flight_per_tenant == 0 {

@@ -2,6 +2,7 @@
 //! the upstream request (credentials out, tenant context in), retries for
 //! idempotent requests without a body, and the streamed response.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -311,6 +312,9 @@ async fn try_forward(
         inner: incoming,
         fill,
         cache: gateway.cache.clone(),
+        idle_limit: service.config.body_idle_timeout,
+        idle: Box::pin(tokio::time::sleep(service.config.body_idle_timeout)),
+        waiting: false,
         _in_flight: in_flight,
     };
     Ok(Response::from_parts(parts, Body::new(body)))
@@ -439,8 +443,19 @@ struct UpstreamBody {
     inner: hyper::body::Incoming,
     fill: Option<CacheFill>,
     cache: ResponseCache,
+    /// Longest the upstream may keep the body waiting for its next frame.
+    idle_limit: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    /// Whether a frame is being waited for; the idle time counts only then,
+    /// so a client slow to read is not taken for a stalled upstream.
+    waiting: bool,
     _in_flight: InFlight,
 }
+
+/// The upstream stopped sending its response body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing of its response body for {0:?}")]
+struct BodyStalled(Duration);
 
 impl UpstreamBody {
     /// Puts the whole body, now read, in the cache if it is being collected.
@@ -459,14 +474,30 @@ impl UpstreamBody {
 
 impl HttpBody for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = tokio::time::Instant::now() + this.idle_limit;
+            this.idle.as_mut().reset(deadline);
+        }
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                ready!(this.idle.as_mut().poll(cx));
+                // The client gets a cut body (the head is long gone), and the
+                // tenant's bulkhead place is given back.
+                this.fill = None;
+                tracing::warn!(idle = ?this.idle_limit, "an upstream's response body stalled; cutting it");
+                return Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_limit)))));
+            }
+        };
+        this.waiting = false;
         match &frame {
             Some(Ok(frame)) => {
                 if let (Some(fill), Some(data)) = (&mut this.fill, frame.data_ref()) {
@@ -485,7 +516,7 @@ impl HttpBody for UpstreamBody {
             Some(Err(_)) => this.fill = None,
             None => this.keep(),
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -724,3 +724,25 @@ async fn a_services_host_routes_every_path_to_it_through_the_same_checks() {
     // Other hosts keep tenantd's own API.
     assert_eq!(status_of(&app, &acme, Method::GET, "/v1/me").await, 200);
 }
+
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_and_frees_the_bulkhead() {
+    let upstream = Upstream::start().await;
+    let mut billing = service("billing", &[&upstream.url]);
+    billing.body_idle_timeout = Duration::from_millis(300);
+    billing.max_in_flight_per_tenant = 1;
+    let app = gateway_app(vec![billing], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let stalled = call(&app, &acme, Method::GET, "/v1/proxy/billing/stall").await;
+    assert_eq!(stalled.status(), 200, "the head came in time");
+    // Without the idle limit the upstream's last 90 bytes would arrive after 3 s.
+    assert!(
+        stalled.bytes().await.is_err(),
+        "the body was cut, not completed"
+    );
+    assert_eq!(
+        status_of(&app, &acme, Method::GET, "/v1/proxy/billing/echo").await,
+        200,
+        "the place in the bulkhead came back"
+    );
+}

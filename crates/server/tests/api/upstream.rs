@@ -100,6 +100,7 @@ impl Upstream {
 /// - `fail-for-acme`: 500 for tenant acme, 200 for others;
 /// - `unavailable`: 503; `slow`: 200 after 2 s;
 /// - `upload`: reads the body as it streams and answers its length;
+/// - `stall`: 100 bytes announced, 10 sent, the rest after 3 s;
 /// - `download?bytes=N`: streams N bytes in 64 KiB chunks.
 async fn answer(State(log): State<Arc<Log>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
@@ -149,6 +150,23 @@ async fn answer(State(log): State<Arc<Log>>, request: Request) -> Response {
             "slow".into_response()
         }
         "upload" => body_bytes.to_string().into_response(),
+        "stall" => {
+            // Ten bytes of a hundred, then nothing for 3 s.
+            let chunks = futures_util::stream::unfold(0, |step| async move {
+                match step {
+                    0 => Some((
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b's'; 10])),
+                        1,
+                    )),
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        Some((Ok(axum::body::Bytes::from(vec![b's'; 90])), 2))
+                    }
+                    _ => None,
+                }
+            });
+            ([("content-length", "100")], Body::from_stream(chunks)).into_response()
+        }
         "download" => {
             let bytes: u64 = parts
                 .uri
