@@ -366,6 +366,8 @@ pub struct ResponseCacheConfig {
     pub bytes: u64,
     /// Largest response body kept; larger ones stream through uncached.
     pub max_entry_bytes: u64,
+    /// Largest share of `bytes` one tenant's responses may hold, in percent.
+    pub tenant_share_percent: u8,
 }
 
 impl Default for ResponseCacheConfig {
@@ -373,6 +375,7 @@ impl Default for ResponseCacheConfig {
         Self {
             bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
+            tenant_share_percent: 10,
         }
     }
 }
@@ -791,6 +794,12 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if !(1..=100).contains(&self.gateway.cache.tenant_share_percent) {
+            return Err(invalid(
+                "gateway.cache.tenant_share_percent",
+                "must be a percentage from 1 to 100",
+            ));
         }
         let context = &self.gateway.context;
         if context.ttl.is_zero() || context.rotate_every.is_zero() {

@@ -6,7 +6,8 @@
 //! `no-store` or `no-cache`, or that set cookies or vary, are not kept:
 //! within a tenant, every key shares what is cached.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -56,31 +57,51 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for FreshFor {
     }
 }
 
+/// Bytes an entry is counted for.
+fn weight(key: &CacheKey, value: &CachedResponse) -> u64 {
+    let headers: usize = value
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    (key.target.len() + headers + value.body.len()) as u64
+}
+
 #[derive(Debug, Clone)]
 pub struct ResponseCache {
     entries: Option<Cache<CacheKey, Arc<CachedResponse>>>,
+    /// Bytes cached per tenant, kept by inserts and the eviction listener.
+    held: Arc<Mutex<HashMap<TenantId, u64>>>,
+    tenant_max: u64,
     max_entry_bytes: u64,
 }
 
 impl ResponseCache {
     pub fn new(config: &ResponseCacheConfig) -> Self {
+        let held: Arc<Mutex<HashMap<TenantId, u64>>> = Arc::default();
         let entries = (config.bytes > 0).then(|| {
+            let on_evict = held.clone();
             Cache::builder()
                 .max_capacity(config.bytes)
                 .weigher(|key: &CacheKey, value: &Arc<CachedResponse>| {
-                    let headers: usize = value
-                        .headers
-                        .iter()
-                        .map(|(n, v)| n.as_str().len() + v.len())
-                        .sum();
-                    let bytes = key.target.len() + headers + value.body.len();
-                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                    u32::try_from(weight(key, value)).unwrap_or(u32::MAX)
                 })
                 .expire_after(FreshFor)
+                .eviction_listener(move |key: Arc<CacheKey>, value: Arc<CachedResponse>, _| {
+                    let mut held = lock(&on_evict);
+                    if let Some(bytes) = held.get_mut(&key.tenant) {
+                        *bytes = bytes.saturating_sub(weight(&key, &value));
+                        if *bytes == 0 {
+                            held.remove(&key.tenant);
+                        }
+                    }
+                })
                 .build()
         });
         Self {
             entries,
+            held,
+            tenant_max: config.bytes * u64::from(config.tenant_share_percent) / 100,
             max_entry_bytes: config.max_entry_bytes,
         }
     }
@@ -130,19 +151,39 @@ impl ResponseCache {
         body: Bytes,
         fresh_for: Duration,
     ) {
-        if let Some(entries) = &self.entries {
-            entries.insert(
-                key,
-                Arc::new(CachedResponse {
-                    status,
-                    headers,
-                    body,
-                    stored_at: Instant::now(),
-                    fresh_for,
-                }),
-            );
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let value = Arc::new(CachedResponse {
+            status,
+            headers,
+            body,
+            stored_at: Instant::now(),
+            fresh_for,
+        });
+        let bytes = weight(&key, &value);
+        {
+            // A tenant past its share keeps what it has; it does not push
+            // other tenants' responses out.
+            let mut held = lock(&self.held);
+            let tenant = held.entry(key.tenant.clone()).or_default();
+            if *tenant + bytes > self.tenant_max {
+                return;
+            }
+            *tenant += bytes;
         }
+        entries.insert(key, value);
     }
+
+    /// Bytes of `tenant`'s responses in the cache.
+    pub fn tenant_bytes(&self, tenant: &TenantId) -> u64 {
+        lock(&self.held).get(tenant).copied().unwrap_or(0)
+    }
+}
+
+fn lock(held: &Mutex<HashMap<TenantId, u64>>) -> std::sync::MutexGuard<'_, HashMap<TenantId, u64>> {
+    // The map only holds counters, each updated in one step.
+    held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether a request lets the cache answer (`read`) and keep the answer (`store`).
@@ -206,6 +247,7 @@ mod tests {
         ResponseCache::new(&ResponseCacheConfig {
             bytes: 1 << 20,
             max_entry_bytes: 100,
+            tenant_share_percent: 10,
         })
     }
 
@@ -291,10 +333,51 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_past_its_share_does_not_push_others_out() {
+        let c = ResponseCache::new(&ResponseCacheConfig {
+            bytes: 10_000,
+            max_entry_bytes: 1_000,
+            tenant_share_percent: 20,
+        });
+        let key = |tenant: &str, n: usize| CacheKey {
+            tenant: tenant.parse().unwrap(),
+            service: "billing".parse().unwrap(),
+            target: format!("/r/{n:03}"),
+        };
+        let fill = |tenant: &str, n: usize| {
+            c.insert(
+                key(tenant, n),
+                StatusCode::OK,
+                HeaderMap::new(),
+                Bytes::from(vec![b'x'; 494]),
+                Duration::from_secs(60),
+            )
+        };
+        // Each entry weighs 500 bytes (a 6-byte target, a 494-byte body, no
+        // headers); acme's share is 20 % of 10,000: four entries.
+        for n in 0..10 {
+            fill("acme", n);
+        }
+        let acme: TenantId = "acme".parse().unwrap();
+        assert_eq!(c.tenant_bytes(&acme), 2_000);
+        assert!(c.get(&key("acme", 3)).is_some());
+        assert!(c.get(&key("acme", 4)).is_none(), "past its share");
+        for n in 0..4 {
+            fill("globex", n);
+        }
+        assert!(
+            c.get(&key("globex", 3)).is_some(),
+            "globex has its own share"
+        );
+        assert_eq!(c.tenant_bytes(&"globex".parse().unwrap()), 2_000);
+    }
+
+    #[test]
     fn a_disabled_cache_keeps_nothing() {
         let c = ResponseCache::new(&ResponseCacheConfig {
             bytes: 0,
             max_entry_bytes: 100,
+            tenant_share_percent: 10,
         });
         assert_eq!(
             c.freshness(StatusCode::OK, &headers(&[("cache-control", "max-age=30")])),
