@@ -33,7 +33,8 @@ SERVER_CORE = "0"
 LOAD_CORE = "1"
 UPSTREAM_PORT = 19000
 FAST_UPSTREAM_PORT = 19001
-PORTS = {"tenantd": 19080, "tenantd-fifo": 19083, "nginx": 19081, "haproxy": 19082}
+PORTS = {"tenantd": 19080, "tenantd-fifo": 19083, "tenantd-capped": 19084, "nginx": 19081,
+         "haproxy": 19082}
 # The operator key of each tenantd started, by name.
 OPERATORS = {}
 
@@ -109,9 +110,13 @@ def api(port, token, method, path, body=None):
         return json.loads(response.read() or b"null")
 
 
-def start_tenantd(procs, name, discipline, tenants):
+def start_tenantd(procs, name, discipline, tenants, concurrency_cap=None):
     """A tenantd on its embedded default with the `sim` and `fast` services,
-    and `tenants` tenants each with a developer key; returns the keys."""
+    and `tenants` tenants each with a developer key; returns the keys. With
+    `concurrency_cap`, the default plan lets a tenant hold at most that many
+    seats at once (its further requests wait in its own queue)."""
+    cap = ("" if concurrency_cap is None else
+           f'quotas = [{{ metric = "concurrent_requests", hard = {concurrency_cap} }}]')
     port = PORTS[name]
     data = WORK / name
     data.mkdir()
@@ -123,6 +128,7 @@ log_level = "warn"
 [[plans]]
 id = "default"
 rate = {{ requests = {TENANT_RATE}, per = "1s", burst = {TENANT_BURST} }}
+{cap}
 
 [[plans]]
 id = "bulk"
@@ -312,10 +318,13 @@ def main():
         print(f"creating {args.tenants} tenants in two tenantd servers…", flush=True)
         _, keys = start_tenantd(procs, "tenantd", "fair", args.tenants)
         _, fifo_keys = start_tenantd(procs, "tenantd-fifo", "fifo", 9)
+        _, capped_keys = start_tenantd(procs, "tenantd-capped", "fair", 9,
+                                       concurrency_cap=UPSTREAM_SLOTS // 2)
         start_nginx(procs)
         start_haproxy(procs)
         systems = ["tenantd", "nginx", "haproxy"]
-        keys_of = {"tenantd": keys, "nginx": keys, "haproxy": keys, "tenantd-fifo": fifo_keys}
+        keys_of = {"tenantd": keys, "nginx": keys, "haproxy": keys, "tenantd-fifo": fifo_keys,
+                   "tenantd-capped": capped_keys}
 
         # 1. Gateway overhead, against an upstream with no service time.
         overhead = {}
@@ -336,7 +345,7 @@ def main():
 
         # 2. Noisy neighbour: 8 victims (one connection each) and one tenant
         # with 10, 20 or 50 connections.
-        isolation_systems = ["tenantd", "tenantd-fifo", "nginx", "haproxy"]
+        isolation_systems = ["tenantd", "tenantd-capped", "tenantd-fifo", "nginx", "haproxy"]
         noisy = {s: {} for s in isolation_systems}
         levels = [0, 10, 20, 50]
         raw = {s: {level: [] for level in levels} for s in isolation_systems}
@@ -471,7 +480,10 @@ def write_results(r, command):
         "cannot isolate tenants (nginx `limit_req` on `$http_authorization`; HAProxy a stick "
         "table on the `Authorization` header with `maxconn "
         f"{r['setup']['upstream_slots']}` on the server, which queues; tenantd a plan rate "
-        f"and the service's own {r['setup']['upstream_slots']} seats, fair or FIFO). Each "
+        f"and the service's own {r['setup']['upstream_slots']} seats, fair or FIFO; "
+        "`tenantd-capped` also caps each tenant's plan at half the seats, "
+        "`concurrent_requests` = "
+        f"{r['setup']['upstream_slots'] // 2}, a limit the peers were not given). Each "
         f"answers a request it cannot finish within {r['setup']['deadline_s']} s with an "
         "error, so a 2xx is an answer within the deadline.",
         "",
@@ -570,6 +582,11 @@ def verdicts(r):
             lines.append(f"- Under the {worst}× neighbour, tenantd's victims' p99 ≤ 1.5× solo "
                          f"with no victim refused: {verdict} ({ratio:.2f}×, {refused:.0f} "
                          "refused).")
+        elif system == "tenantd-capped":
+            verdict = "within 1.5×" if within else "**not within 1.5×**"
+            lines.append(f"- tenantd with plans capping each tenant at half the service's "
+                         f"seats, at {worst}×: {ratio:.2f}× solo, {refused:.0f} refused: "
+                         f"{verdict}.")
         else:
             verdict = "exceeds it, as expected" if not within else "**does not exceed it**"
             lines.append(f"- {system} at {worst}×: {ratio:.2f}× solo, {refused:.0f} refused: "
@@ -581,8 +598,8 @@ def chart(r):
     """Grouped bars: victims' p99 over their solo p99, per system and neighbour."""
     systems = list(r["noisy_neighbour"])
     levels = [level for level in next(iter(r["noisy_neighbour"].values())) if level]
-    colours = ["#2b6cb0", "#9f7aea", "#dd6b20", "#38a169"]
-    width, height, left, bottom = 640, 320, 60, 40
+    colours = ["#2b6cb0", "#63b3ed", "#9f7aea", "#dd6b20", "#38a169"]
+    width, height, left, bottom = 760, 320, 60, 40
     top = max(r["noisy_neighbour"][s][lv]["p99_us"]["median"]
               / (r["noisy_neighbour"][s][0]["p99_us"]["median"] or 1)
               for s in systems for lv in levels)
@@ -608,13 +625,13 @@ def chart(r):
                      / (r["noisy_neighbour"][system][0]["p99_us"]["median"] or 1))
             x = x0 + i * bar_w
             parts.append(f'<rect x="{x:.1f}" y="{y(ratio):.1f}" width="{bar_w - 2:.1f}" '
-                         f'height="{y(0) - y(ratio):.1f}" fill="{colours[i % 4]}">'
+                         f'height="{y(0) - y(ratio):.1f}" fill="{colours[i % len(colours)]}">'
                          f'<title>{system} {level}×: {ratio:.2f}</title></rect>')
         parts.append(f'<text x="{x0 + len(systems) * bar_w / 2:.1f}" y="{height - 15}" '
                      f'text-anchor="middle">neighbour at {level}×</text>')
     for i, system in enumerate(systems):
         parts.append(f'<rect x="{left + i * 140}" y="{height + 8}" width="10" height="10" '
-                     f'fill="{colours[i % 4]}"/><text x="{left + i * 140 + 14}" '
+                     f'fill="{colours[i % len(colours)]}"/><text x="{left + i * 140 + 14}" '
                      f'y="{height + 17}">{system}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
