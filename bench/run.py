@@ -178,6 +178,18 @@ retries = 0
     return process, keys
 
 
+def nginx_location(service):
+    """The path of `service`, as tenantd names it, sent to its upstream."""
+    return f"""
+    location /v1/proxy/{service}/ {{
+      limit_req zone=perkey burst={TENANT_BURST} nodelay;
+      proxy_pass http://{service}/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_read_timeout {DEADLINE_S}s;
+    }}"""
+
+
 def start_nginx(procs):
     conf = WORK / "nginx"
     conf.mkdir()
@@ -197,20 +209,7 @@ http {{
   upstream fast {{ server 127.0.0.1:{FAST_UPSTREAM_PORT}; keepalive 256; }}
   server {{
     listen 127.0.0.1:{PORTS["nginx"]};
-    location /v1/proxy/sim/ {{
-      limit_req zone=perkey burst={TENANT_BURST} nodelay;
-      proxy_pass http://sim/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_read_timeout {DEADLINE_S}s;
-    }}
-    location /v1/proxy/fast/ {{
-      limit_req zone=perkey burst={TENANT_BURST} nodelay;
-      proxy_pass http://fast/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_read_timeout {DEADLINE_S}s;
-    }}
+{"".join(nginx_location(service) for service in ("sim", "fast"))}
     location = /healthz {{ return 200 "ok"; }}
   }}
 }}
