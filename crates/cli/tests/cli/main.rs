@@ -60,9 +60,35 @@ fn bad_configuration_exits_64_and_names_the_setting() {
     );
 }
 
+/// A server's process, killed when dropped while it still runs, so that a
+/// failing test leaves no server behind.
+struct ServerProcess(Child);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A server started with `tenantd serve` in `dir`.
 struct Running {
-    child: Child,
+    child: ServerProcess,
     url: String,
     stdout: String,
     /// Every JSON log event the server wrote so far.
@@ -109,7 +135,7 @@ fn start(dir: &Path) -> Running {
         stdout.push_str(&String::from_utf8_lossy(&chunk));
     }
     Running {
-        child,
+        child: ServerProcess(child),
         url: format!("http://{address}"),
         stdout,
         logs,
