@@ -19,6 +19,7 @@ pub mod policy;
 pub mod quota;
 pub mod record;
 pub mod role;
+pub mod share;
 pub mod tenant;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

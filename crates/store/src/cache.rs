@@ -4,12 +4,12 @@
 //! Invariant: a `RecordKey` is built only from a `DataScope`, so no entry
 //! can be stored or found without the tenant it belongs to.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
+use tenantd_core::share::TenantShares;
 use tenantd_core::{CollectionName, DataScope, RecordId, TenantId};
 
 use crate::data::Record;
@@ -55,8 +55,7 @@ fn weight(key: &RecordKey, record: &Record) -> u64 {
 pub struct RecordCache {
     cache: Option<Cache<RecordKey, Arc<(Record, u64)>>>,
     /// Bytes cached per tenant, kept by inserts and the eviction listener.
-    held: Arc<Mutex<HashMap<TenantId, u64>>>,
-    tenant_max: u64,
+    shares: TenantShares,
     /// Bumped after every committed write: a read that saw a bump while it
     /// ran does not fill the cache, so a stale value cannot be cached after
     /// the write invalidated the key.
@@ -65,9 +64,9 @@ pub struct RecordCache {
 
 impl RecordCache {
     pub fn new(limits: CacheLimits) -> Self {
-        let held: Arc<Mutex<HashMap<TenantId, u64>>> = Arc::default();
+        let shares = TenantShares::new(limits.capacity_bytes, limits.tenant_share_percent);
         let cache = (limits.capacity_bytes > 0).then(|| {
-            let on_evict = held.clone();
+            let on_evict = shares.clone();
             Cache::builder()
                 .max_capacity(limits.capacity_bytes)
                 .weigher(|_key: &RecordKey, value: &Arc<(Record, u64)>| {
@@ -77,22 +76,14 @@ impl RecordCache {
                 .support_invalidation_closures()
                 .eviction_listener(
                     move |key: Arc<RecordKey>, value: Arc<(Record, u64)>, _cause| {
-                        let mut held = on_evict.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(bytes) = held.get_mut(&key.tenant) {
-                            *bytes = bytes.saturating_sub(value.1);
-                            if *bytes == 0 {
-                                held.remove(&key.tenant);
-                            }
-                        }
+                        on_evict.release(&key.tenant, value.1);
                     },
                 )
                 .build()
         });
         Self {
             cache,
-            held,
-            tenant_max: limits.capacity_bytes * u64::from(limits.tenant_share_percent.min(100))
-                / 100,
+            shares,
             writes: Arc::default(),
         }
     }
@@ -115,13 +106,8 @@ impl RecordCache {
             return;
         }
         let bytes = weight(&key, record);
-        {
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            let current = held.entry(key.tenant.clone()).or_default();
-            if *current + bytes > self.tenant_max {
-                return;
-            }
-            *current += bytes;
+        if !self.shares.reserve(&key.tenant, bytes) {
+            return;
         }
         cache.insert(key, Arc::new((record.clone(), bytes))).await;
     }
@@ -154,7 +140,6 @@ impl RecordCache {
         if let Some(cache) = &self.cache {
             cache.run_pending_tasks().await;
         }
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.get(tenant).copied().unwrap_or(0)
+        self.shares.held(tenant)
     }
 }

@@ -6,14 +6,14 @@
 //! `no-store` or `no-cache`, or that set cookies or vary, are not kept:
 //! within a tenant, every key shares what is cached.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
 use moka::sync::Cache;
 use moka::Expiry;
+use tenantd_core::share::TenantShares;
 use tenantd_core::{ServiceName, TenantId};
 
 use crate::config::ResponseCacheConfig;
@@ -71,16 +71,15 @@ fn weight(key: &CacheKey, value: &CachedResponse) -> u64 {
 pub struct ResponseCache {
     entries: Option<Cache<CacheKey, Arc<CachedResponse>>>,
     /// Bytes cached per tenant, kept by inserts and the eviction listener.
-    held: Arc<Mutex<HashMap<TenantId, u64>>>,
-    tenant_max: u64,
+    shares: TenantShares,
     max_entry_bytes: u64,
 }
 
 impl ResponseCache {
     pub fn new(config: &ResponseCacheConfig) -> Self {
-        let held: Arc<Mutex<HashMap<TenantId, u64>>> = Arc::default();
+        let shares = TenantShares::new(config.bytes, config.tenant_share_percent);
         let entries = (config.bytes > 0).then(|| {
-            let on_evict = held.clone();
+            let on_evict = shares.clone();
             Cache::builder()
                 .max_capacity(config.bytes)
                 .weigher(|key: &CacheKey, value: &Arc<CachedResponse>| {
@@ -88,20 +87,13 @@ impl ResponseCache {
                 })
                 .expire_after(FreshFor)
                 .eviction_listener(move |key: Arc<CacheKey>, value: Arc<CachedResponse>, _| {
-                    let mut held = lock(&on_evict);
-                    if let Some(bytes) = held.get_mut(&key.tenant) {
-                        *bytes = bytes.saturating_sub(weight(&key, &value));
-                        if *bytes == 0 {
-                            held.remove(&key.tenant);
-                        }
-                    }
+                    on_evict.release(&key.tenant, weight(&key, &value));
                 })
                 .build()
         });
         Self {
             entries,
-            held,
-            tenant_max: config.bytes * u64::from(config.tenant_share_percent) / 100,
+            shares,
             max_entry_bytes: config.max_entry_bytes,
         }
     }
@@ -161,29 +153,18 @@ impl ResponseCache {
             stored_at: Instant::now(),
             fresh_for,
         });
-        let bytes = weight(&key, &value);
-        {
-            // A tenant past its share keeps what it has; it does not push
-            // other tenants' responses out.
-            let mut held = lock(&self.held);
-            let tenant = held.entry(key.tenant.clone()).or_default();
-            if *tenant + bytes > self.tenant_max {
-                return;
-            }
-            *tenant += bytes;
+        // A tenant past its share keeps what it has; it does not push
+        // other tenants' responses out.
+        if !self.shares.reserve(&key.tenant, weight(&key, &value)) {
+            return;
         }
         entries.insert(key, value);
     }
 
     /// Bytes of `tenant`'s responses in the cache.
     pub fn tenant_bytes(&self, tenant: &TenantId) -> u64 {
-        lock(&self.held).get(tenant).copied().unwrap_or(0)
+        self.shares.held(tenant)
     }
-}
-
-fn lock(held: &Mutex<HashMap<TenantId, u64>>) -> std::sync::MutexGuard<'_, HashMap<TenantId, u64>> {
-    // The map only holds counters, each updated in one step.
-    held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether a request lets the cache answer (`read`) and keep the answer (`store`).
