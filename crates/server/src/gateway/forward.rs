@@ -16,7 +16,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tenantd_core::breaker::Outcome;
-use tenantd_core::{ErrorCode, Principal, ServiceName};
+use tenantd_core::{ErrorCode, Principal, ServiceName, TenantId};
 
 use super::cache::{self, CacheKey, ResponseCache};
 use super::context::ContextClaims;
@@ -232,9 +232,14 @@ async fn try_forward(
             });
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri;
-            *outgoing.headers_mut() = headers.clone();
+            // The last attempt takes the headers; earlier ones copy them.
+            *outgoing.headers_mut() = if retry_left(attempt, attempts) {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
             let result = service.client.request(outgoing).await;
-            let retry = attempt + 1 < attempts;
+            let retry = retry_left(attempt, attempts);
             match result {
                 Ok(response) if retry && is_retried_status(response.status()) => {
                     tracing::debug!(status = %response.status(), %attempt, "upstream answered with a retried status");
@@ -313,6 +318,8 @@ async fn try_forward(
         fill,
         cache: gateway.cache.clone(),
         idle_limit: service.config.body_idle_timeout,
+        tenant: tenant.clone(),
+        service: service.config.name.clone(),
         idle: Box::pin(tokio::time::sleep(service.config.body_idle_timeout)),
         waiting: false,
         _in_flight: in_flight,
@@ -369,6 +376,11 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     for name in NOT_FORWARDED {
         headers.remove(name);
     }
+}
+
+/// Whether another attempt may follow attempt number `attempt` (from 0).
+fn retry_left(attempt: u32, attempts: u32) -> bool {
+    attempt + 1 < attempts
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -446,6 +458,10 @@ struct UpstreamBody {
     /// Longest the upstream may keep the body waiting for its next frame.
     idle_limit: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
+    /// Whom the body is for: it is read after the request's span has ended,
+    /// so its log lines name them themselves.
+    tenant: TenantId,
+    service: ServiceName,
     /// Whether a frame is being waited for; the idle time counts only then,
     /// so a client slow to read is not taken for a stalled upstream.
     waiting: bool,
@@ -493,7 +509,12 @@ impl HttpBody for UpstreamBody {
                 // The client gets a cut body (the head is long gone), and the
                 // tenant's bulkhead place is given back.
                 this.fill = None;
-                tracing::warn!(idle = ?this.idle_limit, "an upstream's response body stalled; cutting it");
+                tracing::warn!(
+                    tenant = %this.tenant,
+                    service = %this.service,
+                    idle = ?this.idle_limit,
+                    "an upstream's response body stalled; cutting it"
+                );
                 return Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_limit)))));
             }
         };
