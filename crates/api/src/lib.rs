@@ -527,6 +527,7 @@ pub struct PolicyView {
 /// One version of a tenant's policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyVersionView {
+    pub tenant: TenantId,
     pub version: i64,
     /// `proposed`, `applied`, `approved`, `rejected`, `withdrawn` or `reverted`.
     pub status: String,
@@ -557,7 +558,8 @@ pub struct PolicyVersionView {
     pub decision_reason: Option<String>,
 }
 
-/// A page of PolicyVersionView items, newest first.
+/// A page of PolicyVersionView items: a tenant's versions newest first, or
+/// the proposals waiting for an operator oldest first.
 pub type PolicyVersionPage = Page<PolicyVersionView>;
 
 /// New overrides for a tenant's plan. A tenant admin's change within the

@@ -173,6 +173,12 @@ pub enum PolicyCommand {
         #[arg(long)]
         reason: String,
     },
+    /// The proposals waiting for an operator, every tenant's, oldest first
+    /// (operator).
+    Waiting {
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Approve a proposal (operator).
     Approve(PolicyVersionArgs),
     /// Reject a proposal (operator).

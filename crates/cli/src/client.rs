@@ -270,6 +270,7 @@ async fn policy(client: &Client, command: PolicyCommand) -> Result<ExitCode, Err
     };
     match command {
         PolicyCommand::Show { tenant } => print(client.policy(&tenant).await?),
+        PolicyCommand::Waiting { page: p } => print(client.waiting_proposals(&page(p)).await?),
         PolicyCommand::History { tenant, page: p } => {
             print(client.policy_versions(&tenant, &page(p)).await?)
         }

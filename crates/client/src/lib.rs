@@ -309,6 +309,12 @@ impl Client {
         .await
     }
 
+    /// The proposals waiting for an operator, across every tenant, oldest
+    /// first (operators).
+    pub async fn waiting_proposals(&self, page: &PageRequest) -> Result<PolicyVersionPage, Error> {
+        Self::send(self.request(Method::GET, "/v1/proposals").query(page)).await
+    }
+
     /// New overrides for a tenant: applied at once, or proposed.
     pub async fn propose_policy(
         &self,

@@ -422,6 +422,30 @@ impl Catalog {
         .collect()
     }
 
+    /// Proposals waiting for an operator, across every tenant, oldest first
+    /// after `after` (a proposal's creation time and tenant), at most
+    /// `limit`. Operators only: the routes give it no tenant caller.
+    pub async fn waiting_proposals(
+        &self,
+        after: Option<(OffsetDateTime, &TenantId)>,
+        limit: u32,
+    ) -> Result<Vec<PolicyVersion>> {
+        let (at, tenant) = after.map_or((i64::MIN, ""), |(at, t)| (to_nanos(at), t.as_str()));
+        sqlx::query_as::<_, Row>(
+            "SELECT * FROM policy_versions
+             WHERE status = 'proposed' AND (created_at, tenant_id) > (?, ?)
+             ORDER BY created_at, tenant_id LIMIT ?",
+        )
+        .bind(at)
+        .bind(tenant)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(Row::into_version)
+        .collect()
+    }
+
     /// Every tenant's overrides in effect, to start admission with.
     pub async fn overrides_in_effect(&self) -> Result<Vec<(TenantId, Overrides)>> {
         let rows: Vec<(String, String)> = sqlx::query_as(

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenantd");
 
@@ -392,7 +392,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
                 // Bounded: the server is killed long before this ends.
                 for n in 0..100_000 {
                     let id = format!("w{writer}-{n}").parse().unwrap();
-                    let body = serde_json::json!({ "n": n });
+                    let body = json!({ "n": n });
                     match client
                         .put_record(&"events".parse().unwrap(), &id, &body, None)
                         .await
@@ -563,7 +563,7 @@ async fn audit_verify_finds_an_entry_edited_in_the_database() {
     assert_eq!(status, Some(1), "{report}");
     assert_eq!(
         report["problems"],
-        serde_json::json!(["entry 4: its content was changed"])
+        json!(["entry 4: its content was changed"])
     );
     assert_eq!(server.terminate(), Some(0));
 }
@@ -597,6 +597,15 @@ fn policies_plans_and_usage_from_the_command_line() {
     );
     assert!(ok, "{proposed}");
     assert_eq!(proposed["status"], "proposed");
+    let (ok, waiting) = run(&operator, &["policy", "waiting"]);
+    assert!(ok, "{waiting}");
+    assert_eq!(
+        (
+            &waiting["items"][0]["tenant"],
+            &waiting["items"][0]["version"]
+        ),
+        (&json!("acme"), &json!(1))
+    );
     let (ok, approved) = run(
         &operator,
         &[
@@ -612,6 +621,8 @@ fn policies_plans_and_usage_from_the_command_line() {
     );
     assert!(ok, "{approved}");
     assert_eq!(approved["status"], "approved");
+    let (_, waiting) = run(&operator, &["policy", "waiting"]);
+    assert_eq!(waiting["items"], json!([]));
     let (_, policy) = run(&admin, &["policy", "show", "--tenant", "acme"]);
     assert_eq!(policy["effective"]["rate"]["burst"], 50);
     let (_, history) = run(&admin, &["policy", "history", "--tenant", "acme"]);

@@ -183,7 +183,7 @@ impl Modify for Security {
         super::usage::create_add_on, super::usage::list_add_ons, super::usage::metrics,
         super::policy::get_policy, super::policy::list_versions, super::policy::get_version,
         super::policy::propose, super::policy::revert, super::policy::approve,
-        super::policy::reject, super::policy::withdraw,
+        super::policy::reject, super::policy::withdraw, super::policy::waiting,
         super::plans::create, super::plans::list, super::plans::get, super::plans::update,
         super::plans::versions,
         super::proxy::forward, super::proxy::forward_root, super::proxy::jwks,

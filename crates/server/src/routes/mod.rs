@@ -274,6 +274,7 @@ fn routes() -> Vec<Route> {
             admin,
             policy::revert,
         ),
+        route(M::GET, "/v1/proposals", Operator, policy::waiting),
         // The platform's own keys and audit trail.
         route(
             M::POST,

@@ -77,6 +77,7 @@ fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
     };
     let outside = outside_self_service(&state.admission.plan(&v.plan, None), &v.overrides);
     PolicyVersionView {
+        tenant: v.tenant,
         current: v.version == current,
         version: v.version,
         status: v.status.as_str().to_owned(),
@@ -148,6 +149,35 @@ pub(super) async fn list_versions(
     let (rows, next_cursor) = page_of(rows, limit, |v| v.version.to_string());
     Ok(Json(PolicyVersionPage {
         items: rows.into_iter().map(|v| view(&state, v, current)).collect(),
+        next_cursor,
+    }))
+}
+
+/// The proposals waiting for an operator, across every tenant, oldest
+/// first: the operators' queue of approvals.
+#[utoipa::path(get, path = "/v1/proposals", tag = "policy",
+    params(PageQuery), security(("api_key" = [])),
+    responses((status = 200, description = "A page of waiting proposals", body = Page<PolicyVersionView>)))]
+pub(super) async fn waiting(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<PolicyVersionPage>, ApiError> {
+    let limit = query.limit()?;
+    let after = query.after(|s| {
+        let (at, tenant) = s.split_once('.')?;
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(at.parse().ok()?).ok()?;
+        Some((at, TenantId::parse(tenant).ok()?))
+    })?;
+    let rows = state
+        .catalog
+        .waiting_proposals(after.as_ref().map(|(at, t)| (*at, t)), limit + 1)
+        .await?;
+    let (rows, next_cursor) = page_of(rows, limit, |v| {
+        format!("{}.{}", v.created_at.unix_timestamp_nanos(), v.tenant)
+    });
+    Ok(Json(PolicyVersionPage {
+        // A proposal is never the version in effect.
+        items: rows.into_iter().map(|v| view(&state, v, 0)).collect(),
         next_cursor,
     }))
 }

@@ -420,6 +420,7 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
             plain(&format!("{platform_key}/revoke"), 200)
         }
         ("GET", "/v1/platform/audit") => plain("/v1/platform/audit", 200),
+        ("GET", "/v1/proposals") => plain("/v1/proposals", 200),
         ("GET", "/v1/platform/audit/verify") => plain("/v1/platform/audit/verify", 200),
         ("GET", "/v1/tenants/{tenant}/audit/verify") => plain("/v1/tenants/acme/audit/verify", 200),
         ("POST", "/v1/tenants/{tenant}/move") => Call {

@@ -268,6 +268,103 @@ async fn a_change_outside_the_range_waits_for_an_operator() {
     );
 }
 
+/// The tenant and version of each item of a page of policy versions, and
+/// the page's cursor.
+fn page_items(page: &Value) -> (Vec<(String, i64)>, Option<String>) {
+    let items = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["tenant"].as_str().unwrap().to_owned(),
+                v["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (items, page["next_cursor"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn operators_find_every_waiting_proposal_oldest_first() {
+    let w = world().await;
+    let operator = w.app.operator_token.clone();
+    w.app.create_tenant("initech").await;
+    let admin_of = |tenant: &'static str| {
+        let app = &w.app;
+        async move { app.tenant_key(tenant, Role::Admin).await.token }
+    };
+    let propose = |tenant: &'static str, token: String, hard: u64| {
+        let app = &w.app;
+        async move {
+            let path = format!("/v1/tenants/{tenant}/policy/versions");
+            call(app, Method::POST, &path, &token, Some(daily(hard, "more"))).await
+        }
+    };
+    // acme's change within the range applies at once and waits for nobody.
+    assert_eq!(propose("acme", w.admin.clone(), 5).await.0, 201);
+    // initech asks first; globex and acme a second later, at the same instant.
+    assert_eq!(
+        propose("initech", admin_of("initech").await, 50).await.0,
+        202
+    );
+    w.app.clock.advance(time::Duration::seconds(1));
+    assert_eq!(propose("globex", admin_of("globex").await, 60).await.0, 202);
+    assert_eq!(propose("acme", w.admin.clone(), 70).await.0, 202);
+
+    let (status, first) = call(
+        &w.app,
+        Method::GET,
+        "/v1/proposals?limit=2",
+        &operator,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let (items, cursor) = page_items(&first);
+    // Oldest first; the same instant in tenant order, across the page's end.
+    assert_eq!(items, [("initech".to_owned(), 1), ("acme".to_owned(), 2)]);
+    assert_eq!(
+        first["items"][1]["diff"],
+        json!([{ "setting": "quotas.requests-day.hard", "from": 5, "to": 70 }])
+    );
+    let next = format!("/v1/proposals?limit=2&cursor={}", cursor.unwrap());
+    let (_, second) = call(&w.app, Method::GET, &next, &operator, None).await;
+    assert_eq!(page_items(&second), (vec![("globex".to_owned(), 1)], None));
+
+    // A decided proposal leaves the queue; tenant admins have no queue.
+    let approve = "/v1/tenants/acme/policy/versions/2/approve";
+    let decision = json!({ "reason": "fine" });
+    assert_eq!(
+        call(&w.app, Method::POST, approve, &operator, Some(decision))
+            .await
+            .0,
+        200
+    );
+    let (_, after) = call(&w.app, Method::GET, "/v1/proposals", &operator, None).await;
+    assert_eq!(
+        page_items(&after),
+        (
+            vec![("initech".to_owned(), 1), ("globex".to_owned(), 1)],
+            None
+        )
+    );
+    let (status, body) = call(&w.app, Method::GET, "/v1/proposals", &w.admin, None).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let (status, body) = call(
+        &w.app,
+        Method::GET,
+        "/v1/proposals?cursor=bm9wZQ",
+        &operator,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
+}
+
 #[tokio::test]
 async fn a_proposal_can_be_withdrawn_and_a_revert_is_a_new_version() {
     let w = world().await;
