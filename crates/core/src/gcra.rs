@@ -83,8 +83,9 @@ pub enum Decision {
 
 /// Decides a request of `cost` at `now` (microseconds on a scale shared by
 /// all callers, normally since the Unix epoch) given the key's stored TAT, if any.
-/// A cost above the burst is never allowed: its `retry_after` is the time
-/// until the limit is full, after which it would still not fit.
+/// A cost above the burst is never allowed, whatever the state: its
+/// `retry_after` is when it would fit were the burst large enough, so a
+/// caller must not ask for more than the burst (HTTP requests cost 1).
 pub fn decide(limit: &Limit, stored_tat: Option<u64>, now: u64, cost: u32) -> Decision {
     let tat = stored_tat.map_or(now, |t| t.max(now));
     let new_tat = tat.saturating_add(limit.interval.saturating_mul(u64::from(cost)));
@@ -131,6 +132,82 @@ mod tests {
                 Decision::Denied { .. } => false,
             })
             .collect()
+    }
+
+    /// What `decide` must answer, in milliseconds (all exact multiples of
+    /// the limits' intervals, so none is rounded).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Want {
+        Allowed { remaining: u32, reset_ms: u64 },
+        Denied { retry_ms: u64, reset_ms: u64 },
+    }
+
+    /// Each row: a limit (rate per period in ms, burst), the instants (ms)
+    /// of earlier requests of cost 1, then one request (instant, cost) and
+    /// its decision, worked out by hand from the definition.
+    #[test]
+    fn decisions_from_a_table() {
+        use Want::{Allowed, Denied};
+        let ms = |n: u64| n * SECOND / 1000;
+        #[rustfmt::skip]
+        let table: &[(&str, (u32, u64, u32), &[u64], (u64, u32), Want)] = &[
+            ("first request of a fresh key", (10, 1000, 5), &[], (0, 1),
+                Allowed { remaining: 4, reset_ms: 100 }),
+            ("the burst's last request", (10, 1000, 5), &[0, 0, 0, 0], (0, 1),
+                Allowed { remaining: 0, reset_ms: 500 }),
+            ("one past the burst waits one interval", (10, 1000, 5), &[0, 0, 0, 0, 0], (0, 1),
+                Denied { retry_ms: 100, reset_ms: 500 }),
+            ("part of the interval gone", (10, 1000, 5), &[0, 0, 0, 0, 0], (30, 1),
+                Denied { retry_ms: 70, reset_ms: 470 }),
+            ("exactly one interval later", (10, 1000, 5), &[0, 0, 0, 0, 0], (100, 1),
+                Allowed { remaining: 0, reset_ms: 500 }),
+            ("idle time refills no more than the burst", (10, 1000, 5), &[0, 0, 0, 0, 0], (60_000, 1),
+                Allowed { remaining: 4, reset_ms: 100 }),
+            ("a cost of 3 within the burst", (10, 1000, 5), &[0], (0, 3),
+                Allowed { remaining: 1, reset_ms: 400 }),
+            ("a cost of 3 with 2 left waits for the third", (10, 1000, 5), &[0, 0, 0], (0, 3),
+                Denied { retry_ms: 100, reset_ms: 300 }),
+            ("a cost of the whole burst on a full limit", (10, 1000, 5), &[], (0, 5),
+                Allowed { remaining: 0, reset_ms: 500 }),
+            ("wider than the burst, fresh key", (10, 1000, 5), &[], (0, 6),
+                Denied { retry_ms: 100, reset_ms: 0 }),
+            ("wider than the burst, long idle", (10, 1000, 5), &[0], (3_600_000, 6),
+                Denied { retry_ms: 100, reset_ms: 0 }),
+            ("burst of 1 is a plain rate", (2, 1000, 1), &[0], (499, 1),
+                Denied { retry_ms: 1, reset_ms: 1 }),
+            ("burst of 1, on time", (2, 1000, 1), &[0], (500, 1),
+                Allowed { remaining: 0, reset_ms: 500 }),
+            ("a daily limit", (1000, 86_400_000, 1000), &[0; 3], (0, 1),
+                Allowed { remaining: 996, reset_ms: 4 * 86_400 }),
+        ];
+        for &(name, (rate, period, burst), history, (at, cost), want) in table {
+            let limit = Limit::new(rate, Duration::from_millis(period), burst).unwrap();
+            let mut tat = None;
+            for &t in history {
+                match decide(&limit, tat, ms(t), 1) {
+                    Decision::Allowed { tat: next, .. } => tat = Some(next),
+                    denied => panic!("{name}: history request at {t} ms: {denied:?}"),
+                }
+            }
+            let got = match decide(&limit, tat, ms(at), cost) {
+                Decision::Allowed {
+                    remaining,
+                    reset_after,
+                    ..
+                } => Allowed {
+                    remaining,
+                    reset_ms: u64::try_from(reset_after.as_millis()).unwrap(),
+                },
+                Decision::Denied {
+                    retry_after,
+                    reset_after,
+                } => Denied {
+                    retry_ms: u64::try_from(retry_after.as_millis()).unwrap(),
+                    reset_ms: u64::try_from(reset_after.as_millis()).unwrap(),
+                },
+            };
+            assert_eq!(got, want, "{name}");
+        }
     }
 
     #[test]
