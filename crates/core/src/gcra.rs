@@ -142,15 +142,24 @@ mod tests {
         Denied { retry_ms: u64, reset_ms: u64 },
     }
 
-    /// Each row: a limit (rate per period in ms, burst), the instants (ms)
-    /// of earlier requests of cost 1, then one request (instant, cost) and
-    /// its decision, worked out by hand from the definition.
+    /// A row of the table: its name, a limit (rate per period in ms,
+    /// burst), the instants (ms) of earlier requests of cost 1, then one
+    /// request (instant, cost) and its decision.
+    type Row = (
+        &'static str,
+        (u32, u64, u32),
+        &'static [u64],
+        (u64, u32),
+        Want,
+    );
+
+    /// Decisions worked out by hand from the definition.
     #[test]
     fn decisions_from_a_table() {
         use Want::{Allowed, Denied};
         let ms = |n: u64| n * SECOND / 1000;
         #[rustfmt::skip]
-        let table: &[(&str, (u32, u64, u32), &[u64], (u64, u32), Want)] = &[
+        let table: &[Row] = &[
             ("first request of a fresh key", (10, 1000, 5), &[], (0, 1),
                 Allowed { remaining: 4, reset_ms: 100 }),
             ("the burst's last request", (10, 1000, 5), &[0, 0, 0, 0], (0, 1),
