@@ -4,6 +4,10 @@
 //! a request finds them with one lookup. Tenants are spread over shards by
 //! hash, each behind its own short lock, so the hot path costs one hash and
 //! one uncontended lock whatever the number of tenants.
+//!
+//! Invariant: write-behind visits only the tenants with something to write.
+//! Each shard lists them as they first get some, so a pass costs what
+//! changed since the last one, not the number of tenants.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -50,6 +54,8 @@ pub struct TenantUsage {
     /// The effective plan last made from them, with the plan version it
     /// was made from (a new plan version makes it stale).
     pub effective: Option<(Arc<Plan>, Arc<Plan>)>,
+    /// The tenant is in its shard's list of tenants to write.
+    listed: bool,
 }
 
 impl TenantUsage {
@@ -65,6 +71,14 @@ impl TenantUsage {
                 self.pending.push((hour, usage));
             }
         }
+    }
+
+    /// Whether anything waits to be written or measured.
+    fn unwritten(&self) -> bool {
+        self.ledger_changed
+            || !self.pending.is_empty()
+            || !self.events.is_empty()
+            || self.measure_storage.is_some()
     }
 
     pub fn ledger_changed(&mut self) {
@@ -92,10 +106,17 @@ impl TenantUsage {
     }
 }
 
+#[derive(Debug, Default)]
+struct Shard {
+    tenants: HashMap<TenantId, TenantUsage, RandomState>,
+    /// Tenants with something to write, each once.
+    unwritten: Vec<TenantId>,
+}
+
 #[derive(Debug)]
 pub struct Ledgers {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<TenantId, TenantUsage, RandomState>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl Default for Ledgers {
@@ -112,20 +133,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ledgers {
-    fn shard(
-        &self,
-        tenant: &TenantId,
-    ) -> MutexGuard<'_, HashMap<TenantId, TenantUsage, RandomState>> {
+    fn shard(&self, tenant: &TenantId) -> MutexGuard<'_, Shard> {
         lock(&self.shards[self.hasher.hash_one(tenant) as usize % SHARDS])
     }
 
     /// Runs `f` on the tenant's state, creating it on first use.
     pub fn with<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut TenantUsage) -> R) -> R {
-        let mut shard = self.shard(tenant);
-        if let Some(usage) = shard.get_mut(tenant) {
-            return f(usage);
+        /// Runs `f`; `true` when it left the first thing to write.
+        fn run<R>(usage: &mut TenantUsage, f: impl FnOnce(&mut TenantUsage) -> R) -> (R, bool) {
+            let result = f(usage);
+            let newly = !usage.listed && usage.unwritten();
+            usage.listed |= newly;
+            (result, newly)
         }
-        f(shard.entry(tenant.clone()).or_default())
+        let mut shard = self.shard(tenant);
+        let (result, newly) = match shard.tenants.get_mut(tenant) {
+            Some(usage) => run(usage, f),
+            None => run(shard.tenants.entry(tenant.clone()).or_default(), f),
+        };
+        if newly {
+            shard.unwritten.push(tenant.clone());
+        }
+        result
     }
 
     /// Decides a request against the tenant's rate limits, charging all of
@@ -155,13 +184,21 @@ impl Ledgers {
     }
 
     /// Takes everything not yet written, and the tenants whose storage
-    /// should be measured. Add-ons that expired are dropped on the way.
+    /// should be measured. Expired add-ons of the tenants visited are
+    /// dropped on the way (an expired add-on raises nothing; this only
+    /// frees its memory).
     pub fn drain(&self, now: OffsetDateTime) -> (UsageBatch, Vec<DataScope>) {
         let mut batch = UsageBatch::default();
         let mut measure = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            for (tenant, usage) in shard.iter_mut() {
+            let Shard { tenants, unwritten } = &mut *shard;
+            for tenant in unwritten.drain(..) {
+                // A tenant forgotten since it was listed has nothing to write.
+                let Some(usage) = tenants.get_mut(&tenant) else {
+                    continue;
+                };
+                usage.listed = false;
                 if usage.ledger_changed {
                     usage.ledger_changed = false;
                     batch.ledgers.push((tenant.clone(), usage.ledger.clone()));
@@ -199,7 +236,7 @@ impl Ledgers {
 
     /// Forgets a purged tenant.
     pub fn forget(&self, tenant: &TenantId) {
-        self.shard(tenant).remove(tenant);
+        self.shard(tenant).tenants.remove(tenant);
     }
 
     /// The `n` tenants with the most admitted requests, and the sum of the rest.
@@ -208,6 +245,7 @@ impl Ledgers {
         for shard in self.shards.iter() {
             all.extend(
                 lock(shard)
+                    .tenants
                     .iter()
                     .filter(|(_, u)| u.admitted_total > 0)
                     .map(|(t, u)| (t.clone(), u.admitted_total)),
@@ -221,7 +259,7 @@ impl Ledgers {
 
     /// Tenants with state.
     pub fn tenants(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).tenants.len()).sum()
     }
 }
 
@@ -299,6 +337,42 @@ mod tests {
             .unwrap();
         assert_eq!(first_hour.2.requests, 3);
         assert_eq!(again.ledgers.len(), 1);
+    }
+
+    #[test]
+    fn a_pass_writes_exactly_the_tenants_that_changed_since_the_last() {
+        let ledgers = Ledgers::default();
+        let t = datetime!(2026-03-20 10:00 UTC);
+        let ids: Vec<TenantId> = (0..200)
+            .map(|i| TenantId::parse(&format!("t-{i}")).unwrap())
+            .collect();
+        for id in &ids {
+            ledgers.with(id, |u| u.meter(t, |h| h.requests += 1));
+        }
+        assert_eq!(ledgers.drain(t).0.hours.len(), 200);
+        // Reading state or charging a rate leaves nothing to write.
+        ledgers.with(&ids[0], |u| u.admitted_total);
+        ledgers.decide_rates(&ids[1], &[check(0, 10, 5)], 1_000_000, 1);
+        assert!(ledgers.drain(t).0.is_empty());
+
+        // Three tenants change, one of them twice; one is then forgotten.
+        for i in [5, 17, 5, 99] {
+            ledgers.with(&ids[i], |u| {
+                u.meter(t, |h| h.requests += 1);
+                u.ledger_changed();
+            });
+        }
+        ledgers.forget(&ids[99]);
+        let (batch, _) = ledgers.drain(t);
+        let mut written: Vec<(&str, u64)> = batch
+            .hours
+            .iter()
+            .map(|(tenant, _, h)| (tenant.as_str(), h.requests))
+            .collect();
+        written.sort_unstable();
+        assert_eq!(written, [("t-17", 1), ("t-5", 2)]);
+        assert_eq!(batch.ledgers.len(), 2);
+        assert!(ledgers.drain(t).0.is_empty(), "written once");
     }
 
     #[test]
