@@ -209,6 +209,21 @@ fn write_behind(c: &mut Criterion) {
     group.finish();
 }
 
+/// The busiest 20 tenants and the sum of the rest, as each `/metrics`
+/// scrape reads them, among 100,000 tenants with state.
+fn metrics_top(c: &mut Criterion) {
+    let stage = stage(tenant_ids(100_000));
+    // Skewed traffic: tenant i made about 100,000 / (i + 1) requests.
+    for (i, tenant) in stage.tenants.iter().enumerate() {
+        stage
+            .ledgers
+            .with(tenant, |u| u.admitted_total = 100_000 / (i as u64 + 1));
+    }
+    c.bench_function("metrics_top_20_of_100000", |b| {
+        b.iter(|| black_box(stage.ledgers.top(20)));
+    });
+}
+
 /// Resident memory in bytes, from /proc.
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -233,5 +248,11 @@ fn memory_per_tenant(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, memory_per_tenant, decision, write_behind);
+criterion_group!(
+    benches,
+    memory_per_tenant,
+    decision,
+    write_behind,
+    metrics_top
+);
 criterion_main!(benches);

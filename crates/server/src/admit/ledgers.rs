@@ -9,7 +9,8 @@
 //! Each shard lists them as they first get some, so a pass costs what
 //! changed since the last one, not the number of tenants.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 
 // Tenant ids reach admission only after verification, so a fast keyed hash
@@ -239,22 +240,40 @@ impl Ledgers {
         self.shard(tenant).tenants.remove(tenant);
     }
 
-    /// The `n` tenants with the most admitted requests, and the sum of the rest.
+    /// The `n` tenants with the most admitted requests (ties by id), and
+    /// the sum of the rest. One pass keeping the best `n` so far, so an id
+    /// is copied only when it enters them, not once per tenant.
     pub fn top(&self, n: usize) -> (Vec<(TenantId, u64)>, u64) {
-        let mut all: Vec<(TenantId, u64)> = Vec::new();
+        // A min-heap of the best so far: its top is the first to give way.
+        let mut best: BinaryHeap<Reverse<(u64, Reverse<TenantId>)>> = BinaryHeap::new();
+        let mut total = 0u64;
         for shard in self.shards.iter() {
-            all.extend(
-                lock(shard)
-                    .tenants
-                    .iter()
-                    .filter(|(_, u)| u.admitted_total > 0)
-                    .map(|(t, u)| (t.clone(), u.admitted_total)),
-            );
+            let shard = lock(shard);
+            for (tenant, usage) in &shard.tenants {
+                let count = usage.admitted_total;
+                total = total.saturating_add(count);
+                let beats = |Reverse((c, Reverse(t))): &Reverse<(u64, Reverse<TenantId>)>| {
+                    count > *c || (count == *c && tenant < t)
+                };
+                if count == 0 || n == 0 {
+                    continue;
+                }
+                if best.len() == n {
+                    if !best.peek().is_some_and(beats) {
+                        continue;
+                    }
+                    best.pop();
+                }
+                best.push(Reverse((count, Reverse(tenant.clone()))));
+            }
         }
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let other = all.iter().skip(n).map(|(_, c)| c).sum();
-        all.truncate(n);
-        (all, other)
+        let mut top: Vec<(TenantId, u64)> = best
+            .into_iter()
+            .map(|Reverse((count, Reverse(tenant)))| (tenant, count))
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let other = total - top.iter().map(|(_, c)| c).sum::<u64>();
+        (top, other)
     }
 
     /// Tenants with state.
@@ -385,6 +404,30 @@ mod tests {
         let names: Vec<&str> = top.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(names, ["b-1", "a-1"]);
         assert_eq!(other, 1);
+    }
+
+    proptest::proptest! {
+        /// The one-pass top-N equals sorting every tenant (count down, id up)
+        /// and cutting, ties and idle tenants included.
+        #[test]
+        fn top_is_the_head_of_the_full_order(
+            counts in proptest::collection::vec(0u64..6, 0..80),
+            n in 0usize..12,
+        ) {
+            let ledgers = Ledgers::default();
+            let mut all = Vec::new();
+            for (i, &count) in counts.iter().enumerate() {
+                let tenant = TenantId::parse(&format!("t-{i}")).unwrap();
+                ledgers.with(&tenant, |u| u.admitted_total = count);
+                if count > 0 {
+                    all.push((tenant, count));
+                }
+            }
+            all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let rest: u64 = all.iter().skip(n).map(|(_, c)| c).sum();
+            all.truncate(n);
+            proptest::prop_assert_eq!(ledgers.top(n), (all, rest));
+        }
     }
 
     #[test]
