@@ -194,7 +194,9 @@ impl Ledgers {
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let Shard { tenants, unwritten } = &mut *shard;
-            for tenant in unwritten.drain(..) {
+            // Taken, not drained: a pass after a burst of activity keeps no
+            // list sized for it.
+            for tenant in std::mem::take(unwritten) {
                 // A tenant forgotten since it was listed has nothing to write.
                 let Some(usage) = tenants.get_mut(&tenant) else {
                     continue;
