@@ -438,11 +438,8 @@ pub struct QuotaEventView {
     pub limit: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct QuotaEvents {
-    /// Newest first.
-    pub items: Vec<QuotaEventView>,
-}
+/// A page of QuotaEventView items, newest first.
+pub type QuotaEventPage = Page<QuotaEventView>;
 
 /// A temporary raise of one quota of one tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -468,11 +465,8 @@ pub struct AddOnView {
     pub expires_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AddOns {
-    /// Add-ons not yet expired, oldest first.
-    pub items: Vec<AddOnView>,
-}
+/// A page of AddOnView items: add-ons not yet expired, oldest first.
+pub type AddOnPage = Page<AddOnView>;
 
 /// One version of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

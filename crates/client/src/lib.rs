@@ -25,10 +25,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tenantd_api::{
-    AddOnView, AddOns, AuditPage, AuditVerification, BatchRequest, BatchResponse, Collection,
+    AddOnPage, AddOnView, AuditPage, AuditVerification, BatchRequest, BatchResponse, Collection,
     CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
     DecidePolicy, Health, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PlanView,
-    PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEvents,
+    PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEventPage,
     RecordPage, RecordView, RotateKey, RotatedKey, SigningKeyView, TenantPage, UpdateTenant,
     UsageHistory, UsageView, WritePlan,
 };
@@ -530,9 +530,17 @@ impl Client {
         .await
     }
 
-    /// A tenant's newest quota events.
-    pub async fn quota_events(&self, tenant: &TenantId) -> Result<QuotaEvents, Error> {
-        Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage/events"))).await
+    /// A tenant's quota events, newest first.
+    pub async fn quota_events(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<QuotaEventPage, Error> {
+        Self::send(
+            self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage/events"))
+                .query(page),
+        )
+        .await
     }
 
     /// Grants a tenant a temporary raise of one quota (operators).
@@ -548,9 +556,13 @@ impl Client {
         .await
     }
 
-    /// A tenant's add-ons that have not expired.
-    pub async fn add_ons(&self, tenant: &TenantId) -> Result<AddOns, Error> {
-        Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/addons"))).await
+    /// A tenant's add-ons that have not expired, oldest first.
+    pub async fn add_ons(&self, tenant: &TenantId, page: &PageRequest) -> Result<AddOnPage, Error> {
+        Self::send(
+            self.request(Method::GET, &format!("/v1/tenants/{tenant}/addons"))
+                .query(page),
+        )
+        .await
     }
 
     /// A request to a service behind the gateway (`path` after the service's

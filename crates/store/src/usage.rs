@@ -190,14 +190,21 @@ impl Catalog {
             .collect())
     }
 
-    /// The newest quota events of `tenant`, newest first.
-    pub async fn quota_events(&self, scope: &TenantScope, limit: u32) -> Result<Vec<StoredEvent>> {
+    /// Quota events of `tenant`, newest first, older than `before` (a
+    /// `seq`) when given, at most `limit`.
+    pub async fn quota_events(
+        &self,
+        scope: &TenantScope,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
         let tenant = scope.tenant();
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, at, kind, metric, period, used, limit_value FROM quota_events
-             WHERE tenant_id = ? ORDER BY seq DESC LIMIT ?",
+             WHERE tenant_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(tenant.as_str())
+        .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -243,20 +250,26 @@ impl Catalog {
     }
 
     /// Add-ons not expired at `now`, of one tenant or (at start) of all,
-    /// with their ids.
+    /// with their ids, in id order after `after`; at most `limit`, or all.
     pub async fn add_ons(
         &self,
         scope: Option<&TenantScope>,
         now: OffsetDateTime,
+        after: i64,
+        limit: Option<u32>,
     ) -> Result<Vec<(i64, TenantId, AddOn)>> {
         let tenant = scope.map(TenantScope::tenant);
         let rows: Vec<(i64, String, String, Option<String>, i64, i64)> = sqlx::query_as(
             "SELECT id, tenant_id, metric, period, amount, expires_at FROM tenant_addons
-             WHERE (? IS NULL OR tenant_id = ?) AND expires_at > ? ORDER BY id",
+             WHERE (? IS NULL OR tenant_id = ?) AND expires_at > ? AND id > ?
+             ORDER BY id LIMIT ?",
         )
         .bind(tenant.map(TenantId::as_str))
         .bind(tenant.map(TenantId::as_str))
         .bind(to_nanos(now))
+        .bind(after)
+        // SQLite reads a negative limit as none.
+        .bind(limit.map_or(-1, i64::from))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

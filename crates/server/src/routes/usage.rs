@@ -9,8 +9,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use tenantd_api::{
-    AddOnView, AddOns, Counter, CreateAddOn, Problem, QuotaEventView, QuotaEvents, QuotaUsage,
-    UsageHistory, UsageHour, UsageView,
+    AddOnPage, AddOnView, Counter, CreateAddOn, Page, Problem, QuotaEventPage, QuotaEventView,
+    QuotaUsage, UsageHistory, UsageHour, UsageView,
 };
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::burn;
@@ -18,7 +18,7 @@ use tenantd_core::{Principal, Role, Tenant, TenantId, TenantScope};
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -147,18 +147,23 @@ pub(super) async fn history(
     }))
 }
 
-/// The tenant's newest quota events (soft limits passed, grace started).
+/// The tenant's quota events (soft limits passed, grace started), newest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/events", tag = "usage",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
-    responses((status = 200, description = "Quota events, newest first", body = QuotaEvents)))]
+    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    responses((status = 200, description = "A page of quota events, newest first", body = Page<QuotaEventView>)))]
 pub(super) async fn events(
     State(state): State<AppState>,
     Extension(scope): Extension<TenantScope>,
-) -> Result<Json<QuotaEvents>, ApiError> {
-    let items = state
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<QuotaEventPage>, ApiError> {
+    let limit = query.limit()?;
+    let before = query.after(|s| s.parse::<i64>().ok())?;
+    let rows = state
         .catalog
-        .quota_events(&scope, 100)
-        .await?
+        .quota_events(&scope, before, limit + 1)
+        .await?;
+    let (rows, next_cursor) = page_of(rows, limit, |e| e.seq.to_string());
+    let items = rows
         .into_iter()
         .map(|e| QuotaEventView {
             at: e.at,
@@ -169,7 +174,7 @@ pub(super) async fn events(
             limit: e.limit,
         })
         .collect();
-    Ok(Json(QuotaEvents { items }))
+    Ok(Json(QuotaEventPage { items, next_cursor }))
 }
 
 fn add_on_view(id: i64, a: AddOn) -> AddOnView {
@@ -245,23 +250,33 @@ pub(super) async fn create_add_on(
     Ok((StatusCode::CREATED, Json(add_on_view(id, add_on))).into_response())
 }
 
-/// The tenant's add-ons that have not expired.
+/// The tenant's add-ons that have not expired, oldest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/addons", tag = "usage",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
-    responses((status = 200, description = "Active add-ons", body = AddOns)))]
+    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    responses((status = 200, description = "A page of active add-ons", body = Page<AddOnView>)))]
 pub(super) async fn list_add_ons(
     State(state): State<AppState>,
     Extension(scope): Extension<TenantScope>,
-) -> Result<Json<AddOns>, ApiError> {
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<AddOnPage>, ApiError> {
+    let limit = query.limit()?;
+    let after = query.after(|s| s.parse::<i64>().ok())?;
     let rows = state
         .catalog
-        .add_ons(Some(&scope), state.clock.now())
+        .add_ons(
+            Some(&scope),
+            state.clock.now(),
+            after.unwrap_or(0),
+            Some(limit + 1),
+        )
         .await?;
-    Ok(Json(AddOns {
+    let (rows, next_cursor) = page_of(rows, limit, |(id, _, _)| id.to_string());
+    Ok(Json(AddOnPage {
         items: rows
             .into_iter()
             .map(|(id, _, a)| add_on_view(id, a))
             .collect(),
+        next_cursor,
     }))
 }
 

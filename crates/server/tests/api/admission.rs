@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, SqliteConnection};
 use tenantd_client::api::{CreateAddOn, CreateTenant, RotateKey, UpdateTenant};
-use tenantd_client::KeysOf;
+use tenantd_client::{KeysOf, PageRequest};
 use tenantd_core::plan::{Metric, Period, Plan};
 use tenantd_core::quota::BillingDay;
 use tenantd_core::{Role, TenantId};
@@ -156,7 +156,9 @@ async fn a_hard_quota_is_exact_with_a_soft_warning_and_refusals_are_not_counted(
     assert_eq!(quota.exhausted_at, Some(START));
 
     // The soft limit was recorded once, as an event.
-    let events = poll(|| async { app.operator.quota_events(&acme).await.unwrap().items }).await;
+    let all = PageRequest::default();
+    let events =
+        poll(|| async { app.operator.quota_events(&acme, &all).await.unwrap().items }).await;
     assert_eq!(events.len(), 1);
     assert_eq!(
         (events[0].kind.as_str(), events[0].used),
@@ -164,7 +166,30 @@ async fn a_hard_quota_is_exact_with_a_soft_warning_and_refusals_are_not_counted(
     );
 
     app.clock.advance(time::Duration::days(1));
-    assert_eq!(get(&app, &token).await.0, 200);
+    assert_eq!(admitted(&app, &token, 4).await, 4);
+
+    // The next day's soft limit is a second event; events page newest first.
+    let one = PageRequest {
+        cursor: None,
+        limit: Some(1),
+    };
+    let first = poll(|| async {
+        let page = app.operator.quota_events(&acme, &one).await.unwrap();
+        if page.next_cursor.is_some() {
+            vec![page]
+        } else {
+            Vec::new()
+        }
+    })
+    .await
+    .remove(0);
+    assert_eq!(first.items[0].at, START + time::Duration::days(1));
+    let next = PageRequest {
+        cursor: first.next_cursor,
+        limit: Some(1),
+    };
+    let second = app.operator.quota_events(&acme, &next).await.unwrap();
+    assert_eq!((second.items[0].at, second.next_cursor), (START, None));
 }
 
 /// Polls until `f` gives a non-empty list (usage is written behind).
@@ -229,9 +254,19 @@ async fn an_add_on_raises_a_quota_until_it_expires() {
         .await
         .unwrap();
     assert_eq!(admitted(&app, &token, 3).await, 2);
-    assert_eq!(app.operator.add_ons(&acme).await.unwrap().items.len(), 1);
+    let all = PageRequest::default();
+    assert_eq!(
+        app.operator.add_ons(&acme, &all).await.unwrap().items.len(),
+        1
+    );
     app.clock.advance(time::Duration::hours(1));
-    assert!(app.operator.add_ons(&acme).await.unwrap().items.is_empty());
+    assert!(app
+        .operator
+        .add_ons(&acme, &all)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     assert_eq!(
         admitted(&app, &token, 1).await,
         0,
@@ -239,6 +274,35 @@ async fn an_add_on_raises_a_quota_until_it_expires() {
     );
     let usage = app.operator.usage(&acme).await.unwrap();
     assert_eq!((usage.quotas[0].used, usage.quotas[0].hard), (5, 3));
+
+    // Active add-ons page oldest first.
+    let mut granted = Vec::new();
+    for amount in [10, 20, 30] {
+        let add_on = CreateAddOn {
+            metric: Metric::IngressBytes,
+            period: Some(Period::Day),
+            amount,
+            expires_at: START + time::Duration::days(2),
+        };
+        granted.push(app.operator.create_add_on(&acme, &add_on).await.unwrap().id);
+    }
+    let two = PageRequest {
+        cursor: None,
+        limit: Some(2),
+    };
+    let first = app.operator.add_ons(&acme, &two).await.unwrap();
+    let next = PageRequest {
+        cursor: first.next_cursor.clone(),
+        limit: Some(2),
+    };
+    let second = app.operator.add_ons(&acme, &next).await.unwrap();
+    let ids =
+        |page: &tenantd_client::api::AddOnPage| page.items.iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        (ids(&first), ids(&second)),
+        (granted[..2].to_vec(), granted[2..].to_vec())
+    );
+    assert_eq!(second.next_cursor, None);
 
     // Add-ons are checked: a level takes no period, a counted metric needs one.
     let bad = app
