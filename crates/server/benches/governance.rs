@@ -3,7 +3,8 @@
 //! tenant's policy change (a new version, applied and audited) and one
 //! effective-policy lookup. The two sizes side by side show whether a change
 //! to one tenant costs anything per other tenant. Also prints how long the
-//! creation took.
+//! creation took, and how long the server then takes to start again once
+//! every tenant has a usage ledger (start loads ledgers and policies).
 //!
 //! Run with `cargo bench -p tenantd-server --bench governance`
 //! (`TENANTD_BENCH_TENANTS=20000` for a shorter large run).
@@ -13,23 +14,47 @@
 // The creation figures are this benchmark's output.
 #![allow(clippy::print_stderr)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::OsRng;
 use serde_json::json;
-use tenantd_core::{ApiKeyToken, SystemClock};
+use tenantd_core::plan::Plan;
+use tenantd_core::quota::{BillingDay, Demand, Ledger};
+use tenantd_core::{ApiKeyToken, Clock, SystemClock, TenantId};
 use tenantd_server::config::Config;
 use tenantd_server::Server;
+use tenantd_store::usage::UsageBatch;
+use tenantd_store::Catalog;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 struct Running {
     url: String,
     token: String,
     http: reqwest::Client,
+    config: Config,
+    stop: oneshot::Sender<()>,
+    serving: JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// The plan every tenant is on: a rate and a daily and a monthly quota, so
+/// each tenant's ledger has windows to keep.
+fn plan() -> Plan {
+    serde_json::from_value(json!({
+        "id": "default",
+        "rate": { "requests": 1000, "per": "1s", "burst": 2000 },
+        "quotas": [
+            { "metric": "requests", "period": "day", "hard": 1000000 },
+            { "metric": "requests", "period": "month", "hard": 10000000 }
+        ]
+    }))
+    .unwrap()
 }
 
 /// A server with `tenants` tenants, created through the API by 8 clients.
@@ -41,16 +66,25 @@ fn server_with(runtime: &Runtime, tenants: usize) -> Running {
             data_dir: dir.path().join("data"),
             bootstrap_key: Some(token.clone()),
             log_level: "warn".into(),
+            plans: vec![plan()],
             ..Config::default()
         };
-        let server = Server::start(config, Arc::new(SystemClock)).await.unwrap();
+        let server = Server::start(config.clone(), Arc::new(SystemClock))
+            .await
+            .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(server.run(listener, std::future::pending()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
         let running = Running {
             url,
             token: token.expose(),
             http: reqwest::Client::new(),
+            config,
+            stop,
+            serving,
             _dir: dir,
         };
         let started = Instant::now();
@@ -83,6 +117,44 @@ fn server_with(runtime: &Runtime, tenants: usize) -> Running {
         );
         running
     })
+}
+
+/// Stops the server, gives each of its `tenants` tenants a ledger with a
+/// day's and a month's window (one request each, as after a day of
+/// traffic), and times a start on the same data.
+fn restart_with_ledgers(runtime: &Runtime, server: Running, tenants: usize) {
+    runtime.block_on(async {
+        let _ = server.stop.send(());
+        server.serving.await.unwrap().unwrap();
+        let catalog_file: PathBuf = server.config.data_dir.join("catalog.db");
+        let catalog = Catalog::open(&catalog_file).await.unwrap();
+        let now = SystemClock.now();
+        let quotas = plan().quotas;
+        let ledgers = (0..tenants)
+            .map(|i| {
+                let mut ledger = Ledger::default();
+                ledger.admit(&quotas, &[], BillingDay::default(), now, Demand::default());
+                (TenantId::parse(&format!("tenant-{i}")).unwrap(), ledger)
+            })
+            .collect();
+        let batch = UsageBatch {
+            ledgers,
+            ..UsageBatch::default()
+        };
+        catalog.write_usage(&batch, now).await.unwrap();
+        catalog.close().await;
+
+        let started = Instant::now();
+        let server = Server::start(server.config.clone(), Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        eprintln!(
+            "started again with {tenants} tenants, each with a ledger, in {:.2} s",
+            took.as_secs_f64()
+        );
+        drop(server);
+    });
 }
 
 fn governance(c: &mut Criterion) {
@@ -128,6 +200,9 @@ fn governance(c: &mut Criterion) {
                 }
             });
         });
+        if tenants == large {
+            restart_with_ledgers(&runtime, server, tenants);
+        }
     }
     group.finish();
 }
