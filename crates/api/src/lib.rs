@@ -85,6 +85,22 @@ pub struct CreateTenant {
     pub billing_day: Option<BillingDay>,
 }
 
+impl CreateTenant {
+    /// A tenant with every optional setting left to the server: the default
+    /// region, model, pool and plan, and today as its billing day.
+    pub fn new(id: TenantId, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            region: None,
+            isolation: None,
+            pool: None,
+            plan: None,
+            billing_day: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {

@@ -124,13 +124,12 @@ async fn take(client: &Client, step: Step) -> Result<(), Error> {
             .map(drop),
         Step::CreateTenant(spec) => client
             .create_tenant(&CreateTenant {
-                id: spec.id,
-                name: spec.name,
                 region: spec.region,
                 isolation: spec.isolation,
                 pool: spec.pool,
                 plan: Some(spec.plan),
                 billing_day: spec.billing_day,
+                ..CreateTenant::new(spec.id, spec.name)
             })
             .await
             .map(drop),

@@ -9,7 +9,7 @@
 //! let operator = Client::new("http://127.0.0.1:8080", "tk_…")?;
 //! let acme = TenantId::parse("acme").expect("a valid slug");
 //! operator
-//!     .create_tenant(&CreateTenant { id: acme.clone(), name: "Acme".into(), region: None, isolation: None, pool: None, plan: None, billing_day: None })
+//!     .create_tenant(&CreateTenant::new(acme.clone(), "Acme"))
 //!     .await?;
 //! let admin = operator
 //!     .create_key(KeysOf::Tenant(&acme), &CreateKey { role: Role::Admin, name: "admin".into(), expires_at: None })

@@ -68,15 +68,10 @@ fn setup(runtime: &Runtime) -> Setup {
         let operator = tenantd_client::Client::new(&url, &token.expose()).unwrap();
         let tenant: TenantId = "acme".parse().unwrap();
         operator
-            .create_tenant(&tenantd_client::api::CreateTenant {
-                id: tenant.clone(),
-                name: "Acme".into(),
-                region: None,
-                isolation: None,
-                pool: None,
-                plan: None,
-                billing_day: None,
-            })
+            .create_tenant(&tenantd_client::api::CreateTenant::new(
+                tenant.clone(),
+                "Acme",
+            ))
             .await
             .unwrap();
         let key = operator

@@ -14,7 +14,6 @@
 // The creation figures are this benchmark's output.
 #![allow(clippy::print_stderr)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +24,7 @@ use tenantd_core::plan::Plan;
 use tenantd_core::quota::{BillingDay, Demand, Ledger};
 use tenantd_core::{ApiKeyToken, Clock, SystemClock, TenantId};
 use tenantd_server::config::Config;
-use tenantd_server::Server;
+use tenantd_server::{Server, CATALOG_FILE};
 use tenantd_store::usage::UsageBatch;
 use tenantd_store::Catalog;
 use tokio::net::TcpListener;
@@ -126,7 +125,7 @@ fn restart_with_ledgers(runtime: &Runtime, server: Running, tenants: usize) {
     runtime.block_on(async {
         let _ = server.stop.send(());
         server.serving.await.unwrap().unwrap();
-        let catalog_file: PathBuf = server.config.data_dir.join("catalog.db");
+        let catalog_file = server.config.data_dir.join(CATALOG_FILE);
         let catalog = Catalog::open(&catalog_file).await.unwrap();
         let now = SystemClock.now();
         let quotas = plan().quotas;

@@ -22,7 +22,8 @@ use crate::identify::Identity;
 use crate::state::{AppState, Inner};
 
 const SECRET_FILE: &str = "server-secret";
-const CATALOG_FILE: &str = "catalog.db";
+/// The catalog's file in the data directory.
+pub const CATALOG_FILE: &str = "catalog.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

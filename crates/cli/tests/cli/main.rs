@@ -334,13 +334,8 @@ async fn tenant_with_key(
     let tenant: tenantd_core::TenantId = id.parse().unwrap();
     operator
         .create_tenant(&CreateTenant {
-            id: tenant.clone(),
-            name: id.into(),
-            region: None,
             isolation,
-            pool: None,
-            plan: None,
-            billing_day: None,
+            ..CreateTenant::new(tenant.clone(), id)
         })
         .await
         .unwrap();

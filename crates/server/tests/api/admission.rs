@@ -58,13 +58,9 @@ fn header<'h>(headers: &'h reqwest::header::HeaderMap, name: &str) -> &'h str {
 async fn tenant_on(app: &TestApp, id: &str, plan: &str, billing_day: Option<u8>) -> String {
     app.operator
         .create_tenant(&CreateTenant {
-            id: TenantId::parse(id).unwrap(),
-            name: id.into(),
-            region: None,
-            isolation: None,
-            pool: None,
             plan: Some(plan.parse().unwrap()),
             billing_day: billing_day.map(|d| BillingDay::new(d).unwrap()),
+            ..CreateTenant::new(TenantId::parse(id).unwrap(), id)
         })
         .await
         .unwrap();

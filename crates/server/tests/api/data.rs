@@ -21,13 +21,8 @@ fn rid(s: &str) -> RecordId {
 async fn tenant(app: &TestApp, id: &str, isolation: Isolation) -> (Client, String) {
     app.operator
         .create_tenant(&CreateTenant {
-            id: TenantId::parse(id).unwrap(),
-            name: id.into(),
-            region: None,
             isolation: Some(isolation),
-            pool: None,
-            plan: None,
-            billing_day: None,
+            ..CreateTenant::new(TenantId::parse(id).unwrap(), id)
         })
         .await
         .unwrap();
@@ -301,13 +296,8 @@ async fn bad_records_and_names_are_400() {
     let schema = app
         .operator
         .create_tenant(&CreateTenant {
-            id: TenantId::parse("initech").unwrap(),
-            name: "x".into(),
-            region: None,
             isolation: Some(Isolation::Schema),
-            pool: None,
-            plan: None,
-            billing_day: None,
+            ..CreateTenant::new(TenantId::parse("initech").unwrap(), "x")
         })
         .await;
     assert_problem(schema, 422, "placement_failed");

@@ -124,15 +124,10 @@ impl TestApp {
 
     pub async fn create_tenant(&self, id: &str) -> Tenant {
         self.operator
-            .create_tenant(&CreateTenant {
-                id: TenantId::parse(id).expect("valid id"),
-                name: format!("Tenant {id}"),
-                region: None,
-                isolation: None,
-                pool: None,
-                plan: None,
-                billing_day: None,
-            })
+            .create_tenant(&CreateTenant::new(
+                TenantId::parse(id).expect("valid id"),
+                format!("Tenant {id}"),
+            ))
             .await
             .expect("tenant created")
     }

@@ -27,13 +27,8 @@ fn pools(c: &mut tenantd_server::config::Config) {
 async fn acme_with_data(app: &TestApp) -> (Client, Vec<RecordView>) {
     app.operator
         .create_tenant(&CreateTenant {
-            id: "acme".parse().unwrap(),
-            name: "Acme".into(),
-            region: None,
-            isolation: None,
             pool: Some("a".parse().unwrap()),
-            plan: None,
-            billing_day: None,
+            ..CreateTenant::new("acme".parse().unwrap(), "Acme")
         })
         .await
         .unwrap();

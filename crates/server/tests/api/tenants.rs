@@ -18,15 +18,7 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
     let app = spawn_app().await;
     let created = app
         .operator
-        .create_tenant(&CreateTenant {
-            id: id("acme"),
-            name: "Acme Corp".into(),
-            region: None,
-            isolation: None,
-            pool: None,
-            plan: None,
-            billing_day: None,
-        })
+        .create_tenant(&CreateTenant::new(id("acme"), "Acme Corp"))
         .await
         .unwrap();
     assert_eq!(created.status, TenantStatus::Active);
@@ -40,15 +32,7 @@ async fn a_created_tenant_reads_back_with_defaults_and_its_id_is_unique() {
 
     let again = app
         .operator
-        .create_tenant(&CreateTenant {
-            id: id("acme"),
-            name: "Other".into(),
-            region: None,
-            isolation: None,
-            pool: None,
-            plan: None,
-            billing_day: None,
-        })
+        .create_tenant(&CreateTenant::new(id("acme"), "Other"))
         .await;
     assert_problem(again, 409, "tenant_exists");
     assert_eq!(
@@ -63,15 +47,7 @@ async fn names_are_validated() {
     for name in ["", "   ", "a\u{0}b", &"x".repeat(201)] {
         let result = app
             .operator
-            .create_tenant(&CreateTenant {
-                id: id("acme"),
-                name: name.to_owned(),
-                region: None,
-                isolation: None,
-                pool: None,
-                plan: None,
-                billing_day: None,
-            })
+            .create_tenant(&CreateTenant::new(id("acme"), name))
             .await;
         assert_problem(result, 422, "invalid_body");
     }
@@ -207,15 +183,7 @@ async fn soft_delete_restore_and_purge() {
     assert_problem(admin.me().await, 403, "tenant_deleted");
     assert_problem(
         app.operator
-            .create_tenant(&CreateTenant {
-                id: id("acme"),
-                name: "x".into(),
-                region: None,
-                isolation: None,
-                pool: None,
-                plan: None,
-                billing_day: None,
-            })
+            .create_tenant(&CreateTenant::new(id("acme"), "x"))
             .await,
         409,
         "tenant_exists",
@@ -331,13 +299,10 @@ async fn tenants_are_placed_on_a_pool_of_their_region() {
                   region: Option<&str>,
                   isolation: Option<Isolation>,
                   pool: Option<&str>| CreateTenant {
-        id: id.parse().unwrap(),
-        name: id.into(),
         region: region.map(|r| r.parse().unwrap()),
         isolation,
         pool: pool.map(|p| p.parse().unwrap()),
-        plan: None,
-        billing_day: None,
+        ..CreateTenant::new(id.parse().unwrap(), id)
     };
     let acme = app
         .operator
