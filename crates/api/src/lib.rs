@@ -41,6 +41,33 @@ pub struct Health {
     pub status: String,
 }
 
+/// Readiness: whether this node can serve, and the state of each
+/// dependency as the node last saw it (never by waiting on one now).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `unavailable` (answered with 503) while the catalog cannot
+    /// write, a storage pool is down, or Redis is down and the limiter fails
+    /// closed.
+    pub status: String,
+    /// The catalog, each storage pool, and Redis when configured.
+    pub dependencies: Vec<DependencyHealth>,
+}
+
+/// One dependency's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DependencyHealth {
+    /// `catalog`, `pool <name>` or `redis`.
+    pub name: String,
+    /// `ok`; `degraded` (its last call failed); `down` (its circuit is open:
+    /// calls are refused at once until a probe succeeds).
+    pub state: String,
+    /// The last failure, kept after the dependency heals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Calls that failed since the node started.
+    pub errors_total: u64,
+}
+
 /// The verified identity behind the presented key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Me {

@@ -29,8 +29,8 @@ use tenantd_api::{
     CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
     DecidePolicy, Health, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PlanView,
     PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEventPage,
-    RecordPage, RecordView, RotateKey, RotatedKey, SigningKeyView, TenantPage, UpdateTenant,
-    UsageHistory, UsageView, WritePlan,
+    Readiness, RecordPage, RecordView, RotateKey, RotatedKey, SigningKeyView, TenantPage,
+    UpdateTenant, UsageHistory, UsageView, WritePlan,
 };
 use tenantd_core::{
     CollectionName, JobId, KeyId, PlanId, RecordId, ServiceName, Tenant, TenantId, TenantStatus,
@@ -175,8 +175,11 @@ impl Client {
         Self::send(self.request(Method::GET, "/healthz")).await
     }
 
-    pub async fn ready(&self) -> Result<Health, Error> {
-        Self::send(self.request(Method::GET, "/readyz")).await
+    /// Readiness and each dependency's state. A node that is not ready
+    /// answers 503 with the same body, so both come back here.
+    pub async fn ready(&self) -> Result<Readiness, Error> {
+        let response = self.request(Method::GET, "/readyz").send().await?;
+        Ok(response.json().await?)
     }
 
     /// Who the key belongs to.

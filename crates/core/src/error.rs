@@ -46,6 +46,7 @@ error_codes! {
     PlanExists = ("plan_exists", 409, "A plan with this id already exists"),
     InvalidTransition = ("invalid_transition", 409, "The resource is not in a state that allows this action"),
     PayloadTooLarge = ("payload_too_large", 413, "The request body is too large"),
+    BodyTimeout = ("body_timeout", 408, "The request body did not arrive within the server's body-read timeout"),
     UnsupportedMediaType = ("unsupported_media_type", 415, "The request body must be application/json"),
     MalformedJson = ("malformed_json", 400, "The request body is not valid JSON"),
     InvalidBody = ("invalid_body", 422, "The request body does not match the expected shape"),

@@ -16,6 +16,14 @@
 //! the virtual time: what it may have owed is at most its last request's
 //! cost, the same allowance SFQ gives a flow whose queue empties.
 //!
+//! Whatever its weight, a lane holds at most `tenant_max_seats` seats at
+//! once (the ceiling): seats held by requests that never finish, because
+//! they wait on a hung client or a tenant's own database, must not add up
+//! to the whole capacity. Kubernetes' API Priority and Fairness bounds each
+//! flow's seats for the same reason: fair ordering decides who runs next,
+//! but only a ceiling stops one flow's stuck requests from holding every
+//! seat, after which nobody runs next at all.
+//!
 //! The lane at the front waits for enough free seats for its head request
 //! rather than letting narrower requests pass it, so wide requests are never
 //! starved. With nothing queued anywhere, an arrival that fits is granted at
@@ -94,10 +102,21 @@ struct Lane<K> {
     weight: u32,
     cap: u32,
     in_flight: u32,
+    /// Seats held by its requests in flight.
+    seats_held: u32,
     finish: u128,
     queue: VecDeque<Waiting>,
     /// Its entry in `ready`, while it has one.
     ready_key: Option<(u128, u64)>,
+}
+
+impl<K> Lane<K> {
+    /// Whether another request `width` seats wide may start: under the
+    /// tenant's cap on requests, and within its seat ceiling (a request
+    /// wider than the ceiling runs alone).
+    fn may_start(&self, width: u32, ceiling: u32) -> bool {
+        self.in_flight < self.cap && (self.seats_held == 0 || self.seats_held + width <= ceiling)
+    }
 }
 
 /// The scheduler. `K` names a tenant.
@@ -105,6 +124,8 @@ struct Lane<K> {
 pub struct FairQueue<K> {
     discipline: Discipline,
     capacity: u32,
+    /// Most seats one lane holds at once.
+    tenant_max_seats: u32,
     in_use: u32,
     vtime: u128,
     next_ticket: u64,
@@ -117,10 +138,24 @@ pub struct FairQueue<K> {
 }
 
 impl<K: Clone + Eq + Hash> FairQueue<K> {
+    /// A scheduler of `capacity` seats in which one tenant holds them all
+    /// if no one else asks; see `with_tenant_ceiling` to bound that.
     pub fn new(capacity: u32, discipline: Discipline) -> Self {
+        Self::with_tenant_ceiling(capacity, capacity, discipline)
+    }
+
+    /// A scheduler of `capacity` seats of which one tenant holds at most
+    /// `tenant_max_seats` at once (at least 1, at most `capacity`).
+    pub fn with_tenant_ceiling(
+        capacity: u32,
+        tenant_max_seats: u32,
+        discipline: Discipline,
+    ) -> Self {
+        let capacity = capacity.max(1);
         Self {
             discipline,
-            capacity: capacity.max(1),
+            capacity,
+            tenant_max_seats: tenant_max_seats.clamp(1, capacity),
             in_use: 0,
             vtime: 0,
             next_ticket: 0,
@@ -134,6 +169,11 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
 
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// Most seats one tenant holds at once.
+    pub fn tenant_max_seats(&self) -> u32 {
+        self.tenant_max_seats
     }
 
     /// Seats held by requests being served.
@@ -162,7 +202,7 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
         if self.ready.is_empty()
             && lane.queue.is_empty()
             && width <= free
-            && lane.in_flight < lane.cap
+            && lane.may_start(width, self.tenant_max_seats)
         {
             let ticket = self.take_ticket();
             return Arrival::Granted(self.start(lane_id, ticket, width, ask.cost));
@@ -216,6 +256,7 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
             return;
         };
         lane.in_flight -= 1;
+        lane.seats_held -= grant.width;
         let weight = u128::from(lane.weight);
         let (more, less) = (
             u128::from(actual.saturating_sub(grant.charged)),
@@ -274,6 +315,7 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
             weight: 1,
             cap: 1,
             in_flight: 0,
+            seats_held: 0,
             finish: self.vtime,
             queue: VecDeque::new(),
             ready_key: None,
@@ -299,6 +341,7 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
         let start = lane.finish.max(self.vtime);
         lane.finish = start + u128::from(cost) * SCALE / u128::from(lane.weight);
         lane.in_flight += 1;
+        lane.seats_held += width;
         self.vtime = self.vtime.max(start);
         self.in_use += width;
         Grant {
@@ -309,19 +352,24 @@ impl<K: Clone + Eq + Hash> FairQueue<K> {
         }
     }
 
-    /// Puts a lane in `ready` if it has a head and room under its cap.
+    /// Puts a lane in `ready` if it has a head and room under its cap and
+    /// its seat ceiling.
     fn make_ready(&mut self, lane_id: usize) {
         let vtime = self.vtime;
         let discipline = self.discipline;
+        let ceiling = self.tenant_max_seats;
         let Some(lane) = self.lanes[lane_id].as_mut() else {
             return;
         };
-        if lane.ready_key.is_some() || lane.in_flight >= lane.cap {
+        if lane.ready_key.is_some() {
             return;
         }
         let Some(head) = lane.queue.front() else {
             return;
         };
+        if !lane.may_start(head.width, ceiling) {
+            return;
+        }
         let key = match discipline {
             Discipline::Fair => (lane.finish.max(vtime), head.ticket),
             Discipline::Fifo => (0, head.ticket),
@@ -446,6 +494,34 @@ mod tests {
         let after_a = q.dispatch();
         assert_eq!(after_a.len(), 1);
         assert_eq!(after_a[0].ticket, a2);
+    }
+
+    #[test]
+    fn the_seat_ceiling_holds_a_tenant_back_but_not_others() {
+        let mut q = FairQueue::with_tenant_ceiling(8, 4, Discipline::Fair);
+        let held: Vec<Grant> = (0..2).map(|_| granted(q.arrive(&"a", ask(2, 1)))).collect();
+        // Four seats are free, but `a` holds its ceiling of four.
+        let Arrival::Queued(a3) = q.arrive(&"a", ask(2, 1)) else {
+            panic!()
+        };
+        assert!(q.dispatch().is_empty());
+        assert_eq!(q.in_use(), 4);
+        // Another tenant takes the free seats at once.
+        granted(q.arrive(&"b", ask(2, 1)));
+        granted(q.arrive(&"b", ask(2, 1)));
+        assert_eq!(q.in_use(), 8);
+        q.complete(held[0], 1);
+        assert_eq!(
+            q.dispatch()[0].ticket,
+            a3,
+            "a runs again once under its ceiling"
+        );
+        // A request wider than the ceiling still runs, alone.
+        let mut narrow = FairQueue::with_tenant_ceiling(8, 1, Discipline::Fair);
+        let wide = granted(narrow.arrive(&"c", ask(3, 1)));
+        assert!(matches!(narrow.arrive(&"c", ask(1, 1)), Arrival::Queued(_)));
+        narrow.complete(wide, 1);
+        assert_eq!(narrow.dispatch().len(), 1);
     }
 
     #[test]

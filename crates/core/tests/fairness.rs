@@ -44,6 +44,8 @@ fn tenant(weight: u32, width: u32, service: u64, load: Load) -> TenantSpec {
 #[derive(Debug, Clone, Copy)]
 struct Setup {
     capacity: u32,
+    /// Most seats one tenant holds at once.
+    tenant_max_seats: u32,
     discipline: Discipline,
     max_queue: u32,
     /// How long a request may wait before it is refused as overloaded.
@@ -93,7 +95,11 @@ impl Sim {
         let mut sim = Sim {
             setup,
             tenants: tenants.to_vec(),
-            queue: FairQueue::new(setup.capacity, setup.discipline),
+            queue: FairQueue::with_tenant_ceiling(
+                setup.capacity,
+                setup.tenant_max_seats,
+                setup.discipline,
+            ),
             events: BinaryHeap::new(),
             seq: 0,
             outcomes: vec![Outcome::default(); tenants.len()],
@@ -280,6 +286,7 @@ fn share_error(tenants: &[TenantSpec], outcomes: &[Outcome]) -> f64 {
 fn setup(capacity: u32) -> Setup {
     Setup {
         capacity,
+        tenant_max_seats: capacity,
         discipline: Discipline::Fair,
         max_queue: 64,
         wait_budget: 10 * SECOND,
@@ -414,4 +421,47 @@ fn the_same_noisy_neighbor_breaks_a_fifo_queue() {
             "FIFO protected the victims at {times}x: {outcomes:?}"
         );
     }
+}
+
+/// A tenant whose requests never finish (a hung client or database) beside
+/// three backlogged tenants of weights 1, 1 and 2, on 8 seats.
+fn stuck_tenant(tenant_max_seats: u32) -> (Vec<TenantSpec>, Vec<Outcome>) {
+    let never = 1_000 * 60 * SECOND;
+    let tenants = vec![
+        tenant(1, 1, never, Load::Backlogged(64)),
+        tenant(1, 1, 10 * MS, Load::Backlogged(16)),
+        tenant(1, 1, 10 * MS, Load::Backlogged(16)),
+        tenant(2, 1, 10 * MS, Load::Backlogged(16)),
+    ];
+    let run = Setup {
+        tenant_max_seats,
+        ..setup(8)
+    };
+    let outcomes = Sim::run(run, &tenants);
+    (tenants, outcomes)
+}
+
+#[test]
+fn a_tenant_whose_requests_never_finish_holds_only_its_ceiling() {
+    let (tenants, outcomes) = stuck_tenant(4);
+    let span = (60 - 5) * SECOND;
+    // The others are backlogged, so they fill every seat the stuck tenant
+    // leaves: exactly the four above its ceiling (its own seat-time is
+    // counted only when a request ends, which none does).
+    let others: u64 = outcomes[1..].iter().map(|o| o.seat_time).sum();
+    assert!(
+        (0.99 * (4 * span) as f64..=(4 * span) as f64).contains(&(others as f64)),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[1..].iter().all(|o| o.full + o.overloaded == 0));
+    let error = share_error(&tenants[1..], &outcomes[1..]);
+    assert!(error <= 0.02, "share error {error:.4}: {outcomes:?}");
+}
+
+#[test]
+fn without_a_ceiling_the_stuck_tenant_takes_every_seat() {
+    // The control: the test above can fail, and does without the ceiling.
+    let (_, outcomes) = stuck_tenant(8);
+    let others: u64 = outcomes[1..].iter().map(|o| o.seat_time).sum();
+    assert!(others < SECOND, "the others still ran: {outcomes:?}");
 }

@@ -127,7 +127,12 @@ fn gateway(c: &mut Criterion) {
 
     let (keyring, _dir) = runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("catalog.db")).await.unwrap();
+        let catalog = Catalog::open(
+            &dir.path().join("catalog.db"),
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
         let now = tenantd_core::Clock::now(&SystemClock);
         let keyring = Keyring::load(&catalog, &Default::default(), now)
             .await

@@ -126,7 +126,9 @@ fn restart_with_ledgers(runtime: &Runtime, server: Running, tenants: usize) {
         let _ = server.stop.send(());
         server.serving.await.unwrap().unwrap();
         let catalog_file = server.config.data_dir.join(CATALOG_FILE);
-        let catalog = Catalog::open(&catalog_file).await.unwrap();
+        let catalog = Catalog::open(&catalog_file, std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
         let now = SystemClock.now();
         let quotas = plan().quotas;
         let ledgers = (0..tenants)

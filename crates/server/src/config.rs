@@ -52,11 +52,22 @@ pub struct Config {
     pub default_region: RegionId,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Time a tenant's request body has to arrive in full (at most
+    /// `request_timeout`). The data API reads bodies before a request takes
+    /// a seat, so a slow sender waits alone and then gets 408 `body_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Largest stored record, in bytes of compact JSON.
     pub max_record_bytes: usize,
     /// Where tenants' data may live. Each tenant is placed on a pool of its
     /// region that offers its isolation model.
     pub pools: Vec<PoolConfig>,
+    /// Longest a request waits for a connection to the catalog or a storage
+    /// pool (or for a lock on a PostgreSQL table) before it gets 503
+    /// `store_unavailable`; well below the classes' deadlines, so that a
+    /// database that cannot serve is answered fast.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
     /// Bytes of records kept in the in-process read cache; 0 turns it off.
     pub record_cache_bytes: u64,
     /// Largest share of the record cache one tenant may hold, in percent.
@@ -388,6 +399,12 @@ pub struct AdmissionConfig {
     pub seats: u32,
     /// `fair` (weighted fair queuing) or `fifo` (one queue, for comparison).
     pub discipline: Discipline,
+    /// Most seats one tenant may hold at once, whatever its weight: a number
+    /// of seats or a percentage of them (`"50%"`, the default). A plan's
+    /// `concurrent_requests` quota can only lower it. Requests stuck on a
+    /// hung client or a tenant's own database then hold at most this share,
+    /// and every other tenant keeps the rest.
+    pub tenant_max_seats: SeatShare,
     /// Most requests one tenant may have waiting for a seat.
     pub max_queue: u32,
     /// Longest a request waits for a seat before it gets 503 `overloaded`.
@@ -410,6 +427,7 @@ impl Default for AdmissionConfig {
         Self {
             seats: 64,
             discipline: Discipline::Fair,
+            tenant_max_seats: SeatShare::Percent(50),
             max_queue: 64,
             queue_wait: Duration::from_secs(2),
             classes: Classes::default(),
@@ -417,6 +435,73 @@ impl Default for AdmissionConfig {
             usage_flush_interval: Duration::from_secs(1),
             metrics_tenants: 20,
         }
+    }
+}
+
+/// A part of a seat capacity: a number of seats, or a percentage of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SeatShareValue", into = "SeatShareValue")]
+pub enum SeatShare {
+    Seats(u32),
+    Percent(u8),
+}
+
+/// How a `SeatShare` is written: `32` or `"50%"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum SeatShareValue {
+    Seats(u32),
+    Text(String),
+}
+
+impl TryFrom<SeatShareValue> for SeatShare {
+    type Error = String;
+    fn try_from(value: SeatShareValue) -> Result<Self, String> {
+        let share = match value {
+            SeatShareValue::Seats(n) => SeatShare::Seats(n),
+            SeatShareValue::Text(text) => match text.trim().strip_suffix('%') {
+                Some(percent) => SeatShare::Percent(
+                    percent
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("{text:?} is not a percentage"))?,
+                ),
+                None => SeatShare::Seats(
+                    text.trim()
+                        .parse()
+                        .map_err(|_| format!("{text:?} is neither seats nor a percentage"))?,
+                ),
+            },
+        };
+        match share {
+            SeatShare::Seats(0) => Err("a tenant needs at least one seat".into()),
+            SeatShare::Percent(p) if !(1..=100).contains(&p) => {
+                Err(format!("{p}% is not a percentage from 1 to 100"))
+            }
+            share => Ok(share),
+        }
+    }
+}
+
+impl From<SeatShare> for SeatShareValue {
+    fn from(share: SeatShare) -> Self {
+        match share {
+            SeatShare::Seats(n) => SeatShareValue::Seats(n),
+            SeatShare::Percent(p) => SeatShareValue::Text(format!("{p}%")),
+        }
+    }
+}
+
+impl SeatShare {
+    /// The seats this share is of `capacity`: at least one, at most all.
+    pub fn of(self, capacity: u32) -> u32 {
+        let seats = match self {
+            SeatShare::Seats(n) => n,
+            SeatShare::Percent(p) => {
+                u32::try_from(u64::from(capacity) * u64::from(p) / 100).unwrap_or(u32::MAX)
+            }
+        };
+        seats.clamp(1, capacity.max(1))
     }
 }
 
@@ -515,6 +600,7 @@ impl Default for Config {
             bootstrap_key: None,
             default_region: RegionId::default_region(),
             max_body_bytes: 1024 * 1024,
+            body_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_record_bytes: 256 * 1024,
             pools: vec![PoolConfig {
@@ -525,6 +611,7 @@ impl Default for Config {
                 region: None,
                 models: vec![Isolation::Pooled, Isolation::Dedicated],
             }],
+            acquire_timeout: tenantd_store::Connections::default().acquire_timeout,
             record_cache_bytes: 64 * 1024 * 1024,
             record_cache_tenant_share: 10,
             record_cache_ttl: Duration::from_secs(60),
@@ -742,6 +829,8 @@ impl Config {
         let durations = [
             ("request_timeout", self.request_timeout),
             ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("acquire_timeout", self.acquire_timeout),
             ("shutdown_timeout", self.shutdown_timeout),
             ("purge_interval", self.purge_interval),
             ("last_used_flush_interval", self.last_used_flush_interval),
@@ -829,6 +918,20 @@ impl Config {
                 setting: "admission",
                 reason,
             })?;
+        let shortest_deadline = [
+            self.admission.classes.read.deadline,
+            self.admission.classes.write.deadline,
+            self.admission.classes.admin.deadline,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(self.request_timeout);
+        if self.acquire_timeout >= shortest_deadline {
+            return Err(invalid(
+                "acquire_timeout",
+                "must be shorter than every class's deadline, so that a store that cannot serve is answered store_unavailable",
+            ));
+        }
         Ok(())
     }
 }
@@ -986,6 +1089,34 @@ id = \"team\"",
             let team = config.plan(&"team".parse().unwrap()).unwrap();
             assert!(team.self_service.rate_requests.is_some());
             assert_eq!(team.self_service.quotas.len(), 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_tenants_seat_ceiling_is_seats_or_a_percentage() {
+        let parse = |text: &str| -> Result<SeatShare, String> {
+            let value: SeatShareValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            SeatShare::try_from(value)
+        };
+        assert_eq!(parse("\"50%\"").unwrap().of(64), 32);
+        assert_eq!(parse("\"25 %\"").unwrap().of(10), 2);
+        assert_eq!(parse("12").unwrap().of(64), 12);
+        assert_eq!(parse("\"12\"").unwrap().of(64), 12);
+        assert_eq!(parse("100").unwrap().of(64), 64, "at most every seat");
+        assert_eq!(parse("\"1%\"").unwrap().of(10), 1, "at least one seat");
+        for bad in ["0", "\"0%\"", "\"101%\"", "\"half\""] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            AdmissionConfig::default().tenant_max_seats.of(64),
+            32,
+            "half by default"
+        );
+        Jail::expect_with(|jail| {
+            jail.create_file("tenantd.toml", "[admission]\ntenant_max_seats = \"150%\"\n")?;
+            let error = load(&Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("150% is not a percentage"), "{error}");
             Ok(())
         });
     }

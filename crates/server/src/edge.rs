@@ -78,6 +78,28 @@ pub async fn limit_header_bytes(
     next.run(request).await
 }
 
+/// Refuses a request whose declared `Content-Length` is over the server's
+/// body limit before any byte of its body is read.
+pub async fn limit_declared_body(
+    State(max): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max as u64 => ApiError::with_detail(
+            ErrorCode::PayloadTooLarge,
+            format!("bodies may have at most {max} bytes; this one declares {length}"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 /// Bounds a whole request, body included, by the configured timeout.
 pub async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {

@@ -211,6 +211,11 @@ impl LastUsed {
         self.lock().get(id).copied()
     }
 
+    /// Whether any use waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Writes every pending use. On failure the uses are kept for the next try.
     pub async fn flush(&self, catalog: &Catalog) -> Result<(), StoreError> {
         let batch: Vec<_> = std::mem::take(&mut *self.lock()).into_iter().collect();

@@ -155,15 +155,30 @@ pub async fn flush(state: &AppState) {
                 u.ledger_changed();
             }),
             Err(e) => {
-                tracing::warn!(tenant = %scope.tenant(), error = %e, "could not measure storage; will retry");
+                // The pool's circuit logs a pool that is down, once.
+                tracing::debug!(tenant = %scope.tenant(), error = %e, "could not measure storage; will retry");
                 admission.ledgers.with(scope.tenant(), |u| {
                     u.measure_storage = Some(Box::new(scope.clone()))
                 });
             }
         }
     }
-    if let Err(e) = state.catalog.write_usage(&batch, now).await {
-        tracing::warn!(error = %e, "could not write usage; will retry");
+    if batch.is_empty() {
+        return;
+    }
+    // Through the catalog's circuit: a catalog that keeps failing (a full
+    // disk) is logged once, tried again by one probe when due, and shows
+    // in `/readyz`; meanwhile usage stays in memory, never dropped.
+    let Ok(call) = state.catalog.dependency().enter() else {
         admission.ledgers.restore(batch);
+        return;
+    };
+    match state.catalog.write_usage(&batch, now).await {
+        Ok(()) => call.finish(Ok(())),
+        Err(e) => {
+            call.finish(Err(&e));
+            tracing::debug!(error = %e, "could not write usage; will retry");
+            admission.ledgers.restore(batch);
+        }
     }
 }

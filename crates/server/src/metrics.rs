@@ -16,6 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tenantd_core::plan::OpClass;
 use tenantd_core::ServiceName;
+use tenantd_store::health::{Dependency, Health};
 
 use crate::admit::ledgers::Ledgers;
 use crate::admit::seats::Seats;
@@ -29,6 +30,9 @@ pub enum Rejection {
     Overloaded,
     DeadlineExceeded,
     LimiterUnavailable,
+    BodyTooLarge,
+    BodyTimeout,
+    BodyUnreadable,
 }
 
 impl Rejection {
@@ -40,6 +44,9 @@ impl Rejection {
             Self::Overloaded => "overloaded",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::LimiterUnavailable => "limiter_unavailable",
+            Self::BodyTooLarge => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::BodyUnreadable => "body_unreadable",
         }
     }
 }
@@ -65,7 +72,12 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new(seats: Arc<Seats>, ledgers: Arc<Ledgers>, top_tenants: usize) -> Self {
+    pub fn new(
+        seats: Arc<Seats>,
+        ledgers: Arc<Ledgers>,
+        dependencies: Vec<Arc<Dependency>>,
+        top_tenants: usize,
+    ) -> Self {
         let mut registry = Registry::with_prefix("tenantd");
         let admitted = Family::<Labels, Counter>::default();
         let rejected = Family::<Labels, Counter>::default();
@@ -97,6 +109,7 @@ impl Metrics {
         registry.register_collector(Box::new(Live {
             seats,
             ledgers,
+            dependencies,
             top_tenants,
         }));
         Self {
@@ -141,11 +154,15 @@ impl Metrics {
     }
 }
 
-/// Values read at scrape time: seats and queue, and the busiest tenants.
+/// Values read at scrape time: seats and queue, dependencies, and the
+/// busiest tenants.
 #[derive(Debug)]
 struct Live {
     seats: Arc<Seats>,
     ledgers: Arc<Ledgers>,
+    /// The catalog, each storage pool, Redis: a bounded set named by the
+    /// configuration (a tenant's own database is not among them).
+    dependencies: Vec<Arc<Dependency>>,
     top_tenants: usize,
 }
 
@@ -167,6 +184,28 @@ impl Collector for Live {
         ] {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let statuses: Vec<_> = self.dependencies.iter().map(|d| d.status()).collect();
+        let mut up = encoder.encode_descriptor(
+            "dependency_up",
+            "1 while a dependency's circuit is closed, 0 while it is open (calls refused)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in &statuses {
+            let value = i64::from(status.health != Health::Down);
+            ConstGauge::new(value)
+                .encode(up.encode_family(&[("dependency", status.name.as_ref())])?)?;
+        }
+        let mut errors = encoder.encode_descriptor(
+            "dependency_errors",
+            "Calls to a dependency that failed since start",
+            None,
+            MetricType::Counter,
+        )?;
+        for status in &statuses {
+            ConstCounter::new(status.errors_total)
+                .encode(errors.encode_family(&[("dependency", status.name.as_ref())])?)?;
         }
         let (top, other) = self.ledgers.top(self.top_tenants);
         let mut family = encoder.encode_descriptor(

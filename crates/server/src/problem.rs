@@ -66,11 +66,30 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
-/// A store failure is logged with its cause and answered with a bare 503.
+/// A store failure is answered with a bare 503. A store that could not
+/// serve (down, out of connections, space or time) is logged by its circuit
+/// once per change of state, so the request logs it only at debug level;
+/// anything else (a corrupt row) is logged with its cause.
 impl From<tenantd_store::StoreError> for ApiError {
     fn from(e: tenantd_store::StoreError) -> Self {
-        tracing::error!(error = %e, "store error");
-        Self::new(ErrorCode::StoreUnavailable)
+        match e {
+            tenantd_store::StoreError::Unavailable {
+                dependency,
+                retry_after,
+            } => Self::with_detail(
+                ErrorCode::StoreUnavailable,
+                format!("{dependency} is refusing calls after repeated failures"),
+            )
+            .retry_after(retry_after),
+            e if e.is_unavailability() => {
+                tracing::debug!(error = %e, "store unavailable");
+                Self::new(ErrorCode::StoreUnavailable)
+            }
+            e => {
+                tracing::error!(error = %e, "store error");
+                Self::new(ErrorCode::StoreUnavailable)
+            }
+        }
     }
 }
 

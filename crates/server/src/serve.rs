@@ -42,6 +42,10 @@ fn app(state: AppState, config: &Config) -> Router {
         .layer(from_fn_with_state(config.request_timeout, edge::deadline))
         .layer(CatchPanicLayer::custom(edge::panic_response))
         .layer(from_fn_with_state(
+            config.max_body_bytes,
+            edge::limit_declared_body,
+        ))
+        .layer(from_fn_with_state(
             config.max_header_bytes,
             edge::limit_header_bytes,
         ))
@@ -107,6 +111,7 @@ impl Server {
                 stopped.clone(),
             )),
             tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
+            tokio::spawn(probe_pools(state.clone(), stopped.clone())),
             tokio::spawn(meter::write_behind(
                 state.clone(),
                 config.admission.usage_flush_interval,
@@ -175,10 +180,38 @@ async fn flush_key_use(state: AppState, every: Duration, mut stopped: watch::Rec
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = state.identity.last_used().flush(&state.catalog).await {
-                    tracing::warn!(error = %e, "could not write key use; will retry");
+                // Through the catalog's circuit, like the usage write-behind;
+                // unwritten times are kept for the next round.
+                if state.identity.last_used().is_empty() {
+                    continue;
+                }
+                let Ok(call) = state.catalog.dependency().enter() else {
+                    continue;
+                };
+                match state.identity.last_used().flush(&state.catalog).await {
+                    Ok(()) => call.finish(Ok(())),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not write key use; will retry");
+                        call.finish(Err(&e));
+                    }
                 }
             }
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// How often storage pools whose circuit is open are probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Probes the storage pools that are down, so that they come back without
+/// waiting for a tenant's request (see `DataStore::probe`).
+async fn probe_pools(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.data.probe().await,
             _ = stopped.changed() => return,
         }
     }

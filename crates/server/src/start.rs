@@ -13,9 +13,9 @@ use tenantd_core::plan::Plan;
 use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyOwner, KeyRecord, Role, ServerSecret};
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::plans::{NewPlanVersion, PlanError};
-use tenantd_store::{Catalog, DataLimits, DataStore, NewAuditEntry, StoreError};
+use tenantd_store::{Catalog, Connections, DataLimits, DataStore, NewAuditEntry, StoreError};
 
-use crate::admit::Admission;
+use crate::admit::{Admission, BodyRules};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::identify::Identity;
@@ -65,7 +65,7 @@ impl Server {
             Some(secret) => secret.clone(),
             None => load_or_create_secret(&data_dir.join(SECRET_FILE))?,
         };
-        let catalog = Catalog::open(&data_dir.join(CATALOG_FILE)).await?;
+        let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout).await?;
         let limits = DataLimits {
             max_record_bytes: config.max_record_bytes,
         };
@@ -74,7 +74,10 @@ impl Server {
             tenant_share_percent: config.record_cache_tenant_share,
             ttl: config.record_cache_ttl,
         };
-        let data = DataStore::open(&config.storage_pools(), limits, cache).await?;
+        let connections = Connections {
+            acquire_timeout: config.acquire_timeout,
+        };
+        let data = DataStore::open(&config.storage_pools(), limits, connections, cache).await?;
         let hasher = KeyHasher::new(secret);
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
@@ -84,7 +87,13 @@ impl Server {
             // next attempt.
             tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = %job.step, "a job was interrupted by a restart");
         }
-        let admission = Admission::new(&config.admission, clock.clone())?;
+        let body = BodyRules {
+            max_bytes: u64::try_from(config.max_body_bytes).unwrap_or(u64::MAX),
+            read_timeout: config.body_read_timeout.min(config.request_timeout),
+        };
+        let mut dependencies = vec![catalog.dependency().clone()];
+        dependencies.extend(data.dependencies());
+        let admission = Admission::new(&config.admission, body, dependencies, clock.clone())?;
         seed_plans(&catalog, &config.plans, &*clock).await?;
         for stored in catalog.all_plan_versions().await? {
             admission.add_plan_version(stored.version, stored.plan);

@@ -62,6 +62,7 @@ async fn store(
         DataLimits {
             max_record_bytes: 64 * 1024,
         },
+        tenantd_store::Connections::default(),
         cache,
     )
     .await

@@ -2,6 +2,7 @@
 //! together with its audit entry in one transaction.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry, Verification};
 use crate::codec::{from_nanos, opt_from_nanos, parse, to_nanos};
+use crate::health::{dependency_policy, Dependency};
 use crate::{Result, StoreError};
 
 /// Whose keys or audit trail a call concerns. The tenant side needs a
@@ -41,6 +43,8 @@ impl Owner<'_> {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pub(crate) pool: SqlitePool,
+    /// The catalog's circuit, fed by the write-behind's writes.
+    health: Arc<Dependency>,
 }
 
 /// SQLite's extended result codes for a violated PRIMARY KEY or UNIQUE constraint.
@@ -50,7 +54,8 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and applies migrations.
-    pub async fn open(path: &Path) -> Result<Self> {
+    /// Waits for a connection at most `acquire_timeout`.
+    pub async fn open(path: &Path, acquire_timeout: Duration) -> Result<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -60,12 +65,16 @@ impl Catalog {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+        let pool = crate::hygiene(SqlitePoolOptions::new())
             .max_connections(8)
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/catalog").run(&pool).await?;
-        let catalog = Self { pool };
+        let catalog = Self {
+            pool,
+            health: Dependency::new("catalog", dependency_policy()),
+        };
         let mut tx = catalog.begin_write().await?;
         let adopted = crate::audit::adopt_unchained(&mut tx).await?;
         tx.commit().await?;
@@ -78,10 +87,11 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Answers when the database serves queries.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// The catalog's circuit. The write-behind runs its writes through it,
+    /// so `/readyz` knows whether the catalog can write, and a catalog that
+    /// keeps failing is not retried every second by every writer.
+    pub fn dependency(&self) -> &Arc<Dependency> {
+        &self.health
     }
 
     /// Closes every connection, waiting for those in use.
@@ -580,7 +590,12 @@ mod tests {
 
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("catalog.db")).await.unwrap();
+        let catalog = Catalog::open(
+            &dir.path().join("catalog.db"),
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
         Fixture {
             _dir: dir,
             catalog,
@@ -989,7 +1004,7 @@ mod tests {
         );
         // A restart does not adopt it.
         let path = f._dir.path().join("catalog.db");
-        let reopened = Catalog::open(&path).await.unwrap();
+        let reopened = Catalog::open(&path, Duration::from_secs(2)).await.unwrap();
         assert_eq!(
             reopened
                 .verify_audit(Owner::Platform)

@@ -41,8 +41,11 @@ macro_rules! on_engine {
 mod moves;
 mod pg;
 mod sqlite;
+mod writer;
 use crate::codec::{from_nanos, parse, to_nanos};
+use crate::health::{dependency_policy, Dependency};
 use crate::StoreError;
+use writer::{Done, Work, Writer};
 
 /// Open dedicated databases kept at once; the least recently used closes
 /// first. This bounds the file descriptors (SQLite: database, WAL and shared
@@ -174,6 +177,17 @@ pub enum DataError {
     Store(#[from] StoreError),
 }
 
+impl DataError {
+    /// The storage failure behind this error, also inside a batch.
+    fn store_failure(&self) -> Option<&StoreError> {
+        match self {
+            DataError::Store(e) => Some(e),
+            DataError::Batch { error, .. } => error.store_failure(),
+            _ => None,
+        }
+    }
+}
+
 impl From<sqlx::Error> for DataError {
     fn from(e: sqlx::Error) -> Self {
         DataError::Store(StoreError::Database(e))
@@ -187,6 +201,25 @@ type Result<T, E = DataError> = std::result::Result<T, E>;
 pub struct DataLimits {
     /// Largest record body, in bytes of compact JSON.
     pub max_record_bytes: usize,
+}
+
+/// How the store waits on its databases.
+#[derive(Debug, Clone, Copy)]
+pub struct Connections {
+    /// Longest a call waits for a pooled connection (or to open one) before
+    /// it fails with `store_unavailable`; well below the operation
+    /// deadlines, so that a database that cannot serve answers fast. On
+    /// PostgreSQL it is also the `lock_timeout` of every statement, so a
+    /// locked table fails fast too instead of holding its connection.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: std::time::Duration::from_secs(2),
+        }
+    }
 }
 
 /// A configured storage pool: its name and where it keeps data.
@@ -240,30 +273,60 @@ pub struct DataStore {
     /// Tenants whose writes are held while their data moves.
     gates: WriteGates,
     limits: DataLimits,
+    connections: Connections,
+    /// The circuit of each dedicated database, kept while it is closed too,
+    /// so that one that fails to open is refused at once after a few tries.
+    dedicated_health: moka::sync::Cache<(PoolName, TenantId), Arc<Dependency>>,
 }
 
 /// One opened storage pool.
 #[derive(Debug, Clone)]
 enum Storage {
     Sqlite {
-        pooled: SqlitePool,
+        pooled: SqliteDb,
         dedicated_dir: PathBuf,
     },
-    Postgres(Box<pg::PgStorage>),
+    Postgres {
+        pg: Box<pg::PgStorage>,
+        health: Arc<Dependency>,
+    },
+}
+
+impl Storage {
+    /// The circuit of the pool's shared database.
+    fn health(&self) -> &Arc<Dependency> {
+        match self {
+            Storage::Sqlite { pooled, .. } => &pooled.health,
+            Storage::Postgres { health, .. } => health,
+        }
+    }
+}
+
+/// One SQLite database: pooled connections for reads, its one writer for
+/// writes, and its circuit.
+#[derive(Debug, Clone)]
+struct SqliteDb {
+    pool: SqlitePool,
+    writer: Writer,
+    health: Arc<Dependency>,
 }
 
 /// The database (and on PostgreSQL, the schema) holding one tenant's data.
 #[derive(Debug, Clone)]
 enum Db {
-    Sqlite(SqlitePool),
-    Postgres(pg::PgDatabase),
+    Sqlite(SqliteDb),
+    Postgres(pg::PgDatabase, Arc<Dependency>),
 }
 
-/// A connection to a tenant's data, in a transaction for writes and for
+/// A connection to a tenant's data: a pooled one for SQLite reads, the
+/// writer's inside its transaction for SQLite writes, and a transaction for
 /// every PostgreSQL access (which is how the tenant and schema are set).
-enum Session {
-    SqliteWrite(Transaction<'static, Sqlite>),
+enum Session<'a> {
     SqliteRead(PoolConnection<Sqlite>),
+    /// The writer task's connection, in the transaction it steers.
+    Writer(&'a mut SqliteConnection),
+    /// A move's copy, in a transaction of its own on a pooled connection.
+    SqliteWrite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -272,57 +335,121 @@ enum Conn<'a> {
     Postgres(&'a mut PgConnection),
 }
 
-impl Session {
+impl Session<'_> {
     fn conn(&mut self) -> Conn<'_> {
         match self {
-            Session::SqliteWrite(tx) => Conn::Sqlite(tx),
             Session::SqliteRead(c) => Conn::Sqlite(c),
+            Session::Writer(c) => Conn::Sqlite(c),
+            Session::SqliteWrite(tx) => Conn::Sqlite(tx),
             Session::Postgres(tx) => Conn::Postgres(tx),
         }
     }
 
     async fn commit(self) -> Result<()> {
         match self {
+            // The writer commits its whole group.
+            Session::SqliteRead(_) | Session::Writer(_) => {}
             Session::SqliteWrite(tx) => tx.commit().await?,
-            Session::SqliteRead(_) => {}
             Session::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
     }
 }
 
+impl SqliteDb {
+    /// Opens (creating and migrating) the database file at `path`, with
+    /// `max_connections` pooled readers and its writer.
+    async fn open(
+        path: &Path,
+        max_connections: u32,
+        connections: Connections,
+        health: Arc<Dependency>,
+    ) -> Result<Self, StoreError> {
+        let pool = sqlite::open(path, max_connections, connections.acquire_timeout).await?;
+        Ok(Self {
+            pool,
+            writer: Writer::start(sqlite::options(path)),
+            health,
+        })
+    }
+}
+
 impl Db {
-    async fn read(&self, tenant: &TenantId) -> Result<Session> {
+    fn health(&self) -> &Arc<Dependency> {
+        match self {
+            Db::Sqlite(db) => &db.health,
+            Db::Postgres(_, health) => health,
+        }
+    }
+
+    async fn read(&self, tenant: &TenantId) -> Result<Session<'static>> {
         Ok(match self {
-            Db::Sqlite(pool) => Session::SqliteRead(pool.acquire().await?),
-            Db::Postgres(db) => Session::Postgres(db.begin(tenant).await?),
+            Db::Sqlite(db) => Session::SqliteRead(db.pool.acquire().await?),
+            Db::Postgres(db, _) => Session::Postgres(db.begin(tenant).await?),
         })
     }
 
-    async fn write(&self, tenant: &TenantId) -> Result<Session> {
+    /// A transaction of its own for a move's copy. Every other SQLite write
+    /// goes through the database's writer.
+    async fn write(&self, tenant: &TenantId) -> Result<Session<'static>> {
         Ok(match self {
             // Takes the write lock at once: a deferred transaction that
             // reads first could fail to upgrade under a concurrent writer.
-            Db::Sqlite(pool) => Session::SqliteWrite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(db) => Session::Postgres(db.begin(tenant).await?),
+            Db::Sqlite(db) => Session::SqliteWrite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(db, _) => Session::Postgres(db.begin(tenant).await?),
         })
+    }
+
+    /// Runs `work` as one write: on SQLite through the database's writer,
+    /// on PostgreSQL in a transaction of the tenant's.
+    async fn run(&self, tenant: &TenantId, work: Work) -> Result<Done> {
+        match self {
+            Db::Sqlite(db) => db.writer.write(work).await,
+            Db::Postgres(..) => {
+                let mut session = self.write(tenant).await?;
+                let done = writer::apply(&mut session, work).await?;
+                session.commit().await?;
+                Ok(done)
+            }
+        }
+    }
+
+    /// Runs `work` under the database's circuit: refused at once while it is
+    /// open, and counted as a failure when the database (not the request)
+    /// failed.
+    async fn guard<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        guarded(self.health(), work).await
     }
 
     /// Creates the indexes of declared fields; before the transaction that
     /// declares them, since on PostgreSQL only the tables' owner may.
     async fn create_indexes(&self, indexes: &[FieldPath]) -> Result<()> {
         match self {
-            Db::Sqlite(pool) => sqlite::create_indexes(pool, indexes).await,
-            Db::Postgres(db) => db.create_indexes(indexes).await,
+            Db::Sqlite(db) => sqlite::create_indexes(&db.pool, indexes).await,
+            Db::Postgres(db, _) => db.create_indexes(indexes).await,
         }
     }
 
     async fn close(&self) {
         match self {
-            Db::Sqlite(pool) => pool.close().await,
-            Db::Postgres(db) => db.close().await,
+            Db::Sqlite(db) => db.pool.close().await,
+            Db::Postgres(db, _) => db.close().await,
         }
     }
+}
+
+/// Runs `work` under `health`'s circuit (see `Db::guard`).
+async fn guarded<T>(
+    health: &Dependency,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let call = health.enter().map_err(StoreError::from)?;
+    let result = work.await;
+    match result.as_ref().err().and_then(DataError::store_failure) {
+        Some(e) if e.is_unavailability() => call.finish(Err(e)),
+        _ => call.finish(Ok(())),
+    }
+    result
 }
 
 impl DataStore {
@@ -332,24 +459,28 @@ impl DataStore {
     pub async fn open(
         pools: &[StoragePool],
         limits: DataLimits,
+        connections: Connections,
         cache: CacheLimits,
     ) -> Result<Self, StoreError> {
         let mut opened = BTreeMap::new();
         for spec in pools {
+            let health = Dependency::new(format!("pool {}", spec.name), dependency_policy());
             let storage = match &spec.location {
                 PoolLocation::Sqlite { dir } => {
                     let dedicated_dir = dir.join("tenants");
                     std::fs::create_dir_all(&dedicated_dir).map_err(|e| {
                         StoreError::Corrupt(format!("{}: {e}", dedicated_dir.display()))
                     })?;
+                    let path = dir.join("pooled.db");
                     Storage::Sqlite {
-                        pooled: sqlite::open(&dir.join("pooled.db"), 8).await?,
+                        pooled: SqliteDb::open(&path, 8, connections, health).await?,
                         dedicated_dir,
                     }
                 }
-                PoolLocation::Postgres { app_url, owner_url } => {
-                    Storage::Postgres(Box::new(pg::PgStorage::open(app_url, owner_url).await?))
-                }
+                PoolLocation::Postgres { app_url, owner_url } => Storage::Postgres {
+                    pg: Box::new(pg::PgStorage::open(app_url, owner_url, connections).await?),
+                    health,
+                },
             };
             opened.insert(spec.name.clone(), storage);
         }
@@ -367,7 +498,42 @@ impl DataStore {
             opening: moka::sync::Cache::new(OPEN_DEDICATED * 8),
             gates: WriteGates::default(),
             limits,
+            connections,
+            dedicated_health: moka::sync::Cache::new(OPEN_DEDICATED * 8),
         })
+    }
+
+    /// The circuit of every pool's shared database, for `/readyz` and
+    /// `/metrics`.
+    pub fn dependencies(&self) -> Vec<Arc<Dependency>> {
+        self.pools.values().map(|s| s.health().clone()).collect()
+    }
+
+    /// Checks every pool's shared database whose circuit is open with a
+    /// trivial query bounded by the acquire timeout, so that an idle pool's
+    /// circuit closes (and `/readyz` says so) as soon as the database is
+    /// back, without waiting for a tenant's request to probe it.
+    pub async fn probe(&self) {
+        for storage in self.pools.values().filter(|s| s.health().is_down()) {
+            let ping = async {
+                match storage {
+                    Storage::Sqlite { pooled, .. } => {
+                        sqlx::query("SELECT 1").execute(&pooled.pool).await?;
+                    }
+                    Storage::Postgres { pg, .. } => pg.ping().await?,
+                }
+                Ok::<_, DataError>(())
+            };
+            let bounded = async {
+                tokio::time::timeout(self.connections.acquire_timeout, ping)
+                    .await
+                    .unwrap_or(Err(DataError::Store(StoreError::Database(
+                        sqlx::Error::PoolTimedOut,
+                    ))))
+            };
+            // Refused while open: the circuit lets the probe through when due.
+            let _ = guarded(storage.health(), bounded).await;
+        }
     }
 
     fn storage(&self, pool: &PoolName) -> Result<&Storage, StoreError> {
@@ -387,9 +553,12 @@ impl DataStore {
         let storage = self.storage(pool)?;
         match (storage, isolation) {
             (Storage::Sqlite { pooled, .. }, Isolation::Pooled) => Ok(Db::Sqlite(pooled.clone())),
-            (Storage::Postgres(pg), Isolation::Pooled) => Ok(Db::Postgres(pg.pooled())),
-            (Storage::Postgres(pg), Isolation::Schema) => {
-                Ok(Db::Postgres(pg.schema(tenant).await?))
+            (Storage::Postgres { pg, health }, Isolation::Pooled) => {
+                Ok(Db::Postgres(pg.pooled(), health.clone()))
+            }
+            (Storage::Postgres { pg, health }, Isolation::Schema) => {
+                let schema = guarded(health, async { pg.schema(tenant).await }).await?;
+                Ok(Db::Postgres(schema, health.clone()))
             }
             (Storage::Sqlite { .. }, Isolation::Schema) => Err(DataError::Unsupported(
                 "the schema model needs a PostgreSQL storage pool".into(),
@@ -407,38 +576,29 @@ impl DataStore {
                 if let Some(db) = self.dedicated.get(&key).await {
                     return Ok(db);
                 }
-                let db = match storage {
-                    Storage::Sqlite { dedicated_dir, .. } => {
-                        let path = dedicated_dir.join(format!("{tenant}.db"));
-                        Db::Sqlite(sqlite::open(&path, DEDICATED_CONNECTIONS).await?)
-                    }
-                    Storage::Postgres(pg) => Db::Postgres(pg.dedicated(tenant).await?),
-                };
+                let health = self.dedicated_health.get_with(key.clone(), || {
+                    Dependency::new(format!("pool {pool}, tenant {tenant}"), dependency_policy())
+                });
+                let connections = self.connections;
+                let db = guarded(&health.clone(), async move {
+                    Ok(match storage {
+                        Storage::Sqlite { dedicated_dir, .. } => {
+                            let path = dedicated_dir.join(format!("{tenant}.db"));
+                            Db::Sqlite(
+                                SqliteDb::open(&path, DEDICATED_CONNECTIONS, connections, health)
+                                    .await?,
+                            )
+                        }
+                        Storage::Postgres { pg, .. } => {
+                            Db::Postgres(pg.dedicated(tenant).await?, health)
+                        }
+                    })
+                })
+                .await?;
                 self.dedicated.insert(key, db.clone()).await;
                 Ok(db)
             }
         }
-    }
-
-    async fn read(&self, scope: &DataScope) -> Result<Session> {
-        self.db(scope).await?.read(scope.tenant()).await
-    }
-
-    async fn begin_write(&self, scope: &DataScope) -> Result<Session> {
-        self.db(scope).await?.write(scope.tenant()).await
-    }
-
-    /// Answers when every pool's shared database serves queries.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        for storage in self.pools.values() {
-            match storage {
-                Storage::Sqlite { pooled, .. } => {
-                    sqlx::query("SELECT 1").execute(pooled).await?;
-                }
-                Storage::Postgres(pg) => pg.ping().await?,
-            }
-        }
-        Ok(())
     }
 
     /// Refreshes SQLite's planner statistics where they are stale (`PRAGMA
@@ -447,12 +607,12 @@ impl DataStore {
     pub async fn optimize(&self) -> Result<(), StoreError> {
         for storage in self.pools.values() {
             if let Storage::Sqlite { pooled, .. } = storage {
-                sqlx::query("PRAGMA optimize").execute(pooled).await?;
+                sqlx::query("PRAGMA optimize").execute(&pooled.pool).await?;
             }
         }
         for (_, db) in &self.dedicated {
-            if let Db::Sqlite(pool) = db {
-                sqlx::query("PRAGMA optimize").execute(&pool).await?;
+            if let Db::Sqlite(db) = db {
+                sqlx::query("PRAGMA optimize").execute(&db.pool).await?;
             }
         }
         Ok(())
@@ -461,8 +621,8 @@ impl DataStore {
     pub async fn close(&self) {
         for storage in self.pools.values() {
             match storage {
-                Storage::Sqlite { pooled, .. } => pooled.close().await,
-                Storage::Postgres(pg) => pg.close().await,
+                Storage::Sqlite { pooled, .. } => pooled.pool.close().await,
+                Storage::Postgres { pg, .. } => pg.close().await,
             }
         }
         for (_, db) in &self.dedicated {
@@ -474,7 +634,7 @@ impl DataStore {
     #[cfg(test)]
     async fn sqlite_pool(&self, scope: &DataScope) -> SqlitePool {
         match self.db(scope).await {
-            Ok(Db::Sqlite(pool)) => pool,
+            Ok(Db::Sqlite(db)) => db.pool,
             other => panic!("not a SQLite placement: {other:?}"),
         }
     }
@@ -490,16 +650,21 @@ impl DataStore {
     ) -> Result<Collection> {
         let _permit = self.gates.permit(scope).await?;
         let db = self.db(scope).await?;
-        db.create_indexes(indexes).await?;
         let paths: Vec<String> = indexes.iter().map(ToString::to_string).collect();
         let row = CollectionRow {
             name: name.to_string(),
             indexes: serde_json::to_string(&paths).unwrap_or_default(),
             created_at: to_nanos(now),
         };
-        let mut session = db.write(scope.tenant()).await?;
-        on_engine!(session, insert_collection(scope.tenant(), &row))?;
-        session.commit().await?;
+        let work = Work::CreateCollection {
+            tenant: scope.tenant().clone(),
+            row,
+        };
+        db.guard(async {
+            db.create_indexes(indexes).await?;
+            db.run(scope.tenant(), work).await
+        })
+        .await?;
         Ok(Collection {
             name: name.clone(),
             indexes: indexes.to_vec(),
@@ -512,9 +677,15 @@ impl DataStore {
         scope: &DataScope,
         name: &CollectionName,
     ) -> Result<Option<Collection>> {
-        let mut session = self.read(scope).await?;
-        let row = on_engine!(session, collection(scope.tenant(), name))?;
-        session.commit().await?;
+        let db = self.db(scope).await?;
+        let row = db
+            .guard(async {
+                let mut session = db.read(scope.tenant()).await?;
+                let row = on_engine!(session, collection(scope.tenant(), name))?;
+                session.commit().await?;
+                Ok(row)
+            })
+            .await?;
         row.map(CollectionRow::into_collection).transpose()
     }
 
@@ -524,13 +695,19 @@ impl DataStore {
         after: Option<&CollectionName>,
         limit: u32,
     ) -> Result<Vec<Collection>> {
-        let mut session = self.read(scope).await?;
+        let db = self.db(scope).await?;
         let after = after.map_or("", CollectionName::as_str);
-        let rows = on_engine!(
-            session,
-            collections(scope.tenant(), after, i64::from(limit))
-        )?;
-        session.commit().await?;
+        let rows = db
+            .guard(async {
+                let mut session = db.read(scope.tenant()).await?;
+                let rows = on_engine!(
+                    session,
+                    collections(scope.tenant(), after, i64::from(limit))
+                )?;
+                session.commit().await?;
+                Ok(rows)
+            })
+            .await?;
         rows.into_iter()
             .map(CollectionRow::into_collection)
             .collect()
@@ -543,13 +720,15 @@ impl DataStore {
         name: &CollectionName,
     ) -> Result<bool> {
         let _permit = self.gates.permit(scope).await?;
-        let mut session = self.begin_write(scope).await?;
-        let Some((bytes, records)) = on_engine!(session, delete_collection(scope.tenant(), name))?
-        else {
-            return Ok(false);
+        let db = self.db(scope).await?;
+        let work = Work::DeleteCollection {
+            tenant: scope.tenant().clone(),
+            name: name.clone(),
         };
-        on_engine!(session, add_usage(scope.tenant(), -bytes, -records))?;
-        session.commit().await?;
+        let deleted = db.guard(db.run(scope.tenant(), work)).await?;
+        if !matches!(deleted, Done::Deleted(true)) {
+            return Ok(false);
+        }
         self.cache.invalidate_tenant(scope.tenant(), Some(name));
         Ok(true)
     }
@@ -568,17 +747,24 @@ impl DataStore {
             return Ok(Some(record));
         }
         let started = self.cache.read_started();
-        let mut session = self.read(scope).await?;
-        let row = on_engine!(session, record(scope.tenant(), collection, id, false))?;
-        let Some(row) = row else {
-            let found = on_engine!(session, collection(scope.tenant(), collection))?;
-            session.commit().await?;
-            return match found {
-                Some(_) => Ok(None),
-                None => Err(DataError::CollectionNotFound),
-            };
+        let db = self.db(scope).await?;
+        let found = db
+            .guard(async {
+                let mut session = db.read(scope.tenant()).await?;
+                let row = on_engine!(session, record(scope.tenant(), collection, id, false))?;
+                let collection_found = match row {
+                    Some(_) => true,
+                    None => on_engine!(session, collection(scope.tenant(), collection))?.is_some(),
+                };
+                session.commit().await?;
+                Ok((row, collection_found))
+            })
+            .await?;
+        let row = match found {
+            (Some(row), _) => row,
+            (None, true) => return Ok(None),
+            (None, false) => return Err(DataError::CollectionNotFound),
         };
-        session.commit().await?;
         let record = row.into_record()?;
         self.cache.fill(key, &record, started).await;
         Ok(Some(record))
@@ -593,7 +779,6 @@ impl DataStore {
         now: OffsetDateTime,
     ) -> Result<Vec<BatchResult>> {
         let _permit = self.gates.permit(scope).await?;
-        let single = ops.len() == 1;
         let touched: Vec<RecordKey> = ops
             .iter()
             .map(|op| match op {
@@ -603,35 +788,32 @@ impl DataStore {
                 | BatchOp::Delete { id, .. } => RecordKey::new(scope, collection, id),
             })
             .collect();
-        let mut session = self.begin_write(scope).await?;
-        let mut results = Vec::with_capacity(ops.len());
-        for (index, op) in ops.into_iter().enumerate() {
-            match self.apply(&mut session, scope, collection, op, now).await {
-                Ok(result) => results.push(result),
-                // A single write reports its own error; a batch says which one failed.
-                Err(error) if single => return Err(error),
-                Err(error) => {
-                    return Err(DataError::Batch {
-                        index,
-                        error: Box::new(error),
-                    })
-                }
-            }
-        }
-        session.commit().await?;
+        let db = self.db(scope).await?;
+        let work = Work::Batch {
+            tenant: scope.tenant().clone(),
+            collection: collection.clone(),
+            ops,
+            now,
+            limits: self.limits,
+        };
+        let Done::Batch(results) = db.guard(db.run(scope.tenant(), work)).await? else {
+            return Err(DataError::Unsupported(
+                "a batch answered as another write".into(),
+            ));
+        };
         self.cache.invalidate(touched).await;
         Ok(results)
     }
 
+    /// One operation of a batch, in the batch's transaction.
     async fn apply(
-        &self,
-        session: &mut Session,
-        scope: &DataScope,
+        limits: &DataLimits,
+        session: &mut Session<'_>,
+        tenant: &TenantId,
         collection: &CollectionName,
         op: BatchOp,
         now: OffsetDateTime,
     ) -> Result<BatchResult> {
-        let tenant = scope.tenant();
         let current = match &op {
             BatchOp::Create { .. } => None,
             BatchOp::Put { id, .. } | BatchOp::Patch { id, .. } | BatchOp::Delete { id, .. } => {
@@ -650,19 +832,14 @@ impl DataStore {
             };
         match op {
             BatchOp::Create { id, body } => {
-                self.insert(session, tenant, collection, &id, body, now)
-                    .await
+                Self::insert(limits, session, tenant, collection, &id, body, now).await
             }
             BatchOp::Put { id, body, expect } => {
                 check_version(expect, &current)?;
                 match current {
-                    None => {
-                        self.insert(session, tenant, collection, &id, body, now)
-                            .await
-                    }
+                    None => Self::insert(limits, session, tenant, collection, &id, body, now).await,
                     Some(row) => {
-                        self.update(session, tenant, collection, row, body, now)
-                            .await
+                        Self::update(limits, session, tenant, collection, row, body, now).await
                     }
                 }
             }
@@ -677,8 +854,7 @@ impl DataStore {
                     serde_json::from_str::<Value>(b)
                 })?;
                 merge_patch(&mut body, &patch);
-                self.update(session, tenant, collection, row, body, now)
-                    .await
+                Self::update(limits, session, tenant, collection, row, body, now).await
             }
             BatchOp::Delete { id, expect } => {
                 check_version(expect, &current)?;
@@ -691,29 +867,29 @@ impl DataStore {
     }
 
     /// The stored text of a body, checked against the record rules.
-    fn encode(&self, body: &Value) -> Result<String> {
+    fn encode(limits: &DataLimits, body: &Value) -> Result<String> {
         check_body(body).map_err(|e| DataError::InvalidBody(e.to_string()))?;
         let text = body.to_string();
-        if text.len() > self.limits.max_record_bytes {
+        if text.len() > limits.max_record_bytes {
             return Err(DataError::InvalidBody(format!(
                 "the record is {} bytes; the limit is {}",
                 text.len(),
-                self.limits.max_record_bytes
+                limits.max_record_bytes
             )));
         }
         Ok(text)
     }
 
     async fn insert(
-        &self,
-        session: &mut Session,
+        limits: &DataLimits,
+        session: &mut Session<'_>,
         tenant: &TenantId,
         collection: &CollectionName,
         id: &RecordId,
         body: Value,
         now: OffsetDateTime,
     ) -> Result<BatchResult> {
-        let text = self.encode(&body)?;
+        let text = Self::encode(limits, &body)?;
         let row = RecordRow {
             id: id.to_string(),
             version: 1,
@@ -734,15 +910,15 @@ impl DataStore {
     }
 
     async fn update(
-        &self,
-        session: &mut Session,
+        limits: &DataLimits,
+        session: &mut Session<'_>,
         tenant: &TenantId,
         collection: &CollectionName,
         current: RecordRow,
         body: Value,
         now: OffsetDateTime,
     ) -> Result<BatchResult> {
-        let text = self.encode(&body)?;
+        let text = Self::encode(limits, &body)?;
         let id = parse("records.id", &current.id, RecordId::parse)?;
         let row = RecordRow {
             size: stored_size(&id, &text),
@@ -774,9 +950,15 @@ impl DataStore {
                 return Err(DataError::NotIndexed(field.clone()));
             }
         }
-        let mut session = self.read(scope).await?;
-        let rows = on_engine!(session, list(scope.tenant(), collection, query))?;
-        session.commit().await?;
+        let db = self.db(scope).await?;
+        let rows = db
+            .guard(async {
+                let mut session = db.read(scope.tenant()).await?;
+                let rows = on_engine!(session, list(scope.tenant(), collection, query))?;
+                session.commit().await?;
+                Ok(rows)
+            })
+            .await?;
         rows.into_iter()
             .map(|row| {
                 let sort_value = match (&query.sort, &row.sort_key) {
@@ -804,9 +986,15 @@ impl DataStore {
     }
 
     pub async fn usage(&self, scope: &DataScope) -> Result<Usage> {
-        let mut session = self.read(scope).await?;
-        let row = on_engine!(session, usage(scope.tenant()))?;
-        session.commit().await?;
+        let db = self.db(scope).await?;
+        let row = db
+            .guard(async {
+                let mut session = db.read(scope.tenant()).await?;
+                let row = on_engine!(session, usage(scope.tenant()))?;
+                session.commit().await?;
+                Ok(row)
+            })
+            .await?;
         Ok(row.map_or_else(Usage::default, |(bytes, records)| Usage { bytes, records }))
     }
 
@@ -826,15 +1014,19 @@ impl DataStore {
             .db_at(tenant, pool, Isolation::Pooled)
             .await
             .map_err(store_error)?;
-        let mut session = db.write(tenant).await.map_err(store_error)?;
-        on_engine!(session, delete_tenant_rows(tenant)).map_err(store_error)?;
-        session.commit().await.map_err(store_error)
+        let work = Work::DeleteTenantRows {
+            tenant: tenant.clone(),
+        };
+        db.guard(db.run(tenant, work))
+            .await
+            .map(drop)
+            .map_err(store_error)
     }
 
     /// Drops `tenant`'s own schema in `pool`, if it is PostgreSQL.
     async fn remove_schema(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
         match self.storage(pool)? {
-            Storage::Postgres(pg) => pg.drop_schema(tenant).await,
+            Storage::Postgres { pg, .. } => pg.drop_schema(tenant).await,
             Storage::Sqlite { .. } => Ok(()),
         }
     }
@@ -847,9 +1039,9 @@ impl DataStore {
             open.close().await;
         }
         let dedicated_dir = match storage {
-            Storage::Postgres(pg) => {
+            Storage::Postgres { pg, .. } => {
                 let open = match &open {
-                    Some(Db::Postgres(db)) => Some(db),
+                    Some(Db::Postgres(db, _)) => Some(db),
                     _ => None,
                 };
                 return pg.drop_database(tenant, open).await;
@@ -872,6 +1064,34 @@ impl DataStore {
         }
         Ok(())
     }
+}
+
+/// Runs a batch's operations in order in one transaction; the first that
+/// fails fails the batch (a single write reports its own error, a batch
+/// says which one failed).
+async fn apply_batch(
+    limits: &DataLimits,
+    session: &mut Session<'_>,
+    tenant: &TenantId,
+    collection: &CollectionName,
+    ops: Vec<BatchOp>,
+    now: OffsetDateTime,
+) -> Result<Vec<BatchResult>> {
+    let single = ops.len() == 1;
+    let mut results = Vec::with_capacity(ops.len());
+    for (index, op) in ops.into_iter().enumerate() {
+        match DataStore::apply(limits, session, tenant, collection, op, now).await {
+            Ok(result) => results.push(result),
+            Err(error) if single => return Err(error),
+            Err(error) => {
+                return Err(DataError::Batch {
+                    index,
+                    error: Box::new(error),
+                })
+            }
+        }
+    }
+    Ok(results)
 }
 
 /// A failure of a step that no request caused, as the storage error it is.

@@ -10,6 +10,7 @@ pub mod cache;
 mod catalog;
 mod codec;
 pub mod data;
+pub mod health;
 pub mod jobs;
 pub mod plans;
 pub mod policy;
@@ -19,7 +20,7 @@ pub mod usage;
 
 pub use audit::{state_digest, AuditEntry, NewAuditEntry, Verification};
 pub use catalog::{Catalog, Owner};
-pub use data::{DataError, DataLimits, DataStore, PoolLocation, StoragePool};
+pub use data::{Connections, DataError, DataLimits, DataStore, PoolLocation, StoragePool};
 
 /// A storage failure. `Conflict` is a unique-key clash the caller can name;
 /// everything else is the store being unreachable or broken, which the server
@@ -36,6 +37,84 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Catalog(#[from] postgres::CatalogProblems),
+    /// A failure shared by every write of one group commit.
+    #[error(transparent)]
+    Shared(std::sync::Arc<sqlx::Error>),
+    /// The dependency's circuit is open after repeated failures; calls are
+    /// refused at once until `retry_after`, when one probe goes through.
+    #[error("{dependency} is unavailable")]
+    Unavailable {
+        dependency: std::sync::Arc<str>,
+        retry_after: std::time::Duration,
+    },
+}
+
+impl From<health::Refused> for StoreError {
+    fn from(refused: health::Refused) -> Self {
+        StoreError::Unavailable {
+            dependency: refused.name,
+            retry_after: refused.retry_after,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the failure is the store's, not the request's: it could not
+    /// be reached, ran out of connections, time, space or locks, or was shut
+    /// down. These count against a dependency's circuit; a unique-key
+    /// clash or corrupt row does not.
+    pub fn is_unavailability(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } => true,
+            StoreError::Database(e) => is_unavailability(e),
+            StoreError::Shared(e) => is_unavailability(e),
+            _ => false,
+        }
+    }
+}
+
+/// Pool options that never hand out a connection still inside a
+/// transaction: one whose transaction failed or was cancelled (a COMMIT
+/// that failed on a full disk, a request dropped mid-transaction) is closed
+/// when it comes back instead of being reused, so the next caller starts
+/// clean and the pool heals by itself.
+pub(crate) fn hygiene<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    use sqlx::Connection;
+    options
+        .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+        .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+}
+
+/// Whether a database error says the database (not the statement) failed.
+pub(crate) fn is_unavailability(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if code.len() == 5 {
+                // A PostgreSQL SQLSTATE (always five characters): connection
+                // exceptions, insufficient resources (disk full, too many
+                // connections), operator intervention (shutdown, statement
+                // or lock timeout), system errors, and a lock not available.
+                matches!(&code[..2], "08" | "53" | "57" | "58") || code == "55P03"
+            } else {
+                // A SQLite (extended) result code, at most four digits: BUSY,
+                // LOCKED, READONLY, IOERR, FULL, CANTOPEN.
+                code.parse::<u32>()
+                    .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+            }
+        }
+        _ => false,
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

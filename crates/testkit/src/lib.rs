@@ -25,6 +25,8 @@ pub const APP_ROLE: &str = "tenantd_app";
 pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
+    /// The server's options (`pg_ctl -o`), to start it again the same way.
+    options: String,
     /// Set once the tenantd roles exist.
     roles: tokio::sync::OnceCell<()>,
     /// Numbers the databases made by `tenantd_database`.
@@ -164,7 +166,33 @@ impl Postgres {
             "-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 {durability} \
              -c max_connections=300"
         );
-        let log = dir
+        let server = Self {
+            dir,
+            port,
+            options,
+            roles: tokio::sync::OnceCell::new(),
+            databases: AtomicUsize::new(0),
+        };
+        server.resume();
+        server
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended): connections
+    /// drop and new ones are refused until `resume`.
+    pub fn stop(&self) {
+        let data = self.data_dir().to_string_lossy().into_owned();
+        run(
+            as_postgres("pg_ctl", &["stop", "-w", "-m", "fast", "-D", &data]),
+            "pg_ctl stop",
+        );
+    }
+
+    /// Starts the server on its data and port, and waits until it accepts
+    /// connections.
+    pub fn resume(&self) {
+        let data = self.data_dir().to_string_lossy().into_owned();
+        let log = self
+            .dir
             .path()
             .join("postgres.log")
             .to_string_lossy()
@@ -173,17 +201,20 @@ impl Postgres {
             as_postgres(
                 "pg_ctl",
                 &[
-                    "start", "-w", "-t", "60", "-D", &data_arg, "-l", &log, "-o", &options,
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    &data,
+                    "-l",
+                    &log,
+                    "-o",
+                    &self.options,
                 ],
             ),
             "pg_ctl start",
         );
-        Self {
-            dir,
-            port,
-            roles: tokio::sync::OnceCell::new(),
-            databases: AtomicUsize::new(0),
-        }
     }
 
     /// A fresh database for one tenantd storage pool, owned by `OWNER_ROLE`,

@@ -908,8 +908,10 @@ async fn large_bodies_stream_through_the_gateway_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tenantd.toml"),
+        // Bodies may be as large as the server allows at most (1 GiB);
+        // the default limit (1 MiB) would refuse this upload with 413.
         format!(
-            "[[gateway.services]]\nname = \"files\"\nupstreams = [\"{upstream}\"]\npath_prefix = \"/base\"\n"
+            "max_body_bytes = 1073741824\n[[gateway.services]]\nname = \"files\"\nupstreams = [\"{upstream}\"]\npath_prefix = \"/base\"\n"
         ),
     )
     .unwrap();

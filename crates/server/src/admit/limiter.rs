@@ -16,6 +16,8 @@ use tenantd_core::gcra::{decide, Decision, Limit};
 use tenantd_core::TenantId;
 use tokio::sync::OnceCell;
 
+use tenantd_store::health::{dependency_policy, Dependency};
+
 use super::ledgers::Ledgers;
 use crate::config::{FailMode, RedisConfig};
 
@@ -251,6 +253,9 @@ pub enum Limiter {
         /// Decides while Redis is unreachable, when failing open.
         local: Arc<Ledgers>,
         on_unavailable: FailMode,
+        /// Redis's circuit: after a few failures the limiter stops calling
+        /// it (deciding locally or refusing at once) until a probe answers.
+        health: Arc<Dependency>,
     },
 }
 
@@ -270,8 +275,22 @@ impl Limiter {
                 redis: Box::new(RedisRates::new(&config.url, config.timeout)?),
                 local: ledgers,
                 on_unavailable: config.on_unavailable,
+                health: Dependency::new("redis", dependency_policy()),
             },
         })
+    }
+
+    /// Redis's circuit and what the limiter does without Redis, when it
+    /// uses Redis.
+    pub fn dependency(&self) -> Option<(&Arc<Dependency>, FailMode)> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis {
+                health,
+                on_unavailable,
+                ..
+            } => Some((health, *on_unavailable)),
+        }
     }
 
     pub async fn decide(&self, tenant: &TenantId, checks: &[RateCheck], now: u64) -> RateOutcome {
@@ -283,18 +302,31 @@ impl Limiter {
                 redis,
                 local,
                 on_unavailable,
-            } => match redis.decide(tenant, checks, now, 1).await {
-                Ok(decisions) => RateOutcome::Decided(decisions),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rate limiter unavailable");
-                    match on_unavailable {
-                        FailMode::FailOpen => {
-                            RateOutcome::Decided(local.decide_rates(tenant, checks, now, 1))
+                health,
+            } => {
+                // The circuit logs Redis going down and coming back, once
+                // each; a decision taken without Redis logs nothing.
+                let decided = match health.enter() {
+                    Ok(call) => match redis.decide(tenant, checks, now, 1).await {
+                        Ok(decisions) => {
+                            call.finish(Ok(()));
+                            Some(decisions)
                         }
-                        FailMode::FailClosed => RateOutcome::Unavailable,
+                        Err(e) => {
+                            call.finish(Err(&e));
+                            None
+                        }
+                    },
+                    Err(_) => None,
+                };
+                match (decided, on_unavailable) {
+                    (Some(decisions), _) => RateOutcome::Decided(decisions),
+                    (None, FailMode::FailOpen) => {
+                        RateOutcome::Decided(local.decide_rates(tenant, checks, now, 1))
                     }
+                    (None, FailMode::FailClosed) => RateOutcome::Unavailable,
                 }
-            },
+            }
         }
     }
 }

@@ -31,6 +31,8 @@ use tenantd_core::policy::{effective, Overrides};
 use tenantd_core::quota::{Demand, QuotaDecision};
 use tenantd_core::{Clock, DataScope, ErrorCode, PlanId, Principal, TenantId};
 
+use tenantd_store::health::Dependency;
+
 use crate::config::AdmissionConfig;
 use crate::meter::{self, MeteredBody};
 use crate::metrics::{Metrics, Rejection};
@@ -40,10 +42,19 @@ use ledgers::Ledgers;
 use limiter::{Limiter, RateCheck, RateOutcome, Unavailable};
 use seats::{Refusal, Seats};
 
+/// How request bodies are taken in: the server's largest body, and the time
+/// a body has to arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRules {
+    pub max_bytes: u64,
+    pub read_timeout: Duration,
+}
+
 /// The admission stage's state, shared by every request.
 #[derive(Debug)]
 pub struct Admission {
     config: AdmissionConfig,
+    body: BodyRules,
     /// Every version of every plan (index: version − 1). Read by every
     /// request without a lock; a new version (rare) swaps in a new map.
     plans: ArcSwap<HashMap<PlanId, Vec<Arc<Plan>>>>,
@@ -67,17 +78,36 @@ const LEVEL_RETRY: Duration = Duration::from_secs(60);
 
 impl Admission {
     /// The stage with no plans yet; `add_plan_version` loads them.
-    pub fn new(config: &AdmissionConfig, clock: Arc<dyn Clock>) -> Result<Self, Unavailable> {
+    /// `dependencies` (the catalog, the storage pools) are reported in
+    /// `/metrics` with Redis, when the limiter uses it.
+    pub fn new(
+        config: &AdmissionConfig,
+        body: BodyRules,
+        mut dependencies: Vec<Arc<Dependency>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Unavailable> {
         let ledgers = Arc::new(Ledgers::default());
-        let seats = Seats::new(config.seats, config.discipline);
+        let seats = Seats::with_tenant_ceiling(
+            config.seats,
+            config.tenant_max_seats.of(config.seats),
+            config.discipline,
+        );
+        let limiter = Limiter::new(config.redis.as_ref(), ledgers.clone())?;
+        dependencies.extend(limiter.dependency().map(|(redis, _)| redis.clone()));
         Ok(Self {
-            limiter: Limiter::new(config.redis.as_ref(), ledgers.clone())?,
-            metrics: Metrics::new(seats.clone(), ledgers.clone(), config.metrics_tenants),
+            limiter,
+            metrics: Metrics::new(
+                seats.clone(),
+                ledgers.clone(),
+                dependencies,
+                config.metrics_tenants,
+            ),
             seats,
             ledgers,
             plans: ArcSwap::default(),
             plans_writer: Mutex::default(),
             config: config.clone(),
+            body,
             clock,
         })
     }
@@ -221,14 +251,16 @@ impl Admission {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        if let (Some(limit), Some(length)) = (plan.max_body_bytes, declared_length) {
-            if length > limit {
-                return ApiError::with_detail(
-                    ErrorCode::PayloadTooLarge,
-                    format!("the plan allows bodies of {limit} bytes; this one has {length}"),
-                )
-                .into_response();
-            }
+        // The edge refused lengths over the server's limit; this is the plan's.
+        let body_limit = plan
+            .max_body_bytes
+            .map_or(self.body.max_bytes, |limit| limit.min(self.body.max_bytes));
+        if let Some(length) = declared_length.filter(|&length| length > body_limit) {
+            return ApiError::with_detail(
+                ErrorCode::PayloadTooLarge,
+                format!("the plan allows bodies of {body_limit} bytes; this one has {length}"),
+            )
+            .into_response();
         }
 
         // Rate limits: the tenant's own, and its class's if the plan sets one.
@@ -353,6 +385,40 @@ impl Admission {
             }
         }
 
+        // A request refused from here on has not run: it does not count.
+        let refund = || {
+            self.ledgers.with(&tenant, |usage| {
+                if counts_against_quotas {
+                    usage
+                        .ledger
+                        .refund_request(billing_day, now.unix_timestamp());
+                }
+                usage.meter(now, |h| h.requests = h.requests.saturating_sub(1));
+                usage.admitted_total = usage.admitted_total.saturating_sub(1);
+            });
+        };
+
+        // The body, metered as it arrives. A data API body is read whole
+        // before the request queues for a seat: a client that sends it
+        // slowly holds nothing anyone else needs while it waits. A proxied
+        // body streams to the upstream, cut at the limit; it holds the
+        // tenant's bulkhead place and a seat within its ceiling meanwhile.
+        let request = meter::meter_request(request, &self, &tenant, billing_day);
+        let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
+        let request = if class == OpClass::Proxy {
+            let (parts, body) = request.into_parts();
+            let limited = http_body_util::Limited::new(body, limit);
+            Request::from_parts(parts, axum::body::Body::new(limited))
+        } else {
+            match read_body(request, limit, self.body.read_timeout).await {
+                Ok(request) => request,
+                Err((reason, error)) => {
+                    refund();
+                    return self.refuse(&tenant, reason, error, headers);
+                }
+            }
+        };
+
         // A seat, fairly.
         let class_config = self.config.classes.get(class);
         let cap = plan.concurrency_cap().map_or(u32::MAX, |c| {
@@ -369,16 +435,7 @@ impl Admission {
         let seat = match seats.acquire(&tenant, ask, self.config.queue_wait).await {
             Ok(seat) => seat,
             Err(refusal) => {
-                // Refused before running: the request does not count.
-                self.ledgers.with(&tenant, |usage| {
-                    if counts_against_quotas {
-                        usage
-                            .ledger
-                            .refund_request(billing_day, now.unix_timestamp());
-                    }
-                    usage.meter(now, |h| h.requests = h.requests.saturating_sub(1));
-                    usage.admitted_total = usage.admitted_total.saturating_sub(1);
-                });
+                refund();
                 let (reason, error) = match refusal {
                     Refusal::QueueFull => (
                         Rejection::TenantQueueFull,
@@ -409,19 +466,7 @@ impl Admission {
         self.metrics.admitted(class, seat.waited);
         let in_flight = InFlight::enter(&self.ledgers, &tenant);
 
-        // Run under the class's deadline, with the bodies metered.
-        let request = meter::meter_request(request, &self, &tenant, billing_day);
-        let request = match plan.max_body_bytes {
-            // A body sent without a length is cut at the limit as it streams.
-            // Outermost, so that the extractors see the limit's own error.
-            Some(limit) => {
-                let (parts, body) = request.into_parts();
-                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                let limited = http_body_util::Limited::new(body, limit);
-                Request::from_parts(parts, axum::body::Body::new(limited))
-            }
-            None => request,
-        };
+        // Run under the class's deadline.
         let outcome = tokio::time::timeout(class_config.deadline, next.run(request)).await;
         let held = seat.held();
         let width = seat.width();
@@ -460,6 +505,42 @@ impl Admission {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+}
+
+/// Reads `request`'s body whole, at most `limit` bytes within `timeout`, and
+/// hands the request on with the bytes read.
+async fn read_body(
+    request: Request,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Request, (Rejection, ApiError)> {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(Request::from_parts(
+            parts,
+            axum::body::Body::from(collected.to_bytes()),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err((
+            Rejection::BodyTooLarge,
+            ApiError::with_detail(
+                ErrorCode::PayloadTooLarge,
+                format!("bodies may have at most {limit} bytes"),
+            ),
+        )),
+        Ok(Err(e)) => Err((
+            Rejection::BodyUnreadable,
+            ApiError::invalid_body(format!("the request body could not be read: {e}")),
+        )),
+        Err(_) => Err((
+            Rejection::BodyTimeout,
+            ApiError::with_detail(
+                ErrorCode::BodyTimeout,
+                format!("the body did not arrive within {} s", timeout.as_secs_f64()),
+            ),
+        )),
     }
 }
 

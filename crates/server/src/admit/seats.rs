@@ -116,10 +116,20 @@ impl Inner {
 }
 
 impl Seats {
+    /// `capacity` seats, which one tenant may take all of.
     pub fn new(capacity: u32, discipline: Discipline) -> Arc<Self> {
+        Self::with_tenant_ceiling(capacity, capacity, discipline)
+    }
+
+    /// `capacity` seats of which one tenant holds at most `tenant_max_seats`.
+    pub fn with_tenant_ceiling(
+        capacity: u32,
+        tenant_max_seats: u32,
+        discipline: Discipline,
+    ) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
-                queue: FairQueue::new(capacity, discipline),
+                queue: FairQueue::with_tenant_ceiling(capacity, tenant_max_seats, discipline),
                 waiting: HashMap::new(),
             }),
         })

@@ -148,9 +148,13 @@ impl Service {
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
             .build(connector);
         Self {
-            seats: config
-                .seats
-                .map(|seats| Seats::new(seats, admission.discipline)),
+            seats: config.seats.map(|seats| {
+                Seats::with_tenant_ceiling(
+                    seats,
+                    admission.tenant_max_seats.of(seats),
+                    admission.discipline,
+                )
+            }),
             client,
             breaker: config.breaker.policy(),
             circuits: moka::sync::Cache::builder()

@@ -15,7 +15,7 @@ use tenantd_core::quota::BillingDay;
 use tenantd_core::{Role, TenantId};
 use time::macros::datetime;
 
-use crate::helpers::{spawn_app_with, TestApp, START};
+use crate::helpers::{metric, spawn_app_with, until_metric, TestApp, START};
 
 /// A plan from its JSON form (as in config), with a high rate limit unless given.
 fn plan(value: Value) -> Plan {
@@ -415,31 +415,6 @@ async fn months_are_anchored_at_the_tenants_billing_day() {
 }
 
 /// The value of an unlabelled metric, or of one labelled series.
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .request(Method::GET, "/metrics")
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn until_metric(app: &TestApp, series: &str, value: f64) {
-    for _ in 0..200 {
-        if metric(app, series).await == value {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{series} did not reach {value}");
-}
-
 async fn send(app: &TestApp, method: Method, path: &str, token: &str) -> (u16, String, String) {
     let mut request = app.request(method.clone(), path).bearer_auth(token);
     if method == Method::PUT {

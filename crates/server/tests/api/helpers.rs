@@ -179,3 +179,30 @@ pub async fn wait_for_job(app: &TestApp, id: &tenantd_core::JobId) -> tenantd_cl
     }
     panic!("job {} did not end within 10 s", id.as_str());
 }
+
+/// The value of the unlabelled series `series` in `/metrics` (0 if absent).
+pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .request(Method::GET, "/metrics")
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `series` reads `value`.
+pub async fn until_metric(app: &TestApp, series: &str, value: f64) {
+    for _ in 0..200 {
+        if metric(app, series).await == value {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{series} did not reach {value}");
+}

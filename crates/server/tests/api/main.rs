@@ -8,6 +8,7 @@ mod admission;
 mod authz_matrix;
 mod data;
 mod edge;
+mod faults;
 mod gateway;
 mod helpers;
 mod keys;

@@ -28,6 +28,15 @@ const MAIN_CONNECTIONS: u32 = 16;
 /// Connections per dedicated database (application and owner each).
 const DEDICATED_CONNECTIONS: u32 = 2;
 
+/// Options of every pool here: bounded waits for a connection, idle ones
+/// closed after a minute, and none handed out inside a transaction.
+fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    crate::hygiene(PgPoolOptions::new())
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .idle_timeout(Duration::from_secs(60))
+}
+
 /// One PostgreSQL storage pool: the main database (the pooled schema and the
 /// tenants' own schemas) and the server on which dedicated databases are made.
 #[derive(Debug, Clone)]
@@ -38,6 +47,7 @@ pub(super) struct PgStorage {
     owner_options: PgConnectOptions,
     app_role: String,
     database: String,
+    acquire_timeout: Duration,
     /// Tenant schemas known to exist with their migrations applied.
     schemas: Cache<TenantId, ()>,
 }
@@ -72,8 +82,19 @@ pub(crate) fn tenant_schema(tenant: &TenantId) -> String {
 impl PgStorage {
     /// Connects as the owner to apply migrations, then as the application,
     /// and refuses the pool if the application could bypass row-level security.
-    pub(super) async fn open(app_url: &str, owner_url: &str) -> Result<Self, StoreError> {
-        let app_options: PgConnectOptions = app_url.parse()?;
+    pub(super) async fn open(
+        app_url: &str,
+        owner_url: &str,
+        connections: super::Connections,
+    ) -> Result<Self, StoreError> {
+        let acquire_timeout = connections.acquire_timeout;
+        // A statement waiting on a lock (another session holding a table)
+        // fails after the acquire timeout too, instead of holding its
+        // connection, and the tenant's request with it, to the deadline.
+        let lock_timeout = format!("{}ms", acquire_timeout.as_millis());
+        let app_options: PgConnectOptions = app_url
+            .parse::<PgConnectOptions>()?
+            .options([("lock_timeout", lock_timeout.as_str())]);
         let owner_options: PgConnectOptions = owner_url.parse()?;
         let app_role = app_options.get_username().to_owned();
         let database = app_options
@@ -81,16 +102,11 @@ impl PgStorage {
             .unwrap_or(app_options.get_username())
             .to_owned();
         migrate(&owner_options, SCHEMA, &app_role).await?;
-        let app = PgPoolOptions::new()
-            .max_connections(MAIN_CONNECTIONS)
-            .idle_timeout(Duration::from_secs(60))
+        let app = pool_options(MAIN_CONNECTIONS, acquire_timeout)
             .connect_with(app_options.clone())
             .await?;
         check_catalog(&app).await?;
-        let owner = PgPoolOptions::new()
-            .max_connections(2)
-            .idle_timeout(Duration::from_secs(60))
-            .connect_lazy_with(owner_options.clone());
+        let owner = pool_options(2, acquire_timeout).connect_lazy_with(owner_options.clone());
         Ok(Self {
             app,
             owner,
@@ -98,6 +114,7 @@ impl PgStorage {
             owner_options,
             app_role,
             database,
+            acquire_timeout,
             schemas: Cache::builder().max_capacity(100_000).build(),
         })
     }
@@ -155,15 +172,11 @@ impl PgStorage {
         }
         let owner_options = self.owner_options.clone().database(&name);
         migrate(&owner_options, SCHEMA, &self.app_role).await?;
-        let app = PgPoolOptions::new()
-            .max_connections(DEDICATED_CONNECTIONS)
-            .idle_timeout(Duration::from_secs(60))
+        let app = pool_options(DEDICATED_CONNECTIONS, self.acquire_timeout)
             .connect_with(self.app_options.clone().database(&name))
             .await?;
         check_catalog(&app).await?;
-        let owner = PgPoolOptions::new()
-            .max_connections(DEDICATED_CONNECTIONS)
-            .idle_timeout(Duration::from_secs(60))
+        let owner = pool_options(DEDICATED_CONNECTIONS, self.acquire_timeout)
             .connect_lazy_with(owner_options);
         Ok(PgDatabase {
             app,
@@ -744,7 +757,9 @@ mod tests {
         let limits = DataLimits {
             max_record_bytes: 1024,
         };
-        let store = DataStore::open(&pools, limits, cache).await.unwrap();
+        let store = DataStore::open(&pools, limits, super::super::Connections::default(), cache)
+            .await
+            .unwrap();
         let now = OffsetDateTime::UNIX_EPOCH;
         let tenant = tenant_at("acme", pg.as_str(), Isolation::Pooled, now);
         let scope = member(&tenant, Role::Developer, now)
@@ -764,7 +779,7 @@ mod tests {
             .collect();
         store.write(&scope, &name, ops, now).await.unwrap();
         let db = match store.db(&scope).await.unwrap() {
-            super::super::Db::Postgres(db) => db,
+            super::super::Db::Postgres(db, _) => db,
             other => panic!("{other:?}"),
         };
         // What autovacuum does after a load: statistics for the planner.

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::StoreError;
 
-fn options(path: &Path) -> SqliteConnectOptions {
+pub(super) fn options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -33,9 +33,14 @@ fn options(path: &Path) -> SqliteConnectOptions {
 }
 
 /// Opens (creating) the database file at `path` and applies its migrations.
-pub(super) async fn open(path: &Path, max_connections: u32) -> Result<SqlitePool, StoreError> {
-    let pool = SqlitePoolOptions::new()
+pub(super) async fn open(
+    path: &Path,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<SqlitePool, StoreError> {
+    let pool = crate::hygiene(SqlitePoolOptions::new())
         .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
         .idle_timeout(Duration::from_secs(60))
         .connect_with(options(path))
         .await?;
@@ -516,6 +521,7 @@ mod tests {
             DataLimits {
                 max_record_bytes: 1024,
             },
+            super::super::Connections::default(),
             cache,
         )
         .await

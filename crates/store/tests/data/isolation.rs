@@ -9,7 +9,7 @@ use tenantd_core::filter::Filter;
 use tenantd_store::data::{BatchOp, DataError, ListQuery};
 
 use sqlx::{Connection, PgConnection};
-use tenantd_store::DataStore;
+use tenantd_store::{Connections, DataStore};
 use tenantd_testkit::Postgres;
 
 use crate::{coll, fixture, pools, rid, scope, CACHE, LIMITS, MODELS, NOW};
@@ -211,8 +211,15 @@ async fn a_postgres_pool_without_forced_row_level_security_is_refused() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let reopen =
-        || async { DataStore::open(&pools(dir.path(), f.database()), LIMITS, CACHE).await };
+    let reopen = || async {
+        DataStore::open(
+            &pools(dir.path(), f.database()),
+            LIMITS,
+            Connections::default(),
+            CACHE,
+        )
+        .await
+    };
     reopen().await.unwrap();
 
     for (table, problem) in [

@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection};
 use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, Role, TenantScope};
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, BatchResult, Record};
-use tenantd_store::{DataLimits, DataStore, StoragePool};
+use tenantd_store::{Connections, DataLimits, DataStore, StoragePool};
 use tenantd_testkit::Postgres;
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -101,9 +101,14 @@ pub async fn fixture() -> Fixture {
 pub async fn fixture_with(cache: CacheLimits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let database = Postgres::shared().tenantd_database().await;
-    let store = DataStore::open(&pools(dir.path(), &database), LIMITS, cache)
-        .await
-        .unwrap();
+    let store = DataStore::open(
+        &pools(dir.path(), &database),
+        LIMITS,
+        Connections::default(),
+        cache,
+    )
+    .await
+    .unwrap();
     Fixture {
         _dir: dir,
         database,

@@ -1,0 +1,252 @@
+//! One writer per SQLite database. SQLite lets one transaction write at a
+//! time; pooled connections racing for that lock with `BEGIN IMMEDIATE`
+//! and SQLite's busy-wait ladder (sleeps of 1, 2, 5 … 100 ms) let newcomers
+//! win while older waiters starve, and a request cancelled mid-transaction
+//! could hand its connection back still inside it. So every write to a
+//! database goes to one task that owns one connection: writes commit in
+//! arrival order, a cancelled request cannot leave a transaction half done
+//! (the task, not the request, runs it to the end), and writes that queued
+//! up while one committed share the next transaction (group commit), each
+//! under a savepoint of its own so that one failing write leaves the others.
+//!
+//! Durability is unchanged: a write is answered only after the COMMIT of
+//! its group returned, and with `synchronous=FULL` that COMMIT has synced.
+//! (`NORMAL` would skip the sync of each commit in WAL mode, so a power
+//! loss, not a crash of the process, could undo the last writes
+//! acknowledged.) If any statement that steers the transaction fails
+//! (BEGIN, SAVEPOINT, ROLLBACK TO, COMMIT) every write of the group is
+//! answered with that error and the connection is closed and opened again,
+//! so no state of a failed transaction outlives it: after a full disk has
+//! room again, the next write succeeds.
+
+use std::sync::Arc;
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, SqliteConnection};
+use tenantd_core::{CollectionName, TenantId};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    pg, sqlite, BatchOp, BatchResult, CollectionRow, Conn, DataError, DataLimits, Result, Session,
+};
+use crate::StoreError;
+
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 64;
+/// Writes waiting for the writer; a full queue makes writers wait to enqueue.
+const QUEUE: usize = 1024;
+
+/// A write the writer task runs on its connection.
+pub(super) enum Work {
+    Batch {
+        tenant: TenantId,
+        collection: CollectionName,
+        ops: Vec<BatchOp>,
+        now: OffsetDateTime,
+        limits: DataLimits,
+    },
+    CreateCollection {
+        tenant: TenantId,
+        row: CollectionRow,
+    },
+    DeleteCollection {
+        tenant: TenantId,
+        name: CollectionName,
+    },
+    DeleteTenantRows {
+        tenant: TenantId,
+    },
+}
+
+/// What a write produced.
+pub(super) enum Done {
+    Batch(Vec<BatchResult>),
+    /// Whether a collection was deleted.
+    Deleted(bool),
+    Nothing,
+}
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Result<Done>>,
+}
+
+/// The handle to a database's writer task; the task ends when the last
+/// handle is dropped, after the writes already queued.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer of the database at `options` (already created and
+    /// migrated).
+    pub(super) fn start(options: SqliteConnectOptions) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(options, queue));
+        Self { jobs }
+    }
+
+    /// Runs `work` in the database's next transaction and answers once it
+    /// committed (or failed).
+    pub(super) async fn write(&self, work: Work) -> Result<Done> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { work, reply })
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+}
+
+async fn run(options: SqliteConnectOptions, mut queue: mpsc::Receiver<Job>) {
+    let mut conn: Option<SqliteConnection> = None;
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        // A request that went away before its write started needs no answer.
+        group.retain(|job| !job.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
+        let connection = match &mut conn {
+            Some(c) => c,
+            slot => match options.connect().await {
+                Ok(c) => slot.insert(c),
+                Err(e) => {
+                    answer_all(group, &Arc::new(e));
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = commit_group(connection, group).await {
+            // The transaction failed as a whole; start the next one afresh.
+            tracing::debug!(error = %e, "a group commit failed; reopening the writer's connection");
+            if let Some(c) = conn.take() {
+                let _ = c.close().await;
+            }
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
+}
+
+/// Runs `group` in one transaction and answers each job. `Err` if the
+/// transaction itself failed (every job was answered with that error).
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    group: Vec<Job>,
+) -> Result<(), Arc<sqlx::Error>> {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
+        let e = Arc::new(e);
+        answer_all(group, &e);
+        return Err(e);
+    }
+    let mut done: Vec<(oneshot::Sender<Result<Done>>, Result<Done>)> =
+        Vec::with_capacity(group.len());
+    let mut pending = group.into_iter();
+    while let Some(Job { work, reply }) = pending.next() {
+        // Its request went away (a deadline, a client that left) while the
+        // group waited for the write lock: nothing was acknowledged, so
+        // nothing is applied.
+        if reply.is_closed() {
+            continue;
+        }
+        let steered = async {
+            exec(conn, "SAVEPOINT w").await?;
+            let result = apply(&mut Session::Writer(conn), work).await;
+            if result.is_ok() {
+                exec(conn, "RELEASE w").await?;
+            } else {
+                exec(conn, "ROLLBACK TO w").await?;
+                exec(conn, "RELEASE w").await?;
+            }
+            Ok::<_, sqlx::Error>(result)
+        }
+        .await;
+        match steered {
+            Ok(result) => done.push((reply, result)),
+            Err(e) => {
+                // SQLite may have rolled the whole transaction back (a full
+                // disk does): nothing of the group is applied.
+                let e = Arc::new(e);
+                let _ = exec(conn, "ROLLBACK").await;
+                answer_all(pending, &e);
+                for (reply, _) in done {
+                    let _ = reply.send(Err(shared(&e)));
+                }
+                let _ = reply.send(Err(shared(&e)));
+                return Err(e);
+            }
+        }
+    }
+    match exec(conn, "COMMIT").await {
+        Ok(()) => {
+            for (reply, result) in done {
+                let _ = reply.send(result);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            let _ = exec(conn, "ROLLBACK").await;
+            for (reply, _) in done {
+                let _ = reply.send(Err(shared(&e)));
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn exec(conn: &mut SqliteConnection, statement: &'static str) -> Result<(), sqlx::Error> {
+    conn.execute(statement).await.map(drop)
+}
+
+fn shared(e: &Arc<sqlx::Error>) -> DataError {
+    DataError::Store(StoreError::Shared(e.clone()))
+}
+
+fn answer_all(jobs: impl IntoIterator<Item = Job>, e: &Arc<sqlx::Error>) {
+    for job in jobs {
+        let _ = job.reply.send(Err(shared(e)));
+    }
+}
+
+/// One write's statements, in the caller's transaction (on SQLite, inside
+/// the write's savepoint in the writer's group).
+pub(super) async fn apply(session: &mut Session<'_>, work: Work) -> Result<Done> {
+    match work {
+        Work::Batch {
+            tenant,
+            collection,
+            ops,
+            now,
+            limits,
+        } => super::apply_batch(&limits, session, &tenant, &collection, ops, now)
+            .await
+            .map(Done::Batch),
+        Work::CreateCollection { tenant, row } => {
+            on_engine!(session, insert_collection(&tenant, &row)).map(|()| Done::Nothing)
+        }
+        Work::DeleteCollection { tenant, name } => {
+            let Some((bytes, records)) = on_engine!(session, delete_collection(&tenant, &name))?
+            else {
+                return Ok(Done::Deleted(false));
+            };
+            on_engine!(session, add_usage(&tenant, -bytes, -records))?;
+            Ok(Done::Deleted(true))
+        }
+        Work::DeleteTenantRows { tenant } => {
+            on_engine!(session, delete_tenant_rows(&tenant)).map(|()| Done::Nothing)
+        }
+    }
+}
