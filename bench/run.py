@@ -34,7 +34,7 @@ LOAD_CORE = "1"
 UPSTREAM_PORT = 19000
 FAST_UPSTREAM_PORT = 19001
 PORTS = {"tenantd": 19080, "tenantd-fifo": 19083, "tenantd-capped": 19084, "nginx": 19081,
-         "haproxy": 19082}
+         "haproxy": 19082, "tenantd-baseline": 19085}
 # The operator key of each tenantd started, by name.
 OPERATORS = {}
 
@@ -110,11 +110,12 @@ def api(port, token, method, path, body=None):
         return json.loads(response.read() or b"null")
 
 
-def start_tenantd(procs, name, discipline, tenants, concurrency_cap=None):
-    """A tenantd on its embedded default with the `sim` and `fast` services,
-    and `tenants` tenants each with a developer key; returns the keys. With
-    `concurrency_cap`, the default plan lets a tenant hold at most that many
-    seats at once (its further requests wait in its own queue)."""
+def start_tenantd(procs, name, discipline, tenants, concurrency_cap=None,
+                  binary=RELEASE / "tenantd"):
+    """A tenantd (`binary`) on its embedded default with the `sim` and `fast`
+    services, and `tenants` tenants each with a developer key; returns the
+    keys. With `concurrency_cap`, the default plan lets a tenant hold at most
+    that many seats at once (its further requests wait in its own queue)."""
     cap = ("" if concurrency_cap is None else
            f'quotas = [{{ metric = "concurrent_requests", hard = {concurrency_cap} }}]')
     port = PORTS[name]
@@ -159,7 +160,7 @@ retries = 0
     OPERATORS[name] = operator
     process = procs.start(
         name,
-        [str(RELEASE / "tenantd"), "serve"],
+        [str(binary), "serve"],
         SERVER_CORE,
         env={"TENANTD_BOOTSTRAP_KEY": operator},
         cwd=data,

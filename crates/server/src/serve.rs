@@ -16,7 +16,7 @@ use tenantd_store::{NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
@@ -53,6 +53,10 @@ fn app(state: AppState, config: &Config) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .on_response(access_log())
+                // A 5xx is in the access log with its status already; its
+                // cause is logged where it arose, once (a dependency's state
+                // change, a panic, a corrupt row), not again per response.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
                 .make_span_with(|request: &Request| {
                     let request_id = request
                         .extensions()

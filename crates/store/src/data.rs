@@ -556,9 +556,10 @@ impl DataStore {
             (Storage::Postgres { pg, health }, Isolation::Pooled) => {
                 Ok(Db::Postgres(pg.pooled(), health.clone()))
             }
+            // Not under the circuit: a schema known to exist costs no call,
+            // and would close an open circuit as a probe without trying it.
             (Storage::Postgres { pg, health }, Isolation::Schema) => {
-                let schema = guarded(health, async { pg.schema(tenant).await }).await?;
-                Ok(Db::Postgres(schema, health.clone()))
+                Ok(Db::Postgres(pg.schema(tenant).await?, health.clone()))
             }
             (Storage::Sqlite { .. }, Isolation::Schema) => Err(DataError::Unsupported(
                 "the schema model needs a PostgreSQL storage pool".into(),

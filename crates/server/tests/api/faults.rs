@@ -60,6 +60,19 @@ async fn write_and_read(app: &TestApp, token: &str, id: usize) -> Vec<(u16, Stri
     outcomes
 }
 
+/// Waits until a write and a read of `token`'s tenant succeed again, for at
+/// most ten seconds.
+async fn until_served(app: &TestApp, token: &str, failure: &str) {
+    for i in 0..100 {
+        let outcomes = write_and_read(app, token, 10_000 + i).await;
+        if outcomes.iter().all(|(status, _)| *status < 300) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{failure}");
+}
+
 /// Sends a request's head and `body` on a raw connection and leaves it open.
 async fn send_head(app: &TestApp, head: &str, body: &[u8]) -> TcpStream {
     let mut socket = TcpStream::connect(app.addr).await.unwrap();
@@ -251,19 +264,12 @@ async fn a_tenants_hung_database_fails_fast_for_it_alone() {
 
     // Unlocked, the tenant's database serves again without a restart.
     locker.execute("ROLLBACK").await.unwrap();
-    let mut healed = false;
-    for i in 0..100 {
-        if write_and_read(&app, &hung, 1000 + i)
-            .await
-            .iter()
-            .all(|(s, _)| *s < 300)
-        {
-            healed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(healed, "the hung tenant's database did not serve again");
+    until_served(
+        &app,
+        &hung,
+        "the hung tenant's database did not serve again",
+    )
+    .await;
 }
 
 /// `/readyz`, which must answer within a second, and its body.
@@ -327,22 +333,12 @@ async fn postgresql_stopped_answers_fast_and_heals_without_a_restart() {
     );
 
     server.resume();
-    let mut healed = false;
-    for i in 0..100 {
-        if write_and_read(&app, &token, 100 + i)
-            .await
-            .iter()
-            .all(|(s, _)| *s < 300)
-        {
-            healed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        healed,
-        "writes did not succeed again after PostgreSQL restarted"
-    );
+    until_served(
+        &app,
+        &token,
+        "writes did not succeed again after PostgreSQL restarted",
+    )
+    .await;
     let (status, body) = readyz(&app).await;
     assert_eq!(
         (status, dependency_state(&body, "pool pg")),
