@@ -325,8 +325,6 @@ enum Session<'a> {
     SqliteRead(PoolConnection<Sqlite>),
     /// The writer task's connection, in the transaction it steers.
     Writer(&'a mut SqliteConnection),
-    /// A move's copy, in a transaction of its own on a pooled connection.
-    SqliteWrite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -340,7 +338,6 @@ impl Session<'_> {
         match self {
             Session::SqliteRead(c) => Conn::Sqlite(c),
             Session::Writer(c) => Conn::Sqlite(c),
-            Session::SqliteWrite(tx) => Conn::Sqlite(tx),
             Session::Postgres(tx) => Conn::Postgres(tx),
         }
     }
@@ -349,7 +346,6 @@ impl Session<'_> {
         match self {
             // The writer commits its whole group.
             Session::SqliteRead(_) | Session::Writer(_) => {}
-            Session::SqliteWrite(tx) => tx.commit().await?,
             Session::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
@@ -389,24 +385,13 @@ impl Db {
         })
     }
 
-    /// A transaction of its own for a move's copy. Every other SQLite write
-    /// goes through the database's writer.
-    async fn write(&self, tenant: &TenantId) -> Result<Session<'static>> {
-        Ok(match self {
-            // Takes the write lock at once: a deferred transaction that
-            // reads first could fail to upgrade under a concurrent writer.
-            Db::Sqlite(db) => Session::SqliteWrite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(db, _) => Session::Postgres(db.begin(tenant).await?),
-        })
-    }
-
     /// Runs `work` as one write: on SQLite through the database's writer,
     /// on PostgreSQL in a transaction of the tenant's.
     async fn run(&self, tenant: &TenantId, work: Work) -> Result<Done> {
         match self {
             Db::Sqlite(db) => db.writer.write(work).await,
-            Db::Postgres(..) => {
-                let mut session = self.write(tenant).await?;
+            Db::Postgres(db, _) => {
+                let mut session = Session::Postgres(db.begin(tenant).await?);
                 let done = writer::apply(&mut session, work).await?;
                 session.commit().await?;
                 Ok(done)

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, TenantId, TenantScope};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use super::{pg, sqlite, Conn, DataError, DataStore, Db, RecordRow, Result};
+use super::{pg, sqlite, Conn, DataError, DataStore, Db, RecordRow, Result, Work};
 use crate::codec::parse;
 use crate::StoreError;
 
@@ -173,18 +173,12 @@ impl DataStore {
             let indexes = collection.index_paths()?;
             target.create_indexes(&indexes).await?;
         }
-        let mut write = target.write(tenant).await?;
-        on_engine!(write, delete_tenant_rows(tenant))?;
-        for (collection, rows) in &contents {
-            on_engine!(write, insert_collection(tenant, collection))?;
-            for row in rows {
-                on_engine!(write, insert_record(tenant, &collection.name, row))?;
-            }
-        }
-        if let Some((bytes, records)) = usage {
-            on_engine!(write, add_usage(tenant, bytes, records))?;
-        }
-        write.commit().await?;
+        let work = Work::ReplaceTenant {
+            tenant: tenant.clone(),
+            contents,
+            usage,
+        };
+        target.guard(target.run(tenant, work)).await?;
         Ok(())
     }
 

@@ -28,7 +28,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    pg, sqlite, BatchOp, BatchResult, CollectionRow, Conn, DataError, DataLimits, Result, Session,
+    pg, sqlite, BatchOp, BatchResult, CollectionRow, Conn, DataError, DataLimits, RecordRow,
+    Result, Session,
 };
 use crate::StoreError;
 
@@ -56,6 +57,13 @@ pub(super) enum Work {
     },
     DeleteTenantRows {
         tenant: TenantId,
+    },
+    /// A move's copy: the tenant's rows replaced by these collections, their
+    /// records (ids, versions and times kept) and its usage.
+    ReplaceTenant {
+        tenant: TenantId,
+        contents: Vec<(CollectionRow, Vec<RecordRow>)>,
+        usage: Option<(i64, i64)>,
     },
 }
 
@@ -247,6 +255,23 @@ pub(super) async fn apply(session: &mut Session<'_>, work: Work) -> Result<Done>
         }
         Work::DeleteTenantRows { tenant } => {
             on_engine!(session, delete_tenant_rows(&tenant)).map(|()| Done::Nothing)
+        }
+        Work::ReplaceTenant {
+            tenant,
+            contents,
+            usage,
+        } => {
+            on_engine!(session, delete_tenant_rows(&tenant))?;
+            for (collection, rows) in &contents {
+                on_engine!(session, insert_collection(&tenant, collection))?;
+                for row in rows {
+                    on_engine!(session, insert_record(&tenant, &collection.name, row))?;
+                }
+            }
+            if let Some((bytes, records)) = usage {
+                on_engine!(session, add_usage(&tenant, bytes, records))?;
+            }
+            Ok(Done::Nothing)
         }
     }
 }
