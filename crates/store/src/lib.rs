@@ -39,7 +39,7 @@ pub enum StoreError {
     Catalog(#[from] postgres::CatalogProblems),
     /// A failure shared by every write of one group commit.
     #[error(transparent)]
-    Shared(std::sync::Arc<sqlx::Error>),
+    Shared(std::sync::Arc<StoreError>),
     /// The dependency's circuit is open after repeated failures; calls are
     /// refused at once until `retry_after`, when one probe goes through.
     #[error("{dependency} is unavailable")]
@@ -67,7 +67,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable { .. } => true,
             StoreError::Database(e) => is_unavailability(e),
-            StoreError::Shared(e) => is_unavailability(e),
+            StoreError::Shared(e) => e.is_unavailability(),
             _ => false,
         }
     }

@@ -68,6 +68,7 @@ pub(super) enum Work {
 }
 
 /// What a write produced.
+#[derive(Debug)]
 pub(super) enum Done {
     Batch(Vec<BatchResult>),
     /// Whether a collection was deleted.
@@ -130,7 +131,7 @@ async fn run(options: SqliteConnectOptions, mut queue: mpsc::Receiver<Job>) {
             slot => match options.connect().await {
                 Ok(c) => slot.insert(c),
                 Err(e) => {
-                    answer_all(group, &Arc::new(e));
+                    answer_all(group, &Arc::new(StoreError::Database(e)));
                     continue;
                 }
             },
@@ -150,12 +151,9 @@ async fn run(options: SqliteConnectOptions, mut queue: mpsc::Receiver<Job>) {
 
 /// Runs `group` in one transaction and answers each job. `Err` if the
 /// transaction itself failed (every job was answered with that error).
-async fn commit_group(
-    conn: &mut SqliteConnection,
-    group: Vec<Job>,
-) -> Result<(), Arc<sqlx::Error>> {
+async fn commit_group(conn: &mut SqliteConnection, group: Vec<Job>) -> Result<(), Arc<StoreError>> {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
-        let e = Arc::new(e);
+        let e = Arc::new(StoreError::Database(e));
         answer_all(group, &e);
         return Err(e);
     }
@@ -169,19 +167,7 @@ async fn commit_group(
         if reply.is_closed() {
             continue;
         }
-        let steered = async {
-            exec(conn, "SAVEPOINT w").await?;
-            let result = apply(&mut Session::Writer(conn), work).await;
-            if result.is_ok() {
-                exec(conn, "RELEASE w").await?;
-            } else {
-                exec(conn, "ROLLBACK TO w").await?;
-                exec(conn, "RELEASE w").await?;
-            }
-            Ok::<_, sqlx::Error>(result)
-        }
-        .await;
-        match steered {
+        match steer(conn, work).await {
             Ok(result) => done.push((reply, result)),
             Err(e) => {
                 // SQLite may have rolled the whole transaction back (a full
@@ -205,7 +191,7 @@ async fn commit_group(
             Ok(())
         }
         Err(e) => {
-            let e = Arc::new(e);
+            let e = Arc::new(StoreError::Database(e));
             let _ = exec(conn, "ROLLBACK").await;
             for (reply, _) in done {
                 let _ = reply.send(Err(shared(&e)));
@@ -215,15 +201,39 @@ async fn commit_group(
     }
 }
 
+/// Runs one write under a savepoint of its own: `Ok` with the write's own
+/// outcome (a failed write rolled back to its savepoint), or `Err` if the
+/// transaction itself is lost. That error is the write's own when its
+/// failure took the transaction with it (SQLite rolls back everything on a
+/// full disk, and the savepoint is then gone too), so the cause is reported
+/// rather than the missing savepoint.
+async fn steer(conn: &mut SqliteConnection, work: Work) -> Result<Result<Done>, StoreError> {
+    exec(conn, "SAVEPOINT w").await?;
+    let result = apply(&mut Session::Writer(conn), work).await;
+    let closed = if result.is_ok() {
+        exec(conn, "RELEASE w").await
+    } else {
+        match exec(conn, "ROLLBACK TO w").await {
+            Ok(()) => exec(conn, "RELEASE w").await,
+            Err(e) => Err(e),
+        }
+    };
+    match (closed, result) {
+        (Ok(()), result) => Ok(result),
+        (Err(_), Err(DataError::Store(cause))) => Err(cause),
+        (Err(e), _) => Err(StoreError::Database(e)),
+    }
+}
+
 async fn exec(conn: &mut SqliteConnection, statement: &'static str) -> Result<(), sqlx::Error> {
     conn.execute(statement).await.map(drop)
 }
 
-fn shared(e: &Arc<sqlx::Error>) -> DataError {
+fn shared(e: &Arc<StoreError>) -> DataError {
     DataError::Store(StoreError::Shared(e.clone()))
 }
 
-fn answer_all(jobs: impl IntoIterator<Item = Job>, e: &Arc<sqlx::Error>) {
+fn answer_all(jobs: impl IntoIterator<Item = Job>, e: &Arc<StoreError>) {
     for job in jobs {
         let _ = job.reply.send(Err(shared(e)));
     }
@@ -273,5 +283,188 @@ pub(super) async fn apply(session: &mut Session<'_>, work: Work) -> Result<Done>
             }
             Ok(Done::Nothing)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sqlx::Row;
+    use tenantd_core::RecordId;
+
+    fn tenant() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    fn orders() -> CollectionName {
+        CollectionName::parse("orders").unwrap()
+    }
+
+    async fn put(writer: &Writer, id: &str, bytes: usize) -> Result<Done> {
+        writer
+            .write(Work::Batch {
+                tenant: tenant(),
+                collection: orders(),
+                ops: vec![BatchOp::Put {
+                    id: RecordId::parse(id).unwrap(),
+                    body: json!({ "pad": "x".repeat(bytes) }),
+                    expect: None,
+                }],
+                now: OffsetDateTime::UNIX_EPOCH,
+                limits: DataLimits {
+                    max_record_bytes: 1 << 20,
+                },
+            })
+            .await
+    }
+
+    /// A database that may grow by only `room_pages` pages (SQLite's
+    /// `max_page_count`, set on every connection the writer opens), so a
+    /// full disk is had without one.
+    async fn small_database(dir: &std::path::Path, room_pages: i64) -> (sqlx::SqlitePool, Writer) {
+        let path = dir.join("small.db");
+        let pool = sqlite::open(&path, 2, std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
+        let pages: i64 = sqlx::query("PRAGMA page_count")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        let options =
+            sqlite::options(&path).pragma("max_page_count", (pages + room_pages).to_string());
+        (pool, Writer::start(options))
+    }
+
+    fn is_full(e: &DataError) -> bool {
+        matches!(e, DataError::Store(s) if s.is_unavailability())
+    }
+
+    #[tokio::test]
+    async fn a_full_database_refuses_writes_and_the_writer_recovers_when_room_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, writer) = small_database(dir.path(), 40).await;
+        let row = CollectionRow {
+            name: "orders".into(),
+            indexes: "[]".into(),
+            created_at: 0,
+        };
+        writer
+            .write(Work::CreateCollection {
+                tenant: tenant(),
+                row,
+            })
+            .await
+            .unwrap();
+        // 8 KB records until the database is full.
+        let mut written = Vec::new();
+        let full = loop {
+            let id = format!("r{}", written.len());
+            match put(&writer, &id, 8_000).await {
+                Ok(_) => written.push(id),
+                Err(e) => break e,
+            }
+            assert!(written.len() < 100, "the database never filled");
+        };
+        assert!(is_full(&full), "{full:?}");
+        assert!(!written.is_empty());
+        // Still full: a write of the same size fails again, cleanly.
+        assert!(is_full(&put(&writer, "again", 8_000).await.unwrap_err()));
+
+        // Room is made by deleting records (freed pages are reused); the
+        // next writes succeed on the same writer, and every acknowledged
+        // write is there.
+        let deleted = writer
+            .write(Work::Batch {
+                tenant: tenant(),
+                collection: orders(),
+                ops: written
+                    .drain(..written.len() / 2)
+                    .map(|id| BatchOp::Delete {
+                        id: RecordId::parse(&id).unwrap(),
+                        expect: None,
+                    })
+                    .collect(),
+                now: OffsetDateTime::UNIX_EPOCH,
+                limits: DataLimits {
+                    max_record_bytes: 1 << 20,
+                },
+            })
+            .await;
+        assert!(deleted.is_ok(), "{:?}", deleted.err());
+        put(&writer, "after", 8_000).await.unwrap();
+        written.push("after".into());
+        for id in &written {
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM records WHERE tenant_id = 'acme' AND id = ?",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            assert_eq!(found, Some(1), "record {id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_queued_at_once_all_commit_and_one_failure_spares_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, writer) = small_database(dir.path(), 10_000).await;
+        let row = CollectionRow {
+            name: "orders".into(),
+            indexes: "[]".into(),
+            created_at: 0,
+        };
+        writer
+            .write(Work::CreateCollection {
+                tenant: tenant(),
+                row,
+            })
+            .await
+            .unwrap();
+        put(&writer, "taken", 10).await.unwrap();
+        // Fifty writes at once, one of them a create of an id that exists.
+        let writes: Vec<_> = (0..50)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    if i == 25 {
+                        writer
+                            .write(Work::Batch {
+                                tenant: tenant(),
+                                collection: orders(),
+                                ops: vec![BatchOp::Create {
+                                    id: RecordId::parse("taken").unwrap(),
+                                    body: json!({}),
+                                }],
+                                now: OffsetDateTime::UNIX_EPOCH,
+                                limits: DataLimits {
+                                    max_record_bytes: 1 << 20,
+                                },
+                            })
+                            .await
+                    } else {
+                        put(&writer, &format!("w{i}"), 10).await
+                    }
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for write in writes {
+            results.push(write.await.unwrap());
+        }
+        for (i, result) in results.iter().enumerate() {
+            if i == 25 {
+                assert!(matches!(result, Err(DataError::RecordExists)), "{result:?}");
+            } else {
+                assert!(result.is_ok(), "write {i}: {result:?}");
+            }
+        }
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE id LIKE 'w%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 49);
     }
 }
