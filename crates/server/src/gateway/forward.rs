@@ -48,16 +48,22 @@ const NOT_FORWARDED: [&str; 12] = [
     "x-api-key",
 ];
 
-/// Headers only tenantd may set for the upstream: a client sending its own
-/// would otherwise speak for a tenant it is not.
-const RESERVED: [&str; 6] = [
-    "x-tenant-id",
-    "x-tenant-context",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-];
+/// Headers only tenantd may set for the upstream, besides every
+/// `x-forwarded-*` and `x-tenant-*`: a client sending its own would
+/// otherwise speak for a tenant it is not, or for an address it is not.
+const RESERVED: [&str; 4] = ["forwarded", "x-real-ip", "x-request-id", "host"];
+
+/// Whether a client's header `name` must not reach the upstream. Names are
+/// compared after mapping `_` to `-`, as upstreams in CGI or WSGI style
+/// read them (`X_Tenant_Id` is `HTTP_X_TENANT_ID`, like `X-Tenant-Id`), so
+/// no spelling passes a rule that another spelling is held to.
+fn withheld(name: &HeaderName) -> bool {
+    let name = name.as_str().replace('_', "-");
+    NOT_FORWARDED.contains(&name.as_str())
+        || RESERVED.contains(&name.as_str())
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-tenant-")
+}
 
 /// Who a forwarded request is for, and when it is forwarded.
 #[derive(Debug, Clone, Copy)]
@@ -333,7 +339,8 @@ fn check_path(rest: &str) -> Result<(), ApiError> {
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
         decoded == "." || decoded == ".."
     });
-    let encoded_separator = rest.contains("%2f") || rest.contains("%2F") || rest.contains('\\');
+    let lower = rest.to_ascii_lowercase();
+    let encoded_separator = lower.contains("%2f") || lower.contains("%5c") || rest.contains('\\');
     if escapes || encoded_separator {
         return Err(ApiError::invalid_parameter(
             "the path must not contain `.` or `..` segments or encoded separators",
@@ -352,11 +359,9 @@ fn header_value(s: &str) -> HeaderValue {
 fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
     let mut headers = incoming.clone();
     strip_connection_headers(&mut headers);
-    for name in RESERVED
-        .iter()
-        .chain(&["host", "x-forwarded-prefix", "x-request-id"])
-    {
-        headers.remove(*name);
+    let withheld_names: Vec<HeaderName> = headers.keys().filter(|n| withheld(n)).cloned().collect();
+    for name in withheld_names {
+        headers.remove(name);
     }
     headers
 }
@@ -419,7 +424,7 @@ fn transport_error(service: &ServiceName, error: &hyper_util::client::legacy::Er
         if e.is::<http_body_util::LengthLimitError>() {
             return ApiError::with_detail(
                 ErrorCode::PayloadTooLarge,
-                format!("the body grew past the plan's limit while it streamed to {service}"),
+                format!("the body grew past the body limit while it streamed to {service}"),
             );
         }
         source = e.source();
@@ -555,7 +560,17 @@ mod tests {
 
     #[test]
     fn paths_that_could_leave_the_prefix_are_refused() {
-        for bad in ["/..", "/a/../b", "/%2e%2E/x", "/./a", "/a%2fb", "/a\\b"] {
+        for bad in [
+            "/..",
+            "/a/../b",
+            "/%2e%2E/x",
+            "/./a",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a%5Cb",
+            "/a\\b",
+        ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
         for good in ["", "/", "/a/b", "/a..b/c", "/.well-known/x", "/a%20b"] {
@@ -572,6 +587,16 @@ mod tests {
             ("x-tenant-id", "someone-else"),
             ("x-tenant-context", "forged"),
             ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-server", "edge"),
+            ("x-forwarded-user", "admin"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x_tenant_id", "someone-else"),
+            ("x-tenant_id", "someone-else"),
+            ("x_tenant_context", "forged"),
+            ("x_forwarded_host", "evil.example"),
+            ("x_api_key", "tk_secret"),
+            ("x-tenant-role", "admin"),
             ("connection", "keep-alive, x-hop"),
             ("x-hop", "1"),
             ("host", "gateway.example"),

@@ -537,8 +537,12 @@ async fn check_access(
                     crate::gateway::OPERATORS_HAVE_NO_TENANT,
                 ));
             }
-            let raw = path_param(&mut parts, state, "service").await?;
-            let service = proxy::service_named(state, &raw)?;
+            // The service and the path it gets come from one parse of the
+            // path as the client sent it.
+            let (raw, rest) = proxy::split_path(parts.uri.path())?;
+            let service = proxy::service_named(state, raw)?;
+            let rest = proxy::ForwardPath(rest.to_owned());
+            parts.extensions.insert(rest);
             if !service.allows(principal.role()) {
                 return Err(ApiError::with_detail(
                     ErrorCode::Forbidden,

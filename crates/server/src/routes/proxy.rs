@@ -37,16 +37,9 @@ pub(super) async fn forward(
     Extension(service): Extension<Arc<Service>>,
     Extension(principal): Extension<Principal>,
     Extension(request_id): Extension<RequestId>,
+    Extension(ForwardPath(rest)): Extension<ForwardPath>,
     request: Request,
 ) -> Response {
-    // The path after `/v1/proxy/{service}`, as the client encoded it.
-    let prefix_len = "/v1/proxy/".len() + service.config.name.as_str().len();
-    let rest = request
-        .uri()
-        .path()
-        .get(prefix_len..)
-        .unwrap_or_default()
-        .to_owned();
     let caller = gateway::Caller {
         principal: &principal,
         request_id: &request_id.0,
@@ -77,9 +70,10 @@ pub(super) async fn forward_root(
     service: Extension<Arc<Service>>,
     principal: Extension<Principal>,
     request_id: Extension<RequestId>,
+    rest: Extension<ForwardPath>,
     request: Request,
 ) -> Response {
-    forward(state, service, principal, request_id, request).await
+    forward(state, service, principal, request_id, rest, request).await
 }
 
 /// The public keys of the tenant context, as a JWK set (Ed25519 `OKP` keys).
@@ -135,6 +129,29 @@ pub(super) async fn rotate_signing_key(
         .rotate(&state.catalog, now, audit)
         .await?;
     Ok((axum::http::StatusCode::CREATED, Json(key)))
+}
+
+/// The path after `/v1/proxy/{service}`, as the client encoded it: what
+/// the upstream gets after the service's `path_prefix`.
+#[derive(Debug, Clone)]
+pub(super) struct ForwardPath(pub String);
+
+/// Splits a proxy route's path, as the client encoded it, into the service
+/// segment and the rest (empty, or starting with `/`). A service name is a
+/// plain slug, so a percent-encoded byte in its segment is refused: decoding
+/// it for the lookup but not for the rest would forward a path cut at the
+/// wrong place, past the service's `path_prefix`.
+pub(super) fn split_path(path: &str) -> Result<(&str, &str), ApiError> {
+    let after = path.strip_prefix("/v1/proxy/").unwrap_or_default();
+    let (service, rest) = after
+        .find('/')
+        .map_or((after, ""), |slash| after.split_at(slash));
+    if service.contains('%') {
+        return Err(ApiError::invalid_parameter(
+            "service: a service name is sent as it is, not percent-encoded",
+        ));
+    }
+    Ok((service, rest))
 }
 
 /// The service a proxy route names, if it is configured.
