@@ -37,6 +37,11 @@ pub struct Connection {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Create a new operator key offline, on the data directory of a stopped
+    /// server (audited as `key.recover`), and print it once: the way back in
+    /// when every operator key is lost. Refused while a server holds the
+    /// directory.
+    RecoverOperatorKey(RecoverArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -57,6 +62,16 @@ pub struct ServeArgs {
     /// A tracing filter, e.g. `info` or `tenantd_server=debug`.
     #[arg(long)]
     pub log_level: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Config file, as `serve` reads it (for `data_dir` and `server_secret`).
+    #[arg(long, env = "TENANTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default: the configuration's, ./tenantd-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

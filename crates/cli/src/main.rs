@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
     let cli = args::Cli::parse();
     match cli.command {
         args::Command::Serve(serve) => serve::run(serve).await,
+        args::Command::RecoverOperatorKey(recover) => serve::recover(recover).await,
         args::Command::Client(command) => client::run(cli.connection, command).await,
     }
 }

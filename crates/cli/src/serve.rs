@@ -9,7 +9,7 @@ use tenantd_server::config::{Config, Overrides};
 use tenantd_server::{telemetry, Server};
 use tokio::net::TcpListener;
 
-use crate::args::ServeArgs;
+use crate::args::{RecoverArgs, ServeArgs};
 
 /// BSD's EX_USAGE, the exit status for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -30,17 +30,20 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     };
     telemetry::init(&config);
     let listen = config.listen;
-    let mut server = match Server::start(config, Arc::new(SystemClock)).await {
-        Ok(server) => server,
-        Err(e) => {
-            tracing::error!(error = %e, "could not start");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Bound before the server starts: a first start that could not listen
+    // would otherwise create the first operator key, store only its hash,
+    // and exit without ever printing it.
     let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!(error = %e, address = %listen, "could not listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut server = match Server::start(config, Arc::new(SystemClock)).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start");
             return ExitCode::FAILURE;
         }
     };
@@ -53,6 +56,32 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tenantd recover-operator-key`: a new operator key on a stopped
+/// server's data directory, printed once.
+pub async fn recover(args: RecoverArgs) -> ExitCode {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        ..Overrides::default()
+    };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tenantd: bad configuration: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match tenantd_server::recover_operator_key(&config, &SystemClock).await {
+        Ok((id, token)) => {
+            println!("Created operator key {id}. It is shown only this once:\n\n    {token}\n");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tenantd: could not create an operator key: {e}");
             ExitCode::FAILURE
         }
     }

@@ -34,6 +34,7 @@ macro_rules! error_codes {
 error_codes! {
     MissingApiKey = ("missing_api_key", 401, "No API key was presented"),
     MalformedApiKey = ("malformed_api_key", 401, "The API key is not in the tk_<id>_<secret> form"),
+    MultipleCredentials = ("multiple_credentials", 400, "The request presents more than one credential"),
     InvalidApiKey = ("invalid_api_key", 401, "The API key is not valid"),
     KeyRevoked = ("key_revoked", 401, "The API key has been revoked"),
     KeyExpired = ("key_expired", 401, "The API key has expired"),

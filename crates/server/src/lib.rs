@@ -22,7 +22,7 @@ mod state;
 pub mod telemetry;
 
 pub use routes::{route_table, Access, RouteSpec};
-pub use start::{Server, StartError, CATALOG_FILE};
+pub use start::{recover_operator_key, Server, StartError, CATALOG_FILE};
 
 /// The OpenAPI document the server publishes at `/openapi.json`.
 pub fn openapi_json() -> String {

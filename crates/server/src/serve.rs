@@ -92,7 +92,13 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let Server { config, state, .. } = self;
+        // The data directory's lock is held until the server has stopped.
+        let Server {
+            config,
+            state,
+            lock: _lock,
+            ..
+        } = self;
         // A service's hosts are routed before the router sees the request.
         let hosts = HostRoutes::new(&config.gateway);
         let app = tower::ServiceExt::map_request(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rand::rngs::OsRng;
 use serde_json::json;
 use tenantd_core::plan::Plan;
-use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyOwner, KeyRecord, Role, ServerSecret};
+use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyId, KeyOwner, KeyRecord, Role, ServerSecret};
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::plans::{NewPlanVersion, PlanError};
 use tenantd_store::{Catalog, Connections, DataLimits, DataStore, NewAuditEntry, StoreError};
@@ -22,6 +22,8 @@ use crate::identify::Identity;
 use crate::state::{AppState, Inner};
 
 const SECRET_FILE: &str = "server-secret";
+/// Locked by the process that serves or maintains the data directory.
+const LOCK_FILE: &str = "lock";
 /// The catalog's file in the data directory.
 pub const CATALOG_FILE: &str = "catalog.db";
 
@@ -34,6 +36,11 @@ pub enum StartError {
     },
     #[error("server secret file {path}: {reason}")]
     Secret { path: PathBuf, reason: String },
+    #[error(
+        "data directory {path} is in use by another tenantd process; one process serves a \
+         SQLite data directory at a time (stop it first)"
+    )]
+    Locked { path: PathBuf },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("admission: {0}")]
@@ -46,6 +53,85 @@ pub struct Server {
     pub(crate) config: Config,
     pub(crate) state: AppState,
     bootstrap_token: Option<String>,
+    /// Held while the server lives: the data directory's lock.
+    pub(crate) lock: fs::File,
+}
+
+/// Creates the data directory if needed and takes its lock, which the
+/// kernel releases when the process ends, however it ends.
+fn lock_data_dir(data_dir: &Path) -> Result<fs::File, StartError> {
+    let fail = |source| StartError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(fail)?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StartError::Locked {
+            path: data_dir.to_owned(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(fail(e)),
+    }
+}
+
+/// Creates a new operator key on the data directory of a stopped server,
+/// audited as `key.recover`, and returns its token to be shown once: the
+/// way back in for an operator who lost every operator key but holds the
+/// data directory. Refused while a server holds the directory.
+pub async fn recover_operator_key(
+    config: &Config,
+    clock: &dyn Clock,
+) -> Result<(KeyId, String), StartError> {
+    let data_dir = &config.data_dir;
+    let _lock = lock_data_dir(data_dir)?;
+    let secret_file = data_dir.join(SECRET_FILE);
+    if config.server_secret.is_none() && !secret_file.exists() {
+        return Err(StartError::Secret {
+            path: secret_file,
+            reason: "missing: this is not the data directory of a server that has started".into(),
+        });
+    }
+    let secret = match &config.server_secret {
+        Some(secret) => secret.clone(),
+        None => load_or_create_secret(&secret_file)?,
+    };
+    let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout).await?;
+    let hasher = KeyHasher::new(secret);
+    let token = ApiKeyToken::generate(&mut OsRng);
+    let now = clock.now();
+    let key = KeyRecord::issue(
+        &token,
+        KeyOwner::Platform,
+        Role::Operator,
+        "recovered",
+        &hasher,
+        now,
+    );
+    let audit = NewAuditEntry {
+        tenant: None,
+        at: now,
+        actor: None,
+        action: "key.recover",
+        target: key.id.to_string(),
+        details: json!({ "source": "data directory" }),
+        request_id: None,
+        before: None,
+        after: None,
+    };
+    catalog.insert_key(&key, &audit).await?;
+    catalog.close().await;
+    Ok((key.id, token.expose()))
 }
 
 impl Server {
@@ -53,14 +139,7 @@ impl Server {
     /// key if the store has never had one.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let data_dir = &config.data_dir;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(|source| StartError::DataDir {
-                path: data_dir.clone(),
-                source,
-            })?;
+        let lock = lock_data_dir(data_dir)?;
         let secret = match &config.server_secret {
             Some(secret) => secret.clone(),
             None => load_or_create_secret(&data_dir.join(SECRET_FILE))?,
@@ -135,6 +214,7 @@ impl Server {
             config,
             state,
             bootstrap_token,
+            lock,
         })
     }
 

@@ -970,3 +970,79 @@ async fn large_bodies_stream_through_the_gateway_in_bounded_memory() {
     );
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[test]
+fn a_first_start_that_cannot_listen_creates_no_key_and_the_next_start_prints_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let failed = tenantd(dir.path())
+        .args(["serve", "--listen", &address])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let printed = String::from_utf8_lossy(&failed.stdout);
+    assert!(!printed.contains("tk_"), "{printed}");
+    drop(taken);
+    // The key was not made (and lost) then: this start makes and prints it.
+    let server = start(dir.path());
+    assert!(server.bootstrap_token().starts_with("tk_"));
+}
+
+#[test]
+fn one_process_holds_a_data_directory_and_a_lost_operator_key_is_recovered_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    // A second server, and the recovery, are refused while it runs.
+    let second = serve_output(dir.path(), |_| {});
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("in use by another tenantd process"), "{said}");
+    let refused = tenantd(dir.path())
+        .arg("recover-operator-key")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("tk_"));
+    assert_eq!(server.terminate(), Some(0));
+
+    // The bootstrap key is forgotten; the data directory's holder makes another.
+    let recovered = tenantd(dir.path())
+        .arg("recover-operator-key")
+        .output()
+        .unwrap();
+    assert!(
+        recovered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&recovered.stderr)
+    );
+    let printed = String::from_utf8_lossy(&recovered.stdout);
+    let token = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("tk_"))
+        .expect("the new key is printed")
+        .to_owned();
+    let server = start(dir.path());
+    let (ok, me) = client(dir.path(), &server.url, &token, &["me"]);
+    assert!(ok, "{me}");
+    assert_eq!(me["role"], "operator");
+    let (ok, trail) = client(dir.path(), &server.url, &token, &["audit"]);
+    assert!(ok, "{trail}");
+    assert!(
+        trail["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "key.recover"),
+        "{trail}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+
+    // Where no server ever started there is nothing to recover.
+    let empty = tempfile::tempdir().unwrap();
+    let nothing = tenantd(empty.path())
+        .arg("recover-operator-key")
+        .output()
+        .unwrap();
+    assert!(!nothing.status.success());
+}

@@ -211,7 +211,13 @@ async fn rotate(
             old.owner.tenant(),
             "key.rotate",
             old.id.as_str(),
-            json!({ "new_key": record.id, "old_expires_at": old_expires_at.unix_timestamp() }),
+            json!({
+                "new_key": record.id,
+                // RFC 3339, as every other time the API and its audit log show.
+                "old_expires_at": old_expires_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            }),
         )
         .before(&view(state, &old))
         .after(&view(state, &record));

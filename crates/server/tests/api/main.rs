@@ -7,6 +7,7 @@
 mod admission;
 mod authz_matrix;
 mod data;
+mod docs;
 mod edge;
 mod faults;
 mod gateway;
