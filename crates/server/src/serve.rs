@@ -36,6 +36,14 @@ fn hyper_buffer_bytes(config: &Config) -> usize {
     (config.max_header_bytes * 2).max(64 * 1024)
 }
 
+/// As many header lines as `max_header_bytes` can hold (each counts its
+/// name, at least one byte, and four of separators), so that hyper's own
+/// count limit, which answers a bare 431, never fires before the byte limit
+/// that `edge::limit_header_bytes` answers with a problem.
+fn max_header_count(config: &Config) -> usize {
+    config.max_header_bytes / 5 + 1
+}
+
 fn app(state: AppState, config: &Config) -> Router {
     routes::router(state)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -132,7 +140,8 @@ impl Server {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
-            .max_buf_size(hyper_buffer_bytes(&config));
+            .max_buf_size(hyper_buffer_bytes(&config))
+            .max_headers(max_header_count(&config));
         let graceful = GracefulShutdown::new();
         tracing::info!(address = %listener.local_addr()?, "listening");
 

@@ -227,6 +227,48 @@ async fn oversized_headers_are_431() {
 }
 
 #[tokio::test]
+async fn many_small_headers_under_the_byte_limit_pass_and_too_many_get_a_problem() {
+    let app = spawn_app().await;
+    // 150 headers of about 12 bytes: under the 16 KiB limit, over hyper's
+    // default count of 100.
+    let mut request = app.request(Method::GET, "/healthz");
+    for i in 0..150 {
+        request = request.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+    // Past the byte limit by count alone: a problem, not a bare 431.
+    let mut request = app.request(Method::GET, "/healthz");
+    for i in 0..2000 {
+        request = request.header(format!("x-header-{i:04}"), "value");
+    }
+    let (status, _, body) = problem(request).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (431, Some("headers_too_large"))
+    );
+}
+
+#[tokio::test]
+async fn more_than_one_credential_is_refused_even_when_they_agree() {
+    let app = spawn_app().await;
+    let token = app.operator_token.clone();
+    for request in [
+        app.request(Method::GET, "/v1/me")
+            .bearer_auth(&token)
+            .header("x-api-key", &token),
+        app.request(Method::GET, "/v1/me")
+            .header("x-api-key", &token)
+            .header("x-api-key", &token),
+    ] {
+        let (status, _, body) = problem(request).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("multiple_credentials"))
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let app = spawn_app_with(|c| c.header_read_timeout = Duration::from_millis(300)).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
