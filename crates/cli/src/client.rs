@@ -29,11 +29,15 @@ fn page(args: PageArgs) -> PageRequest {
 }
 
 fn print(value: impl Serialize) -> Result<ExitCode, Error> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    );
+    say(serde_json::to_string_pretty(&value).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a line on stdout. A reader that went away (`tenantd … | head`)
+/// is no error: the rest of the output is dropped, the command goes on.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
@@ -154,7 +158,7 @@ async fn take(client: &Client, step: Step) -> Result<(), Error> {
             let job = client
                 .move_tenant(&tenant, &MoveTenant { pool, isolation })
                 .await?;
-            println!("  move job {} started", job.id.as_str());
+            say(format_args!("  move job {} started", job.id.as_str()));
             Ok(())
         }
         Step::SetOverrides {
@@ -199,16 +203,16 @@ async fn apply(client: &Client, file: &std::path::Path, dry_run: bool) -> Result
         }
     };
     if steps.is_empty() {
-        println!("no changes");
+        say("no changes");
     }
     for step in steps {
-        println!("{step}");
+        say(&step);
         if !dry_run {
             take(client, step).await?;
         }
     }
     if dry_run {
-        println!("(dry run: nothing was changed)");
+        say("(dry run: nothing was changed)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -241,7 +245,7 @@ async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Er
         ClientCommand::Export => {
             let state = server_state(client).await?;
             let text = serde_norway::to_string(&tenancy::export(&state)).unwrap_or_default();
-            print!("{text}");
+            say(text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Usage { tenant } => print(client.usage(&tenant).await?),

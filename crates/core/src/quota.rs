@@ -269,14 +269,18 @@ impl Ledger {
                 (self.level[l], self.level_grace_from[l], None)
             }
         };
-        let in_grace = quota
-            .grace()
-            .is_some_and(|g| grace_from != 0 && secs < grace_from + g.duration.as_secs() as i64);
+        let hard = quota.hard().saturating_add(extra);
+        // In grace only while over the hard limit in force now: a limit
+        // raised (or an add-on granted) above the usage ends it.
+        let in_grace = used > hard
+            && quota.grace().is_some_and(|g| {
+                grace_from != 0 && secs < grace_from + g.duration.as_secs() as i64
+            });
         Standing {
             quota: *quota,
             used,
             soft: quota.soft().map(|s| s.saturating_add(extra)),
-            hard: quota.hard().saturating_add(extra),
+            hard,
             window,
             in_grace,
         }
@@ -729,6 +733,40 @@ mod tests {
         assert!(admit(&mut relaxed, tomorrow));
         let standing = relaxed.standing(&q[0], &[], day, tomorrow);
         assert!(!standing.in_grace);
+    }
+
+    #[test]
+    fn raising_the_limit_above_the_usage_ends_the_grace() {
+        let grace = Some(Grace {
+            percent: 20,
+            duration: Duration::from_secs(600),
+        });
+        let quota = |hard| {
+            Quota::new(QuotaFields {
+                metric: Metric::Requests,
+                period: Some(Period::Day),
+                soft: None,
+                hard,
+                grace,
+            })
+            .unwrap()
+        };
+        let mut ledger = Ledger::default();
+        let day = BillingDay::default();
+        let t0 = datetime!(2026-03-20 10:00 UTC);
+        for _ in 0..12 {
+            assert!(allowed(&ledger.admit(
+                &[quota(10)],
+                &[],
+                day,
+                t0,
+                Demand::default()
+            )));
+        }
+        assert!(ledger.standing(&quota(10), &[], day, t0).in_grace);
+        let raised = ledger.standing(&quota(100), &[], day, t0);
+        assert_eq!(raised.used, 12);
+        assert!(!raised.in_grace, "12 used of 100: not in grace");
     }
 
     #[test]

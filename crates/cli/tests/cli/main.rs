@@ -1046,3 +1046,25 @@ fn one_process_holds_a_data_directory_and_a_lost_operator_key_is_recovered_offli
         .unwrap();
     assert!(!nothing.status.success());
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let token = server.bootstrap_token();
+    let mut child = tenantd(dir.path())
+        .args(["plans", "list"])
+        .env("TENANTD_URL", &server.url)
+        .env("TENANTD_KEY", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is written, as `| head -0` does.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(server.terminate(), Some(0));
+}
