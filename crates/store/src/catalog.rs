@@ -269,6 +269,15 @@ impl Catalog {
             .collect()
     }
 
+    /// Records an action that changes nothing in the catalog (a purge of a
+    /// cache) in the audit log, in a transaction of its own.
+    pub async fn record_action(&self, audit: &NewAuditEntry) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- keys ----
 
     /// Stores a new key. The caller checked that `owner` matches the record.

@@ -6,7 +6,8 @@
 //! `no-store` or `no-cache`, or that set cookies or vary, are not kept:
 //! within a tenant, every key shares what is cached.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -67,35 +68,116 @@ fn weight(key: &CacheKey, value: &CachedResponse) -> u64 {
     (key.target.len() + headers + value.body.len()) as u64
 }
 
+/// A tenant's path on a service, whatever the query: what a write to the
+/// path makes stale.
+type PathKey = (TenantId, ServiceName, String);
+
+/// The cached targets (path and query) of each path, kept by inserts and
+/// the eviction listener, so that a write invalidates exactly its path's
+/// entries: O(entries of that path), never a pass over the cache.
+type PathIndex = Arc<Mutex<HashMap<PathKey, HashSet<String>>>>;
+
 #[derive(Debug, Clone)]
 pub struct ResponseCache {
     entries: Option<Cache<CacheKey, Arc<CachedResponse>>>,
     /// Bytes cached per tenant, kept by inserts and the eviction listener.
     shares: TenantShares,
+    paths: PathIndex,
     max_entry_bytes: u64,
+}
+
+/// The path part of an upstream target.
+fn path_of(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(path, _)| path)
+}
+
+fn path_key(key: &CacheKey) -> PathKey {
+    (
+        key.tenant.clone(),
+        key.service.clone(),
+        path_of(&key.target).to_owned(),
+    )
+}
+
+fn lock(paths: &PathIndex) -> std::sync::MutexGuard<'_, HashMap<PathKey, HashSet<String>>> {
+    // Sets of strings updated in one step each: a poisoned lock holds no torn state.
+    paths
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ResponseCache {
     pub fn new(config: &ResponseCacheConfig) -> Self {
         let shares = TenantShares::new(config.bytes, config.tenant_share_percent);
+        let paths = PathIndex::default();
         let entries = (config.bytes > 0).then(|| {
             let on_evict = shares.clone();
+            let unindex = paths.clone();
             Cache::builder()
                 .max_capacity(config.bytes)
                 .weigher(|key: &CacheKey, value: &Arc<CachedResponse>| {
                     u32::try_from(weight(key, value)).unwrap_or(u32::MAX)
                 })
                 .expire_after(FreshFor)
-                .eviction_listener(move |key: Arc<CacheKey>, value: Arc<CachedResponse>, _| {
-                    on_evict.release(&key.tenant, weight(&key, &value));
-                })
+                .eviction_listener(
+                    move |key: Arc<CacheKey>, value: Arc<CachedResponse>, cause| {
+                        on_evict.release(&key.tenant, weight(&key, &value));
+                        // A replaced entry's target stays cached, with the new value.
+                        if cause == moka::notification::RemovalCause::Replaced {
+                            return;
+                        }
+                        let path = path_key(&key);
+                        let mut paths = lock(&unindex);
+                        if let Some(targets) = paths.get_mut(&path) {
+                            targets.remove(&key.target);
+                            if targets.is_empty() {
+                                paths.remove(&path);
+                            }
+                        }
+                    },
+                )
+                .support_invalidation_closures()
                 .build()
         });
         Self {
             entries,
             shares,
+            paths,
             max_entry_bytes: config.max_entry_bytes,
         }
+    }
+
+    /// Drops `tenant`'s cached responses of `service` for `path`, whatever
+    /// their query: a successful write to a path makes them stale (RFC 9111
+    /// §4.4).
+    pub fn invalidate_path(&self, tenant: &TenantId, service: &ServiceName, path: &str) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let key = (tenant.clone(), service.clone(), path_of(path).to_owned());
+        let targets = lock(&self.paths).remove(&key).unwrap_or_default();
+        for target in targets {
+            entries.invalidate(&CacheKey {
+                tenant: tenant.clone(),
+                service: service.clone(),
+                target,
+            });
+        }
+    }
+
+    /// Drops `tenant`'s cached responses of `service` whose target starts
+    /// with `prefix` (all of them for `""`): an operator's or tenant admin's
+    /// purge, rare enough to be a pass over the cache. Returns at once; the
+    /// entries are gone from every later lookup.
+    pub fn purge(&self, tenant: &TenantId, service: &ServiceName, prefix: &str) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let (tenant, service, prefix) = (tenant.clone(), service.clone(), prefix.to_owned());
+        // Only fails if closures are not enabled, which `new` does.
+        let _ = entries.invalidate_entries_if(move |key, _| {
+            key.tenant == tenant && key.service == service && key.target.starts_with(&prefix)
+        });
     }
 
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
@@ -158,6 +240,10 @@ impl ResponseCache {
         if !self.shares.reserve(&key.tenant, weight(&key, &value)) {
             return;
         }
+        lock(&self.paths)
+            .entry(path_key(&key))
+            .or_default()
+            .insert(key.target.clone());
         entries.insert(key, value);
     }
 

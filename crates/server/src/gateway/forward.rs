@@ -211,6 +211,10 @@ async fn try_forward(
 
     // Only a request that can be sent again unchanged is retried.
     let replayable = is_idempotent(&parts.method) && has_no_body(&parts.headers);
+    let writes = !matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
     let attempts = if replayable {
         1 + service.config.retries
     } else {
@@ -296,6 +300,22 @@ async fn try_forward(
     } else {
         Outcome::Success
     });
+    // A write that succeeded makes the tenant's cached responses for its
+    // path stale, and for the paths its answer names (RFC 9111 §4.4).
+    if writes && response.status().as_u16() < 400 {
+        let cache = &gateway.cache;
+        cache.invalidate_path(tenant, &service.config.name, &target);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(path) = response
+                .headers()
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| same_upstream_path(service, v))
+            {
+                cache.invalidate_path(tenant, &service.config.name, path);
+            }
+        }
+    }
 
     let (mut parts, incoming) = response.into_parts();
     strip_connection_headers(&mut parts.headers);
@@ -331,6 +351,23 @@ async fn try_forward(
         _in_flight: in_flight,
     };
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The path of a `Location` or `Content-Location` the upstream sent, if it
+/// names one of the service's own resources: a path, or an absolute URL on
+/// one of its upstreams. Anything else is another origin's, not cached here.
+fn same_upstream_path<'a>(service: &Service, location: &'a str) -> Option<&'a str> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(location);
+    }
+    let (scheme, rest) = location.split_once("://")?;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    service
+        .config
+        .upstreams
+        .iter()
+        .any(|u| u.scheme.as_str() == scheme && u.authority.as_str() == authority)
+        .then_some(path)
 }
 
 /// Refuses paths an upstream could resolve outside the service's prefix.

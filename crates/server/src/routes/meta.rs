@@ -218,6 +218,7 @@ impl Modify for Security {
         super::plans::versions,
         super::proxy::forward, super::proxy::forward_root, super::proxy::jwks,
         super::proxy::list_signing_keys, super::proxy::rotate_signing_key,
+        super::proxy::purge_cache,
     ),
     components(schemas(Problem, DependencyHealth))
 )]

@@ -378,6 +378,12 @@ fn routes() -> Vec<Route> {
         // The gateway: the keys upstreams verify the tenant context with.
         route(M::GET, "/.well-known/jwks.json", Public, proxy::jwks),
         route(
+            M::DELETE,
+            "/v1/tenants/{tenant}/proxy-cache/{service}",
+            admin,
+            proxy::purge_cache,
+        ),
+        route(
             M::GET,
             "/v1/platform/signing-keys",
             Operator,

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tenantd_api::{Problem, SigningKeyView};
-use tenantd_core::{Principal, ServiceName};
+use tenantd_core::{Principal, ServiceName, TenantScope};
 
 use crate::edge::RequestId;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::gateway::{self, Service};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -129,6 +130,54 @@ pub(super) async fn rotate_signing_key(
         .rotate(&state.catalog, now, audit)
         .await?;
     Ok((axum::http::StatusCode::CREATED, Json(key)))
+}
+
+/// `?prefix=` of a cache purge.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PurgeQuery {
+    /// Only responses whose path (after `/v1/proxy/{service}`) starts with
+    /// this, e.g. `/invoices`; all of the tenant's for the service without it.
+    pub prefix: Option<String>,
+}
+
+/// Purge a tenant's cached responses of a service, all of them or those
+/// under a path prefix; audited as `proxy_cache.purge`. Writes through the
+/// gateway already drop the responses of the paths they change.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/proxy-cache/{service}", tag = "gateway",
+    params(("tenant" = String, Path), ("service" = String, Path), PurgeQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Purged"),
+        (status = 404, description = "No such tenant or service", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn purge_cache(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(scope): Extension<TenantScope>,
+    ApiPath((_tenant, service)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<PurgeQuery>,
+) -> Result<StatusCode, ApiError> {
+    let service = service_named(&state, &service)?;
+    let prefix = query.prefix.unwrap_or_default();
+    if !(prefix.is_empty() || prefix.starts_with('/')) {
+        return Err(ApiError::invalid_parameter("prefix must start with /"));
+    }
+    let audit = state.audit(
+        &principal,
+        Some(scope.tenant()),
+        "proxy_cache.purge",
+        service.config.name.as_str(),
+        serde_json::json!({ "prefix": prefix }),
+    );
+    state.catalog.record_action(&audit).await?;
+    let target_prefix = format!("{}{prefix}", service.config.path_prefix);
+    state
+        .gateway
+        .cache
+        .purge(scope.tenant(), &service.config.name, &target_prefix);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The path after `/v1/proxy/{service}`, as the client encoded it: what

@@ -477,6 +477,9 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
         ("POST", "/v1/platform/signing-keys/rotate") => {
             plain("/v1/platform/signing-keys/rotate", 201)
         }
+        ("DELETE", "/v1/tenants/{tenant}/proxy-cache/{service}") => {
+            plain("/v1/tenants/acme/proxy-cache/echo", 204)
+        }
         (_, "/v1/proxy/{service}") => plain("/v1/proxy/echo", 200),
         (_, "/v1/proxy/{service}/{*path}") => plain("/v1/proxy/echo/any/path", 200),
         (method, path) => {

@@ -882,3 +882,129 @@ async fn proxied_bodies_are_held_to_the_servers_body_limit() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_successful_write_drops_the_cached_responses_it_makes_stale_and_admins_can_purge() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    let (_, globex) = tenant(&app, "globex").await;
+    let cache_status = |token: String, path: String| {
+        let app = &app;
+        async move {
+            let response = call(app, &token, Method::GET, &path).await;
+            assert_eq!(response.status(), 200);
+            response.headers()["tenantd-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let warm = |token: &str, path: &str| {
+        let (token, path) = (token.to_owned(), path.to_owned());
+        async {
+            cache_status(token.clone(), path.clone()).await;
+            assert_eq!(cache_status(token, path).await, "hit");
+        }
+    };
+    let report = "/v1/proxy/billing/cached/report";
+    let page = "/v1/proxy/billing/cached/report?page=2";
+    warm(&acme, report).await;
+    warm(&acme, page).await;
+    warm(&globex, report).await;
+    // A write to the path drops every query of it, for the writer's tenant only.
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        assert_eq!(
+            call(&app, &acme, method.clone(), report).await.status(),
+            200
+        );
+        assert_eq!(
+            cache_status(acme.clone(), report.into()).await,
+            "miss",
+            "{method}"
+        );
+        assert_eq!(
+            cache_status(acme.clone(), page.into()).await,
+            "miss",
+            "{method}"
+        );
+        warm(&acme, report).await;
+        warm(&acme, page).await;
+    }
+    assert_eq!(cache_status(globex.clone(), report.into()).await, "hit");
+    // A failed write changes nothing: the cache keeps its entries.
+    let failed = call(&app, &acme, Method::POST, "/v1/proxy/billing/unavailable").await;
+    assert_eq!(failed.status(), 503);
+    assert_eq!(cache_status(acme.clone(), report.into()).await, "hit");
+    // The path a write's answer names is dropped too.
+    let created = "/v1/proxy/billing/cached/created";
+    warm(&acme, created).await;
+    assert_eq!(
+        call(&app, &acme, Method::POST, "/v1/proxy/billing/create")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(cache_status(acme.clone(), created.into()).await, "miss");
+
+    // A tenant admin purges its own responses of a service, by prefix or all.
+    warm(&acme, created).await;
+    let admin = app.tenant_key("acme", Role::Admin).await.token;
+    let purge = |token: String, path: String| {
+        let app = &app;
+        async move {
+            call(app, &token, Method::DELETE, &path)
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        purge(
+            admin.clone(),
+            "/v1/tenants/acme/proxy-cache/billing?prefix=/cached/created".into()
+        )
+        .await,
+        204
+    );
+    assert_eq!(cache_status(acme.clone(), created.into()).await, "miss");
+    assert_eq!(cache_status(acme.clone(), report.into()).await, "hit");
+    assert_eq!(
+        purge(admin.clone(), "/v1/tenants/acme/proxy-cache/billing".into()).await,
+        204
+    );
+    assert_eq!(cache_status(acme.clone(), report.into()).await, "miss");
+    assert_eq!(
+        cache_status(globex.clone(), report.into()).await,
+        "hit",
+        "not another tenant's"
+    );
+    // Another tenant's, or an unknown service: 404 as for anything missing.
+    assert_eq!(
+        purge(
+            admin.clone(),
+            "/v1/tenants/globex/proxy-cache/billing".into()
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        purge(admin, "/v1/tenants/acme/proxy-cache/nothing".into()).await,
+        404
+    );
+    // An operator may purge any tenant's; every purge is audited.
+    let operator = app.operator_token.clone();
+    assert_eq!(
+        purge(operator, "/v1/tenants/globex/proxy-cache/billing".into()).await,
+        204
+    );
+    assert_eq!(cache_status(globex.clone(), report.into()).await, "miss");
+    let trail = operator_json(&app, Method::GET, "/v1/tenants/acme/audit").await;
+    let purges = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "proxy_cache.purge")
+        .count();
+    assert_eq!(purges, 2);
+}

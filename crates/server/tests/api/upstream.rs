@@ -97,6 +97,7 @@ impl Upstream {
 /// - `cached`, `private`, `nostore`: a canary naming the tenant the request
 ///   came for and a counter, with `Cache-Control` `max-age=60`, `private,
 ///   max-age=60`, `no-store, max-age=60`;
+/// - `create`: 201 with `Location: /base/cached/created`;
 /// - `fail-for-acme`: 500 for tenant acme, 200 for others;
 /// - `unavailable`: 503; `slow`: 200 after 2 s;
 /// - `upload`: reads the body as it streams and answers its length;
@@ -143,6 +144,12 @@ async fn answer(State(log): State<Arc<Log>>, request: Request) -> Response {
         "cached" => canary("max-age=60"),
         "private" => canary("private, max-age=60"),
         "nostore" => canary("no-store, max-age=60"),
+        "create" => (
+            StatusCode::CREATED,
+            [("location", "/base/cached/created")],
+            "created",
+        )
+            .into_response(),
         "fail-for-acme" if tenant == "acme" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         "unavailable" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         "slow" => {
