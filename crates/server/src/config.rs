@@ -173,6 +173,12 @@ pub struct ServiceConfig {
     /// When a tenant's circuit to the service opens.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// How long past its freshness a cached response may still answer a GET
+    /// while the tenant's circuit to the service is open or the upstream
+    /// fails (RFC 5861's `stale-if-error`), marked `Tenantd-Cache: stale`.
+    /// Unset: never.
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Option<Duration>,
 }
 
 impl ServiceConfig {

@@ -36,12 +36,19 @@ pub struct CachedResponse {
     pub body: Bytes,
     stored_at: Instant,
     fresh_for: Duration,
+    /// How long it is kept past `fresh_for`, to answer when the upstream
+    /// cannot (`stale_if_error`).
+    stale_for: Duration,
 }
 
 impl CachedResponse {
     /// Seconds since the response was stored, for the `Age` header.
     pub fn age(&self) -> u64 {
         self.stored_at.elapsed().as_secs()
+    }
+
+    fn is_fresh(&self) -> bool {
+        self.stored_at.elapsed() < self.fresh_for
     }
 }
 
@@ -54,7 +61,7 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for FreshFor {
         value: &Arc<CachedResponse>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.fresh_for)
+        Some(value.fresh_for.saturating_add(value.stale_for))
     }
 }
 
@@ -180,7 +187,14 @@ impl ResponseCache {
         });
     }
 
+    /// A fresh response for `key`.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        self.entries.as_ref()?.get(key).filter(|hit| hit.is_fresh())
+    }
+
+    /// A response for `key`, fresh or kept past its freshness for
+    /// `stale_if_error`: for when the upstream cannot answer.
+    pub fn get_stale(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         self.entries.as_ref()?.get(key)
     }
 
@@ -223,7 +237,7 @@ impl ResponseCache {
         status: StatusCode,
         headers: HeaderMap,
         body: Bytes,
-        fresh_for: Duration,
+        (fresh_for, stale_for): (Duration, Duration),
     ) {
         let Some(entries) = &self.entries else {
             return;
@@ -234,6 +248,7 @@ impl ResponseCache {
             body,
             stored_at: Instant::now(),
             fresh_for,
+            stale_for,
         });
         // A tenant past its share keeps what it has; it does not push
         // other tenants' responses out.
@@ -417,7 +432,7 @@ mod tests {
                 StatusCode::OK,
                 HeaderMap::new(),
                 Bytes::from(vec![b'x'; 494]),
-                Duration::from_secs(60),
+                (Duration::from_secs(60), Duration::ZERO),
             )
         };
         // Each entry weighs 500 bytes (a 6-byte target, a 494-byte body, no

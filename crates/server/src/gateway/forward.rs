@@ -18,7 +18,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tenantd_core::breaker::Outcome;
 use tenantd_core::{ErrorCode, Principal, ServiceName, TenantId};
 
-use super::cache::{self, CacheKey, ResponseCache};
+use super::cache::{self, CacheKey, CachedResponse, ResponseCache};
 use super::context::ContextClaims;
 use super::{Call, Gateway, InFlight, RoutedByHost, Service};
 use crate::metrics::Metrics;
@@ -29,6 +29,20 @@ pub static X_TENANT_CONTEXT: HeaderName = HeaderName::from_static("x-tenant-cont
 /// How the response cache took part in an answer: `hit` or `miss`.
 const CACHE_STATUS: HeaderName = HeaderName::from_static("tenantd-cache");
 const HIT: HeaderValue = HeaderValue::from_static("hit");
+const STALE: HeaderValue = HeaderValue::from_static("stale");
+
+/// A cached response as the client gets it, with its `Age` and how the
+/// cache answered (`hit`, or `stale` when the upstream could not).
+fn cached(entry: &CachedResponse, how: HeaderValue) -> Response {
+    let mut response = Response::new(Body::from(entry.body.clone()));
+    *response.status_mut() = entry.status;
+    *response.headers_mut() = entry.headers.clone();
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(entry.age()));
+    response.headers_mut().insert(CACHE_STATUS, how);
+    response
+}
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
 /// `Expect` (tenantd's own server answers `100-continue` when it reads the
@@ -138,16 +152,17 @@ async fn try_forward(
     };
     if read_cache {
         if let Some(hit) = gateway.cache.get(&key) {
-            let mut response = Response::new(Body::from(hit.body.clone()));
-            *response.status_mut() = hit.status;
-            *response.headers_mut() = hit.headers.clone();
-            response
-                .headers_mut()
-                .insert(header::AGE, HeaderValue::from(hit.age()));
-            response.headers_mut().insert(CACHE_STATUS, HIT);
-            return Ok(response);
+            return Ok(cached(&hit, HIT));
         }
     }
+    // When the upstream cannot answer, a response kept past its freshness
+    // may (`stale_if_error`).
+    let stale_key = (read_cache && service.config.stale_if_error.is_some()).then(|| key.clone());
+    let fall_back =
+        |error: ApiError| match stale_key.as_ref().and_then(|k| gateway.cache.get_stale(k)) {
+            Some(stale) => Ok(cached(&stale, STALE)),
+            None => Err(error),
+        };
 
     let circuit = service.circuit(tenant);
     let in_flight =
@@ -161,17 +176,22 @@ async fn try_forward(
             )
             .retry_after(Duration::from_secs(1))
         })?;
-    let call = Call::start(&circuit, service.breaker).map_err(|wait| {
-        ApiError::with_detail(
-            ErrorCode::UpstreamUnavailable,
-            format!(
-                "the tenant's calls to {} failed repeatedly; one is let through in {} ms",
-                service.config.name,
-                wait.as_millis()
-            ),
-        )
-        .retry_after(wait)
-    })?;
+    let call = match Call::start(&circuit, service.breaker) {
+        Ok(call) => call,
+        Err(wait) => {
+            return fall_back(
+                ApiError::with_detail(
+                    ErrorCode::UpstreamUnavailable,
+                    format!(
+                        "the tenant's calls to {} failed repeatedly; one is let through in {} ms",
+                        service.config.name,
+                        wait.as_millis()
+                    ),
+                )
+                .retry_after(wait),
+            )
+        }
+    };
 
     let claims = ContextClaims {
         iss: &gateway.keyring.config().issuer,
@@ -269,15 +289,17 @@ async fn try_forward(
     let response = match outcome {
         Err(_) => {
             call.finish(Outcome::Failure);
-            return Err(ApiError::with_detail(
-                ErrorCode::UpstreamTimeout,
-                format!(
-                    "{} sent no response within {} ms",
-                    service.config.name,
-                    service.config.request_timeout.as_millis()
-                ),
-            )
-            .retry_after(Duration::from_secs(1)));
+            return fall_back(
+                ApiError::with_detail(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "{} sent no response within {} ms",
+                        service.config.name,
+                        service.config.request_timeout.as_millis()
+                    ),
+                )
+                .retry_after(Duration::from_secs(1)),
+            );
         }
         Ok(Err(error)) => {
             call.finish(Outcome::Failure);
@@ -286,20 +308,26 @@ async fn try_forward(
         Ok(Ok(Err(error))) => {
             let error = transport_error(&service.config.name, &error);
             // A body cut at the plan's limit says nothing about the upstream.
-            call.finish(if error.code == ErrorCode::PayloadTooLarge {
-                Outcome::Abandoned
-            } else {
-                Outcome::Failure
-            });
-            return Err(error);
+            if error.code == ErrorCode::PayloadTooLarge {
+                call.finish(Outcome::Abandoned);
+                return Err(error);
+            }
+            call.finish(Outcome::Failure);
+            return fall_back(error);
         }
         Ok(Ok(Ok(response))) => response,
     };
-    call.finish(if response.status().is_server_error() {
+    let failed = response.status().is_server_error();
+    call.finish(if failed {
         Outcome::Failure
     } else {
         Outcome::Success
     });
+    if failed {
+        if let Some(stale) = stale_key.as_ref().and_then(|k| gateway.cache.get_stale(k)) {
+            return Ok(cached(&stale, STALE));
+        }
+    }
     // A write that succeeded makes the tenant's cached responses for its
     // path stale, and for the paths its answer names (RFC 9111 §4.4).
     if writes && response.status().as_u16() < 400 {
@@ -328,6 +356,7 @@ async fn try_forward(
                 status: parts.status,
                 headers: parts.headers.clone(),
                 fresh_for,
+                stale_for: service.config.stale_if_error.unwrap_or_default(),
                 collected: Vec::new(),
                 limit: gateway.cache.max_entry_bytes(),
             })
@@ -486,6 +515,7 @@ struct CacheFill {
     status: StatusCode,
     headers: HeaderMap,
     fresh_for: Duration,
+    stale_for: Duration,
     collected: Vec<u8>,
     limit: u64,
 }
@@ -524,7 +554,7 @@ impl UpstreamBody {
                 fill.status,
                 fill.headers,
                 Bytes::from(fill.collected),
-                fill.fresh_for,
+                (fill.fresh_for, fill.stale_for),
             );
         }
     }

@@ -1008,3 +1008,39 @@ async fn a_successful_write_drops_the_cached_responses_it_makes_stale_and_admins
         .count();
     assert_eq!(purges, 2);
 }
+
+#[tokio::test]
+async fn a_stale_response_answers_while_the_upstream_fails_if_the_service_allows_it() {
+    let upstream = Upstream::start().await;
+    let mut lenient = service("lenient", &[&upstream.url]);
+    lenient.stale_if_error = Some(Duration::from_secs(300));
+    let strict = service("strict", &[&upstream.url]);
+    let app = gateway_app(vec![lenient, strict], |_| {}).await;
+    let (_, acme) = tenant(&app, "acme").await;
+    for name in ["lenient", "strict"] {
+        let response = call(&app, &acme, Method::GET, &format!("/v1/proxy/{name}/brief")).await;
+        assert_eq!(response.headers()["tenantd-cache"], "miss");
+    }
+    // Past the responses' one second of freshness (the cache's own clock is
+    // the monotonic one), with the upstream failing.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    upstream.fail(true);
+    for _ in 0..8 {
+        let response = call(&app, &acme, Method::GET, "/v1/proxy/lenient/brief").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["tenantd-cache"], "stale");
+        assert_eq!(response.text().await.unwrap(), "acme:1");
+    }
+    // Without stale_if_error the failure shows: the upstream's 500s, then
+    // the open circuit's 503.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(status_of(&app, &acme, Method::GET, "/v1/proxy/strict/brief").await);
+    }
+    assert_eq!(statuses.first(), Some(&500));
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    // Another tenant has nothing cached to fall back on.
+    let (_, globex) = tenant(&app, "globex").await;
+    let response = call(&app, &globex, Method::GET, "/v1/proxy/lenient/brief").await;
+    assert_eq!(response.status(), 500);
+}

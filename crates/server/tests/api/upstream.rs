@@ -1,7 +1,7 @@
 //! A real upstream service for gateway tests: an HTTP server on 127.0.0.1
 //! that records what reached it and answers by path.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ struct Log {
     seen: Mutex<Vec<Seen>>,
     counter: AtomicUsize,
     connections: AtomicUsize,
+    /// While set, every request is answered 500.
+    failing: AtomicBool,
 }
 
 pub struct Upstream {
@@ -73,6 +75,11 @@ impl Upstream {
         Self { url, log }
     }
 
+    /// Answers every request with 500 from now on (`true`) or no longer.
+    pub fn fail(&self, failing: bool) {
+        self.log.failing.store(failing, Ordering::SeqCst);
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.log.connections.load(Ordering::SeqCst)
@@ -97,6 +104,7 @@ impl Upstream {
 /// - `cached`, `private`, `nostore`: a canary naming the tenant the request
 ///   came for and a counter, with `Cache-Control` `max-age=60`, `private,
 ///   max-age=60`, `no-store, max-age=60`;
+/// - `brief`: the canary with `max-age=1`;
 /// - `create`: 201 with `Location: /base/cached/created`;
 /// - `fail-for-acme`: 500 for tenant acme, 200 for others;
 /// - `unavailable`: 503; `slow`: 200 after 2 s;
@@ -140,8 +148,12 @@ async fn answer(State(log): State<Arc<Log>>, request: Request) -> Response {
     let canary = |cache_control: &'static str| {
         ([("cache-control", cache_control)], format!("{tenant}:{n}")).into_response()
     };
+    if log.failing.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     match first {
         "cached" => canary("max-age=60"),
+        "brief" => canary("max-age=1"),
         "private" => canary("private, max-age=60"),
         "nostore" => canary("no-store, max-age=60"),
         "create" => (
