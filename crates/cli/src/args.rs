@@ -240,10 +240,20 @@ pub struct PageArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
+    /// Create a tenant (operator).
     Create {
+        /// The tenant's id: 3 to 63 lowercase letters, digits and single hyphens.
         id: TenantId,
+        /// Its display name.
         #[arg(long)]
         name: String,
+        /// Its plan; `default` when omitted.
+        #[arg(long)]
+        plan: Option<tenantd_core::PlanId>,
+        /// The day of the month (1 to 28) its monthly quotas reset.
+        #[arg(long, value_parser = parse_billing_day)]
+        billing_day: Option<tenantd_core::quota::BillingDay>,
+        /// Its region (data residency); `default_region` when omitted.
         #[arg(long)]
         region: Option<tenantd_core::RegionId>,
         /// pooled (default) or dedicated.
@@ -253,41 +263,46 @@ pub enum TenantCommand {
         #[arg(long)]
         pool: Option<tenantd_core::PoolName>,
     },
-    Get {
-        id: TenantId,
-    },
+    /// Show a tenant (operator).
+    Get { id: TenantId },
+    /// List tenants, by id (operator).
     List {
+        /// Only tenants in this state: active, suspended or deleted.
         #[arg(long, value_parser = parse_status)]
         status: Option<TenantStatus>,
         #[command(flatten)]
         page: PageArgs,
     },
-    Rename {
+    /// Change a tenant's display name (operator).
+    Rename { id: TenantId, name: String },
+    /// Put a tenant on another plan, keeping its usage; the new limits apply
+    /// from its next request (operator).
+    SetPlan {
         id: TenantId,
-        name: String,
+        /// The plan.
+        #[arg(long)]
+        plan: tenantd_core::PlanId,
+        /// Pin a version of the plan; without it the tenant follows the latest.
+        #[arg(long)]
+        version: Option<i64>,
     },
-    Suspend {
-        id: TenantId,
-    },
-    Resume {
-        id: TenantId,
-    },
+    /// Refuse every key of a tenant until it is resumed (operator).
+    Suspend { id: TenantId },
+    /// Let a suspended tenant's keys in again (operator).
+    Resume { id: TenantId },
     /// Soft-delete; restorable until purged.
-    Delete {
-        id: TenantId,
-    },
-    Restore {
-        id: TenantId,
-    },
+    Delete { id: TenantId },
+    /// Undo a soft delete before the purge (operator).
+    Restore { id: TenantId },
     /// Purge a soft-deleted tenant now.
-    Purge {
-        id: TenantId,
-    },
+    Purge { id: TenantId },
     /// Move a tenant's data to another pool of its region or isolation model.
     Move {
         id: TenantId,
+        /// The pool to move to (of the tenant's region).
         #[arg(long)]
         pool: Option<tenantd_core::PoolName>,
+        /// The isolation model to move to: pooled, schema or dedicated.
         #[arg(long, value_parser = parse_isolation)]
         isolation: Option<Isolation>,
     },
@@ -297,37 +312,48 @@ pub enum TenantCommand {
 pub enum KeyCommand {
     /// Create a key; its token is printed once.
     Create {
+        /// The tenant the key is for; a platform (operator) key without it.
         #[arg(long)]
         tenant: Option<TenantId>,
+        /// operator (platform keys), admin, developer or reader.
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// A name to tell the key by.
         #[arg(long, default_value = "")]
         name: String,
         /// RFC 3339 instant, e.g. 2027-01-01T00:00:00Z.
         #[arg(long, value_parser = parse_instant)]
         expires_at: Option<time::OffsetDateTime>,
     },
+    /// List a tenant's keys (--tenant) or the platform's; never their secrets.
     List {
+        /// The tenant whose keys; the platform's without it.
         #[arg(long)]
         tenant: Option<TenantId>,
         #[command(flatten)]
         page: PageArgs,
     },
+    /// Show a key: role, state, expiry, last use.
     Get {
         id: KeyId,
+        /// The key's tenant; a platform key without it.
         #[arg(long)]
         tenant: Option<TenantId>,
     },
     /// Replace a key; the old one works until the overlap ends.
     Rotate {
         id: KeyId,
+        /// The key's tenant; a platform key without it.
         #[arg(long)]
         tenant: Option<TenantId>,
+        /// How long the old key keeps working (default: the server's).
         #[arg(long)]
         overlap_seconds: Option<u32>,
     },
+    /// Revoke a key at once.
     Revoke {
         id: KeyId,
+        /// The key's tenant; a platform key without it.
         #[arg(long)]
         tenant: Option<TenantId>,
     },
@@ -335,6 +361,13 @@ pub enum KeyCommand {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "one of operator, admin, developer, reader".to_owned())
+}
+
+fn parse_billing_day(s: &str) -> Result<tenantd_core::quota::BillingDay, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(|day| tenantd_core::quota::BillingDay::new(day).ok())
+        .ok_or_else(|| "a day of the month from 1 to 28".to_owned())
 }
 
 fn parse_isolation(s: &str) -> Result<Isolation, String> {

@@ -298,6 +298,8 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Er
         TenantCommand::Create {
             id,
             name,
+            plan,
+            billing_day,
             region,
             isolation,
             pool,
@@ -309,9 +311,22 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Er
                     region,
                     isolation,
                     pool,
-                    plan: None,
-                    billing_day: None,
+                    plan,
+                    billing_day,
                 })
+                .await?,
+        ),
+        TenantCommand::SetPlan { id, plan, version } => print(
+            client
+                .update_tenant(
+                    &id,
+                    &UpdateTenant {
+                        name: None,
+                        plan: Some(plan),
+                        billing_day: None,
+                        plan_version: Some(version),
+                    },
+                )
                 .await?,
         ),
         TenantCommand::Get { id } => print(client.tenant(&id).await?),

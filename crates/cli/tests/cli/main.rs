@@ -1068,3 +1068,60 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[test]
+fn a_tenant_is_created_on_a_plan_and_moved_to_another_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tenantd.toml"),
+        "[[plans]]\nid = \"pro\"\nrate = { requests = 100, per = \"1s\", burst = 200 }\n",
+    )
+    .unwrap();
+    let server = start(dir.path());
+    let token = server.bootstrap_token();
+    let run = |args: &[&str]| client(dir.path(), &server.url, &token, args);
+    let (ok, created) = run(&[
+        "tenants",
+        "create",
+        "acme",
+        "--name",
+        "Acme",
+        "--plan",
+        "pro",
+        "--billing-day",
+        "15",
+    ]);
+    assert!(ok, "{created}");
+    assert_eq!(
+        (created["plan"].as_str(), created["billing_day"].as_u64()),
+        (Some("pro"), Some(15))
+    );
+    let (ok, moved) = run(&["tenants", "set-plan", "acme", "--plan", "default"]);
+    assert!(ok, "{moved}");
+    assert_eq!(moved["plan"], "default");
+    let (ok, pinned) = run(&[
+        "tenants",
+        "set-plan",
+        "acme",
+        "--plan",
+        "pro",
+        "--version",
+        "1",
+    ]);
+    assert!(ok, "{pinned}");
+    assert_eq!(
+        (pinned["plan"].as_str(), pinned["plan_version"].as_i64()),
+        (Some("pro"), Some(1))
+    );
+    let (ok, refused) = run(&[
+        "tenants",
+        "create",
+        "globex",
+        "--name",
+        "G",
+        "--billing-day",
+        "31",
+    ]);
+    assert!(!ok, "{refused}");
+    assert_eq!(server.terminate(), Some(0));
+}
