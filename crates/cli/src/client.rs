@@ -45,6 +45,7 @@ pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
         eprintln!("tenantd: no API key: pass --key or set TENANTD_KEY");
         return ExitCode::FAILURE;
     };
+    let url = connection.url.clone();
     let result = match Client::new(&connection.url, &key) {
         Ok(client) => execute(&client, command).await,
         Err(e) => Err(e),
@@ -56,6 +57,17 @@ pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
                 "{}",
                 serde_json::to_string_pretty(&problem).unwrap_or_default()
             );
+            ExitCode::FAILURE
+        }
+        Err(Error::Http(e)) if e.is_connect() => {
+            eprintln!(
+                "tenantd: nothing answers at {url}: start a server with `tenantd serve`, \
+                 or point TENANTD_URL (or --url) at a running one"
+            );
+            ExitCode::FAILURE
+        }
+        Err(Error::Http(e)) if e.is_timeout() => {
+            eprintln!("tenantd: the server at {url} did not answer in time");
             ExitCode::FAILURE
         }
         Err(e) => {

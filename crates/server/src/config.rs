@@ -749,11 +749,89 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("{0}")]
     Parse(#[from] Box<figment::Error>),
+    /// A setting tenantd does not have: a typo, most likely.
+    #[error("{}", unknown_setting(.origin, .line, .key, .nearest))]
+    UnknownSetting {
+        /// The file or environment variable it was found in.
+        origin: String,
+        /// Its line in the file, when found there.
+        line: Option<usize>,
+        /// The setting as written, with the tables it is in (`admission.seets`).
+        key: String,
+        /// The valid setting nearest to it, if one is near.
+        nearest: Option<String>,
+    },
     #[error("invalid setting `{setting}`: {reason}")]
     Invalid {
         setting: &'static str,
         reason: String,
     },
+}
+
+/// How an unknown setting is told: where, what, and what was likely meant.
+fn unknown_setting(
+    origin: &str,
+    line: &Option<usize>,
+    key: &str,
+    nearest: &Option<String>,
+) -> String {
+    let at = line.map_or(origin.to_owned(), |line| format!("{origin}:{line}"));
+    match nearest {
+        Some(nearest) => format!("{at}: unknown setting `{key}`; did you mean `{nearest}`?"),
+        None => format!("{at}: unknown setting `{key}`"),
+    }
+}
+
+/// A figment error as the user can act on it: an unknown field is named
+/// with its file and line (or its environment variable) and the nearest
+/// valid name; anything else is figment's own message.
+fn explain(error: figment::Error) -> ConfigError {
+    let figment::error::Kind::UnknownField(found, expected) = &error.kind else {
+        return ConfigError::Parse(Box::new(error));
+    };
+    let nearest = expected
+        .iter()
+        .map(|name| (strsim::damerau_levenshtein(found, name), *name))
+        .filter(|(distance, name)| *distance <= (name.len() / 3).max(1))
+        .min()
+        .map(|(_, name)| name.to_owned());
+    // The path figment reports starts with its profile (`default`).
+    let path: Vec<&str> = error
+        .path
+        .iter()
+        .map(String::as_str)
+        .skip_while(|segment| *segment == "default")
+        .collect();
+    let key = path.join(".");
+    let (origin, line) = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        Some(figment::Source::File(file)) => {
+            let line = std::fs::read_to_string(file).ok().and_then(|text| {
+                text.lines().position(|line| {
+                    line.trim_start()
+                        .strip_prefix(found.as_str())
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                })
+            });
+            (file.display().to_string(), line.map(|l| l + 1))
+        }
+        _ => match error.metadata.as_ref() {
+            Some(m) if m.name.contains("environment") => (
+                format!(
+                    "environment variable TENANTD_{}",
+                    key.replace('.', "_").to_uppercase()
+                ),
+                None,
+            ),
+            Some(m) => (m.name.to_string(), None),
+            None => ("configuration".to_owned(), None),
+        },
+    };
+    ConfigError::UnknownSetting {
+        origin,
+        line,
+        key,
+        nearest,
+    }
 }
 
 /// Environment variables read by the `tenantd` client commands, not by the server.
@@ -777,7 +855,7 @@ impl Config {
     }
 
     fn load_from(figment: Figment) -> Result<Self, ConfigError> {
-        let mut config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(explain)?;
         if !config.plans.iter().any(|p| p.id == PlanId::default_plan()) {
             config.plans.push(Plan::default_plan());
         }
@@ -1095,6 +1173,35 @@ id = \"team\"",
             let team = config.plan(&"team".parse().unwrap()).unwrap();
             assert!(team.self_service.rate_requests.is_some());
             assert_eq!(team.self_service.quotas.len(), 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_typo_names_its_file_line_key_and_the_setting_meant() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tenantd.toml",
+                "log_level = \"info\"\nlisen = \"127.0.0.1:1\"\n\n[admission]\nseats = 8\n",
+            )?;
+            let error = load(&Overrides::default()).unwrap_err().to_string();
+            assert!(
+                error.contains("tenantd.toml:2: unknown setting `lisen`; did you mean `listen`?"),
+                "{error}"
+            );
+            jail.create_file("tenantd.toml", "[admission]\nseets = 8\n")?;
+            let error = load(&Overrides::default()).unwrap_err().to_string();
+            assert!(
+                error.contains(":2: unknown setting `admission.seets`; did you mean `seats`?"),
+                "{error}"
+            );
+            jail.create_file("tenantd.toml", "")?;
+            jail.set_env("TENANTD_LISTN", "127.0.0.1:1");
+            let error = load(&Overrides::default()).unwrap_err().to_string();
+            assert!(
+                error.contains("environment variable TENANTD_LISTN: unknown setting `listn`; did you mean `listen`?"),
+                "{error}"
+            );
             Ok(())
         });
     }

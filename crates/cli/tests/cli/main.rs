@@ -1125,3 +1125,23 @@ fn a_tenant_is_created_on_a_plan_and_moved_to_another_from_the_command_line() {
     assert!(!ok, "{refused}");
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[test]
+fn a_server_that_is_not_there_is_named_with_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: taken, then given back.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{address}");
+    let key = "tk_0123456789abcdef_000000000000000000000000000000000000000000000000";
+    let (ok, message) = client(dir.path(), &url, key, &["me"]);
+    assert!(!ok);
+    let message = message.as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("nothing answers at {url}")),
+        "{message}"
+    );
+    assert!(message.contains("tenantd serve"), "{message}");
+}
