@@ -142,7 +142,8 @@ pub async fn write_behind(state: AppState, every: Duration, mut stopped: watch::
 pub async fn flush(state: &AppState) {
     let admission = &state.admission;
     let now = state.clock.now();
-    let (batch, measure) = admission.ledgers.drain(now);
+    let (mut batch, measure) = admission.ledgers.drain(now);
+    let measured = !measure.is_empty();
     for scope in measure {
         match state.data.usage(&scope).await {
             Ok(usage) => admission.ledgers.with(scope.tenant(), |u| {
@@ -161,6 +162,18 @@ pub async fn flush(state: &AppState) {
                     u.measure_storage = Some(Box::new(scope.clone()))
                 });
             }
+        }
+    }
+    if measured {
+        // The levels just measured go out with this write, not the next one:
+        // at a shutdown there is no next one.
+        let (levels, again) = admission.ledgers.drain(now);
+        batch.append(levels);
+        // Writes that came in meanwhile are measured next round.
+        for scope in again {
+            admission.ledgers.with(scope.tenant(), |u| {
+                u.measure_storage = Some(Box::new(scope.clone()))
+            });
         }
     }
     if batch.is_empty() {

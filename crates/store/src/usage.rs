@@ -45,6 +45,14 @@ impl UsageBatch {
     pub fn is_empty(&self) -> bool {
         self.ledgers.is_empty() && self.hours.is_empty() && self.events.is_empty()
     }
+
+    /// Adds a later batch's contents: written after this one's, its ledgers
+    /// replace this one's, and its hours and events add to them.
+    pub fn append(&mut self, later: UsageBatch) {
+        self.ledgers.extend(later.ledgers);
+        self.hours.extend(later.hours);
+        self.events.extend(later.events);
+    }
 }
 
 /// A recorded quota event.

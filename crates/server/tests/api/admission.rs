@@ -622,3 +622,44 @@ async fn a_storage_quota_stops_writes_not_reads_and_usage_survives_a_restart() {
         .unwrap();
     assert_eq!(response.status(), 429, "still over the storage quota");
 }
+
+#[tokio::test]
+async fn stored_records_and_bytes_are_exact_right_after_a_restart() {
+    let app = spawn_app_with(|_| {}).await;
+    let token = tenant_on(&app, "acme", "default", None).await;
+    let acme = TenantId::parse("acme").unwrap();
+    app.request(Method::POST, "/v1/collections")
+        .bearer_auth(&token)
+        .json(&json!({ "name": "docs" }))
+        .send()
+        .await
+        .unwrap();
+    for id in ["a", "b", "c"] {
+        let response = app
+            .request(Method::PUT, &format!("/v1/collections/docs/records/{id}"))
+            .bearer_auth(&token)
+            .json(&json!({ "text": "x".repeat(100) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    // Stopped at once: the last writes are measured by the shutdown's
+    // write-behind, which must write what it measured.
+    let (dir, config, operator) = app.stop().await;
+    let app = crate::helpers::restart_app(dir, config, operator).await;
+    let usage = app.operator.usage(&acme).await.unwrap();
+    let level = |metric: Metric| {
+        usage
+            .counters
+            .iter()
+            .find(|c| c.metric == metric && c.period.is_none())
+            .map(|c| c.value)
+    };
+    assert_eq!(level(Metric::Records), Some(3), "{:?}", usage.counters);
+    assert!(
+        level(Metric::StorageBytes).unwrap_or(0) > 300,
+        "{:?}",
+        usage.counters
+    );
+}
