@@ -248,15 +248,16 @@ async fn a_tenants_hung_database_fails_fast_for_it_alone() {
     let mut store_unavailable = 0;
     for task in load {
         for (status, code, took) in task.await.unwrap() {
-            // Refused within the acquire (and lock) timeout, never at the
-            // write deadline (15 s); past its seat ceiling, a request may
+            // Refused within its queue wait (2 s) plus the acquire and lock
+            // timeouts (1 s each), with room for a loaded machine; never at
+            // the write deadline (15 s). Past its seat ceiling, a request may
             // also be shed from the tenant's own queue.
             assert_eq!(status, 503, "{code}");
             assert!(
                 ["store_unavailable", "overloaded"].contains(&code.as_str()),
                 "{code}"
             );
-            assert!(took < Duration::from_secs(5), "{took:?}");
+            assert!(took < Duration::from_secs(8), "{took:?}");
             store_unavailable += usize::from(code == "store_unavailable");
         }
     }
@@ -315,7 +316,7 @@ async fn postgresql_stopped_answers_fast_and_heals_without_a_restart() {
             assert_eq!((status, code.as_str()), (503, "store_unavailable"));
         }
         assert!(
-            started.elapsed() < Duration::from_secs(4),
+            started.elapsed() < Duration::from_secs(6),
             "{:?}",
             started.elapsed()
         );
