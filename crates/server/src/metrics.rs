@@ -33,6 +33,7 @@ pub enum Rejection {
     BodyTooLarge,
     BodyTimeout,
     BodyUnreadable,
+    StoreUnavailable,
 }
 
 impl Rejection {
@@ -47,6 +48,7 @@ impl Rejection {
             Self::BodyTooLarge => "payload_too_large",
             Self::BodyTimeout => "body_timeout",
             Self::BodyUnreadable => "body_unreadable",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 }

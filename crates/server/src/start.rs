@@ -172,7 +172,13 @@ impl Server {
         };
         let mut dependencies = vec![catalog.dependency().clone()];
         dependencies.extend(data.dependencies());
-        let admission = Admission::new(&config.admission, body, dependencies, clock.clone())?;
+        let admission = Admission::new(
+            &config.admission,
+            body,
+            data.clone(),
+            dependencies,
+            clock.clone(),
+        )?;
         seed_plans(&catalog, &config.plans, &*clock).await?;
         for stored in catalog.all_plan_versions().await? {
             admission.add_plan_version(stored.version, stored.plan);

@@ -277,6 +277,16 @@ pub struct DataStore {
     /// The circuit of each dedicated database, kept while it is closed too,
     /// so that one that fails to open is refused at once after a few tries.
     dedicated_health: moka::sync::Cache<(PoolName, TenantId), Arc<Dependency>>,
+    /// A place per connection of each dedicated database: a request takes
+    /// one (`reserve`) before it takes a shared seat, so requests waiting
+    /// for a tenant's own database wait outside the seats.
+    dedicated_places: moka::sync::Cache<(PoolName, TenantId), Arc<tokio::sync::Semaphore>>,
+}
+
+/// A request's place at a tenant's own database, held while it runs.
+#[derive(Debug)]
+pub struct Reservation {
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// One opened storage pool.
@@ -485,7 +495,44 @@ impl DataStore {
             limits,
             connections,
             dedicated_health: moka::sync::Cache::new(OPEN_DEDICATED * 8),
+            dedicated_places: moka::sync::Cache::new(OPEN_DEDICATED * 8),
         })
+    }
+
+    /// A place at the server database only `scope`'s tenant uses (its
+    /// dedicated PostgreSQL database), one per connection of its pool,
+    /// waiting at most the acquire timeout: a request takes it before a
+    /// shared seat, so waiting for a tenant's own database never holds what
+    /// other tenants need. Refused at once while that database's circuit is
+    /// open. Shared databases (pooled, schema) need no place: their
+    /// connections are shared capacity like the seats; nor does a dedicated
+    /// SQLite file, local to this process, whose writes queue at its writer.
+    pub async fn reserve(&self, scope: &DataScope) -> Result<Reservation, StoreError> {
+        let on_server = matches!(self.storage(scope.pool())?, Storage::Postgres { .. });
+        if scope.isolation() != Isolation::Dedicated || !on_server {
+            return Ok(Reservation { _place: None });
+        }
+        let key = (scope.pool().clone(), scope.tenant().clone());
+        if let Some(health) = self.dedicated_health.get(&key) {
+            if health.is_down() {
+                // Let a probe through when due; refuse meanwhile.
+                drop(health.enter()?);
+            }
+        }
+        let places = self.dedicated_places.get_with(key, || {
+            Arc::new(tokio::sync::Semaphore::new(
+                pg::DEDICATED_CONNECTIONS as usize,
+            ))
+        });
+        match tokio::time::timeout(self.connections.acquire_timeout, places.acquire_owned()).await {
+            Ok(Ok(place)) => Ok(Reservation {
+                _place: Some(place),
+            }),
+            _ => Err(StoreError::Unavailable {
+                dependency: format!("pool {}, tenant {}", scope.pool(), scope.tenant()).into(),
+                retry_after: std::time::Duration::from_secs(1),
+            }),
+        }
     }
 
     /// The circuit of every pool's shared database, for `/readyz` and

@@ -32,6 +32,7 @@ use tenantd_core::quota::{Demand, QuotaDecision};
 use tenantd_core::{Clock, DataScope, ErrorCode, PlanId, Principal, TenantId};
 
 use tenantd_store::health::Dependency;
+use tenantd_store::DataStore;
 
 use crate::config::AdmissionConfig;
 use crate::meter::{self, MeteredBody};
@@ -55,6 +56,9 @@ pub struct BodyRules {
 pub struct Admission {
     config: AdmissionConfig,
     body: BodyRules,
+    /// Where a request takes its place at a tenant's own database before
+    /// it takes a seat.
+    data: DataStore,
     /// Every version of every plan (index: version − 1). Read by every
     /// request without a lock; a new version (rare) swaps in a new map.
     plans: ArcSwap<HashMap<PlanId, Vec<Arc<Plan>>>>,
@@ -83,6 +87,7 @@ impl Admission {
     pub fn new(
         config: &AdmissionConfig,
         body: BodyRules,
+        data: DataStore,
         mut dependencies: Vec<Arc<Dependency>>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Unavailable> {
@@ -108,6 +113,7 @@ impl Admission {
             plans_writer: Mutex::default(),
             config: config.clone(),
             body,
+            data,
             clock,
         })
     }
@@ -419,6 +425,20 @@ impl Admission {
             }
         };
 
+        // A place at the tenant's own database, if it has one on a server:
+        // waiting for it is waiting for the tenant's own resource, so it
+        // happens before the seat, bounded by the acquire timeout.
+        let reservation = match &data_scope {
+            Some(scope) => match self.data.reserve(scope).await {
+                Ok(reservation) => Some(reservation),
+                Err(e) => {
+                    refund();
+                    return self.refuse(&tenant, Rejection::StoreUnavailable, e.into(), headers);
+                }
+            },
+            None => None,
+        };
+
         // A seat, fairly.
         let class_config = self.config.classes.get(class);
         let cap = plan.concurrency_cap().map_or(u32::MAX, |c| {
@@ -481,6 +501,7 @@ impl Admission {
             }
         });
         drop(in_flight);
+        drop(reservation);
         let mut response = match outcome {
             Ok(response) => response,
             Err(_) => {

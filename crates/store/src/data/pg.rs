@@ -25,8 +25,10 @@ use crate::StoreError;
 
 /// Connections of the application's pool on a pool's main database.
 const MAIN_CONNECTIONS: u32 = 16;
-/// Connections per dedicated database (application and owner each).
-const DEDICATED_CONNECTIONS: u32 = 2;
+/// Connections per dedicated database (application and owner each); also
+/// the requests a tenant may have at its dedicated database at once
+/// (`DataStore::reserve`).
+pub(super) const DEDICATED_CONNECTIONS: u32 = 2;
 
 /// Options of every pool here: bounded waits for a connection, idle ones
 /// closed after a minute, and none handed out inside a transaction.
