@@ -109,29 +109,16 @@ pub async fn recover_operator_key(
     let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout).await?;
     let hasher = KeyHasher::new(secret);
     let token = ApiKeyToken::generate(&mut OsRng);
-    let now = clock.now();
-    let key = KeyRecord::issue(
-        &token,
-        KeyOwner::Platform,
-        Role::Operator,
-        "recovered",
-        &hasher,
-        now,
-    );
-    let audit = NewAuditEntry {
-        tenant: None,
-        at: now,
-        actor: None,
+    let issued = OperatorKey {
+        name: "recovered",
         action: "key.recover",
-        target: key.id.to_string(),
         details: json!({ "source": "data directory" }),
-        request_id: None,
-        before: None,
-        after: None,
     };
-    catalog.insert_key(&key, &audit).await?;
+    let key = issued
+        .insert(&catalog, &hasher, &token, clock.now())
+        .await?;
     catalog.close().await;
-    Ok((key.id, token.expose()))
+    Ok((key, token.expose()))
 }
 
 impl Server {
@@ -322,6 +309,47 @@ fn load_or_create_secret(path: &Path) -> Result<ServerSecret, StartError> {
     }
 }
 
+/// An operator key made outside the API (at first start, or offline), with
+/// the audit entry that says how.
+struct OperatorKey {
+    name: &'static str,
+    action: &'static str,
+    details: serde_json::Value,
+}
+
+impl OperatorKey {
+    /// Stores the key of `token` and its audit entry; returns its id.
+    async fn insert(
+        self,
+        catalog: &Catalog,
+        hasher: &KeyHasher,
+        token: &ApiKeyToken,
+        now: time::OffsetDateTime,
+    ) -> Result<KeyId, StartError> {
+        let key = KeyRecord::issue(
+            token,
+            KeyOwner::Platform,
+            Role::Operator,
+            self.name,
+            hasher,
+            now,
+        );
+        let audit = NewAuditEntry {
+            tenant: None,
+            at: now,
+            actor: None,
+            action: self.action,
+            target: key.id.to_string(),
+            details: self.details,
+            request_id: None,
+            before: None,
+            after: None,
+        };
+        catalog.insert_key(&key, &audit).await?;
+        Ok(key.id)
+    }
+}
+
 /// Creates the first operator key on a store that has never had one: the
 /// configured key, or a fresh one whose token is returned to be shown once.
 async fn bootstrap(
@@ -338,27 +366,12 @@ async fn bootstrap(
     }
     let generated = configured.is_none();
     let token = configured.unwrap_or_else(|| ApiKeyToken::generate(&mut OsRng));
-    let now = clock.now();
-    let key = KeyRecord::issue(
-        &token,
-        KeyOwner::Platform,
-        Role::Operator,
-        "bootstrap",
-        hasher,
-        now,
-    );
-    let audit = NewAuditEntry {
-        tenant: None,
-        at: now,
-        actor: None,
+    let issued = OperatorKey {
+        name: "bootstrap",
         action: "key.bootstrap",
-        target: key.id.to_string(),
         details: json!({ "generated": generated }),
-        request_id: None,
-        before: None,
-        after: None,
     };
-    catalog.insert_key(&key, &audit).await?;
-    tracing::info!(key = %key.id, "created the bootstrap operator key");
+    let key = issued.insert(catalog, hasher, &token, clock.now()).await?;
+    tracing::info!(key = %key, "created the bootstrap operator key");
     Ok(generated.then(|| token.expose()))
 }

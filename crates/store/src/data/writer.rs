@@ -301,22 +301,26 @@ mod tests {
         CollectionName::parse("orders").unwrap()
     }
 
+    /// `ops` on acme's `orders`, as one write.
+    fn batch(ops: Vec<BatchOp>) -> Work {
+        Work::Batch {
+            tenant: tenant(),
+            collection: orders(),
+            ops,
+            now: OffsetDateTime::UNIX_EPOCH,
+            limits: DataLimits {
+                max_record_bytes: 1 << 20,
+            },
+        }
+    }
+
     async fn put(writer: &Writer, id: &str, bytes: usize) -> Result<Done> {
-        writer
-            .write(Work::Batch {
-                tenant: tenant(),
-                collection: orders(),
-                ops: vec![BatchOp::Put {
-                    id: RecordId::parse(id).unwrap(),
-                    body: json!({ "pad": "x".repeat(bytes) }),
-                    expect: None,
-                }],
-                now: OffsetDateTime::UNIX_EPOCH,
-                limits: DataLimits {
-                    max_record_bytes: 1 << 20,
-                },
-            })
-            .await
+        let op = BatchOp::Put {
+            id: RecordId::parse(id).unwrap(),
+            body: json!({ "pad": "x".repeat(bytes) }),
+            expect: None,
+        };
+        writer.write(batch(vec![op])).await
     }
 
     /// A database that may grow by only `room_pages` pages (SQLite's
@@ -375,23 +379,14 @@ mod tests {
         // Room is made by deleting records (freed pages are reused); the
         // next writes succeed on the same writer, and every acknowledged
         // write is there.
-        let deleted = writer
-            .write(Work::Batch {
-                tenant: tenant(),
-                collection: orders(),
-                ops: written
-                    .drain(..written.len() / 2)
-                    .map(|id| BatchOp::Delete {
-                        id: RecordId::parse(&id).unwrap(),
-                        expect: None,
-                    })
-                    .collect(),
-                now: OffsetDateTime::UNIX_EPOCH,
-                limits: DataLimits {
-                    max_record_bytes: 1 << 20,
-                },
+        let deletes = written
+            .drain(..written.len() / 2)
+            .map(|id| BatchOp::Delete {
+                id: RecordId::parse(&id).unwrap(),
+                expect: None,
             })
-            .await;
+            .collect();
+        let deleted = writer.write(batch(deletes)).await;
         assert!(deleted.is_ok(), "{:?}", deleted.err());
         put(&writer, "after", 8_000).await.unwrap();
         written.push("after".into());
@@ -430,20 +425,11 @@ mod tests {
                 let writer = writer.clone();
                 tokio::spawn(async move {
                     if i == 25 {
-                        writer
-                            .write(Work::Batch {
-                                tenant: tenant(),
-                                collection: orders(),
-                                ops: vec![BatchOp::Create {
-                                    id: RecordId::parse("taken").unwrap(),
-                                    body: json!({}),
-                                }],
-                                now: OffsetDateTime::UNIX_EPOCH,
-                                limits: DataLimits {
-                                    max_record_bytes: 1 << 20,
-                                },
-                            })
-                            .await
+                        let create = BatchOp::Create {
+                            id: RecordId::parse("taken").unwrap(),
+                            body: json!({}),
+                        };
+                        writer.write(batch(vec![create])).await
                     } else {
                         put(&writer, &format!("w{i}"), 10).await
                     }
