@@ -378,6 +378,8 @@ pub struct MoveTenant {
     pub isolation: Option<Isolation>,
 }
 
+pub type JobPage = Page<JobView>;
+
 /// An asynchronous job and how far it got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {

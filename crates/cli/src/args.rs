@@ -100,8 +100,25 @@ pub enum ClientCommand {
     /// Manage API keys: a tenant's with --tenant, the platform's without.
     #[command(subcommand)]
     Keys(KeyCommand),
-    /// Show a job, e.g. a tenant move.
-    Job { id: tenantd_core::JobId },
+    /// Show a job, e.g. a tenant move (operator).
+    Job {
+        id: tenantd_core::JobId,
+        /// Follow the job until it ends, printing each step it reaches;
+        /// exits with status 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List jobs, newest first (operator).
+    Jobs {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Only jobs in this state: running, succeeded or failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Make the server agree with a tenancy file (plans, tenants, policies),
     /// through the API: every change versioned and audited. Prints each change.
     Apply {

@@ -229,12 +229,47 @@ async fn apply(client: &Client, file: &std::path::Path, dry_run: bool) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often `job --wait` looks at its job.
+const JOB_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Follows a job until it ends: a line per step reached, then the job.
+async fn follow_job(client: &Client, id: &tenantd_core::JobId) -> Result<ExitCode, Error> {
+    let mut last_step = String::new();
+    loop {
+        let job = client.job(id).await?;
+        if job.step != last_step {
+            say(format_args!("{}: {}", job.state, job.step));
+            last_step.clone_from(&job.step);
+        }
+        if job.state != "running" {
+            let failed = job.state == "failed";
+            print(job)?;
+            return Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        tokio::time::sleep(JOB_POLL).await;
+    }
+}
+
 /// Runs a command; its exit status is failure for a broken audit chain or
 /// a tenancy file that cannot be applied.
 async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Error> {
     match command {
         ClientCommand::Me => print(client.me().await?),
-        ClientCommand::Job { id } => print(client.job(&id).await?),
+        ClientCommand::Job { id, wait: false } => print(client.job(&id).await?),
+        ClientCommand::Job { id, wait: true } => follow_job(client, &id).await,
+        ClientCommand::Jobs {
+            tenant,
+            state,
+            page: p,
+        } => print(
+            client
+                .jobs(&page(p), tenant.as_ref(), state.as_deref())
+                .await?,
+        ),
         ClientCommand::Audit {
             action: Some(AuditCommand::Verify { tenant }),
             ..

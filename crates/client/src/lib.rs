@@ -27,7 +27,7 @@ use serde_json::Value;
 use tenantd_api::{
     AddOnPage, AddOnView, AuditPage, AuditVerification, BatchRequest, BatchResponse, Collection,
     CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
-    DecidePolicy, Health, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PlanView,
+    DecidePolicy, Health, JobPage, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PlanView,
     PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEventPage,
     Readiness, RecordPage, RecordView, RotateKey, RotatedKey, SigningKeyView, TenantPage,
     UpdateTenant, UsageHistory, UsageView, WritePlan,
@@ -102,6 +102,16 @@ pub struct RecordQuery {
     pub cursor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct JobQuery<'a> {
+    #[serde(flatten)]
+    page: &'a PageRequest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a TenantId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -509,6 +519,22 @@ impl Client {
                 .json(to),
         )
         .await
+    }
+
+    /// Jobs, newest first: every tenant's or `tenant`'s, in any state or
+    /// `state` (`running`, `succeeded`, `failed`).
+    pub async fn jobs(
+        &self,
+        page: &PageRequest,
+        tenant: Option<&TenantId>,
+        state: Option<&str>,
+    ) -> Result<JobPage, Error> {
+        let query = JobQuery {
+            page,
+            tenant,
+            state,
+        };
+        Self::send(self.request(Method::GET, "/v1/jobs").query(&query)).await
     }
 
     pub async fn job(&self, id: &JobId) -> Result<JobView, Error> {

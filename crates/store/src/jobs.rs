@@ -26,7 +26,7 @@ impl JobState {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         [Self::Running, Self::Succeeded, Self::Failed]
             .into_iter()
             .find(|state| state.as_str() == s)
@@ -136,6 +136,35 @@ impl Catalog {
             .await?
             .map(JobRow::into_job)
             .transpose()
+    }
+
+    /// Jobs newest first, of one tenant or every one, in one state or any,
+    /// after the (created_at, id) position of the previous page: the
+    /// operators' list of jobs.
+    pub async fn jobs(
+        &self,
+        tenant: Option<&TenantId>,
+        state: Option<JobState>,
+        before: Option<(OffsetDateTime, &JobId)>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        let (at, id) = before.map_or((i64::MAX, ""), |(at, id)| (to_nanos(at), id.as_str()));
+        sqlx::query_as::<_, JobRow>(
+            "SELECT * FROM jobs
+             WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR state = ?2)
+               AND (created_at, id) < (?3, ?4)
+             ORDER BY created_at DESC, id DESC LIMIT ?5",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .bind(state.map(JobState::as_str))
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(JobRow::into_job)
+        .collect()
     }
 
     /// Ends as failed every job still marked running: called at start, when

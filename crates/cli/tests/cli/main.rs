@@ -317,6 +317,41 @@ fn a_tenant_moves_from_the_command_line() {
     assert_eq!(state, "succeeded");
     let (_, tenant) = run(&["tenants", "get", "acme"]);
     assert_eq!(tenant["isolation"], "dedicated");
+
+    // Back again, followed to its end with `job --wait`.
+    let (ok, back) = run(&["tenants", "move", "acme", "--isolation", "pooled"]);
+    assert!(ok, "{back}");
+    let back_id = back["id"].as_str().unwrap().to_owned();
+    let followed = tenantd(dir.path())
+        .args(["job", &back_id, "--wait"])
+        .env("TENANTD_URL", &url)
+        .env("TENANTD_KEY", &token)
+        .output()
+        .unwrap();
+    assert!(followed.status.success());
+    let printed = String::from_utf8_lossy(&followed.stdout);
+    assert!(printed.contains("succeeded: done"), "{printed}");
+    // Both jobs, newest first; none failed.
+    let (ok, jobs) = run(&["jobs", "--tenant", "acme"]);
+    assert!(ok, "{jobs}");
+    let ids: Vec<&str> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [back_id.as_str(), id.as_str()]);
+    let (ok, failed) = run(&["jobs", "--state", "failed"]);
+    assert!(ok, "{failed}");
+    assert_eq!(failed["items"].as_array().unwrap().len(), 0);
+    let (ok, page) = run(&["jobs", "--limit", "1"]);
+    assert!(ok);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let (_, rest) = run(&["jobs", "--limit", "1", "--cursor", &cursor]);
+    assert_eq!(rest["items"][0]["id"], id.as_str());
     assert_eq!(server.terminate(), Some(0));
 }
 

@@ -197,7 +197,7 @@ impl Modify for Security {
         super::tenants::create, super::tenants::list, super::tenants::get, super::tenants::update,
         super::tenants::delete, super::tenants::suspend, super::tenants::resume,
         super::tenants::restore, super::tenants::purge,
-        super::tenants::move_tenant, super::tenants::get_job,
+        super::tenants::move_tenant, super::tenants::get_job, super::tenants::list_jobs,
         super::keys::create_tenant_key, super::keys::list_tenant_keys, super::keys::get_tenant_key,
         super::keys::rotate_tenant_key, super::keys::revoke_tenant_key,
         super::keys::create_platform_key, super::keys::list_platform_keys,

@@ -143,6 +143,7 @@ fn routes() -> Vec<Route> {
             Operator,
             tenants::move_tenant,
         ),
+        route(M::GET, "/v1/jobs", Operator, tenants::list_jobs),
         route(M::GET, "/v1/jobs/{job_id}", Operator, tenants::get_job),
         // Plans, versioned, managed by operators.
         route(M::POST, "/v1/plans", Operator, plans::create),

@@ -7,14 +7,16 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
-use tenantd_api::{CreateTenant, JobView, MoveTenant, Page, Problem, TenantPage, UpdateTenant};
+use tenantd_api::{
+    CreateTenant, JobPage, JobView, MoveTenant, Page, Problem, TenantPage, UpdateTenant,
+};
 use tenantd_core::placement::place;
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
 use tenantd_core::{
     ErrorCode, Isolation, JobId, PlanId, Principal, Role, Tenant, TenantId, TenantStatus,
 };
 use tenantd_store::data::Placement;
-use tenantd_store::jobs::Job;
+use tenantd_store::jobs::{Job, JobState};
 use tenantd_store::StoreError;
 use utoipa::IntoParams;
 
@@ -33,6 +35,20 @@ pub struct ListTenantsQuery {
     pub limit: Option<u32>,
     /// Only tenants with this status.
     pub status: Option<TenantStatus>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// Only this tenant's jobs.
+    pub tenant: Option<TenantId>,
+    /// Only jobs in this state: `running`, `succeeded` or `failed`.
+    pub state: Option<String>,
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -457,6 +473,51 @@ pub(super) async fn move_tenant(
         Json(job_view(job)),
     )
         .into_response())
+}
+
+/// Jobs, newest first: every tenant's, or one's, in any state or one.
+#[utoipa::path(get, path = "/v1/jobs", tag = "tenants",
+    params(ListJobsQuery), security(("api_key" = [])),
+    responses((status = 200, description = "A page of jobs", body = Page<JobView>)))]
+pub(super) async fn list_jobs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListJobsQuery>,
+) -> Result<Json<JobPage>, ApiError> {
+    let job_state = query
+        .state
+        .as_deref()
+        .map(|s| {
+            JobState::parse(s).ok_or_else(|| {
+                ApiError::invalid_parameter("state: one of running, succeeded, failed")
+            })
+        })
+        .transpose()?;
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    };
+    let limit = page.limit()?;
+    let before = page.after(|s| {
+        let (at, id) = s.split_once('.')?;
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(at.parse().ok()?).ok()?;
+        Some((at, JobId::parse(id).ok()?))
+    })?;
+    let rows = state
+        .catalog
+        .jobs(
+            query.tenant.as_ref(),
+            job_state,
+            before.as_ref().map(|(at, id)| (*at, id)),
+            limit + 1,
+        )
+        .await?;
+    let (rows, next_cursor) = page_of(rows, limit, |j| {
+        format!("{}.{}", j.created_at.unix_timestamp_nanos(), j.id.as_str())
+    });
+    Ok(Json(JobPage {
+        items: rows.into_iter().map(job_view).collect(),
+        next_cursor,
+    }))
 }
 
 /// Get a job.
