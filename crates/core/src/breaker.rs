@@ -166,7 +166,10 @@ impl Breaker {
                         *failures += 1;
                     }
                 }
-                let tripped = *calls >= policy.min_calls
+                // Only a failure opens the circuit: a call that just
+                // succeeded is no reason to refuse the next one.
+                let tripped = outcome == Outcome::Failure
+                    && *calls >= policy.min_calls
                     && u64::from(*failures) * 100
                         >= u64::from(*calls) * u64::from(policy.failure_percent);
                 if tripped {
@@ -227,6 +230,23 @@ mod tests {
             call(&mut b, Outcome::Failure, t0);
         }
         b
+    }
+
+    #[test]
+    fn a_success_never_opens_the_circuit() {
+        // Two calls that started together both fail, then two succeed: the
+        // third call (a success) reaches min_calls with half failed, and the
+        // circuit still stays closed; only a failure can open it.
+        let t0 = Instant::now();
+        let mut b = Breaker::new(t0);
+        let (one, two) = (b.try_call(t0).unwrap(), b.try_call(t0).unwrap());
+        b.record(&policy(), one, Outcome::Failure, t0);
+        b.record(&policy(), two, Outcome::Failure, t0);
+        call(&mut b, Outcome::Success, t0);
+        call(&mut b, Outcome::Success, t0);
+        assert!(!b.is_open(t0));
+        call(&mut b, Outcome::Failure, t0);
+        assert!(b.is_open(t0), "3 of 5 failed, the last a failure");
     }
 
     #[test]

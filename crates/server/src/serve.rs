@@ -129,7 +129,7 @@ impl Server {
                 stopped.clone(),
             )),
             tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
-            tokio::spawn(probe_pools(state.clone(), stopped.clone())),
+            tokio::spawn(probe_dependencies(state.clone(), stopped.clone())),
             tokio::spawn(meter::write_behind(
                 state.clone(),
                 config.admission.usage_flush_interval,
@@ -220,17 +220,21 @@ async fn flush_key_use(state: AppState, every: Duration, mut stopped: watch::Rec
     }
 }
 
-/// How often storage pools whose circuit is open are probed.
+/// How often the catalog and the storage pools whose circuit is open are probed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// Probes the storage pools that are down, so that they come back without
-/// waiting for a tenant's request (see `DataStore::probe`).
-async fn probe_pools(state: AppState, mut stopped: watch::Receiver<bool>) {
+/// Probes the catalog and the storage pools that are down, so that they come
+/// back without waiting for a write or a tenant's request (see
+/// `Catalog::probe`, `DataStore::probe`).
+async fn probe_dependencies(state: AppState, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => state.data.probe().await,
+            _ = tick.tick() => {
+                state.catalog.probe(state.clock.now()).await;
+                state.data.probe().await;
+            }
             _ = stopped.changed() => return,
         }
     }
