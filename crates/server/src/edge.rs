@@ -55,49 +55,53 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Rejects requests whose headers add up to more than the limit, counting
-/// names, values and the four bytes of separators per line. hyper's own
-/// buffer limit sits well above this as a backstop.
-pub async fn limit_header_bytes(
-    State(max): State<usize>,
+/// The sizes a request may have, checked before anything reads its body.
+#[derive(Debug, Clone, Copy)]
+pub struct SizeLimits {
+    pub header_bytes: usize,
+    pub body_bytes: usize,
+}
+
+/// Rejects a request whose headers add up to more than the limit (counting
+/// names, values and the four bytes of separators per line; hyper's own
+/// buffer limit sits well above this as a backstop), or whose declared
+/// `Content-Length` is over the body limit, before any byte of its body is
+/// read. One layer for both: each layer costs every request.
+pub async fn limit_sizes(
+    State(limits): State<SizeLimits>,
     request: Request,
     next: Next,
 ) -> Response {
-    let total: usize = request
-        .headers()
+    let headers = request.headers();
+    let total: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    if total > max {
+    if total > limits.header_bytes {
         return ApiError::with_detail(
             ErrorCode::HeadersTooLarge,
-            format!("request headers are {total} bytes; the limit is {max}"),
+            format!(
+                "request headers are {total} bytes; the limit is {}",
+                limits.header_bytes
+            ),
+        )
+        .into_response();
+    }
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&length| length > limits.body_bytes as u64) {
+        return ApiError::with_detail(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "bodies may have at most {} bytes; this one declares {length}",
+                limits.body_bytes
+            ),
         )
         .into_response();
     }
     next.run(request).await
-}
-
-/// Refuses a request whose declared `Content-Length` is over the server's
-/// body limit before any byte of its body is read.
-pub async fn limit_declared_body(
-    State(max): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
-        Some(length) if length > max as u64 => ApiError::with_detail(
-            ErrorCode::PayloadTooLarge,
-            format!("bodies may have at most {max} bytes; this one declares {length}"),
-        )
-        .into_response(),
-        _ => next.run(request).await,
-    }
 }
 
 /// Bounds a whole request, body included, by the configured timeout.

@@ -30,7 +30,7 @@ use crate::start::Server;
 use crate::state::AppState;
 
 /// hyper refuses buffers under 8 KiB; headers past `max_header_bytes` are
-/// answered with a problem by `edge::limit_header_bytes`, so hyper's own limit
+/// answered with a problem by `edge::limit_sizes`, so hyper's own limit
 /// only needs to stop a client that never ends its headers.
 fn hyper_buffer_bytes(config: &Config) -> usize {
     (config.max_header_bytes * 2).max(64 * 1024)
@@ -39,7 +39,7 @@ fn hyper_buffer_bytes(config: &Config) -> usize {
 /// As many header lines as `max_header_bytes` can hold (each counts its
 /// name, at least one byte, and four of separators), so that hyper's own
 /// count limit, which answers a bare 431, never fires before the byte limit
-/// that `edge::limit_header_bytes` answers with a problem.
+/// that `edge::limit_sizes` answers with a problem.
 fn max_header_count(config: &Config) -> usize {
     config.max_header_bytes / 5 + 1
 }
@@ -50,12 +50,11 @@ fn app(state: AppState, config: &Config) -> Router {
         .layer(from_fn_with_state(config.request_timeout, edge::deadline))
         .layer(CatchPanicLayer::custom(edge::panic_response))
         .layer(from_fn_with_state(
-            config.max_body_bytes,
-            edge::limit_declared_body,
-        ))
-        .layer(from_fn_with_state(
-            config.max_header_bytes,
-            edge::limit_header_bytes,
+            edge::SizeLimits {
+                header_bytes: config.max_header_bytes,
+                body_bytes: config.max_body_bytes,
+            },
+            edge::limit_sizes,
         ))
         .layer(from_fn(problem::complete_problems))
         .layer(

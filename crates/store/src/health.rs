@@ -148,10 +148,6 @@ impl Dependency {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
     /// Lets a call through, or refuses it while the circuit is open.
     pub fn enter(&self) -> Result<Call<'_>, Refused> {
         let mut inner = self.lock();

@@ -412,9 +412,17 @@ impl Admission {
         let request = meter::meter_request(request, &self, &tenant, billing_day);
         let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
         let request = if class == OpClass::Proxy {
-            let (parts, body) = request.into_parts();
-            let limited = http_body_util::Limited::new(body, limit);
-            Request::from_parts(parts, axum::body::Body::new(limited))
+            // Most proxied requests (GETs) have no body to limit: without a
+            // length or a transfer coding, an HTTP/1.1 request has none.
+            let bodiless = declared_length.is_none_or(|length| length == 0)
+                && !request.headers().contains_key(header::TRANSFER_ENCODING);
+            if bodiless {
+                request
+            } else {
+                let (parts, body) = request.into_parts();
+                let limited = http_body_util::Limited::new(body, limit);
+                Request::from_parts(parts, axum::body::Body::new(limited))
+            }
         } else {
             match read_body(request, limit, self.body.read_timeout).await {
                 Ok(request) => request,

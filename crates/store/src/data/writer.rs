@@ -323,9 +323,9 @@ mod tests {
         writer.write(batch(vec![op])).await
     }
 
-    /// A database that may grow by only `room_pages` pages (SQLite's
-    /// `max_page_count`, set on every connection the writer opens), so a
-    /// full disk is had without one.
+    /// A database with acme's `orders` collection that may grow by only
+    /// `room_pages` pages more (SQLite's `max_page_count`, set on every
+    /// connection the writer opens), so a full disk is had without one.
     async fn small_database(dir: &std::path::Path, room_pages: i64) -> (sqlx::SqlitePool, Writer) {
         let path = dir.join("small.db");
         let pool = sqlite::open(&path, 2, std::time::Duration::from_secs(2))
@@ -338,7 +338,18 @@ mod tests {
             .get(0);
         let options =
             sqlite::options(&path).pragma("max_page_count", (pages + room_pages).to_string());
-        (pool, Writer::start(options))
+        let writer = Writer::start(options);
+        let orders = CollectionRow {
+            name: "orders".into(),
+            indexes: "[]".into(),
+            created_at: 0,
+        };
+        let create = Work::CreateCollection {
+            tenant: tenant(),
+            row: orders,
+        };
+        writer.write(create).await.unwrap();
+        (pool, writer)
     }
 
     fn is_full(e: &DataError) -> bool {
@@ -349,18 +360,6 @@ mod tests {
     async fn a_full_database_refuses_writes_and_the_writer_recovers_when_room_is_made() {
         let dir = tempfile::tempdir().unwrap();
         let (pool, writer) = small_database(dir.path(), 40).await;
-        let row = CollectionRow {
-            name: "orders".into(),
-            indexes: "[]".into(),
-            created_at: 0,
-        };
-        writer
-            .write(Work::CreateCollection {
-                tenant: tenant(),
-                row,
-            })
-            .await
-            .unwrap();
         // 8 KB records until the database is full.
         let mut written = Vec::new();
         let full = loop {
@@ -406,18 +405,6 @@ mod tests {
     async fn writes_queued_at_once_all_commit_and_one_failure_spares_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let (pool, writer) = small_database(dir.path(), 10_000).await;
-        let row = CollectionRow {
-            name: "orders".into(),
-            indexes: "[]".into(),
-            created_at: 0,
-        };
-        writer
-            .write(Work::CreateCollection {
-                tenant: tenant(),
-                row,
-            })
-            .await
-            .unwrap();
         put(&writer, "taken", 10).await.unwrap();
         // Fifty writes at once, one of them a create of an id that exists.
         let writes: Vec<_> = (0..50)
