@@ -236,10 +236,11 @@ async fn many_small_headers_under_the_byte_limit_pass_and_too_many_get_a_problem
         request = request.header(format!("x-h{i}"), "v");
     }
     assert_eq!(request.send().await.unwrap().status(), 200);
-    // Past the byte limit by count alone: a problem, not a bare 431.
+    // Past the byte limit with many headers, each under the size hyper
+    // counts on: a problem, not a bare 431.
     let mut request = app.request(Method::GET, "/healthz");
-    for i in 0..2000 {
-        request = request.header(format!("x-header-{i:04}"), "value");
+    for i in 0..400 {
+        request = request.header(format!("x-header-{i:04}"), "v".repeat(32));
     }
     let (status, _, body) = problem(request).await;
     assert_eq!(

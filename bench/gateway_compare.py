@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""bench/run's gateway-overhead scenario (section 1: an upstream with no
+service time, 64 wrk connections, each request with the next tenant's key)
+for this build, a baseline tenantd binary and nginx (`limit_req` per key),
+interleaved round by round, each server pinned to the server core with wrk
+and the upstream on the other. Reports req/s, p50, p99 and each server's CPU
+time per request (user + system, from /proc/<pid>/stat, over the round).
+
+    bench/gateway_compare.py --baseline /path/to/old/tenantd [--tenants 100 --rounds 3 --seconds 5]
+
+The baseline is any tenantd binary, e.g. one built from an earlier commit
+(see bench/data_writes.py). It writes bench/results/gateway-compare-<tenants>.json.
+"""
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import os
+
+import run
+
+CONNECTIONS = 64
+
+
+def group_cpu_seconds(pgid):
+    """User plus system CPU time of every process in group `pgid` (a server
+    and the workers it forked, as nginx does), in seconds."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state, ppid, pgrp, …; utime and stime are 12 and 13.
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", required=True, type=Path)
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    procs = run.Processes()
+    rows = {name: [] for name in ["nginx", "tenantd-baseline", "tenantd"]}
+    try:
+        procs.start("fast-upstream", [str(run.RELEASE / "upstream-sim"), "--listen",
+                                      f"127.0.0.1:{run.FAST_UPSTREAM_PORT}", "--service-time",
+                                      "0ms", "--concurrency", "100000"], run.LOAD_CORE)
+        run.wait_for_port(run.FAST_UPSTREAM_PORT)
+        servers, keys = {}, {}
+        for name, binary in [("tenantd", run.RELEASE / "tenantd"),
+                             ("tenantd-baseline", args.baseline)]:
+            servers[name], keys[name] = run.start_tenantd(procs, name, "fair", args.tenants,
+                                                          binary=binary)
+        servers["nginx"] = run.start_nginx(procs)
+        keys["nginx"] = keys["tenantd"]
+        for _ in range(args.rounds):
+            for name in rows:
+                pid = servers[name].pid
+                before = group_cpu_seconds(pid)
+                result = run.wrk(run.PORTS[name], "/v1/proxy/fast/ok", keys[name], CONNECTIONS,
+                                 1, args.seconds)
+                used = group_cpu_seconds(pid) - before
+                result["cpu_us_per_request"] = used * 1e6 / max(result["requests"], 1)
+                rows[name].append(result)
+    finally:
+        procs.stop_all()
+    summary = {name: run.summarize(r, ["rps", "p50_us", "p99_us", "cpu_us_per_request"])
+               for name, r in rows.items()}
+    out = run.BENCH / "results" / f"gateway-compare-{args.tenants}.json"
+    out.write_text(json.dumps({"tenants": args.tenants, "rounds": args.rounds,
+                               "seconds": args.seconds, "connections": CONNECTIONS,
+                               "summary": summary}, indent=2) + "\n")
+    print("| system | req/s | p50 ms | p99 ms | server CPU µs per request |")
+    print("|---|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['rps']['median']:.0f} ({s['rps']['min']:.0f}–{s['rps']['max']:.0f})"
+              f" | {s['p50_us']['median'] / 1000:.2f} | {s['p99_us']['median'] / 1000:.2f} | "
+              f"{s['cpu_us_per_request']['median']:.1f} "
+              f"({s['cpu_us_per_request']['min']:.1f}–{s['cpu_us_per_request']['max']:.1f}) |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    run.WORK = Path(tempfile.mkdtemp(prefix="tenantd-bench-"))
+    try:
+        main()
+    finally:
+        shutil.rmtree(run.WORK, ignore_errors=True)
