@@ -118,3 +118,49 @@ pub(crate) fn is_unavailability(e: &sqlx::Error) -> bool {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::{Connection, Executor};
+
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_never_serves_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::from_millis(100));
+        let pool = hygiene(SqlitePoolOptions::new())
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        // A write whose transaction is neither committed nor rolled back,
+        // as a failed COMMIT or a lost ROLLBACK leaves it: it holds the
+        // database's write lock on its connection.
+        let mut conn = pool.acquire().await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        tx.execute("INSERT INTO t VALUES (1)").await.unwrap();
+        std::mem::forget(tx);
+        assert!(conn.is_in_transaction());
+        drop(conn);
+        // The next caller gets a fresh connection, outside any transaction,
+        // and can take the write lock: the old one was closed, not reused.
+        let mut next = pool.acquire().await.unwrap();
+        assert!(!next.is_in_transaction());
+        let tx = next.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        tx.commit().await.unwrap();
+        drop(next);
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "the abandoned write was not applied");
+    }
+}
