@@ -5,9 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tenantd_core::filter::FIELD_PATH_PATTERN;
+use tenantd_core::key::MAX_KEY_NAME_CHARS;
 use tenantd_core::plan::{Metric, Period};
 use tenantd_core::policy::{Change, Overrides};
 use tenantd_core::quota::BillingDay;
+use tenantd_core::record::MAX_INDEXED_FIELDS;
+use tenantd_core::tenant::MAX_TENANT_NAME_CHARS;
+use tenantd_core::text::{LINE_PATTERN, MAX_REASON_CHARS, NON_BLANK_LINE_PATTERN};
+use tenantd_core::whole;
 use tenantd_core::{
     CollectionName, Isolation, JobId, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role,
     Tenant, TenantId,
@@ -87,12 +93,48 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A text field's schema: the server's rule for it as a pattern and
+/// length limits (see `tenantd_core::text`).
+fn text_schema(pattern: &str, min: usize, max: usize) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .min_length(Some(min))
+        .max_length(Some(max))
+        .build()
+}
+
+fn tenant_name_schema() -> utoipa::openapi::Object {
+    text_schema(NON_BLANK_LINE_PATTERN, 1, MAX_TENANT_NAME_CHARS)
+}
+
+fn key_name_schema() -> utoipa::openapi::Object {
+    text_schema(LINE_PATTERN, 0, MAX_KEY_NAME_CHARS)
+}
+
+fn reason_schema() -> utoipa::openapi::Object {
+    text_schema(NON_BLANK_LINE_PATTERN, 1, MAX_REASON_CHARS)
+}
+
+/// A collection's indexed fields: distinct field paths, at most 16.
+fn index_list_schema() -> utoipa::openapi::schema::Array {
+    let path = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(FIELD_PATH_PATTERN));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(path)
+        .max_items(Some(MAX_INDEXED_FIELDS))
+        .unique_items(true)
+        .build()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Immutable slug: 3 to 63 lowercase letters, digits and single hyphens.
     pub id: TenantId,
     /// Display name, 1 to 200 characters.
+    #[schema(schema_with = tenant_name_schema)]
     pub name: String,
     /// Data-residency region; the server's `default_region` when omitted.
     pub region: Option<RegionId>,
@@ -132,7 +174,8 @@ impl CreateTenant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
-    /// New display name.
+    /// New display name, 1 to 200 characters.
+    #[schema(schema_with = tenant_name_schema)]
     pub name: Option<String>,
     /// Another configured plan. Usage so far is kept; the new limits apply
     /// from the next request.
@@ -149,12 +192,29 @@ pub struct UpdateTenant {
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+fn present<'de, D>(deserializer: D) -> Result<Option<Option<i64>>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
 {
-    Option::<T>::deserialize(deserializer).map(Some)
+    whole::de_opt(deserializer).map(Some)
+}
+
+/// Reads a nested struct only from a JSON object: serde's derived readers
+/// would also fill it from an array of its fields in order, which no client
+/// means. (The body itself is checked in the server's JSON extractor.)
+fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = Value::deserialize(deserializer)?;
+    if !value.is_object() {
+        return Err(serde::de::Error::invalid_type(
+            serde::de::Unexpected::Other("a value that is not a JSON object"),
+            &"a JSON object",
+        ));
+    }
+    T::deserialize(value).map_err(serde::de::Error::custom)
 }
 
 /// A page of Tenant items.
@@ -168,6 +228,7 @@ pub struct CreateKey {
     pub role: Role,
     /// A label, e.g. "ci deploys"; up to 100 characters.
     #[serde(default)]
+    #[schema(schema_with = key_name_schema)]
     pub name: String,
     /// When the key stops working; it never expires when omitted.
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -179,6 +240,8 @@ pub struct CreateKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working, 0 to 2592000 seconds (default 3600).
+    #[serde(default, deserialize_with = "whole::de_opt")]
+    #[schema(maximum = 2592000)]
     pub overlap_seconds: Option<u32>,
     /// When the new key stops working; never when omitted.
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -284,6 +347,7 @@ pub struct CreateCollection {
     /// Field paths (e.g. `customer.country`) to index; lists can sort on these
     /// and filters on them use the index. At most 16.
     #[serde(default)]
+    #[schema(schema_with = index_list_schema)]
     pub indexes: Vec<String>,
 }
 
@@ -333,6 +397,7 @@ pub enum BatchOperation {
         id: RecordId,
         #[schema(value_type = Object)]
         data: Value,
+        #[serde(default, deserialize_with = "whole::de_opt")]
         if_match: Option<i64>,
     },
     /// Merge-patch (RFC 7386) an existing record.
@@ -340,10 +405,12 @@ pub enum BatchOperation {
         id: RecordId,
         #[schema(value_type = Object)]
         data: Value,
+        #[serde(default, deserialize_with = "whole::de_opt")]
         if_match: Option<i64>,
     },
     Delete {
         id: RecordId,
+        #[serde(default, deserialize_with = "whole::de_opt")]
         if_match: Option<i64>,
     },
 }
@@ -352,6 +419,7 @@ pub enum BatchOperation {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to 1000 operations, applied all or none.
+    #[schema(min_items = 1, max_items = 1000)]
     pub operations: Vec<BatchOperation>,
 }
 
@@ -495,7 +563,9 @@ pub struct CreateAddOn {
     /// The quota's period; absent for levels.
     #[serde(default)]
     pub period: Option<Period>,
-    /// Added to the quota's soft and hard limits.
+    /// Added to the quota's soft and hard limits; at least 1.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "whole::de")]
     pub amount: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
@@ -542,10 +612,11 @@ pub struct WritePlan {
     #[schema(value_type = Object)]
     pub plan: Value,
     /// Why; 1 to 500 characters.
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
     /// For a new version: the version it replaces, so that two operators'
     /// edits never silently overwrite each other.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::de_opt")]
     pub replaces: Option<i64>,
 }
 
@@ -609,8 +680,10 @@ pub type PolicyVersionPage = Page<PolicyVersionView>;
 #[serde(deny_unknown_fields)]
 pub struct ProposePolicy {
     /// The whole set of overrides wanted (not a change to the current set).
+    #[serde(deserialize_with = "object_only")]
     pub overrides: Overrides,
     /// Why, for whoever reads the history; 1 to 500 characters.
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
 }
 
@@ -619,6 +692,7 @@ pub struct ProposePolicy {
 #[serde(deny_unknown_fields)]
 pub struct DecidePolicy {
     /// Why; 1 to 500 characters.
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
 }
 

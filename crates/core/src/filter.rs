@@ -21,6 +21,11 @@ pub const MAX_IN_VALUES: usize = 100;
 /// Most segments in one field path.
 pub const MAX_PATH_SEGMENTS: usize = 8;
 
+/// The rule of `FieldPath::parse` as a regular expression, for the OpenAPI
+/// document: 1 to `MAX_PATH_SEGMENTS` identifiers of up to 64 characters.
+pub const FIELD_PATH_PATTERN: &str =
+    r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}$";
+
 /// A field path such as `customer.address.city`. Each segment is an
 /// identifier (`[A-Za-z_][A-Za-z0-9_]*`), so a path is safe to embed in a
 /// JSON path string.

@@ -2,7 +2,6 @@
 //! so a handler holding a `TenantId` never re-checks its shape.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,12 +75,38 @@ macro_rules! string_newtype {
 }
 pub(crate) use string_newtype;
 
+/// The slug rule of `check_slug` as a regular expression, for the OpenAPI
+/// document: a lowercase letter, then letters and digits with single inner
+/// hyphens.
+pub const SLUG_PATTERN: &str = "^[a-z](-?[a-z0-9])*$";
+
+/// An identifier's OpenAPI schema: a string with the same pattern and length
+/// limits as its parser, so that clients and fuzzers generating from the
+/// document produce only ids the server accepts.
+macro_rules! id_schema {
+    ($name:ident, $pattern:expr, $min:expr, $max:expr, $example:literal) => {
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some($pattern))
+                    .min_length(Some($min))
+                    .max_length(Some($max))
+                    .examples([$example])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(crate) use id_schema;
+
 macro_rules! slug_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $example:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        #[schema(value_type = String, example = $example)]
         pub struct $name(String);
 
         impl $name {
@@ -97,6 +122,7 @@ macro_rules! slug_id {
         }
 
         string_newtype!($name);
+        id_schema!($name, SLUG_PATTERN, $min, $max, $example);
     };
 }
 
@@ -145,9 +171,8 @@ impl RegionId {
 
 /// The public half of an API key: 16 lowercase hex characters (64 random bits).
 /// It names the key in URLs, logs and audit entries; it proves nothing.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "3f9a0c1d2b4e5f60")]
 pub struct KeyId(String);
 
 impl KeyId {
@@ -180,6 +205,15 @@ impl KeyId {
 }
 
 string_newtype!(KeyId);
+/// The rule of `KeyId::parse` as a regular expression.
+pub const KEY_ID_PATTERN: &str = "^[0-9a-f]{16}$";
+id_schema!(
+    KeyId,
+    KEY_ID_PATTERN,
+    KeyId::LEN,
+    KeyId::LEN,
+    "3f9a0c1d2b4e5f60"
+);
 
 #[cfg(test)]
 mod tests {

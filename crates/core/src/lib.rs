@@ -23,6 +23,8 @@ pub mod share;
 pub mod tenant;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod text;
+pub mod whole;
 
 pub use api_key::{ApiKeyToken, KeyHasher, KeySecret, SecretHash, ServerSecret};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -10,16 +10,27 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::plan::{Metric, Period, Plan, Quota, QuotaFields, Rate};
+use crate::whole;
 
 /// What a tenant's policy changes of its plan. Absent fields keep the plan's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Overrides {
     /// Sustained requests per the plan's rate period.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::de_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1)]
     pub rate_requests: Option<u32>,
     /// Requests allowed at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::de_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1)]
     pub rate_burst: Option<u32>,
     /// Quotas replaced or added, by metric and period.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -33,8 +44,13 @@ pub struct QuotaOverride {
     pub metric: Metric,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period: Option<Period>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::de_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub soft: Option<u64>,
+    #[serde(deserialize_with = "whole::de")]
     pub hard: u64,
 }
 

@@ -15,10 +15,31 @@ use crate::plan::{AddOn, Metric, Period, Quota};
 
 /// The day of the month a tenant's monthly quotas reset (UTC midnight).
 /// Days 29 to 31 are refused so that every month has the day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(try_from = "u8", into = "u8")]
-#[schema(value_type = u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u8")]
 pub struct BillingDay(u8);
+
+impl<'de> Deserialize<'de> for BillingDay {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let day: u8 = crate::whole::de(deserializer)?;
+        Self::new(day).map_err(serde::de::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for BillingDay {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .description(Some(
+                "The day of the month (1 to 28) the tenant's monthly quotas reset, at UTC midnight.",
+            ))
+            .minimum(Some(1))
+            .maximum(Some(28))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for BillingDay {}
 
 impl BillingDay {
     pub fn new(day: u8) -> Result<Self, String> {

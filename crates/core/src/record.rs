@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::filter::FieldPath;
-use crate::ids::{string_newtype, IdError};
+use crate::ids::{id_schema, string_newtype, IdError};
 
 /// How a tenant's data is kept apart from other tenants'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -39,9 +39,8 @@ impl Isolation {
 }
 
 /// A collection's name: a lowercase identifier of 1 to 63 characters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "orders")]
 pub struct CollectionName(String);
 
 impl CollectionName {
@@ -72,9 +71,8 @@ impl CollectionName {
 /// A record's id: server-assigned (a UUIDv7, so ids sort by creation time) or
 /// chosen by the client: 1 to 128 of `A-Z a-z 0-9 _ . -`, starting with a
 /// letter or digit.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "0192f5c4-6f1e-7c3a-9d0b-3e8f2a1c4b5d")]
 pub struct RecordId(String);
 
 impl RecordId {
@@ -128,9 +126,8 @@ impl RecordId {
 }
 
 /// An async job's id: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "0192f5c4-6f1e-7c3a-9d0b-3e8f2a1c4b5d")]
 pub struct JobId(String);
 
 impl JobId {
@@ -163,6 +160,28 @@ impl JobId {
 string_newtype!(CollectionName);
 string_newtype!(RecordId);
 string_newtype!(JobId);
+
+/// The rules of `CollectionName::parse`, `RecordId::parse` and
+/// `JobId::parse` as regular expressions, for the OpenAPI document.
+pub const COLLECTION_NAME_PATTERN: &str = "^[a-z][a-z0-9_]*$";
+pub const RECORD_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]*$";
+pub const JOB_ID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+id_schema!(CollectionName, COLLECTION_NAME_PATTERN, 1, 63, "orders");
+id_schema!(
+    RecordId,
+    RECORD_ID_PATTERN,
+    1,
+    128,
+    "0192f5c4-6f1e-7c3a-9d0b-3e8f2a1c4b5d"
+);
+id_schema!(
+    JobId,
+    JOB_ID_PATTERN,
+    36,
+    36,
+    "0192f5c4-6f1e-7c3a-9d0b-3e8f2a1c4b5d"
+);
 
 /// Deepest nesting of arrays and objects in a record body.
 pub const MAX_RECORD_DEPTH: usize = 32;

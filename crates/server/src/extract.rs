@@ -1,6 +1,8 @@
 //! Request extractors whose rejections are problem documents: JSON bodies,
 //! query strings, and cursor pagination.
 
+use std::any::TypeId;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -21,14 +23,34 @@ use crate::problem::ApiError;
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned + 'static, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !has_json_content_type(request.headers()) {
+            return Err(ApiError::with_detail(
+                ErrorCode::UnsupportedMediaType,
+                "send the body with `Content-Type: application/json`",
+            ));
         }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::with_detail(ErrorCode::PayloadTooLarge, e.body_text())
+                }
+                _ => ApiError::with_detail(ErrorCode::MalformedJson, e.body_text()),
+            })?;
+        // Every typed request body is a JSON object. serde would also fill a
+        // struct from an array of its fields in order, a form no client means.
+        // A record's body (a `Value`) is judged by the record rules instead.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') && TypeId::of::<T>() != TypeId::of::<serde_json::Value>() {
+            return Err(ApiError::invalid_body("the body must be a JSON object"));
+        }
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(value)| Self(value))
+            .map_err(json_rejection)
     }
 }
 
@@ -36,7 +58,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 #[derive(Debug)]
 pub struct ApiJsonOrEmpty<T>(pub T);
 
-impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOrEmpty<T> {
+impl<T: DeserializeOwned + Default + 'static, S: Send + Sync> FromRequest<S> for ApiJsonOrEmpty<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
@@ -52,11 +74,34 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOr
         if bytes.is_empty() {
             return Ok(Self(T::default()));
         }
+        // `null` stands for "no settings" as much as an empty body does.
         let request = Request::from_parts(parts, Body::from(bytes));
-        ApiJson::<T>::from_request(request, state)
+        ApiJson::<Option<T>>::from_request(request, state)
             .await
-            .map(|j| Self(j.0))
+            .map(|j| Self(j.0.unwrap_or_default()))
     }
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some(subtype) = essence
+        .get(..12)
+        .filter(|t| t.eq_ignore_ascii_case("application/"))
+        .map(|_| &essence[12..])
+    else {
+        return false;
+    };
+    subtype.eq_ignore_ascii_case("json")
+        || subtype.len().checked_sub(5).is_some_and(|i| {
+            subtype.is_char_boundary(i) && subtype[i..].eq_ignore_ascii_case("+json")
+        })
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -116,8 +161,10 @@ pub const MAX_PAGE: u32 = 200;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// `next_cursor` from the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

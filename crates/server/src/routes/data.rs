@@ -15,7 +15,7 @@ use tenantd_api::{
     CreateCollection, Page, Problem, RecordPage, RecordView,
 };
 use tenantd_core::filter::{FieldPath, Filter};
-use tenantd_core::record::check_indexes;
+use tenantd_core::record::{check_body, check_indexes};
 use tenantd_core::{CollectionName, DataScope, ErrorCode, RecordId};
 use tenantd_store::data::{
     self, BatchOp, BatchResult, Cursor, Direction, Expect, ListQuery, Record,
@@ -299,8 +299,10 @@ pub(super) struct ListRecordsQuery {
     /// An indexed field to sort on; `-field` for descending. By id otherwise.
     sort: Option<String>,
     /// `next_cursor` from the previous page (with the same sort).
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
     /// Records per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -534,6 +536,8 @@ pub(super) async fn delete_record(
     responses(
         (status = 200, description = "Every operation applied", body = BatchResponse),
         (status = 404, description = "An operation's record or the collection is missing; nothing was applied", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A create's id is taken (`record_exists`); nothing was applied", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "An operation's `if_match` does not match its record's version (`precondition_failed`); nothing was applied", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn batch(
     State(state): State<AppState>,
@@ -546,6 +550,19 @@ pub(super) async fn batch(
             "operations: 1 to {MAX_BATCH}, not {}",
             body.operations.len()
         )));
+    }
+    // Every operation's shape is checked before any record is read, so a
+    // malformed batch is refused as such whatever the records' state.
+    for (i, op) in body.operations.iter().enumerate() {
+        let data = match op {
+            BatchOperation::Create { data, .. }
+            | BatchOperation::Put { data, .. }
+            | BatchOperation::Patch { data, .. } => data,
+            BatchOperation::Delete { .. } => continue,
+        };
+        check_body(data).map_err(|e| {
+            ApiError::with_detail(ErrorCode::InvalidRecord, format!("operations[{i}]: {e}"))
+        })?;
     }
     let ops = body
         .operations

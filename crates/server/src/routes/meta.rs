@@ -8,12 +8,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tenantd_api::{DependencyHealth, Health, Me, Problem, Readiness};
-use tenantd_core::Principal;
+use tenantd_core::{Principal, ServiceName};
 use tenantd_store::health as store_health;
-use utoipa::openapi::security::{
-    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
-};
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::FailMode;
@@ -124,44 +123,96 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
+/// Statuses every operation of a kind can answer, whatever its handler: listing
+/// them once here keeps the per-route annotations to what is particular to
+/// each route, and keeps the description complete where a route forgets.
+const KEYED: [(&str, &str); 6] = [
+    (
+        "400",
+        "Invalid path or query parameter (`invalid_parameter`), or more than one credential (`multiple_credentials`)",
+    ),
+    (
+        "401",
+        "No valid key: missing, malformed, unknown, revoked or expired",
+    ),
+    (
+        "403",
+        "The key's role is too low, or its tenant is suspended or deleted",
+    ),
+    (
+        "429",
+        "The tenant's rate limit (`rate_limited`), a hard quota (`quota_exceeded`) or its queue (`tenant_queue_full`); see Retry-After",
+    ),
+    (
+        "503",
+        "The store or the shared limiter is unavailable, the request waited past its queue budget or timed out, or the tenant is being moved; see Retry-After",
+    ),
+    (
+        "504",
+        "The request did not complete within its operation class's deadline (`deadline_exceeded`)",
+    ),
+];
+/// What an operation with a JSON request body can answer besides.
+const WITH_BODY: [(&str, &str); 5] = [
+    ("400", "The body is not valid JSON (`malformed_json`)"),
+    (
+        "408",
+        "The body did not arrive within the body-read timeout (`body_timeout`)",
+    ),
+    (
+        "413",
+        "The body is larger than the limit (`payload_too_large`)",
+    ),
+    ("415", "The body is not `application/json`"),
+    (
+        "422",
+        "The body does not match the expected shape (`invalid_body`)",
+    ),
+];
+/// What an operation with path parameters can answer besides: the resource
+/// they name does not exist, or (for another tenant's key) is not the key's.
+const NAMED_RESOURCE: (&str, &str) = (
+    "404",
+    "No such resource, or not one of the key's tenant (`not_found`)",
+);
+
+/// What an action on a named resource (`POST …/{id}/rotate`) can answer
+/// besides: the resource is in a state the action does not apply to.
+const STATE_CONFLICT: (&str, &str) = (
+    "409",
+    "The resource's state does not allow this action (`invalid_transition`)",
+);
+
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        // Every keyed route can answer these; listing them once here keeps
-        // the per-route annotations to what is particular to each route.
-        let common = [
-            ("400", "Invalid path or query parameter"),
-            (
-                "401",
-                "No valid key: missing, malformed, unknown, revoked or expired",
-            ),
-            (
-                "403",
-                "The key's role is too low, or its tenant is suspended or deleted",
-            ),
-            ("503", "The store is unavailable or the request timed out"),
-        ];
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
+                (false, &mut item.get),
+                (false, &mut item.head),
+                (false, &mut item.options),
+                (true, &mut item.post),
+                (false, &mut item.put),
+                (false, &mut item.patch),
+                (false, &mut item.delete),
             ];
-            for operation in operations.into_iter().flatten() {
-                let Some(security) = operation.security.as_mut() else {
+            for (is_post, operation) in operations {
+                let Some(operation) = operation else {
                     continue;
                 };
-                // The key is accepted in X-Api-Key as well as as a bearer token.
-                security.push(SecurityRequirement::new(
-                    "api_key_header",
-                    Vec::<String>::new(),
-                ));
-                let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
-                for (status, description) in common {
-                    if status == "400" && !has_parameters {
-                        continue;
+                if operation.security.is_none() {
+                    continue;
+                }
+                let mut common: Vec<(&str, &str)> = KEYED.to_vec();
+                if operation.request_body.is_some() {
+                    common.extend(WITH_BODY);
+                }
+                if path.contains('{') {
+                    common.push(NAMED_RESOURCE);
+                    if is_post && !path.starts_with("/v1/proxy/") {
+                        common.push(STATE_CONFLICT);
                     }
+                }
+                for (status, description) in common {
                     operation
                         .responses
                         .responses
@@ -172,18 +223,39 @@ impl Modify for Security {
         }
 
         let components = openapi.components.get_or_insert_with(Default::default);
+        // utoipa drops serde's `deny_unknown_fields` on an internally tagged
+        // enum's variants; the server refuses unknown fields there too.
+        if let Some(RefOr::T(Schema::OneOf(batch))) = components.schemas.get_mut("BatchOperation") {
+            for variant in &mut batch.items {
+                if let RefOr::T(Schema::Object(object)) = variant {
+                    object.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            }
+        }
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("tk_<id>_<secret>")
+                    .description(Some(
+                        "The API key as a bearer token. `X-Api-Key: <key>` is accepted \
+                         instead (scheme `api_key_header`); a request with both, or with \
+                         either twice, is refused with 400 `multiple_credentials`.",
+                    ))
                     .build(),
             ),
         );
+        // Declared, but not listed as an alternative on each operation: the
+        // OpenAPI alternatives would let a client send both headers, which
+        // tenantd refuses rather than guess which one is meant.
         components.add_security_scheme(
             "api_key_header",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "The API key, in place of `Authorization: Bearer`; never both.",
+            ))),
         );
     }
 }
@@ -220,6 +292,6 @@ impl Modify for Security {
         super::proxy::list_signing_keys, super::proxy::rotate_signing_key,
         super::proxy::purge_cache,
     ),
-    components(schemas(Problem, DependencyHealth))
+    components(schemas(Problem, DependencyHealth, ServiceName))
 )]
 pub(crate) struct ApiDoc;

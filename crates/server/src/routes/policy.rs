@@ -23,24 +23,9 @@ use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// Longest reason, in characters.
-const MAX_REASON_CHARS: usize = 500;
-
+/// Checks a reason given for a change, as a problem for the caller.
 pub(super) fn check_reason(reason: &str) -> Result<(), ApiError> {
-    if reason.trim().is_empty() {
-        return Err(ApiError::invalid_body("reason: say why"));
-    }
-    if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::invalid_body(format!(
-            "reason: at most {MAX_REASON_CHARS} characters"
-        )));
-    }
-    if reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid_body(
-            "reason: no control characters (newlines included)",
-        ));
-    }
-    Ok(())
+    tenantd_core::text::check_reason(reason).map_err(ApiError::invalid_body)
 }
 
 impl From<PolicyError> for ApiError {
@@ -184,7 +169,7 @@ pub(super) async fn waiting(
 
 /// One version of the tenant's policy.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/policy/versions/{version}", tag = "policy",
-    params(("tenant" = TenantId, Path), ("version" = i64, Path)), security(("api_key" = [])),
+    params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")), security(("api_key" = [])),
     responses(
         (status = 200, description = "The version", body = PolicyVersionView),
         (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
@@ -312,7 +297,7 @@ pub(super) async fn propose(
 /// Restore an earlier version's overrides, as a new version (history is
 /// never rewritten). The same rules apply as to any change.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/revert", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Applied", body = PolicyVersionView),
@@ -414,7 +399,7 @@ async fn decide(
 
 /// Approve a proposal; it takes effect at once.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/approve", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Approved and in effect", body = PolicyVersionView),
@@ -440,7 +425,7 @@ pub(super) async fn approve(
 
 /// Reject a proposal, saying why.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/reject", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses((status = 200, description = "Rejected", body = PolicyVersionView)))]
 pub(super) async fn reject(
@@ -463,7 +448,7 @@ pub(super) async fn reject(
 
 /// Withdraw a proposal that waits.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/withdraw", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path)),
+    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses((status = 200, description = "Withdrawn", body = PolicyVersionView)))]
 pub(super) async fn withdraw(

@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tenantd_api::{Problem, SigningKeyView};
-use tenantd_core::{Principal, ServiceName, TenantScope};
+use tenantd_core::{Principal, ServiceName, TenantId, TenantScope};
 
 use crate::edge::RequestId;
 use crate::extract::{ApiPath, ApiQuery};
@@ -23,7 +23,7 @@ use crate::state::AppState;
 /// the upstream's, streamed; the gateway's own refusals are problems.
 #[utoipa::path(method(get, head, post, put, patch, delete, options),
     path = "/v1/proxy/{service}/{path}", tag = "gateway",
-    params(("service" = String, Path), ("path" = String, Path, description = "The rest of the path, sent to the upstream")),
+    params(("service" = ServiceName, Path), ("path" = String, Path, description = "The rest of the path, sent to the upstream")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The upstream's answer, whatever its status"),
@@ -60,7 +60,7 @@ pub(super) async fn forward(
 /// Forward a request to the root of a service (`<path_prefix>` on the upstream).
 #[utoipa::path(method(get, head, post, put, patch, delete, options),
     path = "/v1/proxy/{service}", tag = "gateway",
-    params(("service" = String, Path)),
+    params(("service" = ServiceName, Path)),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The upstream's answer, whatever its status"),
@@ -146,7 +146,7 @@ pub(super) struct PurgeQuery {
 /// under a path prefix; audited as `proxy_cache.purge`. Writes through the
 /// gateway already drop the responses of the paths they change.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/proxy-cache/{service}", tag = "gateway",
-    params(("tenant" = String, Path), ("service" = String, Path), PurgeQuery),
+    params(("tenant" = TenantId, Path), ("service" = ServiceName, Path), PurgeQuery),
     security(("api_key" = [])),
     responses(
         (status = 204, description = "Purged"),

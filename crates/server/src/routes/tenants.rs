@@ -30,8 +30,10 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct ListTenantsQuery {
     /// `next_cursor` from the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Only tenants with this status.
     pub status: Option<TenantStatus>,
@@ -42,12 +44,15 @@ pub struct ListTenantsQuery {
 #[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
     /// `next_cursor` from the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Only this tenant's jobs.
     pub tenant: Option<TenantId>,
     /// Only jobs in this state: `running`, `succeeded` or `failed`.
+    #[param(value_type = Option<String>, pattern = "^(running|succeeded|failed)$")]
     pub state: Option<String>,
 }
 

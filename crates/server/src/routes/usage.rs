@@ -105,6 +105,7 @@ pub(super) async fn usage(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Hours back from now, 1 to 744 (default 72).
+    #[param(minimum = 1, maximum = 744)]
     pub hours: Option<u32>,
 }
 
