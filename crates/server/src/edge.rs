@@ -21,6 +21,11 @@ tokio::task_local! {
     pub static CURRENT_REQUEST_ID: String;
 }
 
+/// The address of the connection a request came on, for the gateway's
+/// `X-Forwarded-For` and `X-Real-IP`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// The request's id: the client's `X-Request-Id` if it is short and plain,
 /// otherwise a fresh random one. Echoed on the response and in every log line.
 #[derive(Debug, Clone)]

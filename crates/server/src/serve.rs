@@ -21,7 +21,7 @@ use tower_http::LatencyUnit;
 use tracing::Level;
 
 use crate::config::Config;
-use crate::edge::{self, RequestId};
+use crate::edge::{self, ClientAddr, RequestId};
 use crate::gateway::HostRoutes;
 use crate::meter;
 use crate::problem;
@@ -153,8 +153,8 @@ impl Server {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _peer)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
                         Err(e) => {
                             // Usually out of file descriptors: back off instead of spinning.
                             tracing::warn!(error = %e, "accept failed");
@@ -162,7 +162,13 @@ impl Server {
                             continue;
                         }
                     };
-                    let service = TowerToHyperService::new(app.clone());
+                    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                        app.clone(),
+                        move |mut request: hyper::Request<hyper::body::Incoming>| {
+                            request.extensions_mut().insert(ClientAddr(peer));
+                            request
+                        },
+                    ));
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {

@@ -228,6 +228,13 @@ async fn try_forward(
     headers.insert(X_TENANT_CONTEXT.clone(), token);
     headers.insert(crate::edge::X_REQUEST_ID.clone(), header_value(request_id));
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // The client's own `X-Forwarded-For` and `X-Real-IP` were withheld: the
+    // address is the connection's, which a client cannot forge.
+    if let Some(crate::edge::ClientAddr(peer)) = parts.extensions.get() {
+        let ip = header_value(&peer.ip().to_string());
+        headers.insert("x-forwarded-for", ip.clone());
+        headers.insert("x-real-ip", ip);
+    }
     if let Some(host) = parts.headers.get(header::HOST) {
         headers.insert("x-forwarded-host", host.clone());
     }

@@ -164,12 +164,16 @@ async fn the_upstream_gets_a_verifiable_tenant_context_and_no_credentials() {
     assert_eq!(seen.headers["x-tenant-id"], "acme");
     assert_eq!(seen.headers["cookie"], "session=upstream-owned");
     assert_eq!(seen.headers["x-request-id"], request_id.as_str());
-    for credential in ["authorization", "x-api-key", "x-forwarded-for"] {
+    for credential in ["authorization", "x-api-key"] {
         assert!(
             !seen.headers.contains_key(credential),
             "{credential} reached the upstream"
         );
     }
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "127.0.0.1",
+        "the connection's address, not the client's 10.0.0.1"
+    );
     let secret = token.rsplit('_').next().unwrap();
     for (name, value) in &seen.headers {
         assert!(
@@ -836,6 +840,9 @@ async fn forwarding_and_tenant_headers_are_withheld_in_every_spelling() {
     }
     assert_eq!(seen.headers["x-custom_header"], "kept");
     assert_eq!(seen.headers["x-tenant-id"], "acme", "tenantd's own");
+    // The client's address is tenantd's to say: the connection's.
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
 }
 
 #[tokio::test]
