@@ -16,8 +16,6 @@ It writes bench/results/data-writes.json.
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import run
@@ -85,8 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run.WORK = Path(tempfile.mkdtemp(prefix="tenantd-bench-"))
-    try:
-        main()
-    finally:
-        shutil.rmtree(run.WORK, ignore_errors=True)
+    run.in_work_dir(main)

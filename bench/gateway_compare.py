@@ -14,8 +14,6 @@ The baseline is any tenantd binary, e.g. one built from an earlier commit
 
 import argparse
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import os
@@ -92,8 +90,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run.WORK = Path(tempfile.mkdtemp(prefix="tenantd-bench-"))
-    try:
-        main()
-    finally:
-        shutil.rmtree(run.WORK, ignore_errors=True)
+    run.in_work_dir(main)

@@ -637,9 +637,15 @@ def chart(r):
     return "\n".join(parts) + "\n"
 
 
-if __name__ == "__main__":
+def in_work_dir(entry):
+    """Runs `entry` with WORK a fresh temporary directory, removed after."""
+    global WORK
     WORK = Path(tempfile.mkdtemp(prefix="tenantd-bench-"))
     try:
-        main()
+        entry()
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    in_work_dir(main)

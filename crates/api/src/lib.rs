@@ -12,7 +12,7 @@ use tenantd_core::policy::{Change, Overrides};
 use tenantd_core::quota::BillingDay;
 use tenantd_core::record::MAX_INDEXED_FIELDS;
 use tenantd_core::tenant::MAX_TENANT_NAME_CHARS;
-use tenantd_core::text::{LINE_PATTERN, MAX_REASON_CHARS, NON_BLANK_LINE_PATTERN};
+use tenantd_core::text::{string_schema, LINE_PATTERN, MAX_REASON_CHARS, NON_BLANK_LINE_PATTERN};
 use tenantd_core::whole;
 use tenantd_core::{
     CollectionName, Isolation, JobId, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role,
@@ -93,27 +93,18 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// A text field's schema: the server's rule for it as a pattern and
-/// length limits (see `tenantd_core::text`).
-fn text_schema(pattern: &str, min: usize, max: usize) -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(pattern))
-        .min_length(Some(min))
-        .max_length(Some(max))
-        .build()
-}
-
+// Text fields' schemas: the server's rule for each as a pattern and length
+// limits (see `tenantd_core::text`).
 fn tenant_name_schema() -> utoipa::openapi::Object {
-    text_schema(NON_BLANK_LINE_PATTERN, 1, MAX_TENANT_NAME_CHARS)
+    string_schema(NON_BLANK_LINE_PATTERN, 1, MAX_TENANT_NAME_CHARS).build()
 }
 
 fn key_name_schema() -> utoipa::openapi::Object {
-    text_schema(LINE_PATTERN, 0, MAX_KEY_NAME_CHARS)
+    string_schema(LINE_PATTERN, 0, MAX_KEY_NAME_CHARS).build()
 }
 
 fn reason_schema() -> utoipa::openapi::Object {
-    text_schema(NON_BLANK_LINE_PATTERN, 1, MAX_REASON_CHARS)
+    string_schema(NON_BLANK_LINE_PATTERN, 1, MAX_REASON_CHARS).build()
 }
 
 /// A collection's indexed fields: distinct field paths, at most 16.

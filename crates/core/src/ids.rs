@@ -87,11 +87,7 @@ macro_rules! id_schema {
     ($name:ident, $pattern:expr, $min:expr, $max:expr, $example:literal) => {
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .pattern(Some($pattern))
-                    .min_length(Some($min))
-                    .max_length(Some($max))
+                $crate::text::string_schema($pattern, $min, $max)
                     .examples([$example])
                     .into()
             }

@@ -3,7 +3,7 @@
 
 use std::any::TypeId;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -27,30 +27,12 @@ impl<T: DeserializeOwned + 'static, S: Send + Sync> FromRequest<S> for ApiJson<T
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        if !has_json_content_type(request.headers()) {
-            return Err(ApiError::with_detail(
-                ErrorCode::UnsupportedMediaType,
-                "send the body with `Content-Type: application/json`",
-            ));
+        let is_json = has_json_content_type(request.headers());
+        if !is_json {
+            return Err(not_json());
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::with_detail(ErrorCode::PayloadTooLarge, e.body_text())
-                }
-                _ => ApiError::with_detail(ErrorCode::MalformedJson, e.body_text()),
-            })?;
-        // Every typed request body is a JSON object. serde would also fill a
-        // struct from an array of its fields in order, a form no client means.
-        // A record's body (a `Value`) is judged by the record rules instead.
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if first == Some(&b'[') && TypeId::of::<T>() != TypeId::of::<serde_json::Value>() {
-            return Err(ApiError::invalid_body("the body must be a JSON object"));
-        }
-        axum::Json::<T>::from_bytes(&bytes)
-            .map(|axum::Json(value)| Self(value))
-            .map_err(json_rejection)
+        let bytes = body_bytes(request, state).await?;
+        parse_json(&bytes).map(Self)
     }
 }
 
@@ -62,63 +44,68 @@ impl<T: DeserializeOwned + Default + 'static, S: Send + Sync> FromRequest<S> for
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let (parts, body) = request.into_parts();
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::with_detail(ErrorCode::PayloadTooLarge, e.body_text())
-                }
-                _ => ApiError::with_detail(ErrorCode::MalformedJson, e.body_text()),
-            })?;
+        let is_json = has_json_content_type(request.headers());
+        let bytes = body_bytes(request, state).await?;
         if bytes.is_empty() {
             return Ok(Self(T::default()));
         }
+        if !is_json {
+            return Err(not_json());
+        }
         // `null` stands for "no settings" as much as an empty body does.
-        let request = Request::from_parts(parts, Body::from(bytes));
-        ApiJson::<Option<T>>::from_request(request, state)
-            .await
-            .map(|j| Self(j.0.unwrap_or_default()))
+        parse_json::<Option<T>>(&bytes).map(|value| Self(value.unwrap_or_default()))
     }
+}
+
+/// The whole body, within the body limit the edge set (413 past it).
+async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::with_detail(ErrorCode::PayloadTooLarge, e.body_text())
+            }
+            _ => ApiError::with_detail(ErrorCode::MalformedJson, e.body_text()),
+        })
+}
+
+/// Reads `T` from a JSON body.
+fn parse_json<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every typed request body is a JSON object. serde would also fill a
+    // struct from an array of its fields in order, a form no client means.
+    // A record's body (a `Value`) is judged by the record rules instead.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') && TypeId::of::<T>() != TypeId::of::<serde_json::Value>() {
+        return Err(ApiError::invalid_body("the body must be a JSON object"));
+    }
+    axum::Json::<T>::from_bytes(bytes)
+        .map(|axum::Json(value)| value)
+        .map_err(|rejection| {
+            let code = match rejection {
+                JsonRejection::JsonDataError(_) => ErrorCode::InvalidBody,
+                _ => ErrorCode::MalformedJson,
+            };
+            ApiError::with_detail(code, rejection.body_text())
+        })
+}
+
+fn not_json() -> ApiError {
+    ApiError::with_detail(
+        ErrorCode::UnsupportedMediaType,
+        "send the body with `Content-Type: application/json`",
+    )
 }
 
 /// `application/json`, or any `application/*+json`, with or without parameters.
 fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
-    let Some(value) = headers
+    headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or("").trim();
-    let Some(subtype) = essence
-        .get(..12)
-        .filter(|t| t.eq_ignore_ascii_case("application/"))
-        .map(|_| &essence[12..])
-    else {
-        return false;
-    };
-    subtype.eq_ignore_ascii_case("json")
-        || subtype.len().checked_sub(5).is_some_and(|i| {
-            subtype.is_char_boundary(i) && subtype[i..].eq_ignore_ascii_case("+json")
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.type_() == mime::APPLICATION
+                && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
         })
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let detail = rejection.body_text();
-    match rejection {
-        JsonRejection::JsonDataError(_) => ApiError::with_detail(ErrorCode::InvalidBody, detail),
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::with_detail(ErrorCode::MalformedJson, detail)
-        }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::with_detail(ErrorCode::UnsupportedMediaType, detail)
-        }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::with_detail(ErrorCode::PayloadTooLarge, detail)
-        }
-        _ => ApiError::with_detail(ErrorCode::MalformedJson, detail),
-    }
 }
 
 /// A query string; any problem with it is 400 `invalid_parameter`.
@@ -215,6 +202,34 @@ pub fn page_of<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_json_and_any_json_suffix() {
+        let is_json = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                value.parse().expect("a header value"),
+            );
+            has_json_content_type(&headers)
+        };
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for not in [
+            "text/json",
+            "application/jsonx",
+            "application/x-json+xml",
+            "",
+        ] {
+            assert!(!is_json(not), "{not}");
+        }
+        assert!(!has_json_content_type(&axum::http::HeaderMap::new()));
+    }
 
     #[test]
     fn page_sizes_are_capped() {

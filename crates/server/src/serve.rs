@@ -113,12 +113,7 @@ impl Server {
         } = self;
         // A service's hosts are routed before the router sees the request.
         let hosts = HostRoutes::new(&config.gateway);
-        let app = tower::ServiceExt::map_request(
-            app(state.clone(), &config),
-            move |request: hyper::Request<hyper::body::Incoming>| {
-                hosts.route(request.map(axum::body::Body::new))
-            },
-        );
+        let app = app(state.clone(), &config);
         let (stop_background, stopped) = watch::channel(false);
         let background = [
             tokio::spawn(flush_key_use(
@@ -162,11 +157,14 @@ impl Server {
                             continue;
                         }
                     };
+                    // One step before the router: the connection's address, then
+                    // the service a `Host` names.
+                    let hosts = hosts.clone();
                     let service = TowerToHyperService::new(tower::ServiceExt::map_request(
                         app.clone(),
                         move |mut request: hyper::Request<hyper::body::Incoming>| {
                             request.extensions_mut().insert(ClientAddr(peer));
-                            request
+                            hosts.route(request.map(axum::body::Body::new))
                         },
                     ));
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));

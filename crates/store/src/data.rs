@@ -811,6 +811,7 @@ impl DataStore {
         ops: Vec<BatchOp>,
         now: OffsetDateTime,
     ) -> Result<Vec<BatchResult>> {
+        check_shapes(&ops)?;
         let _permit = self.gates.permit(scope).await?;
         let touched: Vec<RecordKey> = ops
             .iter()
@@ -1125,6 +1126,34 @@ async fn apply_batch(
         }
     }
     Ok(results)
+}
+
+/// Checks every operation's body against the record rules before any record
+/// is read, so a malformed write is refused as such whatever the records'
+/// state (a version check would otherwise answer first), and costs no seat.
+/// A patch is a JSON object too: a merge patch of another kind replaces the
+/// whole record with something that is not one.
+fn check_shapes(ops: &[BatchOp]) -> Result<()> {
+    let single = ops.len() == 1;
+    for (index, op) in ops.iter().enumerate() {
+        let body = match op {
+            BatchOp::Create { body, .. } | BatchOp::Put { body, .. } => body,
+            BatchOp::Patch { patch, .. } => patch,
+            BatchOp::Delete { .. } => continue,
+        };
+        if let Err(e) = check_body(body) {
+            let error = DataError::InvalidBody(e.to_string());
+            return Err(if single {
+                error
+            } else {
+                DataError::Batch {
+                    index,
+                    error: Box::new(error),
+                }
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A failure of a step that no request caused, as the storage error it is.

@@ -15,7 +15,7 @@ use tenantd_api::{
     CreateCollection, Page, Problem, RecordPage, RecordView,
 };
 use tenantd_core::filter::{FieldPath, Filter};
-use tenantd_core::record::{check_body, check_indexes};
+use tenantd_core::record::check_indexes;
 use tenantd_core::{CollectionName, DataScope, ErrorCode, RecordId};
 use tenantd_store::data::{
     self, BatchOp, BatchResult, Cursor, Direction, Expect, ListQuery, Record,
@@ -550,19 +550,6 @@ pub(super) async fn batch(
             "operations: 1 to {MAX_BATCH}, not {}",
             body.operations.len()
         )));
-    }
-    // Every operation's shape is checked before any record is read, so a
-    // malformed batch is refused as such whatever the records' state.
-    for (i, op) in body.operations.iter().enumerate() {
-        let data = match op {
-            BatchOperation::Create { data, .. }
-            | BatchOperation::Put { data, .. }
-            | BatchOperation::Patch { data, .. } => data,
-            BatchOperation::Delete { .. } => continue,
-        };
-        check_body(data).map_err(|e| {
-            ApiError::with_detail(ErrorCode::InvalidRecord, format!("operations[{i}]: {e}"))
-        })?;
     }
     let ops = body
         .operations
