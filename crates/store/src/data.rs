@@ -1130,7 +1130,8 @@ async fn apply_batch(
 
 /// Checks every operation's body against the record rules before any record
 /// is read, so a malformed write is refused as such whatever the records'
-/// state (a version check would otherwise answer first), and costs no seat.
+/// state (a version check would otherwise answer first), and takes no place
+/// at the tenant's database.
 /// A patch is a JSON object too: a merge patch of another kind replaces the
 /// whole record with something that is not one.
 fn check_shapes(ops: &[BatchOp]) -> Result<()> {
