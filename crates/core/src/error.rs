@@ -59,6 +59,8 @@ error_codes! {
     RecordExists = ("record_exists", 409, "A record with this id already exists"),
     PreconditionFailed = ("precondition_failed", 412, "The record's version does not match If-Match or If-None-Match"),
     HeadersTooLarge = ("headers_too_large", 431, "The request headers are too large"),
+    MalformedRequest = ("malformed_request", 400, "The request is not well-formed HTTP/1.1"),
+    UriTooLong = ("uri_too_long", 414, "The request target is too long"),
     RateLimited = ("rate_limited", 429, "The tenant's rate limit is exhausted; retry after Retry-After seconds"),
     QuotaExceeded = ("quota_exceeded", 429, "A hard quota of the tenant is exhausted"),
     TenantQueueFull = ("tenant_queue_full", 429, "Too many of the tenant's requests are already waiting"),

@@ -14,6 +14,7 @@ mod identify;
 mod meter;
 mod metrics;
 mod moves;
+mod parse_errors;
 mod problem;
 mod routes;
 mod serve;

@@ -98,7 +98,7 @@ impl ApiError {
         StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    fn body(&self, instance: Option<String>, request_id: Option<String>) -> Vec<u8> {
+    pub(crate) fn body(&self, instance: Option<String>, request_id: Option<String>) -> Vec<u8> {
         let code = self.code;
         let problem = Problem {
             kind: format!("urn:tenantd:error:{}", code.as_str()),

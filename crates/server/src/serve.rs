@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::edge::{self, ClientAddr, RequestId};
 use crate::gateway::HostRoutes;
 use crate::meter;
+use crate::parse_errors::{ParseErrorAnswers, ProblemStream};
 use crate::problem;
 use crate::routes;
 use crate::start::Server;
@@ -31,13 +32,14 @@ use crate::state::AppState;
 
 /// hyper refuses buffers under 8 KiB; headers past `max_header_bytes` are
 /// answered with a problem by `edge::limit_sizes`, so hyper's own limit
-/// only needs to stop a client that never ends its headers.
+/// only needs to stop a client that never ends its headers (answered with
+/// a problem by `parse_errors`).
 fn hyper_buffer_bytes(config: &Config) -> usize {
     (config.max_header_bytes * 2).max(64 * 1024)
 }
 
 /// Header lines hyper parses: as many as `max_header_bytes` holds in lines
-/// of 32 bytes, so that its own count limit, which answers a bare 431, does
+/// of 32 bytes, so that its own count limit (a 431 from `parse_errors`) does
 /// not fire before the byte limit that `edge::limit_sizes` answers with a
 /// problem for any realistic request (512 lines for the default 16 KiB).
 /// Not one per 5 bytes, the shortest line: hyper allocates room for every
@@ -141,6 +143,8 @@ impl Server {
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(hyper_buffer_bytes(&config))
             .max_headers(max_header_count(&config));
+        let parse_error_answers =
+            ParseErrorAnswers::new(max_header_count(&config), hyper_buffer_bytes(&config));
         let graceful = GracefulShutdown::new();
         tracing::info!(address = %listener.local_addr()?, "listening");
 
@@ -167,7 +171,10 @@ impl Server {
                             hosts.route(request.map(axum::body::Body::new))
                         },
                     ));
-                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let connection = graceful.watch(http.serve_connection(
+                        TokioIo::new(ProblemStream::new(stream, parse_error_answers.clone())),
+                        service,
+                    ));
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {
                             tracing::debug!(error = %e, "connection ended with an error");

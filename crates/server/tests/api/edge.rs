@@ -249,6 +249,75 @@ async fn many_small_headers_under_the_byte_limit_pass_and_too_many_get_a_problem
     );
 }
 
+/// What the HTTP layer refuses before any route sees a request is a
+/// problem too, and the connection is closed after it.
+#[tokio::test]
+async fn requests_the_http_layer_cannot_parse_get_problems() {
+    let app = spawn_app().await;
+    let many_lines: String = (0..600).map(|i| format!("x-{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "GET /healthz HTTP/1.1 extra\r\nHost: x\r\n\r\n".to_owned(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n".to_owned(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+                .to_owned(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_owned(),
+            400,
+            "malformed_request",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_lines}\r\n"),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        // Read to the end: the server closes the connection after the answer.
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+        let head = head.to_lowercase();
+        assert!(head.starts_with(&format!("http/1.1 {status} ")), "{head}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (problem["status"].as_u64(), problem["code"].as_str()),
+            (Some(status), Some(code)),
+            "{body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn more_than_one_credential_is_refused_even_when_they_agree() {
     let app = spawn_app().await;
