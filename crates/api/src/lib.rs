@@ -450,7 +450,9 @@ pub struct JobView {
     pub state: String,
     /// The step reached: `copying`, `verifying`, `switching`, `cleaning`, `done`.
     pub step: String,
-    /// The job's parameters, e.g. `{"from": {...}, "to": {...}}`.
+    /// The job's parameters, e.g. `{"from": {...}, "to": {...}}`; once a
+    /// move's copy has begun also `progress`: `collections` and `records`
+    /// copied of `collections_total` and `records_total`.
     #[schema(value_type = Object)]
     pub details: Value,
     /// Why it failed, or what it could not finish.

@@ -12,14 +12,35 @@ use tenantd_server::config::LogFormat;
 #[command(name = "tenantd", version, about = "Multi-tenant API platform")]
 pub struct Cli {
     #[command(flatten)]
-    pub connection: Connection,
+    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Where the client commands send their requests.
+/// The client commands' flags, on the commands that run on a data
+/// directory instead of talking to a server: hidden and refused. Sharing
+/// the global flags' ids keeps clap from giving these commands the global
+/// flags.
 #[derive(Debug, Args)]
-pub struct Connection {
+pub struct NoClientOptions {
+    #[arg(long, hide = true, value_parser = refuse_client_flag::<String>)]
+    url: Option<String>,
+    #[arg(long, hide = true, value_parser = refuse_client_flag::<String>)]
+    key: Option<String>,
+    #[arg(long, hide = true, value_parser = refuse_client_flag::<crate::output::Format>)]
+    output: Option<crate::output::Format>,
+}
+
+/// Refuses a client command's flag given to a local command. Typed like the
+/// global flag it stands for: clap hands the global flag's default down.
+fn refuse_client_flag<T>(_: &str) -> Result<T, String> {
+    Err("this flag is for the commands that talk to a running server".to_owned())
+}
+
+/// Where the client commands send their requests, and how they print the
+/// answers.
+#[derive(Debug, Args)]
+pub struct ClientOptions {
     /// Base URL of a running tenantd.
     #[arg(
         long,
@@ -31,6 +52,16 @@ pub struct Connection {
     /// API key to present.
     #[arg(long, global = true, env = "TENANTD_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// How answers are printed: tables for people, or the API's JSON for
+    /// scripts.
+    #[arg(
+        long,
+        global = true,
+        env = "TENANTD_OUTPUT",
+        value_enum,
+        default_value_t
+    )]
+    pub output: crate::output::Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +93,8 @@ pub struct ServeArgs {
     /// A tracing filter, e.g. `info` or `tenantd_server=debug`.
     #[arg(long)]
     pub log_level: Option<String>,
+    #[command(flatten)]
+    pub no_client_options: NoClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +105,8 @@ pub struct RecoverArgs {
     /// Data directory (default: the configuration's, ./tenantd-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub no_client_options: NoClientOptions,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

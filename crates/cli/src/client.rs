@@ -12,9 +12,10 @@ use tenantd_core::plan::Plan;
 use tenantd_core::TenantStatus;
 
 use crate::args::{
-    AuditCommand, ClientCommand, Connection, KeyCommand, PageArgs, PlanCommand, PolicyCommand,
+    AuditCommand, ClientCommand, ClientOptions, KeyCommand, PageArgs, PlanCommand, PolicyCommand,
     PolicyVersionArgs, SigningKeyCommand, TenantCommand,
 };
+use crate::output::{self, Columns, Format};
 use crate::tenancy::{self, ServerState, Step};
 
 fn owner(tenant: Option<&tenantd_core::TenantId>) -> KeysOf<'_> {
@@ -28,10 +29,52 @@ fn page(args: PageArgs) -> PageRequest {
     }
 }
 
-fn print(value: impl Serialize) -> Result<ExitCode, Error> {
-    say(serde_json::to_string_pretty(&value).unwrap_or_default());
+/// Prints an answer as `format` says, a listing with `columns` in a table.
+fn print(format: Format, columns: Columns, value: impl Serialize) -> Result<ExitCode, Error> {
+    say(output::render(&value, format, columns));
     Ok(ExitCode::SUCCESS)
 }
+
+/// The columns of each listing's table; the JSON has every field.
+const TENANT_COLUMNS: Columns = Some(&[
+    "id",
+    "name",
+    "status",
+    "plan",
+    "region",
+    "isolation",
+    "pool",
+]);
+const KEY_COLUMNS: Columns = Some(&[
+    "id",
+    "tenant",
+    "role",
+    "name",
+    "state",
+    "expires_at",
+    "last_used_at",
+]);
+const JOB_COLUMNS: Columns = Some(&[
+    "id",
+    "tenant",
+    "kind",
+    "state",
+    "step",
+    "error",
+    "created_at",
+]);
+const AUDIT_COLUMNS: Columns = Some(&["seq", "at", "actor_role", "action", "target", "request_id"]);
+const PLAN_COLUMNS: Columns = Some(&["id", "version", "reason", "created_at"]);
+const POLICY_VERSION_COLUMNS: Columns = Some(&[
+    "tenant",
+    "version",
+    "status",
+    "current",
+    "plan",
+    "reason",
+    "actor_role",
+    "created_at",
+]);
 
 /// Writes a line on stdout. A reader that went away (`tenantd … | head`)
 /// is no error: the rest of the output is dropped, the command goes on.
@@ -40,23 +83,20 @@ fn say(line: impl std::fmt::Display) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
-pub async fn run(connection: Connection, command: ClientCommand) -> ExitCode {
-    let Some(key) = connection.key else {
+pub async fn run(options: ClientOptions, command: ClientCommand) -> ExitCode {
+    let Some(key) = options.key.clone() else {
         eprintln!("tenantd: no API key: pass --key or set TENANTD_KEY");
         return ExitCode::FAILURE;
     };
-    let url = connection.url.clone();
-    let result = match Client::new(&connection.url, &key) {
-        Ok(client) => execute(&client, command).await,
+    let url = options.url.clone();
+    let result = match Client::new(&options.url, &key) {
+        Ok(client) => execute(&client, options.output, command).await,
         Err(e) => Err(e),
     };
     match result {
         Ok(code) => code,
         Err(Error::Api(problem)) => {
-            eprintln!(
-                "{}",
-                serde_json::to_string_pretty(&problem).unwrap_or_default()
-            );
+            eprintln!("{}", output::render_problem(&problem, options.output));
             ExitCode::FAILURE
         }
         Err(Error::Http(e)) if e.is_connect() => {
@@ -232,18 +272,41 @@ async fn apply(client: &Client, file: &std::path::Path, dry_run: bool) -> Result
 /// How often `job --wait` looks at its job.
 const JOB_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Follows a job until it ends: a line per step reached, then the job.
-async fn follow_job(client: &Client, id: &tenantd_core::JobId) -> Result<ExitCode, Error> {
+/// Follows a job until it ends: a line per step reached (on a terminal, a
+/// move's copy also as a bar of records copied), then the job.
+async fn follow_job(
+    client: &Client,
+    format: Format,
+    id: &tenantd_core::JobId,
+) -> Result<ExitCode, Error> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
     let mut last_step = String::new();
+    let mut bar_shown = false;
     loop {
         let job = client.job(id).await?;
         if job.step != last_step {
+            if bar_shown {
+                eprintln!();
+                bar_shown = false;
+            }
             say(format_args!("{}: {}", job.state, job.step));
             last_step.clone_from(&job.step);
         }
+        if let (true, "running", Some(progress)) = (
+            terminal,
+            job.state.as_str(),
+            output::copy_progress(&job.details),
+        ) {
+            eprint!("\r\x1b[2K{progress}");
+            bar_shown = true;
+        }
         if job.state != "running" {
+            if bar_shown {
+                eprintln!();
+            }
             let failed = job.state == "failed";
-            print(job)?;
+            print(format, None, job)?;
             return Ok(if failed {
                 ExitCode::FAILURE
             } else {
@@ -256,16 +319,22 @@ async fn follow_job(client: &Client, id: &tenantd_core::JobId) -> Result<ExitCod
 
 /// Runs a command; its exit status is failure for a broken audit chain or
 /// a tenancy file that cannot be applied.
-async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Error> {
+async fn execute(
+    client: &Client,
+    format: Format,
+    command: ClientCommand,
+) -> Result<ExitCode, Error> {
     match command {
-        ClientCommand::Me => print(client.me().await?),
-        ClientCommand::Job { id, wait: false } => print(client.job(&id).await?),
-        ClientCommand::Job { id, wait: true } => follow_job(client, &id).await,
+        ClientCommand::Me => print(format, None, client.me().await?),
+        ClientCommand::Job { id, wait: false } => print(format, None, client.job(&id).await?),
+        ClientCommand::Job { id, wait: true } => follow_job(client, format, &id).await,
         ClientCommand::Jobs {
             tenant,
             state,
             page: p,
         } => print(
+            format,
+            JOB_COLUMNS,
             client
                 .jobs(&page(p), tenant.as_ref(), state.as_deref())
                 .await?,
@@ -276,7 +345,7 @@ async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Er
         } => {
             let verification = client.verify_audit(owner(tenant.as_ref())).await?;
             let intact = verification.intact;
-            print(verification)?;
+            print(format, None, verification)?;
             Ok(if intact {
                 ExitCode::SUCCESS
             } else {
@@ -287,7 +356,11 @@ async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Er
             tenant,
             page: p,
             action: None,
-        } => print(client.audit(owner(tenant.as_ref()), &page(p)).await?),
+        } => print(
+            format,
+            AUDIT_COLUMNS,
+            client.audit(owner(tenant.as_ref()), &page(p)).await?,
+        ),
         ClientCommand::Apply { file, dry_run } => apply(client, &file, dry_run).await,
         ClientCommand::Export => {
             let state = server_state(client).await?;
@@ -295,40 +368,60 @@ async fn execute(client: &Client, command: ClientCommand) -> Result<ExitCode, Er
             say(text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Usage { tenant } => print(client.usage(&tenant).await?),
-        ClientCommand::Plans(PlanCommand::List { page: p }) => print(client.plans(&page(p)).await?),
-        ClientCommand::Plans(PlanCommand::Versions { plan, page: p }) => {
-            print(client.plan_versions(&plan, &page(p)).await?)
+        ClientCommand::Usage { tenant } => print(format, None, client.usage(&tenant).await?),
+        ClientCommand::Plans(PlanCommand::List { page: p }) => {
+            print(format, PLAN_COLUMNS, client.plans(&page(p)).await?)
         }
-        ClientCommand::SigningKeys(SigningKeyCommand::List) => print(client.signing_keys().await?),
+        ClientCommand::Plans(PlanCommand::Versions { plan, page: p }) => print(
+            format,
+            PLAN_COLUMNS,
+            client.plan_versions(&plan, &page(p)).await?,
+        ),
+        ClientCommand::SigningKeys(SigningKeyCommand::List) => {
+            print(format, None, client.signing_keys().await?)
+        }
         ClientCommand::SigningKeys(SigningKeyCommand::Rotate) => {
-            print(client.rotate_signing_key().await?)
+            print(format, None, client.rotate_signing_key().await?)
         }
-        ClientCommand::Policy(command) => policy(client, command).await,
-        ClientCommand::Tenants(command) => tenants(client, command).await,
-        ClientCommand::Keys(command) => keys(client, command).await,
+        ClientCommand::Policy(command) => policy(client, format, command).await,
+        ClientCommand::Tenants(command) => tenants(client, format, command).await,
+        ClientCommand::Keys(command) => keys(client, format, command).await,
     }
 }
 
-async fn policy(client: &Client, command: PolicyCommand) -> Result<ExitCode, Error> {
+async fn policy(
+    client: &Client,
+    format: Format,
+    command: PolicyCommand,
+) -> Result<ExitCode, Error> {
     let act = |args: PolicyVersionArgs, action| async move {
         print(
+            format,
+            None,
             client
                 .act_on_policy(&args.tenant, args.version, action, &args.reason)
                 .await?,
         )
     };
     match command {
-        PolicyCommand::Show { tenant } => print(client.policy(&tenant).await?),
-        PolicyCommand::Waiting { page: p } => print(client.waiting_proposals(&page(p)).await?),
-        PolicyCommand::History { tenant, page: p } => {
-            print(client.policy_versions(&tenant, &page(p)).await?)
-        }
+        PolicyCommand::Show { tenant } => print(format, None, client.policy(&tenant).await?),
+        PolicyCommand::Waiting { page: p } => print(
+            format,
+            POLICY_VERSION_COLUMNS,
+            client.waiting_proposals(&page(p)).await?,
+        ),
+        PolicyCommand::History { tenant, page: p } => print(
+            format,
+            POLICY_VERSION_COLUMNS,
+            client.policy_versions(&tenant, &page(p)).await?,
+        ),
         PolicyCommand::Propose {
             tenant,
             overrides,
             reason,
         } => print(
+            format,
+            None,
             client
                 .propose_policy(&tenant, &ProposePolicy { overrides, reason })
                 .await?,
@@ -340,7 +433,11 @@ async fn policy(client: &Client, command: PolicyCommand) -> Result<ExitCode, Err
     }
 }
 
-async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Error> {
+async fn tenants(
+    client: &Client,
+    format: Format,
+    command: TenantCommand,
+) -> Result<ExitCode, Error> {
     match command {
         TenantCommand::Create {
             id,
@@ -351,6 +448,8 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Er
             isolation,
             pool,
         } => print(
+            format,
+            None,
             client
                 .create_tenant(&CreateTenant {
                     id,
@@ -364,6 +463,8 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Er
                 .await?,
         ),
         TenantCommand::SetPlan { id, plan, version } => print(
+            format,
+            None,
             client
                 .update_tenant(
                     &id,
@@ -376,11 +477,15 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Er
                 )
                 .await?,
         ),
-        TenantCommand::Get { id } => print(client.tenant(&id).await?),
-        TenantCommand::List { status, page: p } => {
-            print(client.list_tenants(&page(p), status).await?)
-        }
+        TenantCommand::Get { id } => print(format, None, client.tenant(&id).await?),
+        TenantCommand::List { status, page: p } => print(
+            format,
+            TENANT_COLUMNS,
+            client.list_tenants(&page(p), status).await?,
+        ),
         TenantCommand::Rename { id, name } => print(
+            format,
+            None,
             client
                 .update_tenant(
                     &id,
@@ -393,27 +498,29 @@ async fn tenants(client: &Client, command: TenantCommand) -> Result<ExitCode, Er
                 )
                 .await?,
         ),
-        TenantCommand::Suspend { id } => print(client.suspend_tenant(&id).await?),
-        TenantCommand::Resume { id } => print(client.resume_tenant(&id).await?),
-        TenantCommand::Delete { id } => print(client.delete_tenant(&id).await?),
-        TenantCommand::Restore { id } => print(client.restore_tenant(&id).await?),
+        TenantCommand::Suspend { id } => print(format, None, client.suspend_tenant(&id).await?),
+        TenantCommand::Resume { id } => print(format, None, client.resume_tenant(&id).await?),
+        TenantCommand::Delete { id } => print(format, None, client.delete_tenant(&id).await?),
+        TenantCommand::Restore { id } => print(format, None, client.restore_tenant(&id).await?),
         TenantCommand::Move {
             id,
             pool,
             isolation,
         } => print(
+            format,
+            None,
             client
                 .move_tenant(&id, &MoveTenant { pool, isolation })
                 .await?,
         ),
         TenantCommand::Purge { id } => {
             client.purge_tenant(&id).await?;
-            print(serde_json::json!({ "purged": id }))
+            print(format, None, serde_json::json!({ "purged": id }))
         }
     }
 }
 
-async fn keys(client: &Client, command: KeyCommand) -> Result<ExitCode, Error> {
+async fn keys(client: &Client, format: Format, command: KeyCommand) -> Result<ExitCode, Error> {
     match command {
         KeyCommand::Create {
             tenant,
@@ -426,12 +533,20 @@ async fn keys(client: &Client, command: KeyCommand) -> Result<ExitCode, Error> {
                 name,
                 expires_at,
             };
-            print(client.create_key(owner(tenant.as_ref()), &key).await?)
+            print(
+                format,
+                None,
+                client.create_key(owner(tenant.as_ref()), &key).await?,
+            )
         }
-        KeyCommand::List { tenant, page: p } => {
-            print(client.list_keys(owner(tenant.as_ref()), &page(p)).await?)
+        KeyCommand::List { tenant, page: p } => print(
+            format,
+            KEY_COLUMNS,
+            client.list_keys(owner(tenant.as_ref()), &page(p)).await?,
+        ),
+        KeyCommand::Get { id, tenant } => {
+            print(format, None, client.key(owner(tenant.as_ref()), &id).await?)
         }
-        KeyCommand::Get { id, tenant } => print(client.key(owner(tenant.as_ref()), &id).await?),
         KeyCommand::Rotate {
             id,
             tenant,
@@ -442,13 +557,17 @@ async fn keys(client: &Client, command: KeyCommand) -> Result<ExitCode, Error> {
                 expires_at: None,
             };
             print(
+                format,
+                None,
                 client
                     .rotate_key(owner(tenant.as_ref()), &id, &rotate)
                     .await?,
             )
         }
-        KeyCommand::Revoke { id, tenant } => {
-            print(client.revoke_key(owner(tenant.as_ref()), &id).await?)
-        }
+        KeyCommand::Revoke { id, tenant } => print(
+            format,
+            None,
+            client.revoke_key(owner(tenant.as_ref()), &id).await?,
+        ),
     }
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 
 mod args;
 mod client;
+mod output;
 mod serve;
 mod tenancy;
 
@@ -18,6 +19,6 @@ async fn main() -> ExitCode {
     match cli.command {
         args::Command::Serve(serve) => serve::run(serve).await,
         args::Command::RecoverOperatorKey(recover) => serve::recover(recover).await,
-        args::Command::Client(command) => client::run(cli.connection, command).await,
+        args::Command::Client(command) => client::run(cli.client, command).await,
     }
 }

@@ -8,8 +8,9 @@
 
 use serde_json::json;
 use tenantd_core::{JobId, Principal, Tenant, TenantScope};
-use tenantd_store::data::{DataError, Placement};
+use tenantd_store::data::{CopyProgress, DataError, Placement};
 use tenantd_store::jobs::{Job, JobState};
+use tokio::sync::watch;
 
 use crate::state::AppState;
 
@@ -148,13 +149,53 @@ impl MoveRun {
         }
     }
 
+    /// Copies the tenant, recording in the job how far the copy is each
+    /// time it has written a part (the latest only, if parts come faster
+    /// than the catalog records them).
+    async fn copy_with_progress(&self) -> Result<(), DataError> {
+        let (progress, mut seen) = watch::channel(CopyProgress::default());
+        let copy = self
+            .state
+            .data
+            .copy_tenant(&self.scope, &self.from, &self.to, &progress);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                done = &mut copy => {
+                    // The last part's count, which the copy may have
+                    // finished before this loop saw it.
+                    if seen.has_changed().unwrap_or(false) {
+                        let last = *seen.borrow_and_update();
+                        self.record_progress(last).await;
+                    }
+                    return done;
+                }
+                Ok(()) = seen.changed() => {
+                    let now = *seen.borrow_and_update();
+                    self.record_progress(now).await;
+                }
+            }
+        }
+    }
+
+    async fn record_progress(&self, progress: CopyProgress) {
+        let at = self.state.clock.now();
+        let value = serde_json::to_value(progress).unwrap_or_default();
+        if let Err(e) = self
+            .state
+            .catalog
+            .record_job_progress(&self.job, &value, at)
+            .await
+        {
+            tracing::debug!(job = %self.job.as_str(), error = %e, "could not record the copy's progress");
+        }
+    }
+
     /// The steps that can still fail without touching the tenant's data.
     async fn copy_verify_switch(&self) -> Result<(), (&'static str, String)> {
         let data = &self.state.data;
         let fail = |step: &'static str| move |e: DataError| (step, e.to_string());
-        data.copy_tenant(&self.scope, &self.from, &self.to)
-            .await
-            .map_err(fail("copying"))?;
+        self.copy_with_progress().await.map_err(fail("copying"))?;
 
         self.step(JobState::Running, "verifying", None).await;
         let before = data

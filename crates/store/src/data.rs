@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 use crate::cache::{CacheLimits, RecordCache, RecordKey};
 use moves::WriteGates;
-pub use moves::{CollectionDigest, Freeze, Placement};
+pub use moves::{CollectionDigest, CopyProgress, Freeze, Placement};
 
 /// Calls the engine's version of a statement function on a session.
 macro_rules! on_engine {
@@ -1214,7 +1214,7 @@ fn stored_size(id: &RecordId, text: &str) -> i64 {
 }
 
 /// A collection as stored: its declared index paths as a JSON array.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct CollectionRow {
     name: String,
     indexes: String,

@@ -109,6 +109,26 @@ impl Catalog {
         Ok(())
     }
 
+    /// Sets a running job's `details.progress`: how far it is, for those
+    /// who follow it.
+    pub async fn record_job_progress(
+        &self,
+        id: &JobId,
+        progress: &Value,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET details = json_set(details, '$.progress', json(?)), updated_at = ?
+             WHERE id = ? AND state = 'running'",
+        )
+        .bind(progress.to_string())
+        .bind(to_nanos(at))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Moves a job to `step` and `state`, with an error when it failed.
     pub async fn advance_job(
         &self,

@@ -169,6 +169,7 @@ fn client(dir: &Path, url: &str, key: &str, args: &[&str]) -> (bool, Value) {
         .args(args)
         .env("TENANTD_URL", url)
         .env("TENANTD_KEY", key)
+        .env("TENANTD_OUTPUT", "json")
         .output()
         .unwrap();
     let text = if out.status.success() {
@@ -562,6 +563,7 @@ async fn audit_verify_finds_an_entry_edited_in_the_database() {
     let verify = |args: &[&str]| {
         let out = tenantd(dir.path())
             .args(args)
+            .args(["--output", "json"])
             .env("TENANTD_URL", &server.url)
             .env("TENANTD_KEY", &token)
             .output()
@@ -735,7 +737,7 @@ tenants:
     let lines: Vec<&str> = dry.lines().collect();
     assert_eq!(lines[..4], expected);
     assert_eq!(lines[4], "(dry run: nothing was changed)");
-    let (_, tenants, _) = raw(&["tenants", "list"]);
+    let (_, tenants, _) = raw(&["--output", "json", "tenants", "list"]);
     assert!(
         tenants.contains("\"items\": []"),
         "a dry run changes nothing: {tenants}"
@@ -756,7 +758,7 @@ tenants:
     assert_eq!(round_trip.trim(), "no changes", "{stderr}");
 
     // The changes went through the API: versioned and audited.
-    let (_, history, _) = raw(&["policy", "history", "--tenant", "acme"]);
+    let (_, history, _) = raw(&["--output", "json", "policy", "history", "--tenant", "acme"]);
     assert!(
         history.contains("\"reason\": \"tenantd apply\""),
         "{history}"
@@ -778,7 +780,7 @@ tenants:
     );
     let mut placed = String::new();
     for _ in 0..200 {
-        placed = raw(&["tenants", "get", "acme"]).1;
+        placed = raw(&["--output", "json", "tenants", "get", "acme"]).1;
         if placed.contains("\"isolation\": \"dedicated\"") {
             break;
         }
@@ -1179,4 +1181,80 @@ fn a_server_that_is_not_there_is_named_with_how_to_start_one() {
         "{message}"
     );
     assert!(message.contains("tenantd serve"), "{message}");
+}
+
+/// People read tables by default (the JSON is one flag away), and the
+/// commands that run on a data directory neither list nor take the client
+/// commands' flags.
+#[test]
+fn answers_print_as_tables_for_people_and_json_for_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let token = server.bootstrap_token();
+    let run = |args: &[&str]| {
+        let out = tenantd(dir.path())
+            .args(args)
+            .env("TENANTD_URL", &server.url)
+            .env("TENANTD_KEY", &token)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        run(&["tenants", "create", "acme", "--name", "Acme"]).0,
+        Some(0)
+    );
+    let (_, listed, _) = run(&["tenants", "list"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "NAME",
+            "STATUS",
+            "PLAN",
+            "REGION",
+            "ISOLATION",
+            "POOL"
+        ]
+    );
+    assert!(lines[1].starts_with("acme  "), "{listed}");
+    assert!(lines[1].contains(" active "), "{listed}");
+
+    let (_, usage, _) = run(&["usage", "--tenant", "acme"]);
+    assert!(
+        usage.lines().next().unwrap().starts_with("tenant "),
+        "{usage}"
+    );
+    assert!(usage.contains("\ncounters:\nMETRIC "), "{usage}");
+
+    let (_, json, _) = run(&["--output", "json", "tenants", "list"]);
+    let page: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(page["items"][0]["id"], "acme");
+
+    let (code, _, problem) = run(&["tenants", "get", "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        problem.starts_with("tenantd: No such resource (not_found, HTTP 404)"),
+        "{problem}"
+    );
+
+    let (_, help, _) = run(&["serve", "--help"]);
+    assert!(
+        !help.contains("--url") && !help.contains("--key") && !help.contains("--output"),
+        "{help}"
+    );
+    let (code, _, refused) = run(&["serve", "--url", "http://elsewhere"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        refused.contains("for the commands that talk to a running server"),
+        "{refused}"
+    );
+    assert_eq!(server.terminate(), Some(0));
 }

@@ -130,6 +130,11 @@ async fn a_move_copies_verifies_switches_and_removes_the_old_copy() {
     ] {
         let done = move_acme(&app, pool, Some(isolation)).await;
         assert_eq!(
+            done.details["progress"],
+            json!({ "collections": 1, "collections_total": 1, "records": 50, "records_total": 50 }),
+            "the job says how much it copied"
+        );
+        assert_eq!(
             (done.state.as_str(), done.step.as_str(), done.error),
             ("succeeded", "done", None)
         );

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, TenantId, TenantScope};
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::{watch, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::{pg, sqlite, Conn, DataError, DataStore, Db, RecordRow, Result, Work};
 use crate::codec::parse;
@@ -22,6 +22,19 @@ use crate::StoreError;
 pub struct Placement {
     pub pool: PoolName,
     pub isolation: Isolation,
+}
+
+/// Records a move's copy writes in one transaction: large enough that a
+/// transaction's cost is spread, small enough that progress shows.
+const COPY_PART_RECORDS: usize = 1000;
+
+/// How far a move's copy is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CopyProgress {
+    pub collections: u64,
+    pub collections_total: u64,
+    pub records: u64,
+    pub records_total: u64,
 }
 
 /// One collection's content, summarized for comparing two copies.
@@ -141,14 +154,18 @@ impl DataStore {
     }
 
     /// Copies every collection, record and the usage of the tenant from
-    /// `from` to `to`, replacing whatever an earlier attempt left at `to`.
-    /// Records keep their ids, versions and times. The source is read in one
-    /// transaction, so the copy is of one moment even on PostgreSQL.
+    /// `from` to `to`, replacing whatever an earlier attempt left at `to`,
+    /// and tells `progress` after each part. Records keep their ids,
+    /// versions and times. The source is read in one transaction, so the
+    /// copy is of one moment even on PostgreSQL; the target is written in
+    /// parts of `COPY_PART_RECORDS` (it is not the tenant's data until the
+    /// catalog switches to it, and a failed copy is removed whole).
     pub async fn copy_tenant(
         &self,
         scope: &TenantScope,
         from: &Placement,
         to: &Placement,
+        progress: &watch::Sender<CopyProgress>,
     ) -> Result<()> {
         if from == to {
             return Err(DataError::Unsupported(
@@ -169,16 +186,42 @@ impl DataStore {
         }
         read.commit().await?;
 
+        let mut done = CopyProgress {
+            collections: 0,
+            collections_total: contents.len() as u64,
+            records: 0,
+            records_total: contents.iter().map(|(_, rows)| rows.len() as u64).sum(),
+        };
+        progress.send_replace(done);
         for (collection, _) in &contents {
             let indexes = collection.index_paths()?;
             target.create_indexes(&indexes).await?;
         }
-        let work = Work::ReplaceTenant {
+        let clear = Work::ClearForCopy {
             tenant: tenant.clone(),
-            contents,
             usage,
         };
-        target.guard(target.run(tenant, work)).await?;
+        target.guard(target.run(tenant, clear)).await?;
+        for (collection, rows) in contents {
+            let mut create = Some(collection.clone());
+            let mut rows = rows.into_iter().peekable();
+            // A collection without records is still one part, to create it.
+            while create.is_some() || rows.peek().is_some() {
+                let part: Vec<RecordRow> = rows.by_ref().take(COPY_PART_RECORDS).collect();
+                let copied = part.len() as u64;
+                let work = Work::CopyRecords {
+                    tenant: tenant.clone(),
+                    collection: collection.name.clone(),
+                    create: create.take(),
+                    rows: part,
+                };
+                target.guard(target.run(tenant, work)).await?;
+                done.records += copied;
+                progress.send_replace(done);
+            }
+            done.collections += 1;
+            progress.send_replace(done);
+        }
         Ok(())
     }
 

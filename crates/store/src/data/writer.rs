@@ -58,12 +58,19 @@ pub(super) enum Work {
     DeleteTenantRows {
         tenant: TenantId,
     },
-    /// A move's copy: the tenant's rows replaced by these collections, their
-    /// records (ids, versions and times kept) and its usage.
-    ReplaceTenant {
+    /// A move's copy begins: whatever an earlier attempt left of the
+    /// tenant here is removed and its usage set.
+    ClearForCopy {
         tenant: TenantId,
-        contents: Vec<(CollectionRow, Vec<RecordRow>)>,
         usage: Option<(i64, i64)>,
+    },
+    /// A part of a move's copy: a collection (with its first part) and
+    /// records with their ids, versions and times kept.
+    CopyRecords {
+        tenant: TenantId,
+        collection: String,
+        create: Option<CollectionRow>,
+        rows: Vec<RecordRow>,
     },
 }
 
@@ -266,20 +273,24 @@ pub(super) async fn apply(session: &mut Session<'_>, work: Work) -> Result<Done>
         Work::DeleteTenantRows { tenant } => {
             on_engine!(session, delete_tenant_rows(&tenant)).map(|()| Done::Nothing)
         }
-        Work::ReplaceTenant {
-            tenant,
-            contents,
-            usage,
-        } => {
+        Work::ClearForCopy { tenant, usage } => {
             on_engine!(session, delete_tenant_rows(&tenant))?;
-            for (collection, rows) in &contents {
-                on_engine!(session, insert_collection(&tenant, collection))?;
-                for row in rows {
-                    on_engine!(session, insert_record(&tenant, &collection.name, row))?;
-                }
-            }
             if let Some((bytes, records)) = usage {
                 on_engine!(session, add_usage(&tenant, bytes, records))?;
+            }
+            Ok(Done::Nothing)
+        }
+        Work::CopyRecords {
+            tenant,
+            collection,
+            create,
+            rows,
+        } => {
+            if let Some(row) = &create {
+                on_engine!(session, insert_collection(&tenant, row))?;
+            }
+            for row in &rows {
+                on_engine!(session, insert_record(&tenant, &collection, row))?;
             }
             Ok(Done::Nothing)
         }

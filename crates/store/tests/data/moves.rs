@@ -3,7 +3,8 @@
 use serde_json::json;
 use tenantd_core::filter::FieldPath;
 use tenantd_core::PoolName;
-use tenantd_store::data::{BatchOp, DataError, ListQuery, Placement};
+use tenantd_store::data::{BatchOp, CopyProgress, DataError, ListQuery, Placement};
+use tokio::sync::watch;
 
 use crate::{coll, fixture, rid, scopes, At, MODELS, NOW};
 
@@ -74,7 +75,10 @@ async fn a_write_with_the_old_placement_is_refused_after_a_move() {
     let (from, to) = (placement(MODELS[0]), placement(MODELS[1]));
     {
         let _freeze = f.store.freeze(&control).await;
-        f.store.copy_tenant(&control, &from, &to).await.unwrap();
+        f.store
+            .copy_tenant(&control, &from, &to, &watch::Sender::default())
+            .await
+            .unwrap();
         assert_eq!(
             f.store.digests(&control, &from).await.unwrap(),
             f.store.digests(&control, &to).await.unwrap()
@@ -140,7 +144,20 @@ async fn copies_between_every_engine_and_model_keep_content_and_digest() {
             f.store.write(&old, &orders, put, NOW).await.unwrap();
 
             let (a, b) = (placement(from), placement(to));
-            f.store.copy_tenant(&control, &a, &b).await.unwrap();
+            let progress = watch::Sender::default();
+            f.store
+                .copy_tenant(&control, &a, &b, &progress)
+                .await
+                .unwrap();
+            assert_eq!(
+                *progress.borrow(),
+                CopyProgress {
+                    collections: 1,
+                    collections_total: 1,
+                    records: 3,
+                    records_total: 3,
+                }
+            );
             let digests = f.store.digests(&control, &a).await.unwrap();
             assert_eq!(digests.len(), 1);
             assert_eq!(digests[0].records, 3);
@@ -197,4 +214,55 @@ async fn copies_between_every_engine_and_model_keep_content_and_digest() {
                 .is_empty());
         }
     }
+}
+
+/// A copy larger than one part is written in parts, counts every record of
+/// every collection (an empty one too) and loses none.
+#[tokio::test]
+async fn a_copy_in_parts_counts_and_keeps_every_record() {
+    let f = fixture().await;
+    let (old, control) = scopes("bulk", MODELS[0]);
+    let (new, _) = scopes("bulk", MODELS[1]);
+    let (orders, empty) = (coll("orders"), coll("empty"));
+    for name in [&orders, &empty] {
+        f.store
+            .create_collection(&old, name, &[], NOW)
+            .await
+            .unwrap();
+    }
+    for batch in 0..3 {
+        let ops = (0..900)
+            .map(|i| BatchOp::Create {
+                id: rid(&format!("r{batch}-{i}")),
+                body: json!({ "n": i }),
+            })
+            .collect();
+        f.store.write(&old, &orders, ops, NOW).await.unwrap();
+    }
+    let progress = watch::Sender::default();
+    let mut seen = progress.subscribe();
+    let (from, to) = (placement(MODELS[0]), placement(MODELS[1]));
+    let _freeze = f.store.freeze(&control).await;
+    f.store
+        .copy_tenant(&control, &from, &to, &progress)
+        .await
+        .unwrap();
+    assert!(seen.has_changed().unwrap());
+    assert_eq!(
+        *seen.borrow_and_update(),
+        CopyProgress {
+            collections: 2,
+            collections_total: 2,
+            records: 2700,
+            records_total: 2700,
+        }
+    );
+    assert_eq!(
+        f.store.digests(&control, &from).await.unwrap(),
+        f.store.digests(&control, &to).await.unwrap()
+    );
+    assert_eq!(
+        f.store.usage(&new).await.unwrap(),
+        f.store.usage(&old).await.unwrap()
+    );
 }
