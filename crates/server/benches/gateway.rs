@@ -16,7 +16,8 @@ use rand::rngs::OsRng;
 use serde_json::json;
 use tenantd_core::{ApiKeyToken, KeyId, PlanId, Role, ServiceName, SystemClock, TenantId};
 use tenantd_server::config::Config;
-use tenantd_server::gateway::context::{ContextClaims, Keyring};
+use tenantd_server::config::ContextConfig;
+use tenantd_server::gateway::context::{ContextSubject, Keyring};
 use tenantd_server::Server;
 use tenantd_store::Catalog;
 use tokio::net::TcpListener;
@@ -125,7 +126,7 @@ fn gateway(c: &mut Criterion) {
     }
     group.finish();
 
-    let (keyring, _dir) = runtime.block_on(async {
+    let (reusing, per_request, _dir) = runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(
             &dir.path().join("catalog.db"),
@@ -134,32 +135,34 @@ fn gateway(c: &mut Criterion) {
         .await
         .unwrap();
         let now = tenantd_core::Clock::now(&SystemClock);
-        let keyring = Keyring::load(&catalog, &Default::default(), now)
+        let reusing = Keyring::load(&catalog, &Default::default(), now)
             .await
             .unwrap();
-        (keyring, dir)
+        let config = ContextConfig {
+            per_request: true,
+            ..Default::default()
+        };
+        let per_request = Keyring::load(&catalog, &config, now).await.unwrap();
+        (reusing, per_request, dir)
     });
     let tenant: TenantId = "acme".parse().unwrap();
     let key_id = KeyId::parse("9f2c41d07b3e8a15").unwrap();
     let plan = PlanId::default_plan();
     let service: ServiceName = "billing".parse().unwrap();
+    let subject = ContextSubject {
+        service: &service,
+        tenant: &tenant,
+        key_id: &key_id,
+        role: Role::Developer,
+        plan: &plan,
+    };
     let now = tenantd_core::Clock::now(&SystemClock);
-    c.bench_function("context/sign", |b| {
-        b.iter(|| {
-            let claims = ContextClaims {
-                iss: "tenantd",
-                aud: &service,
-                sub: &tenant,
-                tenant: &tenant,
-                key_id: &key_id,
-                role: Role::Developer,
-                plan: &plan,
-                request_id: "3f1c0a9e5b7d4c2a8e6f1b3d5c7a9e0f",
-                iat: now.unix_timestamp(),
-                exp: now.unix_timestamp() + 60,
-            };
-            keyring.sign(&claims, now).unwrap()
-        });
+    let request_id = "3f1c0a9e5b7d4c2a8e6f1b3d5c7a9e0f";
+    c.bench_function("context/sign_per_request", |b| {
+        b.iter(|| per_request.context(&subject, request_id, now).unwrap());
+    });
+    c.bench_function("context/reused", |b| {
+        b.iter(|| reusing.context(&subject, request_id, now).unwrap());
     });
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use axum::http::HeaderValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
@@ -42,14 +43,43 @@ pub struct ContextClaims<'a> {
     pub key_id: &'a KeyId,
     pub role: Role,
     pub plan: &'a PlanId,
-    pub request_id: &'a str,
+    /// Only in a context signed for one request (`per_request`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
     pub iat: i64,
     pub exp: i64,
 }
 
+/// Whom a context speaks for, and to which service.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextSubject<'a> {
+    pub service: &'a ServiceName,
+    pub tenant: &'a TenantId,
+    pub key_id: &'a KeyId,
+    pub role: Role,
+    pub plan: &'a PlanId,
+}
+
+/// A context signed for a key and a service, reused until `refresh_at`.
+#[derive(Debug)]
+struct SignedContext {
+    /// The signing key's id: a context is not reused once another key signs.
+    kid: String,
+    tenant: TenantId,
+    role: Role,
+    plan: PlanId,
+    token: HeaderValue,
+    refresh_at: OffsetDateTime,
+}
+
+/// Contexts kept for reuse: at most this many (key, service) pairs.
+const CONTEXTS_KEPT: u64 = 100_000;
+
 struct LiveKey {
     stored: StoredSigningKey,
     signing: SigningKey,
+    /// The JWS header, base64url-encoded: the same for everything it signs.
+    header: String,
 }
 
 impl std::fmt::Debug for LiveKey {
@@ -58,11 +88,13 @@ impl std::fmt::Debug for LiveKey {
     }
 }
 
-/// The published keys, in memory for signing without a database read.
+/// The published keys, in memory for signing without a database read,
+/// and the contexts they signed that are reused.
 #[derive(Debug)]
 pub struct Keyring {
     keys: ArcSwap<Vec<LiveKey>>,
     config: ContextConfig,
+    contexts: moka::sync::Cache<(KeyId, ServiceName), Arc<SignedContext>>,
 }
 
 impl Keyring {
@@ -75,6 +107,10 @@ impl Keyring {
         let keyring = Self {
             keys: ArcSwap::default(),
             config: config.clone(),
+            contexts: moka::sync::Cache::builder()
+                .max_capacity(CONTEXTS_KEPT)
+                .time_to_live(config.ttl / 2)
+                .build(),
         };
         keyring.reload(catalog, now).await?;
         if keyring.keys.load().is_empty() {
@@ -92,6 +128,8 @@ impl Keyring {
             .into_iter()
             .map(|stored| LiveKey {
                 signing: SigningKey::from_bytes(&stored.seed),
+                header: URL_SAFE_NO_PAD
+                    .encode(json!({ "alg": "EdDSA", "typ": "JWT", "kid": stored.kid }).to_string()),
                 stored,
             })
             .collect();
@@ -164,19 +202,66 @@ impl Keyring {
             .unwrap_or_else(|| view(&stored, false)))
     }
 
-    /// Signs a context with the current key: the newest whose time has come.
-    pub fn sign(&self, claims: &ContextClaims<'_>, now: OffsetDateTime) -> Option<String> {
+    /// The context for a request of `subject`: signed for this request
+    /// (with its id) when `per_request` is set; otherwise the one signed
+    /// for its key and service, reused until half its `ttl` has passed, its
+    /// subject's role or plan changed, or another key signs.
+    pub fn context(
+        &self,
+        subject: &ContextSubject<'_>,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Option<HeaderValue> {
         let keys = self.keys.load();
         let key = current(&keys, now)?;
-        let header = json!({ "alg": "EdDSA", "typ": "JWT", "kid": key.stored.kid });
-        let mut token = String::with_capacity(512);
-        URL_SAFE_NO_PAD.encode_string(header.to_string(), &mut token);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).ok()?, &mut token);
-        let signature = key.signing.sign(token.as_bytes());
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        if self.config.per_request {
+            return sign(key, &self.claims(subject, Some(request_id), now));
+        }
+        let id = (subject.key_id.clone(), subject.service.clone());
+        if let Some(kept) = self.contexts.get(&id) {
+            if kept.kid == key.stored.kid
+                && now < kept.refresh_at
+                && kept.tenant == *subject.tenant
+                && kept.role == subject.role
+                && kept.plan == *subject.plan
+            {
+                return Some(kept.token.clone());
+            }
+        }
+        let token = sign(key, &self.claims(subject, None, now))?;
+        let refresh_after = self.config.ttl / 2;
+        self.contexts.insert(
+            id,
+            Arc::new(SignedContext {
+                kid: key.stored.kid.clone(),
+                tenant: subject.tenant.clone(),
+                role: subject.role,
+                plan: subject.plan.clone(),
+                token: token.clone(),
+                refresh_at: now + refresh_after,
+            }),
+        );
         Some(token)
+    }
+
+    fn claims<'a>(
+        &'a self,
+        subject: &ContextSubject<'a>,
+        request_id: Option<&'a str>,
+        now: OffsetDateTime,
+    ) -> ContextClaims<'a> {
+        ContextClaims {
+            iss: &self.config.issuer,
+            aud: subject.service,
+            sub: subject.tenant,
+            tenant: subject.tenant,
+            key_id: subject.key_id,
+            role: subject.role,
+            plan: subject.plan,
+            request_id,
+            iat: now.unix_timestamp(),
+            exp: (now + self.config.ttl).unix_timestamp(),
+        }
     }
 
     /// The published public keys, as a JWK set (RFC 7517, OKP keys of RFC 8037).
@@ -212,6 +297,19 @@ impl Keyring {
     pub fn config(&self) -> &ContextConfig {
         &self.config
     }
+}
+
+/// `claims` signed by `key` as a compact JWS.
+fn sign(key: &LiveKey, claims: &ContextClaims<'_>) -> Option<HeaderValue> {
+    let claims = serde_json::to_vec(claims).ok()?;
+    let mut token = String::with_capacity(key.header.len() + claims.len() * 4 / 3 + 100);
+    token.push_str(&key.header);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+    let signature = key.signing.sign(token.as_bytes());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+    HeaderValue::try_from(token).ok()
 }
 
 fn current(keys: &[LiveKey], now: OffsetDateTime) -> Option<&LiveKey> {

@@ -19,7 +19,7 @@ use tenantd_core::breaker::Outcome;
 use tenantd_core::{ErrorCode, Principal, ServiceName, TenantId};
 
 use super::cache::{self, CacheKey, CachedResponse, ResponseCache};
-use super::context::ContextClaims;
+use super::context::ContextSubject;
 use super::{Call, Gateway, InFlight, RoutedByHost, Service};
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
@@ -201,22 +201,16 @@ async fn try_forward(
         }
     };
 
-    let claims = ContextClaims {
-        iss: &gateway.keyring.config().issuer,
-        aud: &service.config.name,
-        sub: tenant,
+    let subject = ContextSubject {
+        service: &service.config.name,
         tenant,
         key_id: principal.key_id(),
         role: principal.role(),
         plan,
-        request_id,
-        iat: now.unix_timestamp(),
-        exp: (now + gateway.keyring.config().ttl).unix_timestamp(),
     };
     let token = gateway
         .keyring
-        .sign(&claims, now)
-        .and_then(|t| HeaderValue::from_str(&t).ok())
+        .context(&subject, request_id, now)
         .ok_or_else(|| {
             tracing::error!("no signing key is in effect; the tenant context cannot be signed");
             ApiError::new(ErrorCode::Internal)

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tenantd_core::Role;
 use tenantd_server::config::{Config, ServiceConfig};
 use tokio::net::TcpListener;
@@ -137,7 +137,11 @@ async fn verify(
 #[tokio::test]
 async fn the_upstream_gets_a_verifiable_tenant_context_and_no_credentials() {
     let upstream = Upstream::start().await;
-    let app = gateway_app(vec![service("billing", &[&upstream.url])], |_| {}).await;
+    // Signed for each request, with its id among the claims.
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |config| {
+        config.gateway.context.per_request = true;
+    })
+    .await;
     let (key_id, token) = tenant(&app, "acme").await;
     let response = app
         .request(Method::GET, "/v1/proxy/billing/echo/a%20b?x=1&y=2")
@@ -206,6 +210,87 @@ async fn the_upstream_gets_a_verifiable_tenant_context_and_no_credentials() {
         ("DELETE", "/base/echo")
     );
     assert!(!seen.headers.contains_key("authorization"));
+}
+
+/// By default a context is signed once per key and service and reused for
+/// half its ttl: the request id travels beside it, not in it; a change of
+/// plan or the passing of half the ttl signs a new one.
+#[tokio::test]
+async fn a_context_is_reused_for_half_its_ttl_and_resigned_when_its_subject_changes() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |_| {}).await;
+    let (_, token) = tenant(&app, "acme").await;
+    let (_, other_token) = tenant(&app, "globex").await;
+    let context_of = |token: String| {
+        let app = &app;
+        let upstream = &upstream;
+        async move {
+            let response = call(app, &token, Method::GET, "/v1/proxy/billing/echo").await;
+            assert_eq!(response.status(), 200);
+            let request_id = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let seen = upstream.seen().pop().unwrap();
+            assert_eq!(seen.headers["x-request-id"], request_id.as_str());
+            seen.headers["x-tenant-context"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let first = context_of(token.clone()).await;
+    let claims = verify(&app, &first, "billing").await.unwrap();
+    assert_eq!(claims["tenant"], "acme");
+    assert!(claims.get("request_id").is_none(), "{claims}");
+    assert_eq!(context_of(token.clone()).await, first, "reused");
+    let other = context_of(other_token).await;
+    assert_eq!(
+        verify(&app, &other, "billing").await.unwrap()["tenant"],
+        "globex"
+    );
+
+    // 29 s on, still the same; at 30 s (half the 60 s ttl) a new one.
+    app.clock.advance(time::Duration::seconds(29));
+    assert_eq!(context_of(token.clone()).await, first);
+    app.clock.advance(time::Duration::seconds(1));
+    let refreshed = context_of(token.clone()).await;
+    assert_ne!(refreshed, first);
+    let refreshed_claims = verify(&app, &refreshed, "billing").await;
+    assert_eq!(
+        refreshed_claims
+            .map(|c| c["iat"].as_i64().unwrap() - claims["iat"].as_i64().unwrap())
+            .ok(),
+        Some(30)
+    );
+
+    // A new plan is in the next context at once.
+    let plan = json!({
+        "plan": { "id": "team", "rate": { "requests": 1000, "per": "1s", "burst": 1000 } },
+        "reason": "pricing",
+    });
+    let op = app.operator_token.clone();
+    let created = app
+        .request(Method::POST, "/v1/plans")
+        .bearer_auth(&op)
+        .json(&plan)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let moved = app
+        .request(Method::PATCH, "/v1/tenants/acme")
+        .bearer_auth(&op)
+        .json(&json!({ "plan": "team" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let on_team = context_of(token).await;
+    assert_eq!(
+        verify(&app, &on_team, "billing").await.unwrap()["plan"],
+        "team"
+    );
 }
 
 #[tokio::test]
