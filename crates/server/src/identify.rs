@@ -1,16 +1,21 @@
 //! Identify: from the presented API key to a verified `Principal`.
 //!
-//! Keys and tenants are read through a bounded cache, so a warm request
-//! touches no database; every change made through this server drops the
-//! affected entry at once. Last-used times are gathered in memory and
+//! Keys and their tenants are read through a bounded cache, so a warm
+//! request touches no database; every change made through this server drops
+//! the affected entry at once. An entry past half the cache's ttl is read
+//! again in the background (all such entries in one joined query), so a
+//! key in use never misses on the request path; one past the whole ttl is
+//! read again before it is used. The ttl bounds only how long a change made
+//! elsewhere may go unseen. Last-used times are gathered in memory and
 //! written behind in batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
-use moka::future::Cache;
+use quick_cache::sync::Cache;
 use tenantd_core::identity::verify;
 use tenantd_core::{
     ApiKeyToken, Clock, ErrorCode, IdentifyError, KeyHasher, KeyId, KeyRecord, Principal, Tenant,
@@ -18,81 +23,95 @@ use tenantd_core::{
 };
 use tenantd_store::{Catalog, StoreError};
 use time::OffsetDateTime;
+use tokio::sync::{watch, Notify};
 
 use crate::problem::ApiError;
 
 /// Entries kept per cache; a miss costs one indexed lookup.
-const CACHE_CAPACITY: u64 = 100_000;
+const CACHE_CAPACITY: usize = 100_000;
+
+/// A catalog read as the cache keeps it: `None` remembers an unknown id, so
+/// that a flood of made-up keys does not become a flood of queries.
+#[derive(Debug)]
+struct Entry<T> {
+    value: Option<Arc<T>>,
+    read_at: OffsetDateTime,
+    /// Set once the entry has been handed to the background refresh.
+    refresh_asked: AtomicBool,
+}
+
+impl<T> Entry<T> {
+    fn new(value: Option<Arc<T>>, read_at: OffsetDateTime) -> Arc<Self> {
+        Arc::new(Self {
+            value,
+            read_at,
+            refresh_asked: AtomicBool::new(false),
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     catalog: Catalog,
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
-    // `None` entries remember unknown ids, so that a flood of made-up keys
-    // does not become a flood of queries.
-    keys: Cache<KeyId, Option<Arc<KeyRecord>>>,
-    tenants: Cache<TenantId, Option<Arc<Tenant>>>,
+    ttl: time::Duration,
+    keys: Cache<KeyId, Arc<Entry<KeyRecord>>>,
+    tenants: Cache<TenantId, Arc<Entry<Tenant>>>,
+    /// Bumped by every change made through this server: a read that began
+    /// before a change is not cached after it.
+    changes: AtomicU64,
+    /// Keys whose entries (or whose tenants') are due to be read again.
+    due: Mutex<HashSet<KeyId>>,
+    due_added: Notify,
     last_used: LastUsed,
 }
 
 impl Identity {
     pub fn new(catalog: Catalog, hasher: KeyHasher, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
         Self {
-            catalog,
-            hasher,
-            clock,
-            keys: Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                .time_to_live(ttl)
-                .build(),
-            tenants: Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                .time_to_live(ttl)
-                .build(),
-            last_used: LastUsed::default(),
+            inner: Arc::new(Inner {
+                catalog,
+                hasher,
+                clock,
+                ttl: time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX),
+                keys: Cache::new(CACHE_CAPACITY),
+                tenants: Cache::new(CACHE_CAPACITY),
+                changes: AtomicU64::new(0),
+                due: Mutex::default(),
+                due_added: Notify::new(),
+                last_used: LastUsed::default(),
+            }),
         }
     }
 
     pub fn hasher(&self) -> &KeyHasher {
-        &self.hasher
+        &self.inner.hasher
     }
 
     pub fn last_used(&self) -> &LastUsed {
-        &self.last_used
+        &self.inner.last_used
     }
 
     /// Verifies the key in `headers`, or says why it cannot.
     pub async fn identify(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let inner = &*self.inner;
         let token = presented_key(headers)?;
-        let record = self
-            .keys
-            .try_get_with(token.id.clone(), async {
-                let found = self.catalog.key_for_identify(&token.id).await?;
-                Ok::<_, StoreError>(found.map(Arc::new))
-            })
-            .await
-            .map_err(store_unavailable)?;
+        let now = inner.clock.now();
+        let (record, tenant) = self.lookup(&token.id, now).await?;
         let Some(record) = record else {
             // Spend the same HMAC as for a known key, so that response time
             // does not tell which key ids exist.
-            let _ = self.hasher.hash(&token);
+            let _ = inner.hasher.hash(&token);
             return Err(ApiError::new(ErrorCode::InvalidApiKey));
         };
-        let tenant = match record.owner.tenant() {
-            None => None,
-            Some(id) => self
-                .tenants
-                .try_get_with(id.clone(), async {
-                    let found = self.catalog.tenant(id).await?;
-                    Ok::<_, StoreError>(found.map(Arc::new))
-                })
-                .await
-                .map_err(store_unavailable)?,
-        };
-        let now = self.clock.now();
         let principal =
-            verify(&token, &record, tenant.as_deref(), &self.hasher, now).map_err(|e| {
+            verify(&token, &record, tenant.as_deref(), &inner.hasher, now).map_err(|e| {
                 // The tenant's state is told only to a caller holding one of its keys.
                 let tenant_is = |state: &str| {
                     tenant
@@ -115,34 +134,161 @@ impl Identity {
                     None => ApiError::new(code),
                 }
             })?;
-        self.last_used.record(&record.id, now);
+        inner.last_used.record(&record.id, now);
         Ok(principal)
+    }
+
+    /// The key `id` and its tenant, from the cache while fresh enough;
+    /// otherwise read (one joined query) and cached.
+    async fn lookup(
+        &self,
+        id: &KeyId,
+        now: OffsetDateTime,
+    ) -> Result<(Option<Arc<KeyRecord>>, Option<Arc<Tenant>>), ApiError> {
+        let inner = &*self.inner;
+        let key = inner.keys.get(id).filter(|e| now - e.read_at < inner.ttl);
+        let tenant_id = key
+            .as_ref()
+            .and_then(|e| e.value.as_ref())
+            .and_then(|k| k.owner.tenant().cloned());
+        let tenant = match &tenant_id {
+            Some(t) => inner.tenants.get(t).filter(|e| now - e.read_at < inner.ttl),
+            None => None,
+        };
+        match (key, tenant_id, tenant) {
+            (Some(key), None, _) => {
+                self.refresh_if_due(id, &key.read_at, &key.refresh_asked, now);
+                Ok((key.value.clone(), None))
+            }
+            (Some(key), Some(_), Some(tenant)) => {
+                self.refresh_if_due(id, &key.read_at, &key.refresh_asked, now);
+                self.refresh_if_due(id, &tenant.read_at, &tenant.refresh_asked, now);
+                Ok((key.value.clone(), tenant.value.clone()))
+            }
+            // A miss, or an entry past its ttl: read now.
+            _ => {
+                let read = self.read(std::slice::from_ref(id), now).await?;
+                Ok(read
+                    .into_iter()
+                    .next()
+                    .map_or((None, None), |(k, t)| (Some(k), t)))
+            }
+        }
+    }
+
+    /// Hands the key to the background refresh once its entry is past half
+    /// the ttl.
+    fn refresh_if_due(
+        &self,
+        id: &KeyId,
+        read_at: &OffsetDateTime,
+        asked: &AtomicBool,
+        now: OffsetDateTime,
+    ) {
+        let inner = &*self.inner;
+        if now - *read_at >= inner.ttl / 2 && !asked.swap(true, Ordering::Relaxed) {
+            lock(&inner.due).insert(id.clone());
+            inner.due_added.notify_one();
+        }
+    }
+
+    /// Reads keys with their tenants and caches what was read (unknown ids
+    /// as unknown), unless a change was made through this server meanwhile:
+    /// then what was cached is dropped again, since it may predate the change.
+    async fn read(
+        &self,
+        ids: &[KeyId],
+        now: OffsetDateTime,
+    ) -> Result<Vec<(Arc<KeyRecord>, Option<Arc<Tenant>>)>, ApiError> {
+        let inner = &*self.inner;
+        let changes = inner.changes.load(Ordering::Acquire);
+        let found = inner
+            .catalog
+            .keys_with_tenants(ids)
+            .await
+            .map_err(ApiError::from)?;
+        let mut read = Vec::with_capacity(found.len());
+        let mut tenants = Vec::new();
+        for (key, tenant) in found {
+            let record = Arc::new(key);
+            let tenant = tenant.map(Arc::new);
+            inner
+                .keys
+                .insert(record.id.clone(), Entry::new(Some(record.clone()), now));
+            if let Some(t) = &tenant {
+                inner
+                    .tenants
+                    .insert(t.id.clone(), Entry::new(Some(t.clone()), now));
+                tenants.push(t.id.clone());
+            }
+            read.push((record, tenant));
+        }
+        for id in ids {
+            if !read.iter().any(|(k, _)| k.id == *id) {
+                inner.keys.insert(id.clone(), Entry::new(None, now));
+            }
+        }
+        if inner.changes.load(Ordering::Acquire) != changes {
+            for id in ids {
+                inner.keys.remove(id);
+            }
+            for id in &tenants {
+                inner.tenants.remove(id);
+            }
+        }
+        Ok(read)
+    }
+
+    /// Reads again, in one query per pass, the entries requests found past
+    /// half the ttl, until `stopped`.
+    pub async fn refresh_due(&self, mut stopped: watch::Receiver<bool>) {
+        let inner = &*self.inner;
+        loop {
+            tokio::select! {
+                () = inner.due_added.notified() => {}
+                _ = stopped.changed() => return,
+            }
+            let due: Vec<KeyId> = lock(&inner.due).drain().collect();
+            if due.is_empty() {
+                continue;
+            }
+            let now = inner.clock.now();
+            if let Err(e) = self.read(&due, now).await {
+                // The entries stay as they were and are read on the request
+                // path once past the ttl; the catalog's circuit logs it.
+                tracing::debug!(error = ?e.code, "could not refresh identify entries");
+            }
+        }
     }
 
     /// Drops a key from the cache after it changed or was created.
     pub async fn forget_key(&self, id: &KeyId) {
-        self.keys.invalidate(id).await;
+        self.inner.changes.fetch_add(1, Ordering::AcqRel);
+        self.inner.keys.remove(id);
     }
 
     /// Drops a tenant from the cache after its status or plan changed.
     pub async fn forget_tenant(&self, id: &TenantId) {
-        self.tenants.invalidate(id).await;
+        self.inner.changes.fetch_add(1, Ordering::AcqRel);
+        self.inner.tenants.remove(id);
     }
 
     /// Drops a purged tenant and all its keys. Forgetting the keys matters:
     /// a purged id may be taken by a new tenant, and a cached key of the old
     /// one must never verify against the new one.
     pub async fn forget_purged_tenant(&self, id: &TenantId, keys: &[KeyId]) {
+        self.inner.changes.fetch_add(1, Ordering::AcqRel);
         for key in keys {
-            self.keys.invalidate(key).await;
+            self.inner.keys.remove(key);
         }
-        self.tenants.invalidate(id).await;
+        self.inner.tenants.remove(id);
     }
 }
 
-fn store_unavailable(e: Arc<StoreError>) -> ApiError {
-    tracing::error!(error = %e, "store error while identifying");
-    ApiError::new(ErrorCode::StoreUnavailable)
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Reads the key from `Authorization: Bearer …` or `X-Api-Key: …`: exactly

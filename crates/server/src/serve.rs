@@ -130,6 +130,11 @@ impl Server {
                 stopped.clone(),
             )),
             tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
+            tokio::spawn({
+                let identity = state.identity.clone();
+                let stopped = stopped.clone();
+                async move { identity.refresh_due(stopped).await }
+            }),
             tokio::spawn(probe_dependencies(state.clone(), stopped.clone())),
             tokio::spawn(meter::write_behind(
                 state.clone(),

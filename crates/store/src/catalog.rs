@@ -66,6 +66,9 @@ impl Catalog {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = crate::hygiene(SqlitePoolOptions::new())
+            // A connection to a local file does not go stale; a ping before
+            // each checkout would be one more hop to SQLite's thread per query.
+            .test_before_acquire(false)
             .max_connections(8)
             .acquire_timeout(acquire_timeout)
             .connect_with(options)
@@ -315,16 +318,45 @@ impl Catalog {
         Ok(())
     }
 
-    /// Looks a key up by id alone. Only the identity stage calls this: it
-    /// runs before any tenant is known, and its result is checked against the
-    /// presented secret before anything else uses it.
-    pub async fn key_for_identify(&self, id: &KeyId) -> Result<Option<KeyRecord>> {
-        sqlx::query_as::<_, KeyRow>("SELECT * FROM api_keys WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(KeyRow::into_record)
-            .transpose()
+    /// Keys by id alone, with their tenants (`None` for platform keys), in
+    /// one joined query: identify's misses and its refreshes ahead of
+    /// expiry. Only the identity stage calls this: it runs before any tenant
+    /// is known, and its result is checked against the presented secret
+    /// before anything else uses it.
+    pub async fn keys_with_tenants(
+        &self,
+        ids: &[KeyId],
+    ) -> Result<Vec<(KeyRecord, Option<Tenant>)>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for part in ids.chunks(crate::usage::ROWS_PER_STATEMENT) {
+            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT k.*, t.id AS t_id, t.name AS t_name, t.plan AS t_plan,
+                        t.plan_version AS t_plan_version, t.region AS t_region,
+                        t.isolation AS t_isolation, t.pool AS t_pool, t.status AS t_status,
+                        t.billing_day AS t_billing_day, t.created_at AS t_created_at,
+                        t.updated_at AS t_updated_at, t.deleted_at AS t_deleted_at
+                 FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
+                 WHERE k.id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in part {
+                list.push_bind(id.as_str());
+            }
+            query.push(")");
+            for row in query
+                .build_query_as::<KeyAndTenantRow>()
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let tenant = row
+                    .tenant
+                    .into_row()
+                    .map(TenantRow::into_tenant)
+                    .transpose()?;
+                found.push((row.key.into_record()?, tenant));
+            }
+        }
+        Ok(found)
     }
 
     pub async fn key(&self, owner: Owner<'_>, id: &KeyId) -> Result<Option<KeyRecord>> {
@@ -429,14 +461,17 @@ impl Catalog {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for (id, at) in uses {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
-            )
-            .bind(to_nanos(*at))
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        for part in uses.chunks(crate::usage::ROWS_PER_STATEMENT) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH used (id, at) AS (");
+            update.push_values(part, |mut row, (id, at)| {
+                row.push_bind(id.as_str()).push_bind(to_nanos(*at));
+            });
+            update.push(
+                ") UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), latest.at)
+                   FROM (SELECT id, max(at) AS at FROM used GROUP BY id) AS latest
+                   WHERE api_keys.id = latest.id",
+            );
+            update.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -562,6 +597,51 @@ impl TenantRow {
     }
 }
 
+/// A key and, joined, its tenant's columns (all `NULL` for a platform key).
+#[derive(sqlx::FromRow)]
+struct KeyAndTenantRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    #[sqlx(flatten)]
+    tenant: JoinedTenantRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct JoinedTenantRow {
+    t_id: Option<String>,
+    t_name: Option<String>,
+    t_plan: Option<String>,
+    t_plan_version: Option<i64>,
+    t_region: Option<String>,
+    t_isolation: Option<String>,
+    t_pool: Option<String>,
+    t_status: Option<String>,
+    t_billing_day: Option<i64>,
+    t_created_at: Option<i64>,
+    t_updated_at: Option<i64>,
+    t_deleted_at: Option<i64>,
+}
+
+impl JoinedTenantRow {
+    /// The tenant's row, if the key has a tenant (its columns are not null).
+    fn into_row(self) -> Option<TenantRow> {
+        Some(TenantRow {
+            id: self.t_id?,
+            name: self.t_name?,
+            plan: self.t_plan?,
+            plan_version: self.t_plan_version,
+            region: self.t_region?,
+            isolation: self.t_isolation?,
+            pool: self.t_pool?,
+            status: self.t_status?,
+            billing_day: self.t_billing_day?,
+            created_at: self.t_created_at?,
+            updated_at: self.t_updated_at?,
+            deleted_at: self.t_deleted_at,
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct KeyRow {
     id: String,
@@ -621,6 +701,12 @@ mod tests {
         _dir: tempfile::TempDir,
         catalog: Catalog,
         hasher: KeyHasher,
+    }
+
+    /// A key as identify reads it.
+    async fn stored_key(catalog: &Catalog, id: &KeyId) -> Option<KeyRecord> {
+        let found = catalog.keys_with_tenants(std::slice::from_ref(id)).await;
+        found.unwrap().pop().map(|(key, _)| key)
     }
 
     async fn fixture() -> Fixture {
@@ -683,12 +769,7 @@ mod tests {
                 .insert_key(&key, &audit(Some(&t.id), "key.create"))
                 .await
                 .unwrap();
-            let stored = self
-                .catalog
-                .key_for_identify(&token.id)
-                .await
-                .unwrap()
-                .unwrap();
+            let stored = stored_key(&self.catalog, &token.id).await.unwrap();
             let principal = verify(&token, &stored, Some(&t), &self.hasher, NOW).unwrap();
             let scope = principal.scope_for(&t.id, Role::Admin).unwrap();
             (t, scope, stored)
@@ -840,6 +921,26 @@ mod tests {
         assert_eq!(actions, ["tenant.create", "key.create", "key.revoke"]);
     }
 
+    /// Identify's one query: each key with its tenant, however many ids,
+    /// unknown ones left out.
+    #[tokio::test]
+    async fn keys_are_read_with_their_tenants_in_one_query() {
+        let f = fixture().await;
+        let (acme, _, key) = f.tenant_with_scope("acme").await;
+        let (globex, _, other) = f.tenant_with_scope("globex").await;
+        let unknown = KeyId::parse("0123456789abcdef").unwrap();
+        let mut ids = vec![unknown; 600];
+        ids.insert(10, key.id.clone());
+        ids.push(other.id.clone());
+        let mut found = f.catalog.keys_with_tenants(&ids).await.unwrap();
+        found.sort_by(|a, b| {
+            a.1.as_ref()
+                .map(|t| t.id.clone())
+                .cmp(&b.1.as_ref().map(|t| t.id.clone()))
+        });
+        assert_eq!(found, vec![(key, Some(acme)), (other, Some(globex))]);
+    }
+
     #[tokio::test]
     async fn last_use_never_moves_backwards() {
         let f = fixture().await;
@@ -853,8 +954,75 @@ mod tests {
             .record_key_use(&[(key.id.clone(), NOW)])
             .await
             .unwrap();
-        let stored = f.catalog.key_for_identify(&key.id).await.unwrap().unwrap();
+        let stored = stored_key(&f.catalog, &key.id).await.unwrap();
         assert_eq!(stored.last_used_at, Some(later));
+
+        // A pass larger than one statement, naming the key many times.
+        let latest = NOW + time::Duration::minutes(9);
+        let (_, _, other) = f.tenant_with_scope("globex").await;
+        let mut uses: Vec<_> = (0..1_200)
+            .map(|i| (key.id.clone(), NOW + time::Duration::seconds(i % 300)))
+            .collect();
+        uses.insert(700, (key.id.clone(), latest));
+        uses.push((other.id.clone(), NOW));
+        f.catalog.record_key_use(&uses).await.unwrap();
+        let stored = stored_key(&f.catalog, &key.id).await.unwrap();
+        assert_eq!(stored.last_used_at, Some(latest));
+        let stored = stored_key(&f.catalog, &other.id).await.unwrap();
+        assert_eq!(stored.last_used_at, Some(NOW));
+    }
+
+    /// A write-behind pass of more rows than one statement carries adds up
+    /// exactly, a (tenant, hour) named twice included.
+    #[tokio::test]
+    async fn a_large_usage_pass_is_written_whole() {
+        use crate::usage::{HourUsage, UsageBatch};
+        use tenantd_core::plan::Metric;
+        use tenantd_core::quota::{Ledger, QuotaEvent, QuotaEventKind};
+        let f = fixture().await;
+        let (_, scope, _) = f.tenant_with_scope("acme").await;
+        let one = HourUsage {
+            requests: 1,
+            rejected: 0,
+            ingress_bytes: 10,
+            egress_bytes: 0,
+            seat_micros: 5,
+        };
+        let hour = NOW.unix_timestamp() / 3600 * 3600;
+        let event = QuotaEvent {
+            kind: QuotaEventKind::SoftPassed,
+            metric: Metric::Requests,
+            period: None,
+            used: 1,
+            limit: 1,
+        };
+        let batch = UsageBatch {
+            ledgers: vec![(scope.tenant().clone(), Ledger::default()); 2],
+            hours: (0..1_200)
+                .map(|i| (scope.tenant().clone(), hour + (i % 3) * 3600, one))
+                .collect(),
+            events: vec![(scope.tenant().clone(), NOW, event); 501],
+        };
+        f.catalog.write_usage(&batch, NOW).await.unwrap();
+        let hours = f
+            .catalog
+            .usage_hours(&scope, hour, hour + 3 * 3600)
+            .await
+            .unwrap();
+        let requests: Vec<(i64, u64, u64)> = hours
+            .iter()
+            .map(|(h, u)| (h - hour, u.requests, u.ingress_bytes))
+            .collect();
+        assert_eq!(
+            requests,
+            [(0, 400, 4000), (3600, 400, 4000), (7200, 400, 4000)]
+        );
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM quota_events")
+            .fetch_one(&f.catalog.pool)
+            .await
+            .unwrap();
+        assert_eq!(events, 501);
+        assert_eq!(f.catalog.ledgers().await.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -888,7 +1056,7 @@ mod tests {
         assert_eq!(removed.unwrap(), Some(vec![key.id.clone()]));
 
         assert_eq!(f.catalog.tenant(&t.id).await.unwrap(), None);
-        assert_eq!(f.catalog.key_for_identify(&key.id).await.unwrap(), None);
+        assert_eq!(stored_key(&f.catalog, &key.id).await, None);
         assert!(f
             .catalog
             .audit(Owner::Tenant(&scope), 0, 100)

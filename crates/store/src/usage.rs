@@ -1,6 +1,7 @@
 //! Usage in the catalog: quota ledgers and hourly usage written behind by
 //! the admission stage, quota events, and add-ons.
 
+use sqlx::{QueryBuilder, Sqlite};
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::{Ledger, QuotaEvent};
 use tenantd_core::{TenantId, TenantScope};
@@ -78,6 +79,10 @@ struct EventRow {
     limit_value: i64,
 }
 
+/// Rows one write-behind statement carries: 7 columns each stays far
+/// below SQLite's limit of 32,766 bound values.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -93,56 +98,69 @@ impl Catalog {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
+        let mut ledgers = Vec::with_capacity(batch.ledgers.len());
         for (tenant, ledger) in &batch.ledgers {
             let json = serde_json::to_string(ledger)
                 .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
-            sqlx::query(
-                "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) VALUES (?, ?, ?)
-                 ON CONFLICT (tenant_id) DO UPDATE SET ledger = excluded.ledger,
-                                                      updated_at = excluded.updated_at",
-            )
-            .bind(tenant.as_str())
-            .bind(json)
-            .bind(to_nanos(now))
-            .execute(&mut *tx)
-            .await?;
+            ledgers.push((tenant, json));
         }
-        for (tenant, hour, u) in &batch.hours {
-            sqlx::query(
+        // Many rows per statement: a pass over thousands of active tenants
+        // is a handful of statements, not thousands of round trips.
+        for part in ledgers.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) ",
+            );
+            insert.push_values(part, |mut row, (tenant, json)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(json.as_str())
+                    .push_bind(to_nanos(now));
+            });
+            insert.push(
+                " ON CONFLICT (tenant_id) DO UPDATE SET ledger = excluded.ledger,
+                                                       updated_at = excluded.updated_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        for part in batch.hours.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO usage_hours (tenant_id, hour, requests, rejected, ingress_bytes,
-                                          egress_bytes, seat_micros)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (tenant_id, hour) DO UPDATE SET
+                                          egress_bytes, seat_micros) ",
+            );
+            insert.push_values(part, |mut row, (tenant, hour, u)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(*hour)
+                    .push_bind(to_i64(u.requests))
+                    .push_bind(to_i64(u.rejected))
+                    .push_bind(to_i64(u.ingress_bytes))
+                    .push_bind(to_i64(u.egress_bytes))
+                    .push_bind(to_i64(u.seat_micros));
+            });
+            // A (tenant, hour) twice in one statement is added twice, row
+            // by row, as SQLite applies an upsert to each row in order.
+            insert.push(
+                " ON CONFLICT (tenant_id, hour) DO UPDATE SET
                      requests = requests + excluded.requests,
                      rejected = rejected + excluded.rejected,
                      ingress_bytes = ingress_bytes + excluded.ingress_bytes,
                      egress_bytes = egress_bytes + excluded.egress_bytes,
                      seat_micros = seat_micros + excluded.seat_micros",
-            )
-            .bind(tenant.as_str())
-            .bind(hour)
-            .bind(to_i64(u.requests))
-            .bind(to_i64(u.rejected))
-            .bind(to_i64(u.ingress_bytes))
-            .bind(to_i64(u.egress_bytes))
-            .bind(to_i64(u.seat_micros))
-            .execute(&mut *tx)
-            .await?;
+            );
+            insert.build().execute(&mut *tx).await?;
         }
-        for (tenant, at, event) in &batch.events {
-            sqlx::query(
-                "INSERT INTO quota_events (tenant_id, at, kind, metric, period, used, limit_value)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(tenant.as_str())
-            .bind(to_nanos(*at))
-            .bind(event.kind.as_str())
-            .bind(event.metric.as_str())
-            .bind(event.period.map(Period::as_str))
-            .bind(to_i64(event.used))
-            .bind(to_i64(event.limit))
-            .execute(&mut *tx)
-            .await?;
+        for part in batch.events.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO quota_events (tenant_id, at, kind, metric, period, used, limit_value) ",
+            );
+            insert.push_values(part, |mut row, (tenant, at, event)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(to_nanos(*at))
+                    .push_bind(event.kind.as_str())
+                    .push_bind(event.metric.as_str())
+                    .push_bind(event.period.map(Period::as_str))
+                    .push_bind(to_i64(event.used))
+                    .push_bind(to_i64(event.limit));
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

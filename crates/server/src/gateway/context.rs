@@ -73,7 +73,7 @@ struct SignedContext {
 }
 
 /// Contexts kept for reuse: at most this many (key, service) pairs.
-const CONTEXTS_KEPT: u64 = 100_000;
+const CONTEXTS_KEPT: usize = 100_000;
 
 struct LiveKey {
     stored: StoredSigningKey,
@@ -94,7 +94,7 @@ impl std::fmt::Debug for LiveKey {
 pub struct Keyring {
     keys: ArcSwap<Vec<LiveKey>>,
     config: ContextConfig,
-    contexts: moka::sync::Cache<(KeyId, ServiceName), Arc<SignedContext>>,
+    contexts: quick_cache::sync::Cache<(KeyId, ServiceName), Arc<SignedContext>>,
 }
 
 impl Keyring {
@@ -107,10 +107,7 @@ impl Keyring {
         let keyring = Self {
             keys: ArcSwap::default(),
             config: config.clone(),
-            contexts: moka::sync::Cache::builder()
-                .max_capacity(CONTEXTS_KEPT)
-                .time_to_live(config.ttl / 2)
-                .build(),
+            contexts: quick_cache::sync::Cache::new(CONTEXTS_KEPT),
         };
         keyring.reload(catalog, now).await?;
         if keyring.keys.load().is_empty() {

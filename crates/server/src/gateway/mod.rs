@@ -36,9 +36,10 @@ pub use forward::{forward, Caller};
 pub const OPERATORS_HAVE_NO_TENANT: &str =
     "operator keys have no tenant; call services with a key of the tenant";
 
-/// How long an idle tenant's circuit to a service is remembered; longer
-/// than any open time, so forgetting one never closes an open circuit early.
-const CIRCUIT_IDLE: Duration = Duration::from_secs(15 * 60);
+/// Tenants' circuits to a service remembered at most. The least used go
+/// first: a tenant whose circuit is open keeps calling, so its circuit is
+/// among the most used.
+const CIRCUITS_KEPT: usize = 100_000;
 
 /// Idle upstream connections kept per upstream host.
 const IDLE_CONNECTIONS_PER_HOST: usize = 64;
@@ -133,7 +134,7 @@ pub struct Service {
     pub seats: Option<Arc<Seats>>,
     client: Client<HttpConnector, axum::body::Body>,
     breaker: BreakerPolicy,
-    circuits: moka::sync::Cache<TenantId, Arc<TenantCircuit>>,
+    circuits: quick_cache::sync::Cache<TenantId, Arc<TenantCircuit>>,
     /// Where the next request starts among the upstreams (round robin).
     next_upstream: AtomicUsize,
 }
@@ -157,9 +158,7 @@ impl Service {
             }),
             client,
             breaker: config.breaker.policy(),
-            circuits: moka::sync::Cache::builder()
-                .time_to_idle(CIRCUIT_IDLE)
-                .build(),
+            circuits: quick_cache::sync::Cache::new(CIRCUITS_KEPT),
             next_upstream: AtomicUsize::new(0),
             config: config.clone(),
         }
@@ -174,12 +173,16 @@ impl Service {
     }
 
     fn circuit(&self, tenant: &TenantId) -> Arc<TenantCircuit> {
-        self.circuits.get_with_by_ref(tenant, || {
-            Arc::new(TenantCircuit {
+        let created = self.circuits.get_or_insert_with(tenant, || {
+            Ok::<_, std::convert::Infallible>(Arc::new(TenantCircuit {
                 in_flight: AtomicU32::new(0),
                 breaker: Mutex::new(Breaker::new(Instant::now())),
-            })
-        })
+            }))
+        });
+        match created {
+            Ok(circuit) => circuit,
+            Err(never) => match never {},
+        }
     }
 }
 

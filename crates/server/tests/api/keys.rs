@@ -320,3 +320,61 @@ async fn last_use_is_visible_at_once_and_written_behind() {
         .unwrap();
     assert_eq!(after.last_used_at, Some(START + time::Duration::minutes(5)));
 }
+
+/// Changes made elsewhere (another node, a restore, an edit in the
+/// catalog) are seen within the identify cache's ttl: a key in use is read
+/// again in the background once half the ttl has passed, and any entry
+/// past the ttl is read again before it is used.
+#[tokio::test]
+async fn changes_made_elsewhere_are_seen_within_the_identify_ttl() {
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let busy = app.tenant_key("acme", Role::Developer).await;
+    let idle = app.tenant_key("globex", Role::Developer).await;
+    let status = |token: String| {
+        let app = &app;
+        async move {
+            let response = app.request(reqwest::Method::GET, "/v1/me").bearer_auth(token);
+            response.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status(busy.token.clone()).await, 200);
+    assert_eq!(status(idle.token.clone()).await, 200);
+
+    let catalog = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.config.data_dir.join("catalog.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE api_keys SET revoked_at = 1 WHERE id = ?")
+        .bind(busy.key.id.as_str())
+        .execute(&catalog)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tenants SET status = 'suspended' WHERE id = 'globex'")
+        .execute(&catalog)
+        .await
+        .unwrap();
+    catalog.close().await;
+    assert_eq!(status(busy.token.clone()).await, 200, "cached");
+
+    // Half the 30 s ttl on: the busy key still answers from the cache, and
+    // is read again behind it.
+    app.clock.advance(time::Duration::seconds(15));
+    assert_eq!(status(busy.token.clone()).await, 200);
+    let mut refreshed = false;
+    for _ in 0..200 {
+        if status(busy.token.clone()).await == 401 {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(refreshed, "the revocation was read behind the cache");
+
+    // The idle tenant's entry is past the ttl at its next request: read first.
+    app.clock.advance(time::Duration::seconds(16));
+    assert_eq!(status(idle.token.clone()).await, 403);
+}

@@ -39,6 +39,9 @@ pub(super) async fn open(
     acquire_timeout: Duration,
 ) -> Result<SqlitePool, StoreError> {
     let pool = crate::hygiene(SqlitePoolOptions::new())
+        // A connection to a local file does not go stale; a ping before
+        // each checkout would be one more hop to SQLite's thread per query.
+        .test_before_acquire(false)
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .idle_timeout(Duration::from_secs(60))
