@@ -3,14 +3,17 @@
 //! fallbacks, each answering with a problem document.
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use rand::RngCore;
 use tenantd_core::ErrorCode;
+use tracing::Instrument;
 
 use crate::problem::ApiError;
 
@@ -38,90 +41,117 @@ fn acceptable_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// What the edge holds every request to.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    pub header_bytes: usize,
+    pub body_bytes: usize,
+    /// The whole request, body included.
+    pub request_timeout: Duration,
+}
+
+/// The edge, as one stage (each layer costs every request): the request's
+/// id and its span, the size checks, the deadline, panic containment, the
+/// problem completed with the request's id and path, the id echoed on the
+/// response, and one access-log line.
+pub async fn edge(State(limits): State<EdgeLimits>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| acceptable_request_id(id))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            let mut bytes = [0u8; 16];
-            rand::thread_rng().fill_bytes(&mut bytes);
-            hex::encode(bytes)
-        });
+        .map_or_else(
+            || {
+                let mut bytes = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                hex::encode(bytes)
+            },
+            str::to_owned,
+        );
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %path,
+        request_id = %id,
+        tenant = tracing::field::Empty,
+        key = tracing::field::Empty,
+    );
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = CURRENT_REQUEST_ID
-        .scope(id.clone(), next.run(request))
+    let served = async {
+        if let Err(refused) = check_sizes(&request, &limits) {
+            return refused.into_response();
+        }
+        let run = AssertUnwindSafe(tokio::time::timeout(
+            limits.request_timeout,
+            next.run(request),
+        ));
+        match run.catch_unwind().await {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) => ApiError::with_detail(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request did not complete within {}s",
+                    limits.request_timeout.as_secs_f64()
+                ),
+            )
+            .into_response(),
+            Err(panic) => panic_response(panic),
+        }
+    };
+    let response = CURRENT_REQUEST_ID
+        .scope(id.clone(), served.instrument(span.clone()))
         .await;
+    let mut response = crate::problem::complete(response, path, &id);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_us = started.elapsed().as_micros() as u64,
+            "finished processing request"
+        );
+    });
     response
 }
 
-/// The sizes a request may have, checked before anything reads its body.
-#[derive(Debug, Clone, Copy)]
-pub struct SizeLimits {
-    pub header_bytes: usize,
-    pub body_bytes: usize,
-}
-
-/// Rejects a request whose headers add up to more than the limit (counting
+/// Refuses a request whose headers add up to more than the limit (counting
 /// names, values and the four bytes of separators per line; hyper's own
 /// buffer limit sits well above this as a backstop), or whose declared
 /// `Content-Length` is over the body limit, before any byte of its body is
-/// read. One layer for both: each layer costs every request.
-pub async fn limit_sizes(
-    State(limits): State<SizeLimits>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// read.
+fn check_sizes(request: &Request, limits: &EdgeLimits) -> Result<(), ApiError> {
     let headers = request.headers();
     let total: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if total > limits.header_bytes {
-        return ApiError::with_detail(
+        return Err(ApiError::with_detail(
             ErrorCode::HeadersTooLarge,
             format!(
                 "request headers are {total} bytes; the limit is {}",
                 limits.header_bytes
             ),
-        )
-        .into_response();
+        ));
     }
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(length) = declared.filter(|&length| length > limits.body_bytes as u64) {
-        return ApiError::with_detail(
+        return Err(ApiError::with_detail(
             ErrorCode::PayloadTooLarge,
             format!(
                 "bodies may have at most {} bytes; this one declares {length}",
                 limits.body_bytes
             ),
-        )
-        .into_response();
+        ));
     }
-    next.run(request).await
-}
-
-/// Bounds a whole request, body included, by the configured timeout.
-pub async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::with_detail(
-            ErrorCode::RequestTimeout,
-            format!(
-                "the request did not complete within {}s",
-                limit.as_secs_f64()
-            ),
-        )
-        .into_response(),
-    }
+    Ok(())
 }
 
 /// Turns a handler panic into a 500 and logs it; the process goes on.

@@ -2,14 +2,10 @@
 //! `ApiError`, whose `code` comes from the one table in `tenantd_core::error`.
 
 use axum::body::Body;
-use axum::extract::{OriginalUri, Request};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tenantd_api::Problem;
 use tenantd_core::ErrorCode;
-
-use crate::edge::RequestId;
 
 /// Seconds a client is told to wait after a 503.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -138,7 +134,7 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        // Kept so that `complete_problems` can add the request id and path.
+        // Kept so that `complete` can add the request id and path.
         response.extensions_mut().insert(self);
         response
     }
@@ -151,15 +147,13 @@ pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
     secs.max(1)
 }
 
-/// Middleware that re-renders every error response with the request's id and
-/// path, wherever in the stack the error was raised.
-pub async fn complete_problems(uri: OriginalUri, request: Request, next: Next) -> Response {
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    let response = next.run(request).await;
+/// Re-renders an error response with the request's id and path, wherever
+/// in the stack the error was raised (the edge calls it for every response).
+pub fn complete(response: Response, path: String, request_id: &str) -> Response {
     let Some(error) = response.extensions().get::<ApiError>() else {
         return response;
     };
-    let body = error.body(Some(uri.path().to_owned()), request_id.map(|id| id.0));
+    let body = error.body(Some(path), Some(request_id.to_owned()));
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))

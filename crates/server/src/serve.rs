@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -15,23 +15,18 @@ use serde_json::json;
 use tenantd_store::{NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tower_http::LatencyUnit;
-use tracing::Level;
 
 use crate::config::Config;
-use crate::edge::{self, ClientAddr, RequestId};
+use crate::edge::{self, ClientAddr};
 use crate::gateway::HostRoutes;
 use crate::meter;
 use crate::parse_errors::{ParseErrorAnswers, ProblemStream};
-use crate::problem;
 use crate::routes;
 use crate::start::Server;
 use crate::state::AppState;
 
 /// hyper refuses buffers under 8 KiB; headers past `max_header_bytes` are
-/// answered with a problem by `edge::limit_sizes`, so hyper's own limit
+/// answered with a problem by the edge, so hyper's own limit
 /// only needs to stop a client that never ends its headers (answered with
 /// a problem by `parse_errors`).
 fn hyper_buffer_bytes(config: &Config) -> usize {
@@ -40,7 +35,7 @@ fn hyper_buffer_bytes(config: &Config) -> usize {
 
 /// Header lines hyper parses: as many as `max_header_bytes` holds in lines
 /// of 32 bytes, so that its own count limit (a 431 from `parse_errors`) does
-/// not fire before the byte limit that `edge::limit_sizes` answers with a
+/// not fire before the byte limit that the edge answers with a
 /// problem for any realistic request (512 lines for the default 16 KiB).
 /// Not one per 5 bytes, the shortest line: hyper allocates room for every
 /// line for every request, and room for 3,000 lines is an allocation large
@@ -54,47 +49,14 @@ fn max_header_count(config: &Config) -> usize {
 fn app(state: AppState, config: &Config) -> Router {
     routes::router(state)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(from_fn_with_state(config.request_timeout, edge::deadline))
-        .layer(CatchPanicLayer::custom(edge::panic_response))
         .layer(from_fn_with_state(
-            edge::SizeLimits {
+            edge::EdgeLimits {
                 header_bytes: config.max_header_bytes,
                 body_bytes: config.max_body_bytes,
+                request_timeout: config.request_timeout,
             },
-            edge::limit_sizes,
+            edge::edge,
         ))
-        .layer(from_fn(problem::complete_problems))
-        .layer(
-            TraceLayer::new_for_http()
-                .on_response(access_log())
-                // A 5xx is in the access log with its status already; its
-                // cause is logged where it arose, once (a dependency's state
-                // change, a panic, a corrupt row), not again per response.
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
-                .make_span_with(|request: &Request| {
-                    let request_id = request
-                        .extensions()
-                        .get::<RequestId>()
-                        .map_or("", |id| id.0.as_str());
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id,
-                        tenant = tracing::field::Empty,
-                        key = tracing::field::Empty,
-                    )
-                }),
-        )
-        .layer(from_fn(edge::request_id))
-}
-
-/// One INFO line per response, in the request's span (method, path, request
-/// id, tenant, key), with status and latency: the access log.
-fn access_log() -> DefaultOnResponse {
-    DefaultOnResponse::new()
-        .level(Level::INFO)
-        .latency_unit(LatencyUnit::Micros)
 }
 
 impl Server {
