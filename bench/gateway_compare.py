@@ -14,30 +14,9 @@ The baseline is any tenantd binary, e.g. one built from an earlier commit
 
 import argparse
 import json
-from pathlib import Path
-
-import os
-
 import run
 
 CONNECTIONS = 64
-
-
-def group_cpu_seconds(pgid):
-    """User plus system CPU time of every process in group `pgid` (a server
-    and the workers it forked, as nginx does), in seconds."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the name: state, ppid, pgrp, …; utime and stime are 12 and 13.
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -64,13 +43,9 @@ def main():
         keys["nginx"] = keys["tenantd"]
         for _ in range(args.rounds):
             for name in rows:
-                pid = servers[name].pid
-                before = group_cpu_seconds(pid)
-                result = run.wrk(run.PORTS[name], "/v1/proxy/fast/ok", keys[name], CONNECTIONS,
-                                 1, args.seconds)
-                used = group_cpu_seconds(pid) - before
-                result["cpu_us_per_request"] = used * 1e6 / max(result["requests"], 1)
-                rows[name].append(result)
+                rows[name].append(run.wrk_measured(servers[name].pid, run.PORTS[name],
+                                                   "/v1/proxy/fast/ok", keys[name], CONNECTIONS,
+                                                   1, args.seconds))
     finally:
         procs.stop_all()
     summary = {name: run.summarize(r, ["rps", "p50_us", "p99_us", "cpu_us_per_request"])

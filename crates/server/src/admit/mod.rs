@@ -239,12 +239,13 @@ impl Admission {
     pub async fn run(
         self: Arc<Self>,
         class: OpClass,
-        principal: &Principal,
+        principal: Principal,
         seats: Option<Arc<Seats>>,
-        request: Request,
+        mut request: Request,
         next: Next,
     ) -> Response {
         let (Some(tenant), Some(plan_id)) = (principal.tenant(), principal.plan()) else {
+            request.extensions_mut().insert(principal);
             return next.run(request).await;
         };
         let tenant = tenant.clone();
@@ -494,7 +495,9 @@ impl Admission {
         self.metrics.admitted(class, seat.waited);
         let in_flight = InFlight::enter(&self.ledgers, &tenant);
 
-        // Run under the class's deadline.
+        // Run under the class's deadline, the principal handed on to the route.
+        let mut request = request;
+        request.extensions_mut().insert(principal);
         let outcome = tokio::time::timeout(class_config.deadline, next.run(request)).await;
         let held = seat.held();
         let width = seat.width();

@@ -216,8 +216,12 @@ async fn try_forward(
             ApiError::new(ErrorCode::Internal)
         })?;
 
-    let (parts, body) = request.into_parts();
-    let mut headers = forwarded_headers(&parts.headers);
+    let (mut parts, body) = request.into_parts();
+    // Only a request that can be sent again unchanged is retried.
+    let replayable = is_idempotent(&parts.method) && has_no_body(&parts.headers);
+    let host = parts.headers.get(header::HOST).cloned();
+    let mut headers = std::mem::take(&mut parts.headers);
+    withhold(&mut headers);
     headers.insert(X_TENANT_ID.clone(), header_value(tenant.as_str()));
     headers.insert(X_TENANT_CONTEXT.clone(), token);
     headers.insert(crate::edge::X_REQUEST_ID.clone(), header_value(request_id));
@@ -229,8 +233,8 @@ async fn try_forward(
         headers.insert("x-forwarded-for", ip.clone());
         headers.insert("x-real-ip", ip);
     }
-    if let Some(host) = parts.headers.get(header::HOST) {
-        headers.insert("x-forwarded-host", host.clone());
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
     }
     // The path the client used lies under this prefix, unless its host named the service.
     if parts.extensions.get::<RoutedByHost>().is_none() {
@@ -238,8 +242,6 @@ async fn try_forward(
         headers.insert("x-forwarded-prefix", header_value(&prefix));
     }
 
-    // Only a request that can be sent again unchanged is retried.
-    let replayable = is_idempotent(&parts.method) && has_no_body(&parts.headers);
     let writes = !matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
@@ -431,14 +433,12 @@ fn header_value(s: &str) -> HeaderValue {
 
 /// The client's headers without connection-level ones, credentials or
 /// headers only tenantd may set.
-fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
-    let mut headers = incoming.clone();
-    strip_connection_headers(&mut headers);
+fn withhold(headers: &mut HeaderMap) {
+    strip_connection_headers(headers);
     let withheld_names: Vec<HeaderName> = headers.keys().filter(|n| withheld(n)).cloned().collect();
     for name in withheld_names {
         headers.remove(name);
     }
-    headers
 }
 
 /// Removes hop-by-hop headers, the ones `Connection` names among them.
@@ -681,8 +681,8 @@ mod tests {
         ] {
             incoming.append(name, HeaderValue::from_static(value));
         }
-        let forwarded = forwarded_headers(&incoming);
-        let names: Vec<&str> = forwarded.keys().map(HeaderName::as_str).collect();
+        withhold(&mut incoming);
+        let names: Vec<&str> = incoming.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["accept", "x-custom"]);
     }
 

@@ -447,20 +447,24 @@ async fn authorize(
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    let principal = request.extensions().get::<Principal>().cloned();
     // A service's requests are admitted as its class, on its own seats if it has them.
     let service = request.extensions().get::<Arc<Service>>();
     let seats = service.and_then(|s| s.seats.clone());
     let class = service.map(|s| s.class()).or(class);
-    match (class, principal) {
-        (Some(class), Some(principal)) => {
+    let Some(class) = class else {
+        return next.run(request).await;
+    };
+    // Admission takes the principal and hands it on to the route.
+    let mut request = request;
+    match request.extensions_mut().remove::<Principal>() {
+        Some(principal) => {
             state
                 .admission
                 .clone()
-                .run(class, &principal, seats, request, next)
+                .run(class, principal, seats, request, next)
                 .await
         }
-        _ => next.run(request).await,
+        None => next.run(request).await,
     }
 }
 

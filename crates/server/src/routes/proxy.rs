@@ -33,17 +33,21 @@ use crate::state::AppState;
         (status = 503, description = "The tenant's circuit to the service is open (`upstream_unavailable`)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The upstream did not answer in time (`upstream_timeout`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub(super) async fn forward(
-    State(state): State<AppState>,
-    Extension(service): Extension<Arc<Service>>,
-    Extension(principal): Extension<Principal>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(ForwardPath(rest)): Extension<ForwardPath>,
-    request: Request,
-) -> Response {
+pub(super) async fn forward(State(state): State<AppState>, mut request: Request) -> Response {
+    // What authorization put on the request, taken rather than copied.
+    let extensions = request.extensions_mut();
+    let (Some(service), Some(principal), Some(RequestId(request_id)), Some(ForwardPath(rest))) = (
+        extensions.remove::<Arc<Service>>(),
+        extensions.remove::<Principal>(),
+        extensions.remove::<RequestId>(),
+        extensions.remove::<ForwardPath>(),
+    ) else {
+        tracing::error!("a proxied request reached its handler without its authorization");
+        return ApiError::new(tenantd_core::ErrorCode::Internal).into_response();
+    };
     let caller = gateway::Caller {
         principal: &principal,
-        request_id: &request_id.0,
+        request_id: &request_id,
         now: state.clock.now(),
     };
     gateway::forward(
@@ -66,15 +70,8 @@ pub(super) async fn forward(
         (status = 200, description = "The upstream's answer, whatever its status"),
         (status = 404, description = "No such service (`service_not_found`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub(super) async fn forward_root(
-    state: State<AppState>,
-    service: Extension<Arc<Service>>,
-    principal: Extension<Principal>,
-    request_id: Extension<RequestId>,
-    rest: Extension<ForwardPath>,
-    request: Request,
-) -> Response {
-    forward(state, service, principal, request_id, rest, request).await
+pub(super) async fn forward_root(state: State<AppState>, request: Request) -> Response {
+    forward(state, request).await
 }
 
 /// The public keys of the tenant context, as a JWK set (Ed25519 `OKP` keys).
