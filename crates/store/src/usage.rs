@@ -98,19 +98,21 @@ impl Catalog {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        let mut ledgers = Vec::with_capacity(batch.ledgers.len());
-        for (tenant, ledger) in &batch.ledgers {
-            let json = serde_json::to_string(ledger)
-                .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
-            ledgers.push((tenant, json));
-        }
         // Many rows per statement: a pass over thousands of active tenants
-        // is a handful of statements, not thousands of round trips.
-        for part in ledgers.chunks(ROWS_PER_STATEMENT) {
+        // is a handful of statements, not thousands of round trips. Each
+        // part is encoded just before its statement, whose wait lets the
+        // runtime serve requests between parts.
+        for ledgers in batch.ledgers.chunks(ROWS_PER_STATEMENT) {
+            let mut part = Vec::with_capacity(ledgers.len());
+            for (tenant, ledger) in ledgers {
+                let json = serde_json::to_string(ledger)
+                    .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
+                part.push((tenant, json));
+            }
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) ",
             );
-            insert.push_values(part, |mut row, (tenant, json)| {
+            insert.push_values(&part, |mut row, (tenant, json)| {
                 row.push_bind(tenant.as_str())
                     .push_bind(json.as_str())
                     .push_bind(to_nanos(now));

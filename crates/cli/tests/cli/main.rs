@@ -182,6 +182,21 @@ fn client(dir: &Path, url: &str, key: &str, args: &[&str]) -> (bool, Value) {
     (out.status.success(), value)
 }
 
+/// A client command's exit status and what it printed on stdout and stderr.
+fn printed(dir: &Path, url: &str, key: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tenantd(dir)
+        .args(args)
+        .env("TENANTD_URL", url)
+        .env("TENANTD_KEY", key)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn signing_keys_are_listed_and_rotated_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -692,19 +707,7 @@ fn a_tenancy_file_applies_what_its_dry_run_printed_and_an_export_applies_as_no_c
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let operator = server.bootstrap_token();
-    let raw = |args: &[&str]| {
-        let out = tenantd(dir.path())
-            .args(args)
-            .env("TENANTD_URL", &server.url)
-            .env("TENANTD_KEY", &operator)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let raw = |args: &[&str]| printed(dir.path(), &server.url, &operator, args);
     std::fs::write(
         dir.path().join("tenancy.yaml"),
         "\
@@ -1191,19 +1194,7 @@ fn answers_print_as_tables_for_people_and_json_for_scripts() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let token = server.bootstrap_token();
-    let run = |args: &[&str]| {
-        let out = tenantd(dir.path())
-            .args(args)
-            .env("TENANTD_URL", &server.url)
-            .env("TENANTD_KEY", &token)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| printed(dir.path(), &server.url, &token, args);
     assert_eq!(
         run(&["tenants", "create", "acme", "--name", "Acme"]).0,
         Some(0)

@@ -335,7 +335,9 @@ async fn changes_made_elsewhere_are_seen_within_the_identify_ttl() {
     let status = |token: String| {
         let app = &app;
         async move {
-            let response = app.request(reqwest::Method::GET, "/v1/me").bearer_auth(token);
+            let response = app
+                .request(reqwest::Method::GET, "/v1/me")
+                .bearer_auth(token);
             response.send().await.unwrap().status().as_u16()
         }
     };
