@@ -166,11 +166,25 @@ pub enum ClientCommand {
     },
     /// Write the server's plans, tenants and policies as a tenancy file.
     Export,
-    /// Show a tenant's usage against its quotas.
+    /// Show a tenant's usage against its quotas, or with `history` its
+    /// hourly usage, or with `events` its quota events.
+    #[command(args_conflicts_with_subcommands = true)]
     Usage {
+        #[command(subcommand)]
+        view: Option<UsageCommand>,
+        /// The tenant.
         #[arg(long)]
-        tenant: TenantId,
+        tenant: Option<TenantId>,
     },
+    /// A tenant's add-ons: temporary raises of its quotas.
+    #[command(subcommand)]
+    Addons(AddOnCommand),
+    /// The collections of the key's tenant (data API).
+    #[command(subcommand)]
+    Collections(CollectionCommand),
+    /// The records of a collection of the key's tenant (data API).
+    #[command(subcommand)]
+    Records(RecordCommand),
     /// Show plans (operator).
     #[command(subcommand)]
     Plans(PlanCommand),
@@ -190,6 +204,157 @@ pub enum ClientCommand {
         #[command(flatten)]
         page: PageArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Hourly usage: requests, refusals, bytes and seat time, newest last.
+    History {
+        /// The tenant.
+        #[arg(long)]
+        tenant: TenantId,
+        /// How many hours back, 1 to 744 (72 without it).
+        #[arg(long)]
+        hours: Option<u32>,
+    },
+    /// Quota events: soft limits passed, grace started, newest first.
+    Events {
+        /// The tenant.
+        #[arg(long)]
+        tenant: TenantId,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AddOnCommand {
+    /// The tenant's add-ons in effect.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: TenantId,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Grant an add-on (operator): `amount` more of a quota until `expires_at`.
+    Add {
+        /// The tenant.
+        #[arg(long)]
+        tenant: TenantId,
+        /// The quota's metric, e.g. requests or storage_bytes.
+        #[arg(long, value_parser = parse_metric)]
+        metric: tenantd_core::plan::Metric,
+        /// The quota's period (minute, hour, day, month); none for levels.
+        #[arg(long, value_parser = parse_period)]
+        period: Option<tenantd_core::plan::Period>,
+        /// How much is added to the quota's soft and hard limits.
+        #[arg(long)]
+        amount: u64,
+        /// RFC 3339 instant, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long, value_parser = parse_instant)]
+        expires_at: time::OffsetDateTime,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CollectionCommand {
+    /// The collections, by name.
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show a collection and its indexes.
+    Get { name: tenantd_core::CollectionName },
+    /// Create a collection.
+    Create {
+        name: tenantd_core::CollectionName,
+        /// A field path to index, for filters and sorting; may be repeated.
+        #[arg(long = "index")]
+        indexes: Vec<String>,
+    },
+    /// Delete a collection with all its records.
+    Delete { name: tenantd_core::CollectionName },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordCommand {
+    /// A page of records, optionally filtered and sorted.
+    List {
+        collection: tenantd_core::CollectionName,
+        /// A filter expression, e.g. 'status = "paid" and total >= 100'.
+        #[arg(long)]
+        filter: Option<String>,
+        /// An indexed field, or -field for descending.
+        #[arg(long)]
+        sort: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show a record.
+    Get {
+        collection: tenantd_core::CollectionName,
+        id: tenantd_core::RecordId,
+    },
+    /// Create a record with a server-assigned id.
+    Create {
+        collection: tenantd_core::CollectionName,
+        /// The record, a JSON object.
+        #[arg(long, value_parser = parse_json_object)]
+        data: serde_json::Value,
+    },
+    /// Create or replace the record with this id.
+    Put {
+        collection: tenantd_core::CollectionName,
+        id: tenantd_core::RecordId,
+        /// The record, a JSON object.
+        #[arg(long, value_parser = parse_json_object)]
+        data: serde_json::Value,
+        /// Only if the record is at this version.
+        #[arg(long)]
+        if_match: Option<i64>,
+    },
+    /// Change some fields (a JSON merge patch, RFC 7386).
+    Patch {
+        collection: tenantd_core::CollectionName,
+        id: tenantd_core::RecordId,
+        /// The patch, a JSON object; `null` removes a field.
+        #[arg(long, value_parser = parse_json_object)]
+        data: serde_json::Value,
+        /// Only if the record is at this version.
+        #[arg(long)]
+        if_match: Option<i64>,
+    },
+    /// Delete a record.
+    Delete {
+        collection: tenantd_core::CollectionName,
+        id: tenantd_core::RecordId,
+        /// Only if the record is at this version.
+        #[arg(long)]
+        if_match: Option<i64>,
+    },
+}
+
+fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str(text) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => Err("a JSON object, e.g. '{\"total\": 12}'".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_metric(s: &str) -> Result<tenantd_core::plan::Metric, String> {
+    tenantd_core::plan::Metric::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = tenantd_core::plan::Metric::ALL
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        format!("one of {}", names.join(", "))
+    })
+}
+
+fn parse_period(s: &str) -> Result<tenantd_core::plan::Period, String> {
+    tenantd_core::plan::Period::parse(s).ok_or_else(|| "one of minute, hour, day, month".to_owned())
 }
 
 #[derive(Debug, Subcommand)]

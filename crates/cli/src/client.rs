@@ -5,15 +5,17 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use tenantd_api::{
-    CreateKey, CreateTenant, MoveTenant, ProposePolicy, RotateKey, UpdateTenant, WritePlan,
+    CreateAddOn, CreateCollection, CreateKey, CreateTenant, MoveTenant, ProposePolicy, RotateKey,
+    UpdateTenant, WritePlan,
 };
-use tenantd_client::{Client, Error, KeysOf, PageRequest, PolicyAction};
+use tenantd_client::{Client, Error, KeysOf, PageRequest, PolicyAction, RecordQuery};
 use tenantd_core::plan::Plan;
 use tenantd_core::TenantStatus;
 
 use crate::args::{
-    AuditCommand, ClientCommand, ClientOptions, KeyCommand, PageArgs, PlanCommand, PolicyCommand,
-    PolicyVersionArgs, SigningKeyCommand, TenantCommand,
+    AddOnCommand, AuditCommand, ClientCommand, ClientOptions, CollectionCommand, KeyCommand,
+    PageArgs, PlanCommand, PolicyCommand, PolicyVersionArgs, RecordCommand, SigningKeyCommand,
+    TenantCommand, UsageCommand,
 };
 use crate::output::{self, Columns, Format};
 use crate::tenancy::{self, ServerState, Step};
@@ -64,6 +66,15 @@ const JOB_COLUMNS: Columns = Some(&[
     "created_at",
 ]);
 const AUDIT_COLUMNS: Columns = Some(&["seq", "at", "actor_role", "action", "target", "request_id"]);
+const RECORD_COLUMNS: Columns = Some(&["id", "version", "updated_at", "data"]);
+const HOUR_COLUMNS: Columns = Some(&[
+    "hour",
+    "requests",
+    "rejected",
+    "ingress_bytes",
+    "egress_bytes",
+    "seat_seconds",
+]);
 const PLAN_COLUMNS: Columns = Some(&["id", "version", "reason", "created_at"]);
 const POLICY_VERSION_COLUMNS: Columns = Some(&[
     "tenant",
@@ -368,7 +379,49 @@ async fn execute(
             say(text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Usage { tenant } => print(format, None, client.usage(&tenant).await?),
+        ClientCommand::Usage {
+            view: None,
+            tenant: Some(tenant),
+        } => print(format, None, client.usage(&tenant).await?),
+        ClientCommand::Usage {
+            view: None,
+            tenant: None,
+        } => {
+            eprintln!("tenantd: usage needs --tenant <TENANT>");
+            Ok(ExitCode::from(2))
+        }
+        ClientCommand::Usage {
+            view: Some(UsageCommand::History { tenant, hours }),
+            ..
+        } => print(
+            format,
+            HOUR_COLUMNS,
+            client.usage_history(&tenant, hours).await?.hours,
+        ),
+        ClientCommand::Usage {
+            view: Some(UsageCommand::Events { tenant, page: p }),
+            ..
+        } => print(format, None, client.quota_events(&tenant, &page(p)).await?),
+        ClientCommand::Addons(AddOnCommand::List { tenant, page: p }) => {
+            print(format, None, client.add_ons(&tenant, &page(p)).await?)
+        }
+        ClientCommand::Addons(AddOnCommand::Add {
+            tenant,
+            metric,
+            period,
+            amount,
+            expires_at,
+        }) => {
+            let add_on = CreateAddOn {
+                metric,
+                period,
+                amount,
+                expires_at,
+            };
+            print(format, None, client.create_add_on(&tenant, &add_on).await?)
+        }
+        ClientCommand::Collections(command) => collections(client, format, command).await,
+        ClientCommand::Records(command) => records(client, format, command).await,
         ClientCommand::Plans(PlanCommand::List { page: p }) => {
             print(format, PLAN_COLUMNS, client.plans(&page(p)).await?)
         }
@@ -386,6 +439,95 @@ async fn execute(
         ClientCommand::Policy(command) => policy(client, format, command).await,
         ClientCommand::Tenants(command) => tenants(client, format, command).await,
         ClientCommand::Keys(command) => keys(client, format, command).await,
+    }
+}
+
+async fn collections(
+    client: &Client,
+    format: Format,
+    command: CollectionCommand,
+) -> Result<ExitCode, Error> {
+    match command {
+        CollectionCommand::List { page: p } => {
+            print(format, None, client.collections(&page(p)).await?)
+        }
+        CollectionCommand::Get { name } => print(format, None, client.collection(&name).await?),
+        CollectionCommand::Create { name, indexes } => print(
+            format,
+            None,
+            client
+                .create_collection(&CreateCollection { name, indexes })
+                .await?,
+        ),
+        CollectionCommand::Delete { name } => {
+            client.delete_collection(&name).await?;
+            print(format, None, serde_json::json!({ "deleted": name }))
+        }
+    }
+}
+
+async fn records(
+    client: &Client,
+    format: Format,
+    command: RecordCommand,
+) -> Result<ExitCode, Error> {
+    match command {
+        RecordCommand::List {
+            collection,
+            filter,
+            sort,
+            page: p,
+        } => {
+            let query = RecordQuery {
+                filter,
+                sort,
+                cursor: p.cursor,
+                limit: p.limit,
+            };
+            print(
+                format,
+                RECORD_COLUMNS,
+                client.list_records(&collection, &query).await?,
+            )
+        }
+        RecordCommand::Get { collection, id } => {
+            print(format, None, client.record(&collection, &id).await?)
+        }
+        RecordCommand::Create { collection, data } => print(
+            format,
+            None,
+            client.create_record(&collection, &data).await?,
+        ),
+        RecordCommand::Put {
+            collection,
+            id,
+            data,
+            if_match,
+        } => print(
+            format,
+            None,
+            client.put_record(&collection, &id, &data, if_match).await?,
+        ),
+        RecordCommand::Patch {
+            collection,
+            id,
+            data,
+            if_match,
+        } => print(
+            format,
+            None,
+            client
+                .patch_record(&collection, &id, &data, if_match)
+                .await?,
+        ),
+        RecordCommand::Delete {
+            collection,
+            id,
+            if_match,
+        } => {
+            client.delete_record(&collection, &id, if_match).await?;
+            print(format, None, serde_json::json!({ "deleted": id }))
+        }
     }
 }
 

@@ -546,17 +546,19 @@ impl Client {
         Self::send(self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage"))).await
     }
 
-    /// A tenant's metered usage per hour over the last `hours`.
+    /// A tenant's metered usage per hour over the last `hours` (1 to 744;
+    /// the server's 72 when `None`).
     pub async fn usage_history(
         &self,
         tenant: &TenantId,
-        hours: u32,
+        hours: Option<u32>,
     ) -> Result<UsageHistory, Error> {
-        Self::send(
-            self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage/history"))
-                .query(&[("hours", hours)]),
-        )
-        .await
+        let request = self.request(Method::GET, &format!("/v1/tenants/{tenant}/usage/history"));
+        let request = match hours {
+            Some(hours) => request.query(&[("hours", hours)]),
+            None => request,
+        };
+        Self::send(request).await
     }
 
     /// A tenant's quota events, newest first.

@@ -1249,3 +1249,125 @@ fn answers_print_as_tables_for_people_and_json_for_scripts() {
     );
     assert_eq!(server.terminate(), Some(0));
 }
+
+/// A tenant's data, usage history, quota events and add-ons from the
+/// command line.
+#[test]
+fn data_usage_history_and_add_ons_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let operator = server.bootstrap_token();
+    let url = server.url.clone();
+    let as_operator = |args: &[&str]| client(dir.path(), &url, &operator, args);
+    assert!(as_operator(&["tenants", "create", "acme", "--name", "Acme"]).0);
+    let (ok, key) = as_operator(&["keys", "create", "--tenant", "acme", "--role", "developer"]);
+    assert!(ok, "{key}");
+    let token = key["token"].as_str().unwrap().to_owned();
+    let as_tenant = |args: &[&str]| client(dir.path(), &url, &token, args);
+
+    let (ok, created) = as_tenant(&["collections", "create", "orders", "--index", "total"]);
+    assert!(ok, "{created}");
+    assert_eq!(created["indexes"], json!(["total"]));
+    let (ok, put) = as_tenant(&[
+        "records",
+        "put",
+        "orders",
+        "r1",
+        "--data",
+        r#"{"total": 12}"#,
+    ]);
+    assert!(ok, "{put}");
+    assert_eq!(put["version"], 1);
+    let (ok, made) = as_tenant(&["records", "create", "orders", "--data", r#"{"total": 3}"#]);
+    assert!(ok, "{made}");
+    let (ok, patched) = as_tenant(&[
+        "records",
+        "patch",
+        "orders",
+        "r1",
+        "--data",
+        r#"{"paid": true}"#,
+        "--if-match",
+        "1",
+    ]);
+    assert!(ok, "{patched}");
+    assert_eq!(patched["data"], json!({"total": 12, "paid": true}));
+    let (ok, stale) = as_tenant(&["records", "delete", "orders", "r1", "--if-match", "1"]);
+    assert!(!ok);
+    assert_eq!(stale["code"], "precondition_failed");
+    let (ok, page) = as_tenant(&["records", "list", "orders", "--filter", "total >= 10"]);
+    assert!(ok, "{page}");
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1"]);
+    assert!(as_tenant(&["records", "delete", "orders", "r1"]).0);
+    let (ok, gone) = as_tenant(&["records", "get", "orders", "r1"]);
+    assert!(!ok);
+    assert_eq!(gone["code"], "not_found");
+    let (ok, refused) = as_tenant(&["records", "create", "orders", "--data", "[1]"]);
+    assert!(!ok, "a record must be an object: {refused}");
+    let (_, listed) = as_tenant(&["collections", "list"]);
+    assert_eq!(listed["items"][0]["name"], "orders");
+
+    // The requests above reach the tenant's hourly usage with the next
+    // write-behind pass (every second).
+    let mut hours = Vec::new();
+    for _ in 0..200 {
+        let (ok, history) = as_tenant(&["usage", "history", "--tenant", "acme", "--hours", "2"]);
+        assert!(ok, "{history}");
+        hours = history.as_array().unwrap().clone();
+        if !hours.is_empty() {
+            break;
+        }
+        #[allow(clippy::disallowed_methods)] // A plain test thread, not a Tokio worker.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(hours.len() == 1 || hours.len() == 2, "{hours:?}");
+    let requests: u64 = hours.iter().filter_map(|h| h["requests"].as_u64()).sum();
+    assert!(requests >= 10, "{hours:?}");
+    let (ok, events) = as_tenant(&["usage", "events", "--tenant", "acme"]);
+    assert!(ok, "{events}");
+    assert_eq!(events["items"], json!([]));
+    let (ok, missing) = as_tenant(&["usage"]);
+    assert!(!ok, "{missing}");
+
+    let (ok, add_on) = as_operator(&[
+        "addons",
+        "add",
+        "--tenant",
+        "acme",
+        "--metric",
+        "requests",
+        "--period",
+        "day",
+        "--amount",
+        "500",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert!(ok, "{add_on}");
+    assert_eq!(add_on["amount"], 500);
+    let (_, add_ons) = as_tenant(&["addons", "list", "--tenant", "acme"]);
+    assert_eq!(add_ons["items"][0]["metric"], "requests");
+    let (ok, not_yours) = as_tenant(&[
+        "addons",
+        "add",
+        "--tenant",
+        "acme",
+        "--metric",
+        "requests",
+        "--period",
+        "day",
+        "--amount",
+        "1",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert!(!ok);
+    assert_eq!(not_yours["code"], "forbidden");
+    assert_eq!(server.terminate(), Some(0));
+}

@@ -593,7 +593,7 @@ async fn a_storage_quota_stops_writes_not_reads_and_usage_survives_a_restart() {
     // survive a restart.
     let history = poll(|| async {
         app.operator
-            .usage_history(&acme, 24)
+            .usage_history(&acme, Some(24))
             .await
             .unwrap()
             .hours
