@@ -187,6 +187,11 @@ impl ResponseCache {
         });
     }
 
+    /// Whether responses are cached at all (`gateway.cache.bytes` above 0).
+    pub fn is_on(&self) -> bool {
+        self.entries.is_some()
+    }
+
     /// A fresh response for `key`.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         self.entries.as_ref()?.get(key).filter(|hit| hit.is_fresh())

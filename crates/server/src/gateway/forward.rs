@@ -148,24 +148,28 @@ async fn try_forward(
     };
 
     // The tenant's cache answers before anything reaches the upstream.
-    let (read_cache, store_cache) = if request.method() == Method::GET {
+    let (read_cache, store_cache) = if request.method() == Method::GET && gateway.cache.is_on() {
         cache::request_allows(request.headers())
     } else {
         (false, false)
     };
-    let key = CacheKey {
+    // Built only for a request the cache may answer or keep.
+    let key = (read_cache || store_cache).then(|| CacheKey {
         tenant: tenant.clone(),
         service: service.config.name.clone(),
         target: target.clone(),
-    };
+    });
     if read_cache {
-        if let Some(hit) = gateway.cache.get(&key) {
+        if let Some(hit) = key.as_ref().and_then(|key| gateway.cache.get(key)) {
             return Ok(cached(&hit, HIT));
         }
     }
     // When the upstream cannot answer, a response kept past its freshness
     // may (`stale_if_error`).
-    let stale_key = (read_cache && service.config.stale_if_error.is_some()).then(|| key.clone());
+    let stale_key = key
+        .as_ref()
+        .filter(|_| read_cache && service.config.stale_if_error.is_some())
+        .cloned();
     let fall_back =
         |error: ApiError| match stale_key.as_ref().and_then(|k| gateway.cache.get_stale(k)) {
             Some(stale) => Ok(cached(&stale, STALE)),
@@ -358,8 +362,8 @@ async fn try_forward(
 
     let (mut parts, incoming) = response.into_parts();
     strip_connection_headers(&mut parts.headers);
-    let fill = if store_cache {
-        gateway
+    let fill = match key.filter(|_| store_cache) {
+        Some(key) => gateway
             .cache
             .freshness(parts.status, &parts.headers)
             .map(|fresh_for| CacheFill {
@@ -370,9 +374,8 @@ async fn try_forward(
                 stale_for: service.config.stale_if_error.unwrap_or_default(),
                 collected: Vec::new(),
                 limit: gateway.cache.max_entry_bytes(),
-            })
-    } else {
-        None
+            }),
+        None => None,
     };
     if read_cache || store_cache {
         parts

@@ -1136,3 +1136,21 @@ async fn a_stale_response_answers_while_the_upstream_fails_if_the_service_allows
     let response = call(&app, &globex, Method::GET, "/v1/proxy/lenient/brief").await;
     assert_eq!(response.status(), 500);
 }
+
+/// With the response cache off, every GET reaches the upstream and no
+/// answer claims a cache status.
+#[tokio::test]
+async fn with_the_cache_off_every_request_reaches_the_upstream() {
+    let upstream = Upstream::start().await;
+    let app = gateway_app(vec![service("billing", &[&upstream.url])], |config| {
+        config.gateway.cache.bytes = 0;
+    })
+    .await;
+    let (_, acme) = tenant(&app, "acme").await;
+    for _ in 0..2 {
+        let response = call(&app, &acme, Method::GET, "/v1/proxy/billing/cached").await;
+        assert_eq!(response.status(), 200);
+        assert!(!response.headers().contains_key("tenantd-cache"));
+    }
+    assert_eq!(upstream.count("/base/cached"), 2);
+}
