@@ -88,6 +88,7 @@ pub struct ServeArgs {
     /// Data directory (default ./tenantd-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Log lines for people (human) or for collectors (json).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
     /// A tracing filter, e.g. `info` or `tenantd_server=debug`.
@@ -137,9 +138,11 @@ pub enum ClientCommand {
     Keys(KeyCommand),
     /// Show a job, e.g. a tenant move (operator).
     Job {
+        /// The job's id, as the command that started it printed.
         id: tenantd_core::JobId,
-        /// Follow the job until it ends, printing each step it reaches;
-        /// exits with status 1 if it failed.
+        /// Follow the job until it ends, printing each step it reaches (on
+        /// a terminal, a move's copy as a bar); exits with status 1 if it
+        /// failed.
         #[arg(long)]
         wait: bool,
     },
@@ -199,6 +202,7 @@ pub enum ClientCommand {
     Audit {
         #[command(subcommand)]
         action: Option<AuditCommand>,
+        /// The tenant whose trail; the platform's without it.
         #[arg(long)]
         tenant: Option<TenantId>,
         #[command(flatten)]
@@ -265,22 +269,30 @@ pub enum CollectionCommand {
         page: PageArgs,
     },
     /// Show a collection and its indexes.
-    Get { name: tenantd_core::CollectionName },
+    Get {
+        /// The collection's name.
+        name: tenantd_core::CollectionName,
+    },
     /// Create a collection.
     Create {
+        /// The collection's name.
         name: tenantd_core::CollectionName,
         /// A field path to index, for filters and sorting; may be repeated.
         #[arg(long = "index")]
         indexes: Vec<String>,
     },
     /// Delete a collection with all its records.
-    Delete { name: tenantd_core::CollectionName },
+    Delete {
+        /// The collection's name.
+        name: tenantd_core::CollectionName,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RecordCommand {
     /// A page of records, optionally filtered and sorted.
     List {
+        /// The collection.
         collection: tenantd_core::CollectionName,
         /// A filter expression, e.g. 'status = "paid" and total >= 100'.
         #[arg(long)]
@@ -293,11 +305,14 @@ pub enum RecordCommand {
     },
     /// Show a record.
     Get {
+        /// The collection.
         collection: tenantd_core::CollectionName,
+        /// The record's id.
         id: tenantd_core::RecordId,
     },
     /// Create a record with a server-assigned id.
     Create {
+        /// The collection.
         collection: tenantd_core::CollectionName,
         /// The record, a JSON object.
         #[arg(long, value_parser = parse_json_object)]
@@ -305,7 +320,9 @@ pub enum RecordCommand {
     },
     /// Create or replace the record with this id.
     Put {
+        /// The collection.
         collection: tenantd_core::CollectionName,
+        /// The record's id.
         id: tenantd_core::RecordId,
         /// The record, a JSON object.
         #[arg(long, value_parser = parse_json_object)]
@@ -316,7 +333,9 @@ pub enum RecordCommand {
     },
     /// Change some fields (a JSON merge patch, RFC 7386).
     Patch {
+        /// The collection.
         collection: tenantd_core::CollectionName,
+        /// The record's id.
         id: tenantd_core::RecordId,
         /// The patch, a JSON object; `null` removes a field.
         #[arg(long, value_parser = parse_json_object)]
@@ -327,7 +346,9 @@ pub enum RecordCommand {
     },
     /// Delete a record.
     Delete {
+        /// The collection.
         collection: tenantd_core::CollectionName,
+        /// The record's id.
         id: tenantd_core::RecordId,
         /// Only if the record is at this version.
         #[arg(long)]
@@ -366,6 +387,7 @@ pub enum PlanCommand {
     },
     /// A plan's versions, newest first.
     Versions {
+        /// The plan.
         plan: tenantd_core::PlanId,
         #[command(flatten)]
         page: PageArgs,
@@ -384,11 +406,13 @@ pub enum SigningKeyCommand {
 pub enum PolicyCommand {
     /// The policy in effect.
     Show {
+        /// The tenant.
         #[arg(long)]
         tenant: TenantId,
     },
     /// Its versions, newest first.
     History {
+        /// The tenant.
         #[arg(long)]
         tenant: TenantId,
         #[command(flatten)]
@@ -398,10 +422,13 @@ pub enum PolicyCommand {
     /// once within the plan's self-service ranges or by an operator,
     /// proposed otherwise.
     Propose {
+        /// The tenant.
         #[arg(long)]
         tenant: TenantId,
+        /// The overrides, as JSON.
         #[arg(long, value_parser = parse_overrides)]
         overrides: Overrides,
+        /// Why, for the audit trail.
         #[arg(long)]
         reason: String,
     },
@@ -427,10 +454,13 @@ fn parse_overrides(text: &str) -> Result<Overrides, String> {
 
 #[derive(Debug, Args)]
 pub struct PolicyVersionArgs {
+    /// The tenant.
     #[arg(long)]
     pub tenant: TenantId,
+    /// The policy version.
     #[arg(long)]
     pub version: i64,
+    /// Why, for the audit trail.
     #[arg(long)]
     pub reason: String,
 }
@@ -440,6 +470,7 @@ pub enum AuditCommand {
     /// Verify the audit log's hash chain: a tenant's own with --tenant, the
     /// whole log without (operators). Exits with status 1 if it is broken.
     Verify {
+        /// The tenant whose chain; the whole log without it.
         #[arg(long)]
         tenant: Option<TenantId>,
     },
@@ -481,7 +512,10 @@ pub enum TenantCommand {
         pool: Option<tenantd_core::PoolName>,
     },
     /// Show a tenant (operator).
-    Get { id: TenantId },
+    Get {
+        /// The tenant's id.
+        id: TenantId,
+    },
     /// List tenants, by id (operator).
     List {
         /// Only tenants in this state: active, suspended or deleted.
@@ -491,10 +525,16 @@ pub enum TenantCommand {
         page: PageArgs,
     },
     /// Change a tenant's display name (operator).
-    Rename { id: TenantId, name: String },
+    Rename {
+        /// The tenant's id.
+        id: TenantId,
+        /// The new display name.
+        name: String,
+    },
     /// Put a tenant on another plan, keeping its usage; the new limits apply
     /// from its next request (operator).
     SetPlan {
+        /// The tenant's id.
         id: TenantId,
         /// The plan.
         #[arg(long)]
@@ -504,17 +544,33 @@ pub enum TenantCommand {
         version: Option<i64>,
     },
     /// Refuse every key of a tenant until it is resumed (operator).
-    Suspend { id: TenantId },
+    Suspend {
+        /// The tenant's id.
+        id: TenantId,
+    },
     /// Let a suspended tenant's keys in again (operator).
-    Resume { id: TenantId },
+    Resume {
+        /// The tenant's id.
+        id: TenantId,
+    },
     /// Soft-delete; restorable until purged.
-    Delete { id: TenantId },
+    Delete {
+        /// The tenant's id.
+        id: TenantId,
+    },
     /// Undo a soft delete before the purge (operator).
-    Restore { id: TenantId },
+    Restore {
+        /// The tenant's id.
+        id: TenantId,
+    },
     /// Purge a soft-deleted tenant now.
-    Purge { id: TenantId },
+    Purge {
+        /// The tenant's id.
+        id: TenantId,
+    },
     /// Move a tenant's data to another pool of its region or isolation model.
     Move {
+        /// The tenant's id.
         id: TenantId,
         /// The pool to move to (of the tenant's region).
         #[arg(long)]
@@ -552,6 +608,7 @@ pub enum KeyCommand {
     },
     /// Show a key: role, state, expiry, last use.
     Get {
+        /// The key's id (the 16 hex digits after `tk_`).
         id: KeyId,
         /// The key's tenant; a platform key without it.
         #[arg(long)]
@@ -559,6 +616,7 @@ pub enum KeyCommand {
     },
     /// Replace a key; the old one works until the overlap ends.
     Rotate {
+        /// The key's id (the 16 hex digits after `tk_`).
         id: KeyId,
         /// The key's tenant; a platform key without it.
         #[arg(long)]
@@ -569,6 +627,7 @@ pub enum KeyCommand {
     },
     /// Revoke a key at once.
     Revoke {
+        /// The key's id (the 16 hex digits after `tk_`).
         id: KeyId,
         /// The key's tenant; a platform key without it.
         #[arg(long)]
