@@ -87,6 +87,23 @@ class Processes:
             self.stop(process)
 
 
+def data_bench_tenant(name, records):
+    """On tenantd `name`: tenant `data-bench` on the unlimited `bulk` plan, its
+    collection `orders` (indexed by `customer`) with `records` records r1, r2,
+    …; returns a developer key of it."""
+    port, operator = PORTS[name], OPERATORS[name]
+    api(port, operator, "POST", "/v1/tenants", {"id": "data-bench", "name": "data", "plan": "bulk"})
+    token = api(port, operator, "POST", "/v1/tenants/data-bench/keys",
+                {"role": "developer", "name": "bench"})["token"]
+    api(port, token, "POST", "/v1/collections", {"name": "orders", "indexes": ["customer"]})
+    for start in range(1, records + 1, 500):
+        operations = [{"op": "put", "id": f"r{n}",
+                       "data": {"customer": f"c{n % 100}", "total": n}}
+                      for n in range(start, min(start + 500, records + 1))]
+        api(port, token, "POST", "/v1/collections/orders/batch", {"operations": operations})
+    return token
+
+
 def group_cpu_seconds(pgid):
     """User plus system CPU time of every process in group `pgid` (a server
     and the workers it forked, as nginx does), in seconds, from /proc."""
@@ -455,19 +472,7 @@ def main():
 
         # 5. The data API on the embedded default (tenantd only), for a
         # tenant whose plan does not limit the load.
-        operator = OPERATORS["tenantd"]
-        api(PORTS["tenantd"], operator, "POST", "/v1/tenants",
-            {"id": "data-bench", "name": "data", "plan": "bulk"})
-        token = api(PORTS["tenantd"], operator, "POST", "/v1/tenants/data-bench/keys",
-                    {"role": "developer", "name": "bench"})["token"]
-        api(PORTS["tenantd"], token, "POST", "/v1/collections",
-            {"name": "orders", "indexes": ["customer"]})
-        for start in range(1, 1001, 500):
-            operations = [{"op": "put", "id": f"r{n}",
-                           "data": {"customer": f"c{n % 100}", "total": n}}
-                          for n in range(start, start + 500)]
-            api(PORTS["tenantd"], token, "POST", "/v1/collections/orders/batch",
-                {"operations": operations})
+        token = data_bench_tenant("tenantd", records=1000)
         data_paths = {
             "get_by_id": "/v1/collections/orders/records/r{n}",
             "filtered_list": "/v1/collections/orders/records?filter=customer%20%3D%20%22c7%22&limit=20",

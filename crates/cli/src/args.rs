@@ -319,31 +319,9 @@ pub enum RecordCommand {
         data: serde_json::Value,
     },
     /// Create or replace the record with this id.
-    Put {
-        /// The collection.
-        collection: tenantd_core::CollectionName,
-        /// The record's id.
-        id: tenantd_core::RecordId,
-        /// The record, a JSON object.
-        #[arg(long, value_parser = parse_json_object)]
-        data: serde_json::Value,
-        /// Only if the record is at this version.
-        #[arg(long)]
-        if_match: Option<i64>,
-    },
+    Put(RecordWrite),
     /// Change some fields (a JSON merge patch, RFC 7386).
-    Patch {
-        /// The collection.
-        collection: tenantd_core::CollectionName,
-        /// The record's id.
-        id: tenantd_core::RecordId,
-        /// The patch, a JSON object; `null` removes a field.
-        #[arg(long, value_parser = parse_json_object)]
-        data: serde_json::Value,
-        /// Only if the record is at this version.
-        #[arg(long)]
-        if_match: Option<i64>,
-    },
+    Patch(RecordWrite),
     /// Delete a record.
     Delete {
         /// The collection.
@@ -354,6 +332,22 @@ pub enum RecordCommand {
         #[arg(long)]
         if_match: Option<i64>,
     },
+}
+
+/// A record written whole (`put`) or in part (`patch`).
+#[derive(Debug, Args)]
+pub struct RecordWrite {
+    /// The collection.
+    pub collection: tenantd_core::CollectionName,
+    /// The record's id.
+    pub id: tenantd_core::RecordId,
+    /// The record (put) or the merge patch, where `null` removes a field
+    /// (patch): a JSON object.
+    #[arg(long, value_parser = parse_json_object)]
+    pub data: serde_json::Value,
+    /// Only if the record is at this version.
+    #[arg(long)]
+    pub if_match: Option<i64>,
 }
 
 fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {

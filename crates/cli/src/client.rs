@@ -498,26 +498,18 @@ async fn records(
             None,
             client.create_record(&collection, &data).await?,
         ),
-        RecordCommand::Put {
-            collection,
-            id,
-            data,
-            if_match,
-        } => print(
-            format,
-            None,
-            client.put_record(&collection, &id, &data, if_match).await?,
-        ),
-        RecordCommand::Patch {
-            collection,
-            id,
-            data,
-            if_match,
-        } => print(
+        RecordCommand::Put(write) => print(
             format,
             None,
             client
-                .patch_record(&collection, &id, &data, if_match)
+                .put_record(&write.collection, &write.id, &write.data, write.if_match)
+                .await?,
+        ),
+        RecordCommand::Patch(write) => print(
+            format,
+            None,
+            client
+                .patch_record(&write.collection, &write.id, &write.data, write.if_match)
                 .await?,
         ),
         RecordCommand::Delete {

@@ -69,11 +69,12 @@ pub async fn edge(State(limits): State<EdgeLimits>, mut request: Request, next: 
             },
             str::to_owned,
         );
-    let path = request.uri().path().to_owned();
+    // A clone of the URI shares its bytes: no copy unless a problem needs the path.
+    let uri = request.uri().clone();
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %path,
+        path = %uri.path(),
         request_id = %id,
         tenant = tracing::field::Empty,
         key = tracing::field::Empty,
@@ -103,7 +104,7 @@ pub async fn edge(State(limits): State<EdgeLimits>, mut request: Request, next: 
     let response = CURRENT_REQUEST_ID
         .scope(id.clone(), served.instrument(span.clone()))
         .await;
-    let mut response = crate::problem::complete(response, path, &id);
+    let mut response = crate::problem::complete(response, uri.path(), &id);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

@@ -149,11 +149,11 @@ pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
 
 /// Re-renders an error response with the request's id and path, wherever
 /// in the stack the error was raised (the edge calls it for every response).
-pub fn complete(response: Response, path: String, request_id: &str) -> Response {
+pub fn complete(response: Response, path: &str, request_id: &str) -> Response {
     let Some(error) = response.extensions().get::<ApiError>() else {
         return response;
     };
-    let body = error.body(Some(path), Some(request_id.to_owned()));
+    let body = error.body(Some(path.to_owned()), Some(request_id.to_owned()));
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
