@@ -14,6 +14,7 @@ The baseline is any tenantd binary, e.g. one built from an earlier commit
 
 import argparse
 import json
+from pathlib import Path
 import run
 
 CONNECTIONS = 64
