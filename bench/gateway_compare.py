@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bench/run's gateway-overhead scenario (section 1: an upstream with no
 service time, 64 wrk connections, each request with the next tenant's key)
-for this build, a baseline tenantd binary and nginx (`limit_req` per key),
+for this build, a baseline tenantd binary, nginx (`limit_req` per key) and
+hyper-floor (the plainest reverse proxy on hyper, tenantd's HTTP stack),
 interleaved round by round, each server pinned to the server core with wrk
 and the upstream on the other. Reports req/s, p50, p99 and each server's CPU
 time per request (user + system, from /proc/<pid>/stat, over the round).
@@ -29,7 +30,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
     procs = run.Processes()
-    rows = {name: [] for name in ["nginx", "tenantd-baseline", "tenantd"]}
+    rows = {name: [] for name in ["nginx", "hyper-floor", "tenantd-baseline", "tenantd"]}
     try:
         procs.start("fast-upstream", [str(run.RELEASE / "upstream-sim"), "--listen",
                                       f"127.0.0.1:{run.FAST_UPSTREAM_PORT}", "--service-time",
@@ -41,7 +42,8 @@ def main():
             servers[name], keys[name] = run.start_tenantd(procs, name, "fair", args.tenants,
                                                           binary=binary)
         servers["nginx"] = run.start_nginx(procs)
-        keys["nginx"] = keys["tenantd"]
+        servers["hyper-floor"] = run.start_hyper_floor(procs)
+        keys["nginx"] = keys["hyper-floor"] = keys["tenantd"]
         for _ in range(args.rounds):
             for name in rows:
                 rows[name].append(run.wrk_measured(servers[name].pid, run.PORTS[name],

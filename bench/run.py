@@ -35,7 +35,7 @@ UPSTREAM_PORT = 19000
 FAST_UPSTREAM_PORT = 19001
 HELLO_PORT = 19002
 PORTS = {"tenantd": 19080, "tenantd-fifo": 19083, "tenantd-capped": 19084, "nginx": 19081,
-         "haproxy": 19082, "tenantd-baseline": 19085}
+         "haproxy": 19082, "tenantd-baseline": 19085, "hyper-floor": 19086}
 # The operator key of each tenantd started, by name.
 OPERATORS = {}
 
@@ -266,6 +266,16 @@ http {{
     return process
 
 
+def start_hyper_floor(procs):
+    """The plainest reverse proxy on hyper (upstream-sim --forward-to), on
+    the server core: what any gateway on tenantd's HTTP stack costs."""
+    process = procs.start("hyper-floor", [str(RELEASE / "upstream-sim"), "--listen",
+                                          f"127.0.0.1:{PORTS['hyper-floor']}", "--forward-to",
+                                          f"127.0.0.1:{FAST_UPSTREAM_PORT}"], SERVER_CORE)
+    wait_for_port(PORTS["hyper-floor"])
+    return process
+
+
 def start_haproxy(procs):
     conf = WORK / "haproxy.cfg"
     conf.write_text(f"""
@@ -373,18 +383,19 @@ def main():
                                        concurrency_cap=UPSTREAM_SLOTS // 2)
         nginx = start_nginx(procs)
         haproxy = start_haproxy(procs)
+        floor = start_hyper_floor(procs)
         systems = ["tenantd", "nginx", "haproxy"]
         pids = {"direct": fast.pid, "tenantd": tenantd.pid, "nginx": nginx.pid,
-                "haproxy": haproxy.pid}
+                "haproxy": haproxy.pid, "hyper-floor": floor.pid}
         keys_of = {"tenantd": keys, "nginx": keys, "haproxy": keys, "tenantd-fifo": fifo_keys,
                    "tenantd-capped": capped_keys}
 
         # 1. Gateway overhead, against an upstream with no service time.
         overhead = {}
         for tenants in (100, args.tenants):
-            rows = {s: [] for s in ["direct", *systems]}
+            rows = {s: [] for s in ["direct", *systems, "hyper-floor"]}
             for round_ in range(args.rounds):
-                for system in ["direct", *systems]:
+                for system in rows:
                     # Server CPU per request is what compares systems: wrk's
                     # core saturates near 30,000 req/s. For `direct` it is
                     # the upstream's own (on the load core).
@@ -543,7 +554,9 @@ def write_results(r, command):
         "",
         "Server CPU per request (user + system of the server's processes, from /proc, over "
         "each round) is the figure that compares systems: wrk's core saturates near 30,000 "
-        "requests a second. For `direct` it is the upstream's own CPU.",
+        "requests a second. For `direct` it is the upstream's own CPU. `hyper-floor` is the "
+        "plainest reverse proxy on hyper and hyper-util's client (upstream-sim --forward-to): "
+        "no tenancy, limits or rewriting, the floor of tenantd's HTTP stack.",
         "",
         "| tenants | system | req/s | p50 ms | p99 ms | server CPU µs per request | "
         "÷ nginx's |",
@@ -638,6 +651,21 @@ def verdicts(r):
         verdict = "met" if ours >= nginx else "**missed**"
         lines.append(f"- Gateway throughput ≥ nginx's, {tenants} tenants: {verdict} "
                      f"(tenantd {ours:.0f} req/s, nginx {nginx:.0f} req/s).")
+    cpu = {tenants: systems["tenantd"]["cpu_us_per_request"]["median"]
+           for tenants, systems in r["overhead"].items()}
+    for tenants, systems in r["overhead"].items():
+        nginx = systems["nginx"]["cpu_us_per_request"]["median"] or 1
+        ratio = cpu[tenants] / nginx
+        verdict = "met" if ratio <= 1.5 else "**missed**"
+        floor = systems.get("hyper-floor", {}).get("cpu_us_per_request", {}).get("median")
+        floor_note = f"; hyper-floor {floor / nginx:.2f}×" if floor else ""
+        lines.append(f"- Gateway CPU per request ≤ 1.5× nginx's, {tenants} tenants: {verdict} "
+                     f"(tenantd {cpu[tenants]:.1f} µs, nginx {nginx:.1f} µs, "
+                     f"{ratio:.2f}×{floor_note}).")
+    low, high = min(cpu.values()), max(cpu.values())
+    verdict = "met" if high <= 1.1 * low else "**missed**"
+    lines.append(f"- CPU per request flat across tenant counts (within 10 %): {verdict} "
+                 f"({', '.join(f'{t}: {c:.1f} µs' for t, c in cpu.items())}).")
     noisy = r["noisy_neighbour"]
     worst = max(level for level in noisy["tenantd"])
     for system, levels in noisy.items():

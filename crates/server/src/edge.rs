@@ -25,9 +25,20 @@ tokio::task_local! {
 }
 
 /// The address of the connection a request came on, for the gateway's
-/// `X-Forwarded-For` and `X-Real-IP`.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub std::net::SocketAddr);
+/// `X-Forwarded-For` and `X-Real-IP`: written out once per connection, not
+/// per request.
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    pub ip: HeaderValue,
+}
+
+impl ClientAddr {
+    pub fn new(peer: std::net::SocketAddr) -> Self {
+        let ip = HeaderValue::try_from(peer.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self { ip }
+    }
+}
 
 /// The request's id: the client's `X-Request-Id` if it is short and plain,
 /// otherwise a fresh random one. Echoed on the response and in every log line.
@@ -65,7 +76,9 @@ pub async fn edge(State(limits): State<EdgeLimits>, mut request: Request, next: 
             || {
                 let mut bytes = [0u8; 16];
                 rand::thread_rng().fill_bytes(&mut bytes);
-                hex::encode(bytes)
+                let mut id = [0u8; 32];
+                hex::encode_to_slice(bytes, &mut id).expect("32 hex digits for 16 bytes");
+                String::from_utf8_lossy(&id).into_owned()
             },
             str::to_owned,
         );

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName};
 use quick_cache::sync::Cache;
 use tenantd_core::identity::verify;
 use tenantd_core::{
@@ -295,10 +295,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// one credential header. Two (both headers, or one twice) are refused even
 /// when they agree, so that what a proxy in front reads and what tenantd
 /// reads can never differ.
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 fn presented_key(headers: &HeaderMap) -> Result<ApiKeyToken, ApiError> {
     let malformed = |detail: &str| ApiError::with_detail(ErrorCode::MalformedApiKey, detail);
     let credentials = headers.get_all(header::AUTHORIZATION).iter().count()
-        + headers.get_all("x-api-key").iter().count();
+        + headers.get_all(&X_API_KEY).iter().count();
     if credentials > 1 {
         return Err(ApiError::with_detail(
             ErrorCode::MultipleCredentials,
@@ -322,7 +324,7 @@ fn presented_key(headers: &HeaderMap) -> Result<ApiKeyToken, ApiError> {
             Some(credentials.trim())
         }
     };
-    let api_key = match headers.get("x-api-key") {
+    let api_key = match headers.get(&X_API_KEY) {
         None => None,
         Some(value) => Some(
             value
@@ -345,13 +347,17 @@ fn presented_key(headers: &HeaderMap) -> Result<ApiKeyToken, ApiError> {
 ///
 /// One short critical section per request (a map insert); the flush swaps
 /// the whole map out, so it never holds the lock across I/O.
+///
+/// Only verified keys reach the map, so a fast keyed hash is enough.
 #[derive(Debug, Clone, Default)]
 pub struct LastUsed {
-    pending: Arc<Mutex<HashMap<KeyId, OffsetDateTime>>>,
+    pending: Arc<Mutex<PendingUses>>,
 }
 
+type PendingUses = HashMap<KeyId, OffsetDateTime, foldhash::fast::RandomState>;
+
 impl LastUsed {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, OffsetDateTime>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingUses> {
         self.pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

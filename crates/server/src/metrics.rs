@@ -56,8 +56,32 @@ impl Rejection {
 type Labels = [(&'static str, &'static str); 1];
 
 /// A gateway call's labels: the service (from the configuration, so a
-/// bounded set) and how the call ended.
-type UpstreamLabels = [(&'static str, String); 2];
+/// bounded set; shared, so that counting a call allocates nothing) and how
+/// the call ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct UpstreamLabels {
+    service: ServiceLabel,
+    outcome: &'static str,
+}
+
+/// A service's name as a label value, made once per service.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct ServiceLabel(Arc<str>);
+
+impl ServiceLabel {
+    pub fn new(service: &ServiceName) -> Self {
+        Self(Arc::from(service.as_str()))
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for ServiceLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        prometheus_client::encoding::EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -124,12 +148,12 @@ impl Metrics {
     }
 
     /// Counts a gateway call to `service` that ended as `outcome`.
-    pub fn gateway_call(&self, service: &ServiceName, outcome: &'static str) {
+    pub fn gateway_call(&self, service: &ServiceLabel, outcome: &'static str) {
         self.upstream
-            .get_or_create(&[
-                ("service", service.as_str().to_owned()),
-                ("outcome", outcome.to_owned()),
-            ])
+            .get_or_create(&UpstreamLabels {
+                service: service.clone(),
+                outcome,
+            })
             .inc();
     }
 

@@ -131,10 +131,11 @@ impl Server {
                     // One step before the router: the connection's address, then
                     // the service a `Host` names.
                     let hosts = hosts.clone();
+                    let client = ClientAddr::new(peer);
                     let service = TowerToHyperService::new(tower::ServiceExt::map_request(
                         app.clone(),
                         move |mut request: hyper::Request<hyper::body::Incoming>| {
-                            request.extensions_mut().insert(ClientAddr(peer));
+                            request.extensions_mut().insert(client.clone());
                             hosts.route(request.map(axum::body::Body::new))
                         },
                     ));

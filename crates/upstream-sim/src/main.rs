@@ -3,6 +3,12 @@
 //! it for `--service-time` (`--heavy-factor` times that on `/heavy`), and
 //! answers 200 with a short body, so the upstream has a known capacity:
 //! concurrency / service time requests a second.
+//!
+//! With `--forward-to`, it is instead the plainest reverse proxy on hyper:
+//! hyper's HTTP/1 server and hyper-util's pooled client, each request sent
+//! on as it came, on the multi-threaded runtime tenantd runs on. It has no
+//! tenancy, limits or rewriting: it is the floor of what a gateway built on
+//! this stack can cost per request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +35,9 @@ struct Args {
     /// How many times the service time a request to `/heavy` takes.
     #[arg(long, default_value_t = 20)]
     heavy_factor: u32,
+    /// Forward every request to this address instead of answering it.
+    #[arg(long)]
+    forward_to: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -60,9 +69,81 @@ async fn heavy(State(upstream): State<Arc<Upstream>>) -> &'static str {
     upstream.serve(upstream.heavy_factor).await
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    match args.forward_to {
+        Some(upstream) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(forward(args.listen, upstream)),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(answer(args)),
+    }
+}
+
+/// Forwards each request to `upstream`, path and headers as they came.
+async fn forward(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
+    use hyper::body::Incoming;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
+    let authority = upstream.to_string();
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let (client, authority) = (client.clone(), authority.clone());
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let target = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let uri = hyper::Uri::builder()
+                .scheme("http")
+                .authority(authority.as_str())
+                .path_and_query(target)
+                .build();
+            let client = client.clone();
+            async move {
+                *request.uri_mut() = uri.map_err(ForwardError::Uri)?;
+                client
+                    .request(request)
+                    .await
+                    .map_err(ForwardError::Upstream)
+            }
+        });
+        tokio::spawn(async move {
+            // A client that goes away mid-request ends only its connection.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Why a request could not be forwarded; hyper closes its connection.
+#[derive(Debug)]
+enum ForwardError {
+    Uri(hyper::http::Error),
+    Upstream(hyper_util::client::legacy::Error),
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Uri(e) => write!(f, "the path cannot be forwarded: {e}"),
+            Self::Upstream(e) => write!(f, "the upstream failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ForwardError {}
+
+async fn answer(args: Args) -> std::io::Result<()> {
     let upstream = Arc::new(Upstream {
         slots: Semaphore::new(args.concurrency),
         service_time: args.service_time,

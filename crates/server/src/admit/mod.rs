@@ -28,7 +28,7 @@ use tenantd_core::fair::Ask;
 use tenantd_core::gcra::Decision;
 use tenantd_core::plan::{Metric, OpClass, Plan};
 use tenantd_core::policy::{effective, Overrides};
-use tenantd_core::quota::{Demand, QuotaDecision};
+use tenantd_core::quota::{BillingDay, Demand, QuotaDecision};
 use tenantd_core::{Clock, DataScope, ErrorCode, PlanId, Principal, TenantId};
 
 use tenantd_store::health::Dependency;
@@ -41,7 +41,7 @@ use crate::problem::ApiError;
 use headers::RateHeaders;
 use ledgers::Ledgers;
 use limiter::{Limiter, RateCheck, RateOutcome, Unavailable};
-use seats::{Refusal, Seats};
+use seats::{Refusal, Seat, Seats};
 
 /// How request bodies are taken in: the server's largest body, and the time
 /// a body has to arrive.
@@ -236,6 +236,7 @@ impl Admission {
 
     /// Admits `request` of class `class` for `principal` on `seats` (the
     /// global ones unless a service brings its own), runs it, and meters it.
+    /// The phases, in order; each either hands on or answers with a refusal.
     pub async fn run(
         self: Arc<Self>,
         class: OpClass,
@@ -244,90 +245,177 @@ impl Admission {
         mut request: Request,
         next: Next,
     ) -> Response {
-        let (Some(tenant), Some(plan_id)) = (principal.tenant(), principal.plan()) else {
+        let Some(mut admittee) = self.admittee(class, &principal, &request) else {
             request.extensions_mut().insert(principal);
             return next.run(request).await;
         };
-        let tenant = tenant.clone();
-        let billing_day = principal.billing_day().unwrap_or_default();
-        let plan = self.effective_plan(&tenant, plan_id, principal.plan_version());
-        let now = self.clock.now();
-        let mut headers = RateHeaders::default();
-        let declared_length: Option<u64> = request
+        if let Err(error) = self.check_body_limit(&admittee) {
+            return error.into_response();
+        }
+        if let Err((reason, error)) = self.check_rates(&mut admittee).await {
+            return self.refuse(&admittee.tenant, reason, error, admittee.headers);
+        }
+        let data_scope = request.extensions().get::<DataScope>().cloned();
+        let charge = match self.charge_quotas(&mut admittee, data_scope.as_ref()) {
+            Ok(charge) => charge,
+            Err((reason, error)) => {
+                return self.refuse(&admittee.tenant, reason, error, admittee.headers)
+            }
+        };
+        let request = match self.take_body(&admittee, request).await {
+            Ok(request) => request,
+            Err((reason, error)) => return self.refuse_charged(charge, admittee, reason, error),
+        };
+        // A place at the tenant's own database, if it has one on a server:
+        // waiting for it is waiting for the tenant's own resource, so it
+        // happens before the seat, bounded by the acquire timeout.
+        let reservation = match &data_scope {
+            Some(scope) => match self.data.reserve(scope).await {
+                Ok(reservation) => Some(reservation),
+                Err(e) => {
+                    let reason = Rejection::StoreUnavailable;
+                    return self.refuse_charged(charge, admittee, reason, e.into());
+                }
+            },
+            None => None,
+        };
+        let seats = seats.as_ref().unwrap_or(&self.seats);
+        let seat = match self.take_seat(&admittee, seats).await {
+            Ok(seat) => seat,
+            Err((reason, error)) => return self.refuse_charged(charge, admittee, reason, error),
+        };
+        // From here the request runs: its charge stands.
+        let running = charge.commit(class);
+        let mut request = request;
+        request.extensions_mut().insert(principal);
+        let response = self.run_under_deadline(class, next.run(request)).await;
+        running.finish(&seat, data_scope, self.clock.now());
+        drop(seat);
+        drop(reservation);
+        self.meter_response(admittee, response)
+    }
+
+    /// The tenant, plan and time a request is admitted under; `None` for a
+    /// request with no tenant (an operator's), which is not admitted.
+    fn admittee(
+        &self,
+        class: OpClass,
+        principal: &Principal,
+        request: &Request,
+    ) -> Option<Admittee> {
+        let (tenant, plan_id) = (principal.tenant()?, principal.plan()?);
+        let plan = self.effective_plan(tenant, plan_id, principal.plan_version());
+        let declared_length = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        // The edge refused lengths over the server's limit; this is the plan's.
-        let body_limit = plan
-            .max_body_bytes
-            .map_or(self.body.max_bytes, |limit| limit.min(self.body.max_bytes));
-        if let Some(length) = declared_length.filter(|&length| length > body_limit) {
-            return ApiError::with_detail(
-                ErrorCode::PayloadTooLarge,
-                format!("the plan allows bodies of {body_limit} bytes; this one has {length}"),
-            )
-            .into_response();
-        }
+        let bodiless = declared_length.is_none_or(|length| length == 0)
+            && !request.headers().contains_key(header::TRANSFER_ENCODING);
+        Some(Admittee {
+            tenant: tenant.clone(),
+            billing_day: principal.billing_day().unwrap_or_default(),
+            // The edge refused lengths over the server's limit; this is the plan's.
+            body_limit: plan
+                .max_body_bytes
+                .map_or(self.body.max_bytes, |limit| limit.min(self.body.max_bytes)),
+            plan,
+            class,
+            now: self.clock.now(),
+            declared_length,
+            bodiless,
+            // Read from the tenant's state when its quotas are charged.
+            extra_seats: 0,
+            estimate: 0,
+            headers: RateHeaders::default(),
+        })
+    }
 
-        // Rate limits: the tenant's own, and its class's if the plan sets one.
-        let mut checks = vec![RateCheck {
+    /// Phase: a declared body over the plan's limit is refused before
+    /// anything is counted.
+    fn check_body_limit(&self, admittee: &Admittee) -> Result<(), ApiError> {
+        let limit = admittee.body_limit;
+        match admittee.declared_length.filter(|&length| length > limit) {
+            Some(length) => Err(ApiError::with_detail(
+                ErrorCode::PayloadTooLarge,
+                format!("the plan allows bodies of {limit} bytes; this one has {length}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Phase: the tenant's rate limit, and its class's if the plan sets one.
+    async fn check_rates(&self, admittee: &mut Admittee) -> Result<(), (Rejection, ApiError)> {
+        let (plan, class) = (&admittee.plan, admittee.class);
+        let tenant_limit = RateCheck {
             slot: 0,
             limit: *plan.rate.limit(),
-        }];
-        if let Some(rate) = plan.class_rate(class) {
-            checks.push(RateCheck {
-                slot: 1 + class.index(),
-                limit: *rate.limit(),
-            });
-        }
-        match self.limiter.decide(&tenant, &checks, micros(now)).await {
+        };
+        let class_limit = plan.class_rate(class).map(|rate| RateCheck {
+            slot: 1 + class.index(),
+            limit: *rate.limit(),
+        });
+        let checks: &[RateCheck] = match &class_limit {
+            Some(class_limit) => &[tenant_limit, *class_limit],
+            None => std::slice::from_ref(&tenant_limit),
+        };
+        let outcome = self
+            .limiter
+            .decide(&admittee.tenant, checks, micros(admittee.now))
+            .await;
+        let decisions = match outcome {
             RateOutcome::Unavailable => {
-                return self.refuse(
-                    &tenant,
-                    Rejection::LimiterUnavailable,
-                    ApiError::new(ErrorCode::LimiterUnavailable),
-                    headers,
+                let error = ApiError::new(ErrorCode::LimiterUnavailable);
+                return Err((Rejection::LimiterUnavailable, error));
+            }
+            RateOutcome::Decided(decisions) => decisions,
+        };
+        admittee.headers.rates(plan, class, &decisions);
+        let wait = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Denied { retry_after, .. } => Some(*retry_after),
+                Decision::Allowed { .. } => None,
+            })
+            .max();
+        match wait {
+            Some(wait) => {
+                let error = ApiError::with_detail(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "the rate limit allows another request in {} ms",
+                        wait.as_millis().max(1)
+                    ),
                 )
+                .retry_after(wait);
+                Err((Rejection::RateLimited, error))
             }
-            RateOutcome::Decided(decisions) => {
-                headers.rates(&plan, class, &decisions);
-                let wait = decisions
-                    .iter()
-                    .filter_map(|d| match d {
-                        Decision::Denied { retry_after, .. } => Some(*retry_after),
-                        Decision::Allowed { .. } => None,
-                    })
-                    .max();
-                if let Some(wait) = wait {
-                    let error = ApiError::with_detail(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "the rate limit allows another request in {} ms",
-                            wait.as_millis().max(1)
-                        ),
-                    )
-                    .retry_after(wait);
-                    return self.refuse(&tenant, Rejection::RateLimited, error, headers);
-                }
-            }
+            None => Ok(()),
         }
+    }
 
-        // Quotas, checked and charged in one step so the hard limit is exact.
+    /// Phase: the quotas, checked and charged in one step so that the hard
+    /// limit is exact. The charge refunds itself unless the request runs.
+    fn charge_quotas(
+        self: &Arc<Self>,
+        admittee: &mut Admittee,
+        data_scope: Option<&DataScope>,
+    ) -> Result<Charge, (Rejection, ApiError)> {
+        let (plan, class, now) = (&admittee.plan, admittee.class, admittee.now);
         let demand = Demand {
-            ingress_bytes: declared_length,
+            ingress_bytes: admittee.declared_length,
             writes: class == OpClass::Write,
         };
-        let data_scope = request.extensions().get::<DataScope>().cloned();
         // A tenant's own control-plane requests (keys, audit, usage, policy)
         // are limited and queued but count against no quota: a tenant that
         // used up its quota can still see it and change it.
         let counts_against_quotas = class != OpClass::Admin;
         let default_estimate = micros_of(self.config.classes.get(class).estimate);
-        let (decision, estimate, extra_seats) = self.ledgers.with(&tenant, |usage| {
+        let billing_day = admittee.billing_day;
+        let decision = self.ledgers.with(&admittee.tenant, |usage| {
             if usage.admitted_total == 0 && usage.measure_storage.is_none() {
                 // First request since start: measure storage for the level quotas.
-                usage.measure_storage = data_scope.clone().map(Box::new);
+                usage.measure_storage = data_scope.cloned().map(Box::new);
             }
             let decision = if counts_against_quotas {
                 usage
@@ -346,24 +434,21 @@ impl Admission {
                 usage.meter(now, |h| h.requests += 1);
                 usage.note(now, events.iter().copied());
             }
-            let extra_seats: u64 = usage
+            admittee.extra_seats = usage
                 .add_ons
                 .iter()
                 .filter(|a| a.metric == Metric::ConcurrentRequests && a.expires_at > now)
                 .map(|a| a.amount)
                 .sum();
-            (
-                decision,
-                usage.estimate(class, default_estimate),
-                extra_seats,
-            )
+            admittee.estimate = usage.estimate(class, default_estimate);
+            decision
         });
         match decision {
             QuotaDecision::Exceeded {
                 standing,
                 retry_after,
             } => {
-                headers.quota(&standing, now.unix_timestamp());
+                admittee.headers.quota(&standing, now.unix_timestamp());
                 let what = match standing.quota.period() {
                     Some(period) => format!(
                         "{} per {}",
@@ -380,140 +465,121 @@ impl Admission {
                     ),
                 )
                 .retry_after(retry_after.unwrap_or(LEVEL_RETRY));
-                return self.refuse(&tenant, Rejection::QuotaExceeded, error, headers);
+                Err((Rejection::QuotaExceeded, error))
             }
             QuotaDecision::Allowed {
                 nearest, over_soft, ..
             } => {
                 if let Some(nearest) = nearest {
-                    headers.quota(&nearest, now.unix_timestamp());
+                    admittee.headers.quota(&nearest, now.unix_timestamp());
                 }
-                headers.soft_warnings(&over_soft);
+                admittee.headers.soft_warnings(&over_soft);
+                Ok(Charge {
+                    ledgers: self.ledgers.clone(),
+                    tenant: admittee.tenant.clone(),
+                    billing_day,
+                    at: now,
+                    counts_against_quotas,
+                    default_estimate,
+                    committed: false,
+                })
             }
         }
+    }
 
-        // A request refused from here on has not run: it does not count.
-        let refund = || {
-            self.ledgers.with(&tenant, |usage| {
-                if counts_against_quotas {
-                    usage
-                        .ledger
-                        .refund_request(billing_day, now.unix_timestamp());
-                }
-                usage.meter(now, |h| h.requests = h.requests.saturating_sub(1));
-                usage.admitted_total = usage.admitted_total.saturating_sub(1);
-            });
-        };
+    /// Phase: the body, metered as it arrives. A data API body is read whole
+    /// before the request queues for a seat: a client that sends it slowly
+    /// holds nothing anyone else needs while it waits. A proxied body
+    /// streams to the upstream, cut at the limit; it holds the tenant's
+    /// bulkhead place and a seat within its ceiling meanwhile. Most proxied
+    /// requests (GETs) have no body: without a length or a transfer coding,
+    /// an HTTP/1.1 request has none, and it is handed on as it is.
+    async fn take_body(
+        self: &Arc<Self>,
+        admittee: &Admittee,
+        request: Request,
+    ) -> Result<Request, (Rejection, ApiError)> {
+        let limit = usize::try_from(admittee.body_limit).unwrap_or(usize::MAX);
+        if admittee.class == OpClass::Proxy && admittee.bodiless {
+            return Ok(request);
+        }
+        let request = meter::meter_request(request, self, &admittee.tenant, admittee.billing_day);
+        if admittee.class == OpClass::Proxy {
+            let (parts, body) = request.into_parts();
+            let limited = http_body_util::Limited::new(body, limit);
+            return Ok(Request::from_parts(parts, axum::body::Body::new(limited)));
+        }
+        read_body(request, limit, self.body.read_timeout).await
+    }
 
-        // The body, metered as it arrives. A data API body is read whole
-        // before the request queues for a seat: a client that sends it
-        // slowly holds nothing anyone else needs while it waits. A proxied
-        // body streams to the upstream, cut at the limit; it holds the
-        // tenant's bulkhead place and a seat within its ceiling meanwhile.
-        let request = meter::meter_request(request, &self, &tenant, billing_day);
-        let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
-        let request = if class == OpClass::Proxy {
-            // Most proxied requests (GETs) have no body to limit: without a
-            // length or a transfer coding, an HTTP/1.1 request has none.
-            let bodiless = declared_length.is_none_or(|length| length == 0)
-                && !request.headers().contains_key(header::TRANSFER_ENCODING);
-            if bodiless {
-                request
-            } else {
-                let (parts, body) = request.into_parts();
-                let limited = http_body_util::Limited::new(body, limit);
-                Request::from_parts(parts, axum::body::Body::new(limited))
-            }
-        } else {
-            match read_body(request, limit, self.body.read_timeout).await {
-                Ok(request) => request,
-                Err((reason, error)) => {
-                    refund();
-                    return self.refuse(&tenant, reason, error, headers);
-                }
-            }
-        };
-
-        // A place at the tenant's own database, if it has one on a server:
-        // waiting for it is waiting for the tenant's own resource, so it
-        // happens before the seat, bounded by the acquire timeout.
-        let reservation = match &data_scope {
-            Some(scope) => match self.data.reserve(scope).await {
-                Ok(reservation) => Some(reservation),
-                Err(e) => {
-                    refund();
-                    return self.refuse(&tenant, Rejection::StoreUnavailable, e.into(), headers);
-                }
-            },
-            None => None,
-        };
-
-        // A seat, fairly.
-        let class_config = self.config.classes.get(class);
-        let cap = plan.concurrency_cap().map_or(u32::MAX, |c| {
-            u32::try_from(c.saturating_add(extra_seats)).unwrap_or(u32::MAX)
+    /// Phase: a seat, fairly, within the plan's concurrency cap.
+    async fn take_seat(
+        &self,
+        admittee: &Admittee,
+        seats: &Arc<Seats>,
+    ) -> Result<Seat, (Rejection, ApiError)> {
+        let class_config = self.config.classes.get(admittee.class);
+        let cap = admittee.plan.concurrency_cap().map_or(u32::MAX, |c| {
+            u32::try_from(c.saturating_add(admittee.extra_seats)).unwrap_or(u32::MAX)
         });
         let ask = Ask {
             width: class_config.width,
-            cost: u64::from(class_config.width).saturating_mul(estimate),
-            weight: plan.weight,
+            cost: u64::from(class_config.width).saturating_mul(admittee.estimate),
+            weight: admittee.plan.weight,
             cap,
             max_queue: self.config.max_queue,
         };
-        let seats = seats.as_ref().unwrap_or(&self.seats);
-        let seat = match seats.acquire(&tenant, ask, self.config.queue_wait).await {
-            Ok(seat) => seat,
-            Err(refusal) => {
-                refund();
-                let (reason, error) = match refusal {
-                    Refusal::QueueFull => (
-                        Rejection::TenantQueueFull,
-                        ApiError::with_detail(
-                            ErrorCode::TenantQueueFull,
-                            format!(
-                                "{} of the tenant's requests are already waiting",
-                                self.config.max_queue
-                            ),
-                        )
-                        .retry_after(self.config.queue_wait),
-                    ),
-                    Refusal::Overloaded => (
-                        Rejection::Overloaded,
-                        ApiError::with_detail(
-                            ErrorCode::Overloaded,
-                            format!(
-                                "no seat was free within {} ms",
-                                self.config.queue_wait.as_millis()
-                            ),
-                        )
-                        .retry_after(self.config.queue_wait),
-                    ),
-                };
-                return self.refuse(&tenant, reason, error, headers);
+        let refusal = match seats
+            .acquire(&admittee.tenant, ask, self.config.queue_wait)
+            .await
+        {
+            Ok(seat) => {
+                self.metrics.admitted(admittee.class, seat.waited);
+                return Ok(seat);
             }
+            Err(refusal) => refusal,
         };
-        self.metrics.admitted(class, seat.waited);
-        let in_flight = InFlight::enter(&self.ledgers, &tenant);
+        Err(match refusal {
+            Refusal::QueueFull => (
+                Rejection::TenantQueueFull,
+                ApiError::with_detail(
+                    ErrorCode::TenantQueueFull,
+                    format!(
+                        "{} of the tenant's requests are already waiting",
+                        self.config.max_queue
+                    ),
+                )
+                .retry_after(self.config.queue_wait),
+            ),
+            Refusal::Overloaded => (
+                Rejection::Overloaded,
+                ApiError::with_detail(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "no seat was free within {} ms",
+                        self.config.queue_wait.as_millis()
+                    ),
+                )
+                .retry_after(self.config.queue_wait),
+            ),
+        })
+    }
 
-        // Run under the class's deadline, the principal handed on to the route.
-        let mut request = request;
-        request.extensions_mut().insert(principal);
-        let outcome = tokio::time::timeout(class_config.deadline, next.run(request)).await;
-        let held = seat.held();
-        let width = seat.width();
-        drop(seat);
-        let now = self.clock.now();
-        self.ledgers.with(&tenant, |usage| {
-            let seat_micros = u64::from(width).saturating_mul(micros_of(held));
-            usage.meter(now, |h| h.seat_micros += seat_micros);
-            usage.measured(class, micros_of(held), default_estimate);
-            if class == OpClass::Write {
-                usage.measure_storage = data_scope.map(Box::new);
-            }
-        });
-        drop(in_flight);
-        drop(reservation);
-        let mut response = match outcome {
+    /// Phase: the route, under the class's deadline. A proxied request
+    /// needs no timer of its own here: the gateway bounds its wait for the
+    /// upstream by the service's `request_timeout`, which the configuration
+    /// holds shorter than the class's deadline, and does nothing before that
+    /// wait that could block.
+    async fn run_under_deadline(
+        &self,
+        class: OpClass,
+        route: impl std::future::Future<Output = Response>,
+    ) -> Response {
+        if class == OpClass::Proxy {
+            return route.await;
+        }
+        let deadline = self.config.classes.get(class).deadline;
+        match tokio::time::timeout(deadline, route).await {
             Ok(response) => response,
             Err(_) => {
                 self.metrics.rejected(Rejection::DeadlineExceeded);
@@ -522,17 +588,41 @@ impl Admission {
                     format!(
                         "{} requests must finish within {} ms",
                         class.as_str(),
-                        class_config.deadline.as_millis()
+                        deadline.as_millis()
                     ),
                 )
                 .retry_after(Duration::from_secs(1))
                 .into_response()
             }
-        };
-        headers.apply(response.headers_mut());
+        }
+    }
+
+    /// Phase: the response carries the rate headers, and its bytes are
+    /// charged as they stream out.
+    fn meter_response(self: Arc<Self>, admittee: Admittee, mut response: Response) -> Response {
+        admittee.headers.apply(response.headers_mut());
         let (parts, body) = response.into_parts();
-        let body = MeteredBody::new(body, self.clone(), tenant, billing_day, Metric::EgressBytes);
+        let body = MeteredBody::new(
+            body,
+            self,
+            admittee.tenant,
+            admittee.billing_day,
+            Metric::EgressBytes,
+        );
         Response::from_parts(parts, axum::body::Body::new(body))
+    }
+
+    /// A refusal after the quotas were charged: the charge is refunded (by
+    /// dropping it) before the refusal is counted.
+    fn refuse_charged(
+        &self,
+        charge: Charge,
+        admittee: Admittee,
+        reason: Rejection,
+        error: ApiError,
+    ) -> Response {
+        drop(charge);
+        self.refuse(&admittee.tenant, reason, error, admittee.headers)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -576,37 +666,121 @@ async fn read_body(
     }
 }
 
-/// Counts a request in its tenant's `concurrent_requests` level while it
-/// runs, however it ends.
-struct InFlight {
-    ledgers: Arc<Ledgers>,
+/// One tenant request as admission sees it, from its plan to its seat.
+#[derive(Debug)]
+struct Admittee {
     tenant: TenantId,
+    billing_day: BillingDay,
+    /// The plan in effect, overrides applied.
+    plan: Arc<Plan>,
+    class: OpClass,
+    /// When admission began: the time its limits and quotas are read at.
+    now: time::OffsetDateTime,
+    declared_length: Option<u64>,
+    /// No length and no transfer coding: the request has no body.
+    bodiless: bool,
+    /// The plan's body limit within the server's.
+    body_limit: u64,
+    /// Seats bought as add-ons, above the plan's concurrency cap.
+    extra_seats: u64,
+    /// The request's expected service time (µs), its cost in the fair queue.
+    estimate: u64,
+    headers: RateHeaders,
 }
 
-impl InFlight {
-    fn enter(ledgers: &Arc<Ledgers>, tenant: &TenantId) -> Self {
-        ledgers.with(tenant, |usage| {
+/// A request's charge against its tenant's quotas and metering, taken when
+/// the quotas admitted it. A request refused or abandoned before it runs
+/// has not run, so it does not count: the charge refunds itself when
+/// dropped, unless it was committed.
+#[must_use]
+struct Charge {
+    ledgers: Arc<Ledgers>,
+    tenant: TenantId,
+    billing_day: BillingDay,
+    at: time::OffsetDateTime,
+    counts_against_quotas: bool,
+    default_estimate: u64,
+    committed: bool,
+}
+
+impl Charge {
+    /// The request runs: the charge stands, and the request counts in its
+    /// tenant's `concurrent_requests` level until it ends.
+    fn commit(mut self, class: OpClass) -> Running {
+        self.committed = true;
+        self.ledgers.with(&self.tenant, |usage| {
             let level = usage.ledger.level(Metric::ConcurrentRequests);
             usage
                 .ledger
                 .set_level(Metric::ConcurrentRequests, level + 1);
         });
-        Self {
-            ledgers: ledgers.clone(),
-            tenant: tenant.clone(),
+        Running {
+            charge: self,
+            class,
+            finished: false,
         }
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Charge {
     fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let (day, at) = (self.billing_day, self.at);
+        let counts = self.counts_against_quotas;
         self.ledgers.with(&self.tenant, |usage| {
-            let level = usage.ledger.level(Metric::ConcurrentRequests);
-            usage
-                .ledger
-                .set_level(Metric::ConcurrentRequests, level.saturating_sub(1));
+            if counts {
+                usage.ledger.refund_request(day, at.unix_timestamp());
+            }
+            usage.meter(at, |h| h.requests = h.requests.saturating_sub(1));
+            usage.admitted_total = usage.admitted_total.saturating_sub(1);
         });
     }
+}
+
+/// A request that runs, counted in its tenant's `concurrent_requests` level
+/// however it ends.
+struct Running {
+    /// Committed: it refunds nothing.
+    charge: Charge,
+    class: OpClass,
+    finished: bool,
+}
+
+impl Running {
+    /// The request ended after holding `seat`: its seat time is metered, its
+    /// class's estimate learns from it, a write has storage measured again,
+    /// and it leaves the level; one visit to the tenant's state for all.
+    fn finish(mut self, seat: &Seat, data_scope: Option<DataScope>, now: time::OffsetDateTime) {
+        self.finished = true;
+        let (held, width) = (seat.held(), seat.width());
+        let (class, default_estimate) = (self.class, self.charge.default_estimate);
+        self.charge.ledgers.with(&self.charge.tenant, |usage| {
+            let seat_micros = u64::from(width).saturating_mul(micros_of(held));
+            usage.meter(now, |h| h.seat_micros += seat_micros);
+            usage.measured(class, micros_of(held), default_estimate);
+            if class == OpClass::Write {
+                usage.measure_storage = data_scope.map(Box::new);
+            }
+            leave_level(usage);
+        });
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.charge.ledgers.with(&self.charge.tenant, leave_level);
+        }
+    }
+}
+
+fn leave_level(usage: &mut ledgers::TenantUsage) {
+    let level = usage.ledger.level(Metric::ConcurrentRequests);
+    usage
+        .ledger
+        .set_level(Metric::ConcurrentRequests, level.saturating_sub(1));
 }
 
 fn micros_of(d: Duration) -> u64 {

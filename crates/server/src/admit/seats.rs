@@ -152,7 +152,8 @@ impl Seats {
         let (ticket, receiver) = {
             let mut inner = self.lock();
             match inner.queue.arrive(tenant, ask) {
-                Arrival::Granted(grant) => return Ok(self.seat(grant, arrived)),
+                // Granted on arrival: it started when it arrived.
+                Arrival::Granted(grant) => return Ok(self.seat(grant, arrived, arrived)),
                 Arrival::Full => return Err(Refusal::QueueFull),
                 Arrival::Queued(ticket) => {
                     // The channel is made only for requests that wait, so the
@@ -177,7 +178,7 @@ impl Seats {
         match tokio::time::timeout(budget, receiver).await {
             Ok(Ok(grant)) => {
                 waiter.grant = None;
-                Ok(self.seat(grant, arrived))
+                Ok(self.seat(grant, arrived, Instant::now()))
             }
             // The sender is only dropped after a send or a cancel, both
             // under the lock; treat anything else as no seat.
@@ -196,14 +197,13 @@ impl Seats {
                 // Granted just as the budget ran out: take it.
                 let granted = waiter.grant.take().and_then(|mut r| r.try_recv().ok());
                 granted
-                    .map(|grant| self.seat(grant, arrived))
+                    .map(|grant| self.seat(grant, arrived, Instant::now()))
                     .ok_or(Refusal::Overloaded)
             }
         }
     }
 
-    fn seat(self: &Arc<Self>, grant: Grant, arrived: Instant) -> Seat {
-        let started = Instant::now();
+    fn seat(self: &Arc<Self>, grant: Grant, arrived: Instant, started: Instant) -> Seat {
         Seat {
             seats: self.clone(),
             grant: Some(grant),

@@ -94,7 +94,40 @@ impl std::fmt::Debug for LiveKey {
 pub struct Keyring {
     keys: ArcSwap<Vec<LiveKey>>,
     config: ContextConfig,
-    contexts: quick_cache::sync::Cache<(KeyId, ServiceName), Arc<SignedContext>>,
+    contexts: quick_cache::sync::Cache<ContextKey, Arc<SignedContext>>,
+}
+
+/// What a reused context is kept under: the key it was signed for and the
+/// service it is meant for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ContextKey {
+    key_id: KeyId,
+    service: ServiceName,
+}
+
+/// A `ContextKey` borrowed from the request, so that a lookup copies nothing.
+struct ContextKeyRef<'a> {
+    key_id: &'a str,
+    service: &'a str,
+}
+
+// Both forms hash the same two strings, so a borrowed key finds an owned one.
+impl std::hash::Hash for ContextKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.key_id.as_str(), self.service.as_str()).hash(state);
+    }
+}
+
+impl std::hash::Hash for ContextKeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.key_id, self.service).hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<ContextKey> for ContextKeyRef<'_> {
+    fn equivalent(&self, key: &ContextKey) -> bool {
+        self.key_id == key.key_id.as_str() && self.service == key.service.as_str()
+    }
 }
 
 impl Keyring {
@@ -214,7 +247,10 @@ impl Keyring {
         if self.config.per_request {
             return sign(key, &self.claims(subject, Some(request_id), now));
         }
-        let id = (subject.key_id.clone(), subject.service.clone());
+        let id = ContextKeyRef {
+            key_id: subject.key_id.as_str(),
+            service: subject.service.as_str(),
+        };
         if let Some(kept) = self.contexts.get(&id) {
             if kept.kid == key.stored.kid
                 && now < kept.refresh_at
@@ -228,7 +264,10 @@ impl Keyring {
         let token = sign(key, &self.claims(subject, None, now))?;
         let refresh_after = self.config.ttl / 2;
         self.contexts.insert(
-            id,
+            ContextKey {
+                key_id: subject.key_id.clone(),
+                service: subject.service.clone(),
+            },
             Arc::new(SignedContext {
                 kid: key.stored.kid.clone(),
                 tenant: subject.tenant.clone(),

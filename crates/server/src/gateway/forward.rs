@@ -26,6 +26,12 @@ use crate::problem::ApiError;
 
 pub static X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 pub static X_TENANT_CONTEXT: HeaderName = HeaderName::from_static("x-tenant-context");
+// The forwarding headers tenantd sets, named once rather than parsed per request.
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// How the response cache took part in an answer: `hit` or `miss`.
 const CACHE_STATUS: HeaderName = HeaderName::from_static("tenantd-cache");
 const HIT: HeaderValue = HeaderValue::from_static("hit");
@@ -115,7 +121,7 @@ pub async fn forward(
     };
     // Refusals before the service was chosen (a bad path) are not its calls.
     if label != ErrorCode::InvalidParameter.as_str() {
-        metrics.gateway_call(&service.config.name, label);
+        metrics.gateway_call(&service.label, label);
     }
     match outcome {
         Ok(response) => response,
@@ -229,21 +235,19 @@ async fn try_forward(
     headers.insert(X_TENANT_ID.clone(), header_value(tenant.as_str()));
     headers.insert(X_TENANT_CONTEXT.clone(), token);
     headers.insert(crate::edge::X_REQUEST_ID.clone(), header_value(request_id));
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     // The client's own `X-Forwarded-For` and `X-Real-IP` were withheld: the
     // address is the connection's, which a client cannot forge.
-    if let Some(crate::edge::ClientAddr(peer)) = parts.extensions.get() {
-        let ip = header_value(&peer.ip().to_string());
-        headers.insert("x-forwarded-for", ip.clone());
-        headers.insert("x-real-ip", ip);
+    if let Some(client) = parts.extensions.get::<crate::edge::ClientAddr>() {
+        headers.insert(X_FORWARDED_FOR.clone(), client.ip.clone());
+        headers.insert(X_REAL_IP.clone(), client.ip.clone());
     }
     if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     // The path the client used lies under this prefix, unless its host named the service.
     if parts.extensions.get::<RoutedByHost>().is_none() {
-        let prefix = format!("/v1/proxy/{}", service.config.name);
-        headers.insert("x-forwarded-prefix", header_value(&prefix));
+        headers.insert(X_FORWARDED_PREFIX.clone(), service.forwarded_prefix.clone());
     }
 
     let writes = !matches!(
@@ -367,6 +371,7 @@ async fn try_forward(
             .cache
             .freshness(parts.status, &parts.headers)
             .map(|fresh_for| CacheFill {
+                cache: gateway.cache.clone(),
                 key,
                 status: parts.status,
                 headers: parts.headers.clone(),
@@ -385,11 +390,10 @@ async fn try_forward(
     let body = UpstreamBody {
         inner: incoming,
         fill,
-        cache: gateway.cache.clone(),
         idle_limit: service.config.body_idle_timeout,
         tenant: tenant.clone(),
         service: service.config.name.clone(),
-        idle: Box::pin(tokio::time::sleep(service.config.body_idle_timeout)),
+        idle: None,
         waiting: false,
         _in_flight: in_flight,
     };
@@ -414,19 +418,45 @@ fn same_upstream_path<'a>(service: &Service, location: &'a str) -> Option<&'a st
 }
 
 /// Refuses paths an upstream could resolve outside the service's prefix.
+/// Runs on every proxied request, so it reads the bytes without copying them.
 fn check_path(rest: &str) -> Result<(), ApiError> {
-    let escapes = rest.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    });
-    let lower = rest.to_ascii_lowercase();
-    let encoded_separator = lower.contains("%2f") || lower.contains("%5c") || rest.contains('\\');
+    let escapes = rest.split('/').any(is_dot_segment);
+    let bytes = rest.as_bytes();
+    let encoded_separator = bytes.contains(&b'\\')
+        || bytes.windows(3).any(|w| {
+            w[0] == b'%'
+                && matches!(
+                    (w[1], w[2].to_ascii_lowercase()),
+                    (b'2', b'f') | (b'5', b'c')
+                )
+        });
     if escapes || encoded_separator {
         return Err(ApiError::invalid_parameter(
             "the path must not contain `.` or `..` segments or encoded separators",
         ));
     }
     Ok(())
+}
+
+/// Whether `segment` is `.` or `..` once each `%2e` is read as a dot.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3
+            && rest[0] == b'%'
+            && rest[1] == b'2'
+            && rest[2].eq_ignore_ascii_case(&b'e')
+        {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    (1..=2).contains(&dots)
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -523,6 +553,7 @@ fn transport_error(service: &ServiceName, error: &hyper_util::client::legacy::Er
 
 /// A response being collected for the cache as it streams to the client.
 struct CacheFill {
+    cache: ResponseCache,
     key: CacheKey,
     status: StatusCode,
     headers: HeaderMap,
@@ -538,10 +569,9 @@ struct CacheFill {
 struct UpstreamBody {
     inner: hyper::body::Incoming,
     fill: Option<CacheFill>,
-    cache: ResponseCache,
     /// Longest the upstream may keep the body waiting for its next frame.
     idle_limit: Duration,
-    idle: Pin<Box<tokio::time::Sleep>>,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whom the body is for: it is read after the request's span has ended,
     /// so its log lines name them themselves.
     tenant: TenantId,
@@ -561,7 +591,7 @@ impl UpstreamBody {
     /// Puts the whole body, now read, in the cache if it is being collected.
     fn keep(&mut self) {
         if let Some(fill) = self.fill.take() {
-            self.cache.insert(
+            fill.cache.insert(
                 fill.key,
                 fill.status,
                 fill.headers,
@@ -581,15 +611,25 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        if !this.waiting {
-            this.waiting = true;
-            let deadline = tokio::time::Instant::now() + this.idle_limit;
-            this.idle.as_mut().reset(deadline);
-        }
         let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                ready!(this.idle.as_mut().poll(cx));
+                // The idle time starts when a frame is first waited for: a
+                // body that is there when read (most small ones) never
+                // needs a timer.
+                let deadline = tokio::time::Instant::now() + this.idle_limit;
+                let idle = match &mut this.idle {
+                    Some(idle) if this.waiting => idle,
+                    Some(idle) => {
+                        idle.as_mut().reset(deadline);
+                        idle
+                    }
+                    None => this
+                        .idle
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.waiting = true;
+                ready!(idle.as_mut().poll(cx));
                 // The client gets a cut body (the head is long gone), and the
                 // tenant's bulkhead place is given back.
                 this.fill = None;
@@ -641,6 +681,9 @@ mod tests {
     fn paths_that_could_leave_the_prefix_are_refused() {
         for bad in [
             "/..",
+            "/.",
+            "/%2e",
+            "/.%2E/x",
             "/a/../b",
             "/%2e%2E/x",
             "/./a",
@@ -652,7 +695,18 @@ mod tests {
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
-        for good in ["", "/", "/a/b", "/a..b/c", "/.well-known/x", "/a%20b"] {
+        for good in [
+            "",
+            "/",
+            "/a/b",
+            "/a..b/c",
+            "/.well-known/x",
+            "/a%20b",
+            "/...",
+            "/%2e%2e%2e",
+            "/a%2",
+            "/%2",
+        ] {
             assert!(check_path(good).is_ok(), "{good}");
         }
     }

@@ -137,6 +137,10 @@ pub struct Service {
     circuits: quick_cache::sync::Cache<TenantId, Arc<TenantCircuit>>,
     /// Where the next request starts among the upstreams (round robin).
     next_upstream: AtomicUsize,
+    /// `X-Forwarded-Prefix`: the path under which clients reach the service.
+    forwarded_prefix: axum::http::HeaderValue,
+    /// The service's name as its metrics label.
+    label: crate::metrics::ServiceLabel,
 }
 
 impl Service {
@@ -160,6 +164,12 @@ impl Service {
             breaker: config.breaker.policy(),
             circuits: quick_cache::sync::Cache::new(CIRCUITS_KEPT),
             next_upstream: AtomicUsize::new(0),
+            forwarded_prefix: axum::http::HeaderValue::try_from(format!(
+                "/v1/proxy/{}",
+                config.name
+            ))
+            .expect("a service name is a slug"),
+            label: crate::metrics::ServiceLabel::new(&config.name),
             config: config.clone(),
         }
     }

@@ -420,15 +420,15 @@ pub fn route_table() -> Vec<RouteSpec> {
     routes().into_iter().map(|r| r.spec).collect()
 }
 
-/// The application router: every route behind its access check.
+/// The application router: every route behind the request path's phases.
 pub(crate) fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for Route { spec, handler } in routes() {
-        let check = middleware::from_fn_with_state(
+        let phases = middleware::from_fn_with_state(
             (state.clone(), spec.access, op_class(&spec)),
-            authorize,
+            request_path,
         );
-        router = router.route(spec.path, handler.route_layer(check));
+        router = router.route(spec.path, handler.route_layer(phases));
     }
     router
         .fallback(edge::not_found)
@@ -436,36 +436,40 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Identifies the caller and enforces the route's `Access`. On success the
-/// request carries the `Principal` and, on tenant routes, the `TenantScope`.
-async fn authorize(
+/// The request path of every route after the edge, as phases in order:
+/// identify (the key, to a `Principal`), authorize (the route's `Access`),
+/// admit (rate limits, quotas, body, seat), route (the handler, under its
+/// class's deadline), meter (bytes out). Each phase either hands on or
+/// answers; public routes go straight to their handler.
+async fn request_path(
     State((state, access, class)): State<(AppState, Access, Option<OpClass>)>,
     request: Request,
     next: Next,
 ) -> Response {
-    let request = match check_access(&state, access, request).await {
+    if access == Access::Public {
+        return next.run(request).await;
+    }
+    let principal = match state.identity.identify(request.headers()).await {
+        Ok(principal) => principal,
+        Err(e) => return e.into_response(),
+    };
+    let mut request = match authorize(&state, access, &principal, request).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
     // A service's requests are admitted as its class, on its own seats if it has them.
     let service = request.extensions().get::<Arc<Service>>();
     let seats = service.and_then(|s| s.seats.clone());
-    let class = service.map(|s| s.class()).or(class);
-    let Some(class) = class else {
+    let Some(class) = service.map(|s| s.class()).or(class) else {
+        request.extensions_mut().insert(principal);
         return next.run(request).await;
     };
-    // Admission takes the principal and hands it on to the route.
-    let mut request = request;
-    match request.extensions_mut().remove::<Principal>() {
-        Some(principal) => {
-            state
-                .admission
-                .clone()
-                .run(class, principal, seats, request, next)
-                .await
-        }
-        None => next.run(request).await,
-    }
+    // Admission runs the route and meters it, and hands the principal on.
+    state
+        .admission
+        .clone()
+        .run(class, principal, seats, request, next)
+        .await
 }
 
 /// The operation class a route's requests are admitted as: reads and writes
@@ -496,15 +500,16 @@ async fn path_param(
         .ok_or_else(|| ApiError::new(ErrorCode::Internal))
 }
 
-async fn check_access(
+/// Phase: enforces the route's `Access` for `principal`. The request goes
+/// on with what the route needs: the `TenantScope` of a tenant route, the
+/// `DataScope` of a data route, the service and forwarded path of a proxy
+/// route.
+async fn authorize(
     state: &AppState,
     access: Access,
+    principal: &Principal,
     request: Request,
 ) -> Result<Request, ApiError> {
-    if access == Access::Public {
-        return Ok(request);
-    }
-    let principal = state.identity.identify(request.headers()).await?;
     let span = tracing::Span::current();
     span.record("key", principal.key_id().as_str());
     if let Some(tenant) = principal.tenant() {
@@ -578,6 +583,5 @@ async fn check_access(
             parts.extensions.insert(scope);
         }
     }
-    parts.extensions.insert(principal);
     Ok(Request::from_parts(parts, body))
 }
