@@ -267,6 +267,13 @@ impl ResponseCache {
         entries.insert(key, value);
     }
 
+    /// Whether `tenant` has any response in the cache. Its bytes are
+    /// counted before an entry goes in and given back after it left, so a
+    /// tenant with an entry is never said to hold none.
+    pub fn holds_any(&self, tenant: &TenantId) -> bool {
+        self.shares.held(tenant) > 0
+    }
+
     /// Bytes of `tenant`'s responses in the cache.
     pub fn tenant_bytes(&self, tenant: &TenantId) -> u64 {
         self.shares.held(tenant)

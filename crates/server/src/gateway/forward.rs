@@ -159,23 +159,22 @@ async fn try_forward(
     } else {
         (false, false)
     };
-    // Built only for a request the cache may answer or keep.
-    let key = (read_cache || store_cache).then(|| CacheKey {
+    // A tenant that holds no cached response has none to answer with: the
+    // lookup is skipped for it (for most tenants, whose upstreams send
+    // nothing cacheable). A key is built only for a lookup or a fill.
+    let read_cache = read_cache && gateway.cache.holds_any(tenant);
+    let cache_key = || CacheKey {
         tenant: tenant.clone(),
         service: service.config.name.clone(),
         target: target.clone(),
-    });
-    if read_cache {
-        if let Some(hit) = key.as_ref().and_then(|key| gateway.cache.get(key)) {
-            return Ok(cached(&hit, HIT));
-        }
+    };
+    let key = read_cache.then(cache_key);
+    if let Some(hit) = key.as_ref().and_then(|key| gateway.cache.get(key)) {
+        return Ok(cached(&hit, HIT));
     }
     // When the upstream cannot answer, a response kept past its freshness
     // may (`stale_if_error`).
-    let stale_key = key
-        .as_ref()
-        .filter(|_| read_cache && service.config.stale_if_error.is_some())
-        .cloned();
+    let stale_key = key.filter(|_| service.config.stale_if_error.is_some());
     let fall_back =
         |error: ApiError| match stale_key.as_ref().and_then(|k| gateway.cache.get_stale(k)) {
             Some(stale) => Ok(cached(&stale, STALE)),
@@ -366,21 +365,22 @@ async fn try_forward(
 
     let (mut parts, incoming) = response.into_parts();
     strip_connection_headers(&mut parts.headers);
-    let fill = match key.filter(|_| store_cache) {
-        Some(key) => gateway
+    let fill = if store_cache {
+        gateway
             .cache
             .freshness(parts.status, &parts.headers)
             .map(|fresh_for| CacheFill {
                 cache: gateway.cache.clone(),
-                key,
+                key: cache_key(),
                 status: parts.status,
                 headers: parts.headers.clone(),
                 fresh_for,
                 stale_for: service.config.stale_if_error.unwrap_or_default(),
                 collected: Vec::new(),
                 limit: gateway.cache.max_entry_bytes(),
-            }),
-        None => None,
+            })
+    } else {
+        None
     };
     if read_cache || store_cache {
         parts
