@@ -510,6 +510,17 @@ async fn a_stuck_store_meets_deadlines_bounded_queues_and_wait_budgets() {
     until_metric(&app, "tenantd_queued_requests", 2.0).await;
     abandoned.abort();
     until_metric(&app, "tenantd_queued_requests", 1.0).await;
+    // It never ran, so it does not count against globex's requests.
+    let globex_id = TenantId::parse("globex").unwrap();
+    let requests_today = |usage: &tenantd_client::api::UsageView| {
+        usage
+            .counters
+            .iter()
+            .find(|c| c.metric == Metric::Requests && c.period == Some(Period::Day))
+            .map(|c| c.value)
+    };
+    let usage = app.operator.usage(&globex_id).await.unwrap();
+    assert_eq!(requests_today(&usage), Some(0), "{:?}", usage.counters);
 
     // The waiting read gives up after its budget, the write at its deadline.
     let (status, waited) = waiting_read.await.unwrap();
@@ -539,6 +550,8 @@ async fn a_stuck_store_meets_deadlines_bounded_queues_and_wait_budgets() {
         send(&app, Method::GET, "/v1/collections", &globex).await.0,
         200
     );
+    let usage = app.operator.usage(&globex_id).await.unwrap();
+    assert_eq!(requests_today(&usage), Some(1), "{:?}", usage.counters);
     for (reason, count) in [
         ("tenant_queue_full", 1.0),
         ("overloaded", 1.0),
