@@ -25,6 +25,7 @@ use tenantd_store::{Catalog, StoreError};
 use time::OffsetDateTime;
 use tokio::sync::{watch, Notify};
 
+use crate::app::Change;
 use crate::problem::ApiError;
 
 /// Entries kept per cache; a miss costs one indexed lookup.
@@ -261,27 +262,35 @@ impl Identity {
         }
     }
 
-    /// Drops a key from the cache after it changed or was created.
-    pub async fn forget_key(&self, id: &KeyId) {
-        self.inner.changes.fetch_add(1, Ordering::AcqRel);
-        self.inner.keys.remove(id);
-    }
-
-    /// Drops a tenant from the cache after its status or plan changed.
-    pub async fn forget_tenant(&self, id: &TenantId) {
-        self.inner.changes.fetch_add(1, Ordering::AcqRel);
-        self.inner.tenants.remove(id);
-    }
-
-    /// Drops a purged tenant and all its keys. Forgetting the keys matters:
-    /// a purged id may be taken by a new tenant, and a cached key of the old
-    /// one must never verify against the new one.
-    pub async fn forget_purged_tenant(&self, id: &TenantId, keys: &[KeyId]) {
-        self.inner.changes.fetch_add(1, Ordering::AcqRel);
-        for key in keys {
-            self.inner.keys.remove(key);
+    /// Drops what `change` made stale. Every change is counted, so that a
+    /// read that began before it is not cached after it.
+    pub fn apply(&self, change: &Change) {
+        let inner = &*self.inner;
+        match change {
+            // A created key may have been cached as unknown.
+            Change::Key(id) => {
+                inner.changes.fetch_add(1, Ordering::AcqRel);
+                inner.keys.remove(id);
+            }
+            // A created tenant may have been cached as unknown; a changed
+            // one's keys see its status, plan and billing day from their next
+            // request on.
+            Change::Tenant(id) => {
+                inner.changes.fetch_add(1, Ordering::AcqRel);
+                inner.tenants.remove(id);
+            }
+            // Forgetting the keys matters: a purged id may be taken by a new
+            // tenant, and a cached key of the old one must never verify
+            // against the new one.
+            Change::TenantPurged { tenant, keys } => {
+                inner.changes.fetch_add(1, Ordering::AcqRel);
+                for key in keys {
+                    inner.keys.remove(key);
+                }
+                inner.tenants.remove(tenant);
+            }
+            Change::PlanVersion { .. } | Change::Policy { .. } => {}
         }
-        self.inner.tenants.remove(id);
     }
 }
 

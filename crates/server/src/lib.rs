@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admit;
+pub mod app;
 pub mod config;
 mod edge;
 mod extract;
@@ -13,7 +14,6 @@ pub mod gateway;
 mod identify;
 mod meter;
 mod metrics;
-mod moves;
 mod parse_errors;
 mod problem;
 mod routes;

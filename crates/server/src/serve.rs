@@ -287,7 +287,7 @@ async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreErr
             before: None,
             after: None,
         };
-        if state.purge_tenant(&id, &audit).await? {
+        if crate::app::tenants::purge(state, &id, &audit).await? {
             tracing::info!(tenant = %id, "purged soft-deleted tenant");
         }
     }

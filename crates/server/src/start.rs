@@ -193,11 +193,13 @@ impl Server {
         );
         let gateway =
             Gateway::new(&config.gateway, &config.admission, &catalog, clock.now()).await?;
+        let admission = Arc::new(admission);
         let state = AppState::new(Inner {
             catalog,
             data,
+            changes: crate::app::Changes::new(identity.clone(), admission.clone()),
             identity,
-            admission: Arc::new(admission),
+            admission,
             gateway: Arc::new(gateway),
             clock,
             default_region: config.default_region.clone(),

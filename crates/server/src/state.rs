@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tenantd_core::placement::PoolSpec;
-use tenantd_core::{Clock, Principal, RegionId, TenantId, TenantStatus};
-use tenantd_store::{Catalog, DataStore, NewAuditEntry, StoreError};
+use tenantd_core::{Clock, Principal, RegionId, TenantId};
+use tenantd_store::{Catalog, DataStore, NewAuditEntry};
 
 use crate::admit::Admission;
+use crate::app::Changes;
 use crate::gateway::Gateway;
 use crate::identify::Identity;
 
@@ -21,6 +22,8 @@ pub struct Inner {
     pub data: DataStore,
     pub identity: Identity,
     pub admission: Arc<Admission>,
+    /// Where use cases publish what they changed.
+    pub changes: Changes,
     pub gateway: Arc<Gateway>,
     pub clock: Arc<dyn Clock>,
     pub default_region: RegionId,
@@ -53,32 +56,6 @@ impl AppState {
             before: None,
             after: None,
         }
-    }
-}
-
-impl AppState {
-    /// Purges a soft-deleted tenant: its records first, then its catalog
-    /// entries, then whatever identify has cached. Data goes first so that a
-    /// crash in between leaves a deleted tenant whose purge the next sweep
-    /// finishes, never data without a tenant. `false` if it is not deleted.
-    pub async fn purge_tenant(
-        &self,
-        id: &TenantId,
-        audit: &NewAuditEntry,
-    ) -> Result<bool, StoreError> {
-        let Some(tenant) = self.catalog.tenant(id).await? else {
-            return Ok(false);
-        };
-        if tenant.status != TenantStatus::Deleted {
-            return Ok(false);
-        }
-        self.data.purge(id, &tenant.pool).await?;
-        let Some(keys) = self.catalog.purge_tenant(id, audit).await? else {
-            return Ok(false);
-        };
-        self.identity.forget_purged_tenant(id, &keys).await;
-        self.admission.ledgers.forget(id);
-        Ok(true)
     }
 }
 

@@ -34,6 +34,7 @@ use tenantd_core::{Clock, DataScope, ErrorCode, PlanId, Principal, TenantId};
 use tenantd_store::health::Dependency;
 use tenantd_store::DataStore;
 
+use crate::app::Change;
 use crate::config::AdmissionConfig;
 use crate::meter::{self, MeteredBody};
 use crate::metrics::{Metrics, Rejection};
@@ -208,6 +209,18 @@ impl Admission {
                 }
             }
         })
+    }
+
+    /// Puts in effect what `change` changed for admission: a plan's new
+    /// version, a tenant's overrides (from its next request on), a purged
+    /// tenant's state gone.
+    pub fn apply(&self, change: Change) {
+        match change {
+            Change::PlanVersion { version, plan } => self.add_plan_version(version, plan),
+            Change::Policy { tenant, overrides } => self.set_overrides(&tenant, overrides),
+            Change::TenantPurged { tenant, .. } => self.ledgers.forget(&tenant),
+            Change::Key(_) | Change::Tenant(_) => {}
+        }
     }
 
     /// Puts a tenant's new overrides in effect, from its next request on.

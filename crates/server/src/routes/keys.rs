@@ -5,48 +5,14 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use rand::rngs::OsRng;
-use serde_json::json;
 use tenantd_api::{CreateKey, CreatedKey, KeyPage, KeyView, Page, Problem, RotateKey, RotatedKey};
-use tenantd_core::key::check_key_name;
-use tenantd_core::{
-    ApiKeyToken, ErrorCode, KeyId, KeyOwner, KeyRecord, KeyState, Principal, Role, TenantId,
-    TenantScope,
-};
-use tenantd_store::{Owner, StoreError};
-use time::{Duration, OffsetDateTime};
+use tenantd_core::{KeyId, Principal, TenantId, TenantScope};
+use tenantd_store::Owner;
 
+use crate::app::keys::{self, load, view, IssuedKey, Rotation};
 use crate::extract::{page_of, ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
-
-/// Longest rotation overlap: 30 days.
-const MAX_OVERLAP_SECONDS: u32 = 30 * 24 * 3600;
-/// Overlap when a rotation does not say: one hour.
-const DEFAULT_OVERLAP_SECONDS: u32 = 3600;
-
-fn view(state: &AppState, key: &KeyRecord) -> KeyView {
-    let pending = state.identity.last_used().pending(&key.id);
-    KeyView {
-        id: key.id.clone(),
-        tenant: key.owner.tenant().cloned(),
-        role: key.role,
-        name: key.name.clone(),
-        state: key.state(state.clock.now()),
-        created_at: key.created_at,
-        expires_at: key.expires_at,
-        revoked_at: key.revoked_at,
-        last_used_at: key.last_used_at.max(pending),
-        rotated_from: key.rotated_from.clone(),
-    }
-}
-
-fn owner_of(owner: Owner<'_>) -> KeyOwner {
-    match owner {
-        Owner::Platform => KeyOwner::Platform,
-        Owner::Tenant(scope) => KeyOwner::Tenant(scope.tenant().clone()),
-    }
-}
 
 fn location(owner: Owner<'_>, id: &KeyId) -> String {
     match owner {
@@ -55,95 +21,35 @@ fn location(owner: Owner<'_>, id: &KeyId) -> String {
     }
 }
 
-/// Checks that `principal` may hold keys of `role` under `owner`: platform
-/// keys are operators; tenant keys have tenant roles no higher than the
-/// creator's.
-fn check_grant(principal: &Principal, owner: Owner<'_>, role: Role) -> Result<(), ApiError> {
-    match owner {
-        Owner::Platform if role != Role::Operator => Err(ApiError::invalid_body(
-            "role: platform keys have the operator role",
-        )),
-        Owner::Platform => Ok(()),
-        Owner::Tenant(_) if !role.is_tenant_role() => Err(ApiError::invalid_body(
-            "role: operator keys belong to the platform, not to a tenant",
-        )),
-        Owner::Tenant(_) if !principal.role().may_grant_tenant_role(role) => {
-            Err(ApiError::with_detail(
-                ErrorCode::Forbidden,
-                format!("a {} key cannot grant the {role} role", principal.role()),
-            ))
-        }
-        Owner::Tenant(_) => Ok(()),
-    }
-}
-
-fn check_expiry(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<(), ApiError> {
-    match expires_at {
-        Some(at) if at <= now => Err(ApiError::invalid_body("expires_at: must be in the future")),
-        _ => Ok(()),
-    }
-}
-
-/// Maps a store error on key insertion. A clash of 64-bit random ids is
-/// practically impossible (about 3e-8 at a million keys), so it is reported
-/// as a server error rather than retried.
-fn insert_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Conflict => {
-            tracing::error!("a new key id clashed with an existing one");
-            ApiError::new(ErrorCode::Internal)
-        }
-        other => other.into(),
-    }
-}
-
-async fn create(
-    state: &AppState,
-    principal: &Principal,
-    owner: Owner<'_>,
-    body: CreateKey,
-) -> Result<Response, ApiError> {
-    check_grant(principal, owner, body.role)?;
-    check_key_name(&body.name).map_err(|r| ApiError::invalid_body(format!("name: {r}")))?;
-    let now = state.clock.now();
-    check_expiry(body.expires_at, now)?;
-    let token = ApiKeyToken::generate(&mut OsRng);
-    let record = KeyRecord {
-        expires_at: body.expires_at,
-        ..KeyRecord::issue(
-            &token,
-            owner_of(owner),
-            body.role,
-            body.name,
-            state.identity.hasher(),
-            now,
-        )
+/// 201 with the new key and its token, shown this once.
+fn created(state: &AppState, owner: Owner<'_>, issued: IssuedKey) -> Response {
+    let body = CreatedKey {
+        key: view(state, &issued.record),
+        token: issued.token.expose(),
     };
-    let audit = state.audit(
-        principal,
-        record.owner.tenant(),
-        "key.create",
-        record.id.as_str(),
-        json!({ "role": record.role, "name": record.name, "expires_at": record.expires_at.map(|t| t.unix_timestamp()) }),
-    )
-    .after(&view(state, &record));
-    state
-        .catalog
-        .insert_key(&record, &audit)
-        .await
-        .map_err(insert_error)?;
-    // Forget any cached "unknown id" for the new key.
-    state.identity.forget_key(&record.id).await;
-    let created = CreatedKey {
-        key: view(state, &record),
-        token: token.expose(),
-    };
-    Ok((
+    let location = location(owner, &issued.record.id);
+    (
         StatusCode::CREATED,
-        [(header::LOCATION, location(owner, &record.id))],
-        Json(created),
+        [(header::LOCATION, location)],
+        Json(body),
     )
-        .into_response())
+        .into_response()
+}
+
+/// 201 with the new key, its token shown this once, and the old key.
+fn rotated(state: &AppState, owner: Owner<'_>, rotation: Rotation) -> Response {
+    let body = RotatedKey {
+        key: view(state, &rotation.issued.record),
+        token: rotation.issued.token.expose(),
+        previous: view(state, &rotation.previous),
+    };
+    let location = location(owner, &rotation.issued.record.id);
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response()
 }
 
 async fn list(
@@ -157,133 +63,6 @@ async fn list(
     let (rows, next_cursor) = page_of(rows, limit, |k| k.id.to_string());
     let items = rows.iter().map(|k| view(state, k)).collect();
     Ok(Json(KeyPage { items, next_cursor }))
-}
-
-async fn load(state: &AppState, owner: Owner<'_>, id: &KeyId) -> Result<KeyRecord, ApiError> {
-    state
-        .catalog
-        .key(owner, id)
-        .await?
-        .ok_or_else(ApiError::not_found)
-}
-
-async fn rotate(
-    state: &AppState,
-    principal: &Principal,
-    owner: Owner<'_>,
-    id: &KeyId,
-    body: RotateKey,
-) -> Result<Response, ApiError> {
-    let old = load(state, owner, id).await?;
-    check_grant(principal, owner, old.role)?;
-    let now = state.clock.now();
-    if old.state(now) != KeyState::Active {
-        return Err(ApiError::with_detail(
-            ErrorCode::InvalidTransition,
-            "only an active key can be rotated",
-        ));
-    }
-    let overlap = body.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS);
-    if overlap > MAX_OVERLAP_SECONDS {
-        return Err(ApiError::invalid_body(format!(
-            "overlap_seconds: at most {MAX_OVERLAP_SECONDS}"
-        )));
-    }
-    check_expiry(body.expires_at, now)?;
-    let overlap_end = now + Duration::seconds(i64::from(overlap));
-    let old_expires_at = old.expires_at.map_or(overlap_end, |at| at.min(overlap_end));
-    let token = ApiKeyToken::generate(&mut OsRng);
-    let record = KeyRecord {
-        expires_at: body.expires_at,
-        rotated_from: Some(old.id.clone()),
-        ..KeyRecord::issue(
-            &token,
-            old.owner.clone(),
-            old.role,
-            old.name.clone(),
-            state.identity.hasher(),
-            now,
-        )
-    };
-    let audit = state
-        .audit(
-            principal,
-            old.owner.tenant(),
-            "key.rotate",
-            old.id.as_str(),
-            json!({
-                "new_key": record.id,
-                // RFC 3339, as every other time the API and its audit log show.
-                "old_expires_at": old_expires_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-            }),
-        )
-        .before(&view(state, &old))
-        .after(&view(state, &record));
-    let rotated = state
-        .catalog
-        .rotate_key(owner, &old.id, old_expires_at, &record, &audit)
-        .await
-        .map_err(insert_error)?;
-    if !rotated {
-        return Err(ApiError::with_detail(
-            ErrorCode::InvalidTransition,
-            "the key was revoked while this request ran",
-        ));
-    }
-    state.identity.forget_key(&old.id).await;
-    state.identity.forget_key(&record.id).await;
-    let previous = KeyRecord {
-        expires_at: Some(old_expires_at),
-        ..old
-    };
-    let rotated = RotatedKey {
-        key: view(state, &record),
-        token: token.expose(),
-        previous: view(state, &previous),
-    };
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location(owner, &record.id))],
-        Json(rotated),
-    )
-        .into_response())
-}
-
-async fn revoke(
-    state: &AppState,
-    principal: &Principal,
-    owner: Owner<'_>,
-    id: &KeyId,
-) -> Result<Json<KeyView>, ApiError> {
-    let key = load(state, owner, id).await?;
-    let now = state.clock.now();
-    if matches!(owner, Owner::Platform)
-        && key.state(now) == KeyState::Active
-        && state.catalog.active_operator_keys(now).await? <= 1
-    {
-        return Err(ApiError::with_detail(
-            ErrorCode::InvalidTransition,
-            "this is the last active operator key; create another before revoking it",
-        ));
-    }
-    let audit = state
-        .audit(
-            principal,
-            key.owner.tenant(),
-            "key.revoke",
-            id.as_str(),
-            json!({}),
-        )
-        .before(&view(state, &key));
-    let revoked = state
-        .catalog
-        .revoke_key(owner, id, now, &audit)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    state.identity.forget_key(id).await;
-    Ok(Json(view(state, &revoked)))
 }
 
 /// `{tenant}/keys/{key_id}`: the scope already carries the tenant.
@@ -302,7 +81,9 @@ pub(super) async fn create_tenant_key(
     Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
-    create(&state, &principal, Owner::Tenant(&scope), body).await
+    let owner = Owner::Tenant(&scope);
+    let issued = keys::create(&state, &principal, owner, body).await?;
+    Ok(created(&state, owner, issued))
 }
 
 /// List a tenant's keys, revoked and expired ones included.
@@ -343,7 +124,9 @@ pub(super) async fn rotate_tenant_key(
     ApiPath(path): TenantKeyPath,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<RotateKey>,
 ) -> Result<Response, ApiError> {
-    rotate(&state, &principal, Owner::Tenant(&scope), &path.1, body).await
+    let owner = Owner::Tenant(&scope);
+    let rotation = keys::rotate(&state, &principal, owner, &path.1, body).await?;
+    Ok(rotated(&state, owner, rotation))
 }
 
 /// Revoke a tenant key at once. Revoking twice is harmless.
@@ -356,7 +139,8 @@ pub(super) async fn revoke_tenant_key(
     Extension(scope): Extension<TenantScope>,
     ApiPath(path): TenantKeyPath,
 ) -> Result<Json<KeyView>, ApiError> {
-    revoke(&state, &principal, Owner::Tenant(&scope), &path.1).await
+    let revoked = keys::revoke(&state, &principal, Owner::Tenant(&scope), &path.1).await?;
+    Ok(Json(view(&state, &revoked)))
 }
 
 /// Create an operator key.
@@ -368,7 +152,8 @@ pub(super) async fn create_platform_key(
     Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
-    create(&state, &principal, Owner::Platform, body).await
+    let issued = keys::create(&state, &principal, Owner::Platform, body).await?;
+    Ok(created(&state, Owner::Platform, issued))
 }
 
 /// List operator keys.
@@ -405,7 +190,8 @@ pub(super) async fn rotate_platform_key(
     ApiPath(id): ApiPath<KeyId>,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<RotateKey>,
 ) -> Result<Response, ApiError> {
-    rotate(&state, &principal, Owner::Platform, &id, body).await
+    let rotation = keys::rotate(&state, &principal, Owner::Platform, &id, body).await?;
+    Ok(rotated(&state, Owner::Platform, rotation))
 }
 
 /// Revoke an operator key; the last active one cannot be revoked.
@@ -420,5 +206,6 @@ pub(super) async fn revoke_platform_key(
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<KeyId>,
 ) -> Result<Json<KeyView>, ApiError> {
-    revoke(&state, &principal, Owner::Platform, &id).await
+    let revoked = keys::revoke(&state, &principal, Owner::Platform, &id).await?;
+    Ok(Json(view(&state, &revoked)))
 }

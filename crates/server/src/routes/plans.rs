@@ -6,16 +6,15 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::json;
 use tenantd_api::{Page, PlanPage, PlanView, Problem, WritePlan};
 use tenantd_core::plan::Plan;
-use tenantd_core::policy::diff;
 use tenantd_core::{ErrorCode, PlanId, Principal};
-use tenantd_store::plans::{NewPlanVersion, PlanError, PlanVersion};
+use tenantd_store::plans::{PlanError, PlanVersion};
 
+use crate::app::plans;
+use crate::app::policy::check_reason;
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
-use crate::routes::policy::check_reason;
 use crate::state::AppState;
 
 impl From<PlanError> for ApiError {
@@ -51,53 +50,6 @@ fn parse_plan(body: &WritePlan) -> Result<Plan, ApiError> {
     Ok(plan)
 }
 
-async fn write(
-    state: &AppState,
-    principal: &Principal,
-    plan: &Plan,
-    replaces: Option<i64>,
-    reason: &str,
-) -> Result<PlanView, ApiError> {
-    let previous = replaces.map(|v| state.admission.plan(&plan.id, Some(v)));
-    let changes = previous.as_ref().map(|p| diff(p, plan)).unwrap_or_default();
-    let action = if replaces.is_some() {
-        "plan.update"
-    } else {
-        "plan.create"
-    };
-    let mut audit = state
-        .audit(
-            principal,
-            None,
-            action,
-            plan.id.as_str(),
-            json!({ "diff": changes, "reason": reason }),
-        )
-        .after(plan);
-    if let Some(previous) = &previous {
-        audit = audit.before(&**previous);
-    }
-    let at = state.clock.now();
-    let new = NewPlanVersion {
-        plan,
-        after: replaces,
-        diff: changes.clone(),
-        reason,
-        actor: Some(principal.key_id().clone()),
-        at,
-    };
-    let version = state.catalog.add_plan_version(&new, &audit).await?;
-    state.admission.add_plan_version(version, plan.clone());
-    Ok(view(PlanVersion {
-        plan: plan.clone(),
-        version,
-        diff: changes,
-        reason: reason.to_owned(),
-        actor: Some(principal.key_id().clone()),
-        created_at: at,
-    }))
-}
-
 /// Create a plan.
 #[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = WritePlan,
     security(("api_key" = [])),
@@ -117,7 +69,7 @@ pub(super) async fn create(
             "replaces: a new plan replaces nothing; use PUT /v1/plans/{plan}",
         ));
     }
-    let created = write(&state, &principal, &plan, None, &body.reason).await?;
+    let created = view(plans::write_version(&state, &principal, &plan, None, &body.reason).await?);
     let location = format!("/v1/plans/{}", created.id);
     Ok((
         StatusCode::CREATED,
@@ -153,9 +105,9 @@ pub(super) async fn update(
         .latest_version(&id)
         .ok_or_else(ApiError::not_found)?;
     let replaces = body.replaces.unwrap_or(latest);
-    Ok(Json(
-        write(&state, &principal, &plan, Some(replaces), &body.reason).await?,
-    ))
+    let written =
+        plans::write_version(&state, &principal, &plan, Some(replaces), &body.reason).await?;
+    Ok(Json(view(written)))
 }
 
 /// A plan's latest version.

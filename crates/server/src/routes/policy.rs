@@ -11,22 +11,17 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::json;
 use tenantd_api::{
     DecidePolicy, Page, PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy,
 };
-use tenantd_core::policy::{diff, effective, outside_self_service, Overrides};
-use tenantd_core::{ErrorCode, Principal, Role, Tenant, TenantId, TenantScope};
-use tenantd_store::policy::{NewPolicyVersion, PolicyError, PolicyStatus, PolicyVersion, Verdict};
+use tenantd_core::policy::outside_self_service;
+use tenantd_core::{ErrorCode, Principal, Role, TenantId, TenantScope};
+use tenantd_store::policy::{PolicyError, PolicyStatus, PolicyVersion, Verdict};
 
+use crate::app::policy::{self, tenant, version_in_effect, Submitted};
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
-
-/// Checks a reason given for a change, as a problem for the caller.
-pub(super) fn check_reason(reason: &str) -> Result<(), ApiError> {
-    tenantd_core::text::check_reason(reason).map_err(ApiError::invalid_body)
-}
 
 impl From<PolicyError> for ApiError {
     fn from(e: PolicyError) -> Self {
@@ -44,14 +39,6 @@ impl From<PolicyError> for ApiError {
 fn operator_scope(principal: &Principal, tenant: &TenantId) -> Result<TenantScope, ApiError> {
     principal
         .scope_for(tenant, Role::Admin)
-        .ok_or_else(ApiError::not_found)
-}
-
-async fn tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
-    state
-        .catalog
-        .tenant(id)
-        .await?
         .ok_or_else(ApiError::not_found)
 }
 
@@ -83,12 +70,24 @@ fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
     }
 }
 
-async fn version_in_effect(state: &AppState, scope: &TenantScope) -> Result<i64, ApiError> {
-    Ok(state
-        .catalog
-        .policy_in_effect(scope)
-        .await?
-        .map_or(0, |v| v.version))
+/// 201 with the version when it applied, 202 when it waits for an operator.
+fn submitted_response(state: &AppState, submitted: Submitted) -> Response {
+    let Submitted {
+        version,
+        current,
+        applied,
+    } = submitted;
+    let code = if applied {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let location = format!(
+        "/v1/tenants/{}/policy/versions/{}",
+        version.tenant, version.version
+    );
+    let body = view(state, version, current);
+    (code, [(header::LOCATION, location)], Json(body)).into_response()
 }
 
 /// The tenant's policy in effect.
@@ -188,85 +187,6 @@ pub(super) async fn get_version(
     Ok(Json(view(&state, found, current)))
 }
 
-/// Makes a new version with `overrides`: applied at once for an operator or
-/// within the plan's self-service ranges, otherwise proposed.
-async fn submit(
-    state: &AppState,
-    principal: &Principal,
-    scope: &TenantScope,
-    overrides: Overrides,
-    reason: String,
-    reverts_to: Option<i64>,
-) -> Result<Response, ApiError> {
-    check_reason(&reason)?;
-    let tenant = self::tenant(state, scope.tenant()).await?;
-    let base = state.admission.plan(&tenant.plan, tenant.plan_version);
-    let wanted = effective(&base, &overrides).map_err(ApiError::invalid_body)?;
-    let current = state
-        .admission
-        .effective_plan(&tenant.id, &tenant.plan, tenant.plan_version);
-    let changes = diff(&current, &wanted);
-    let outside = outside_self_service(&base, &overrides);
-    let status = if principal.is_operator() || outside.is_empty() {
-        PolicyStatus::Applied
-    } else {
-        PolicyStatus::Proposed
-    };
-    let action = match status {
-        PolicyStatus::Applied => "policy.apply",
-        _ => "policy.propose",
-    };
-    let audit = state
-        .audit(
-            principal,
-            Some(&tenant.id),
-            action,
-            tenant.id.as_str(),
-            json!({ "diff": changes, "reason": reason, "reverts_to": reverts_to }),
-        )
-        .before(&*current)
-        .after(&wanted);
-    let new = NewPolicyVersion {
-        plan: tenant.plan.clone(),
-        overrides: overrides.clone(),
-        effective: serde_json::to_value(&wanted).unwrap_or_default(),
-        diff: changes,
-        reason,
-        actor: (principal.key_id().clone(), principal.role()),
-        status,
-        reverts_to,
-        at: state.clock.now(),
-    };
-    let added = state
-        .catalog
-        .add_policy_version(scope, &new, &audit)
-        .await?;
-    let code = if status == PolicyStatus::Applied {
-        state.admission.set_overrides(
-            &tenant.id,
-            Some(overrides).filter(|o| *o != Overrides::default()),
-        );
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let location = format!(
-        "/v1/tenants/{}/policy/versions/{}",
-        tenant.id, added.version
-    );
-    let current = if status == PolicyStatus::Applied {
-        added.version
-    } else {
-        added.based_on
-    };
-    Ok((
-        code,
-        [(header::LOCATION, location)],
-        Json(view(state, added, current)),
-    )
-        .into_response())
-}
-
 /// Change the tenant's overrides. 201 when applied, 202 when it waits for
 /// an operator (the answer says what is outside the self-service ranges).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions", tag = "policy",
@@ -283,7 +203,7 @@ pub(super) async fn propose(
     Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<ProposePolicy>,
 ) -> Result<Response, ApiError> {
-    submit(
+    let submitted = policy::submit(
         &state,
         &principal,
         &scope,
@@ -291,7 +211,8 @@ pub(super) async fn propose(
         body.reason,
         None,
     )
-    .await
+    .await?;
+    Ok(submitted_response(&state, submitted))
 }
 
 /// Restore an earlier version's overrides, as a new version (history is
@@ -327,7 +248,7 @@ pub(super) async fn revert(
             ),
         ));
     }
-    submit(
+    let submitted = policy::submit(
         &state,
         &principal,
         &scope,
@@ -335,66 +256,8 @@ pub(super) async fn revert(
         body.reason,
         Some(version),
     )
-    .await
-}
-
-async fn decide(
-    state: &AppState,
-    principal: &Principal,
-    scope: &TenantScope,
-    version: i64,
-    verdict: Verdict,
-    reason: String,
-) -> Result<Json<PolicyVersionView>, ApiError> {
-    check_reason(&reason)?;
-    let tenant = self::tenant(state, scope.tenant()).await?;
-    let proposal = state
-        .catalog
-        .policy_version(scope, version)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    if verdict == Verdict::Approve {
-        // The plan may have changed since the proposal was made.
-        effective(
-            &state.admission.plan(&tenant.plan, tenant.plan_version),
-            &proposal.overrides,
-        )
-        .map_err(|e| {
-            ApiError::invalid_body(format!("the proposal no longer fits the plan: {e}"))
-        })?;
-    }
-    let action = match verdict {
-        Verdict::Approve => "policy.approve",
-        Verdict::Reject => "policy.reject",
-        Verdict::Withdraw => "policy.withdraw",
-    };
-    let audit = state
-        .audit(
-            principal,
-            Some(&tenant.id),
-            action,
-            format!("{}/policy/{version}", tenant.id),
-            json!({ "version": version, "reason": reason }),
-        )
-        .before(&json!({ "version": version, "status": proposal.status.as_str() }))
-        .after(&json!({ "version": version, "status": verdict.status().as_str() }));
-    let now = state.clock.now();
-    let decided = state
-        .catalog
-        .decide_policy(
-            scope,
-            version,
-            verdict,
-            (principal.key_id(), &reason, now),
-            &audit,
-        )
-        .await?;
-    if verdict == Verdict::Approve {
-        let overrides = Some(decided.overrides.clone()).filter(|o| *o != Overrides::default());
-        state.admission.set_overrides(&tenant.id, overrides);
-    }
-    let current = version_in_effect(state, scope).await?;
-    Ok(Json(view(state, decided, current)))
+    .await?;
+    Ok(submitted_response(&state, submitted))
 }
 
 /// Approve a proposal; it takes effect at once.
@@ -412,7 +275,7 @@ pub(super) async fn approve(
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
     let scope = operator_scope(&principal, &tenant)?;
-    decide(
+    let (decided, current) = policy::decide(
         &state,
         &principal,
         &scope,
@@ -420,7 +283,8 @@ pub(super) async fn approve(
         Verdict::Approve,
         body.reason,
     )
-    .await
+    .await?;
+    Ok(Json(view(&state, decided, current)))
 }
 
 /// Reject a proposal, saying why.
@@ -435,7 +299,7 @@ pub(super) async fn reject(
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
     let scope = operator_scope(&principal, &tenant)?;
-    decide(
+    let (decided, current) = policy::decide(
         &state,
         &principal,
         &scope,
@@ -443,7 +307,8 @@ pub(super) async fn reject(
         Verdict::Reject,
         body.reason,
     )
-    .await
+    .await?;
+    Ok(Json(view(&state, decided, current)))
 }
 
 /// Withdraw a proposal that waits.
@@ -458,7 +323,7 @@ pub(super) async fn withdraw(
     ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
-    decide(
+    let (decided, current) = policy::decide(
         &state,
         &principal,
         &scope,
@@ -466,5 +331,6 @@ pub(super) async fn withdraw(
         Verdict::Withdraw,
         body.reason,
     )
-    .await
+    .await?;
+    Ok(Json(view(&state, decided, current)))
 }

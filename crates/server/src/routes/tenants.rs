@@ -11,17 +11,16 @@ use tenantd_api::{
     CreateTenant, JobPage, JobView, MoveTenant, Page, Problem, TenantPage, UpdateTenant,
 };
 use tenantd_core::placement::place;
-use tenantd_core::tenant::{check_tenant_name, TenantAction};
-use tenantd_core::{
-    ErrorCode, Isolation, JobId, PlanId, Principal, Role, Tenant, TenantId, TenantStatus,
-};
+use tenantd_core::tenant::TenantAction;
+use tenantd_core::{ErrorCode, JobId, Principal, Role, Tenant, TenantId, TenantStatus};
 use tenantd_store::data::Placement;
 use tenantd_store::jobs::{Job, JobState};
 use tenantd_store::StoreError;
 use utoipa::IntoParams;
 
+use crate::app::moves::start_move;
+use crate::app::tenants::{self, load};
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
-use crate::moves::start_move;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -56,28 +55,6 @@ pub struct ListJobsQuery {
     pub state: Option<String>,
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    check_tenant_name(name).map_err(|reason| ApiError::invalid_body(format!("name: {reason}")))
-}
-
-fn check_plan(state: &AppState, plan: &PlanId) -> Result<(), ApiError> {
-    if state.admission.has_plan(plan, None) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_body(format!(
-            "plan: {plan} is not a configured plan"
-        )))
-    }
-}
-
-async fn load(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
-    state
-        .catalog
-        .tenant(id)
-        .await?
-        .ok_or_else(ApiError::not_found)
-}
-
 /// Create a tenant.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
     security(("api_key" = [])),
@@ -91,47 +68,7 @@ pub(super) async fn create(
     Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    check_name(&body.name)?;
-    let plan = body.plan.unwrap_or_else(PlanId::default_plan);
-    check_plan(&state, &plan)?;
-    // What the tenant does not say, its plan may.
-    let defaults = state.admission.plan(&plan, None);
-    let isolation = body
-        .isolation
-        .or(defaults.isolation)
-        .unwrap_or(Isolation::Pooled);
-    let region = body.region.unwrap_or_else(|| state.default_region.clone());
-    let pool_named = body.pool.or_else(|| defaults.pool.clone());
-    let pool = place(&state.pools, &region, isolation, pool_named.as_ref())
-        .map_err(|e| ApiError::with_detail(ErrorCode::PlacementFailed, e.to_string()))?;
-    let now = state.clock.now();
-    let mut tenant = Tenant {
-        isolation,
-        pool,
-        ..Tenant::new(body.id, body.name, plan, region, now)
-    };
-    if let Some(day) = body.billing_day {
-        tenant.billing_day = day;
-    }
-    let audit = state.audit(
-        &principal,
-        Some(&tenant.id),
-        "tenant.create",
-        tenant.id.as_str(),
-        json!({ "name": tenant.name, "plan": tenant.plan, "billing_day": tenant.billing_day, "region": tenant.region, "isolation": tenant.isolation, "pool": tenant.pool }),
-    )
-    .after(&tenant);
-    match state.catalog.create_tenant(&tenant, &audit).await {
-        Err(StoreError::Conflict) => {
-            return Err(ApiError::with_detail(
-                ErrorCode::TenantExists,
-                format!("tenant {} already exists", tenant.id),
-            ))
-        }
-        other => other?,
-    }
-    // A lookup made before the tenant existed may have cached its absence.
-    state.identity.forget_tenant(&tenant.id).await;
+    let tenant = tenants::create(&state, &principal, body).await?;
     let location = format!("/v1/tenants/{}", tenant.id);
     Ok((
         StatusCode::CREATED,
@@ -188,140 +125,7 @@ pub(super) async fn update(
     ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<Json<Tenant>, ApiError> {
-    if let Some(name) = &body.name {
-        check_name(name)?;
-    }
-    if let Some(plan) = &body.plan {
-        check_plan(&state, plan)?;
-    }
-    let mut tenant = load(&state, &id).await?;
-    if tenant.status == TenantStatus::Deleted {
-        return Err(ApiError::with_detail(
-            ErrorCode::InvalidTransition,
-            "a deleted tenant cannot be changed; restore it first",
-        ));
-    }
-    let before = tenant.clone();
-    if let Some(name) = body.name {
-        tenant.name = name;
-    }
-    if let Some(plan) = body.plan {
-        if plan != tenant.plan {
-            // A pin names a version of the old plan.
-            tenant.plan_version = None;
-        }
-        tenant.plan = plan;
-    }
-    if let Some(pin) = body.plan_version {
-        if !state.admission.has_plan(&tenant.plan, pin) {
-            return Err(ApiError::invalid_body(format!(
-                "plan_version: plan {} has no version {}",
-                tenant.plan,
-                pin.unwrap_or_default()
-            )));
-        }
-        tenant.plan_version = pin;
-    }
-    if let Some(day) = body.billing_day {
-        tenant.billing_day = day;
-    }
-    let mut changes = serde_json::Map::new();
-    if before.name != tenant.name {
-        changes.insert(
-            "name".into(),
-            json!({ "from": before.name, "to": tenant.name }),
-        );
-    }
-    if before.plan != tenant.plan {
-        changes.insert(
-            "plan".into(),
-            json!({ "from": before.plan, "to": tenant.plan }),
-        );
-    }
-    if before.plan_version != tenant.plan_version {
-        changes.insert(
-            "plan_version".into(),
-            json!({ "from": before.plan_version, "to": tenant.plan_version }),
-        );
-    }
-    if before.billing_day != tenant.billing_day {
-        changes.insert(
-            "billing_day".into(),
-            json!({ "from": before.billing_day, "to": tenant.billing_day }),
-        );
-    }
-    if changes.is_empty() {
-        return Ok(Json(tenant));
-    }
-    tenant.updated_at = state.clock.now();
-    let audit = state
-        .audit(
-            &principal,
-            Some(&id),
-            "tenant.update",
-            id.as_str(),
-            serde_json::Value::Object(changes),
-        )
-        .before(&before)
-        .after(&tenant);
-    let expected = tenant.status;
-    if !state
-        .catalog
-        .update_tenant(&tenant, expected, &audit)
-        .await?
-    {
-        return Err(concurrent_change());
-    }
-    // Keys see the new plan and billing day from their next request on.
-    state.identity.forget_tenant(&id).await;
-    Ok(Json(tenant))
-}
-
-fn concurrent_change() -> ApiError {
-    ApiError::with_detail(
-        ErrorCode::InvalidTransition,
-        "the tenant changed while this request ran; read it and try again",
-    )
-}
-
-/// Applies a lifecycle action and drops the tenant from the identity cache,
-/// so that its keys feel the change on their next request.
-async fn transition(
-    state: &AppState,
-    principal: &Principal,
-    id: &TenantId,
-    action: TenantAction,
-) -> Result<Json<Tenant>, ApiError> {
-    let mut tenant = load(state, id).await?;
-    let before = tenant.clone();
-    let from = tenant.status;
-    let to = action
-        .apply(from)
-        .map_err(|e| ApiError::with_detail(ErrorCode::InvalidTransition, e.to_string()))?;
-    let now = state.clock.now();
-    tenant.status = to;
-    tenant.updated_at = now;
-    tenant.deleted_at = (to == TenantStatus::Deleted).then_some(now);
-    let audit = state
-        .audit(
-            principal,
-            Some(id),
-            match action {
-                TenantAction::Suspend => "tenant.suspend",
-                TenantAction::Resume => "tenant.resume",
-                TenantAction::Delete => "tenant.delete",
-                TenantAction::Restore => "tenant.restore",
-            },
-            id.as_str(),
-            json!({ "status": { "from": from, "to": to } }),
-        )
-        .before(&before)
-        .after(&tenant);
-    if !state.catalog.update_tenant(&tenant, from, &audit).await? {
-        return Err(concurrent_change());
-    }
-    state.identity.forget_tenant(id).await;
-    Ok(Json(tenant))
+    Ok(Json(tenants::update(&state, &principal, &id, body).await?))
 }
 
 /// Suspend a tenant: its keys get 403 `tenant_suspended` until it is resumed.
@@ -336,7 +140,9 @@ pub(super) async fn suspend(
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
-    transition(&state, &principal, &id, TenantAction::Suspend).await
+    tenants::transition(&state, &principal, &id, TenantAction::Suspend)
+        .await
+        .map(Json)
 }
 
 /// Resume a suspended tenant.
@@ -348,7 +154,9 @@ pub(super) async fn resume(
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
-    transition(&state, &principal, &id, TenantAction::Resume).await
+    tenants::transition(&state, &principal, &id, TenantAction::Resume)
+        .await
+        .map(Json)
 }
 
 /// Soft-delete a tenant: its keys stop working; it is purged after
@@ -361,7 +169,9 @@ pub(super) async fn delete(
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
-    transition(&state, &principal, &id, TenantAction::Delete).await
+    tenants::transition(&state, &principal, &id, TenantAction::Delete)
+        .await
+        .map(Json)
 }
 
 /// Bring a soft-deleted tenant back, suspended, so that resuming it is a
@@ -374,7 +184,9 @@ pub(super) async fn restore(
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
-    transition(&state, &principal, &id, TenantAction::Restore).await
+    tenants::transition(&state, &principal, &id, TenantAction::Restore)
+        .await
+        .map(Json)
 }
 
 /// Purge a soft-deleted tenant now, with its keys and audit trail.
@@ -396,7 +208,7 @@ pub(super) async fn purge(
         )
     };
     let audit = state.audit(&principal, None, "tenant.purge", id.as_str(), json!({}));
-    if state.purge_tenant(&id, &audit).await? {
+    if tenants::purge(&state, &id, &audit).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
     // Not purged: say whether the tenant is missing or not deleted.

@@ -12,6 +12,7 @@ use tenantd_store::data::{CopyProgress, DataError, Placement};
 use tenantd_store::jobs::{Job, JobState};
 use tokio::sync::watch;
 
+use crate::app::Change;
 use crate::state::AppState;
 
 fn placement_json(p: &Placement) -> serde_json::Value {
@@ -124,7 +125,7 @@ impl MoveRun {
             }
         }
         data.moved(&self.scope, self.to.clone());
-        self.state.identity.forget_tenant(&tenant).await;
+        self.state.changes.publish(Change::Tenant(tenant.clone()));
         drop(freeze);
 
         self.step(JobState::Running, "cleaning", None).await;
