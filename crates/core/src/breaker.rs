@@ -223,6 +223,12 @@ mod tests {
         b.record(&policy(), kind, outcome, now);
     }
 
+    /// Where each test's time starts; the breaker is given every instant.
+    fn start() -> Instant {
+        use crate::Clock;
+        crate::ManualClock::new(time::OffsetDateTime::UNIX_EPOCH).instant()
+    }
+
     /// A breaker that `n` failed calls at `t0` went through.
     fn failed(n: usize, t0: Instant) -> Breaker {
         let mut b = Breaker::new(t0);
@@ -237,7 +243,7 @@ mod tests {
         // Two calls that started together both fail, then two succeed: the
         // third call (a success) reaches min_calls with half failed, and the
         // circuit still stays closed; only a failure can open it.
-        let t0 = Instant::now();
+        let t0 = start();
         let mut b = Breaker::new(t0);
         let (one, two) = (b.try_call(t0).unwrap(), b.try_call(t0).unwrap());
         b.record(&policy(), one, Outcome::Failure, t0);
@@ -251,7 +257,7 @@ mod tests {
 
     #[test]
     fn opens_at_the_failure_share_once_enough_calls_were_made() {
-        let t0 = Instant::now();
+        let t0 = start();
         let mut b = Breaker::new(t0);
         // Three failures alone are below min_calls: still closed.
         for _ in 0..3 {
@@ -267,7 +273,7 @@ mod tests {
 
     #[test]
     fn stays_closed_below_the_failure_share() {
-        let t0 = Instant::now();
+        let t0 = start();
         let mut b = Breaker::new(t0);
         // 1 failure in 3 calls is 33 %, below 50 %, however many calls.
         for _ in 0..10 {
@@ -280,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_new_window_forgets_the_old_failures() {
-        let t0 = Instant::now();
+        let t0 = start();
         let mut b = failed(3, t0);
         // Past the window, the count starts again: 1 failure of 1 call.
         let t1 = t0 + Duration::from_secs(10);
@@ -290,7 +296,7 @@ mod tests {
 
     #[test]
     fn one_probe_after_the_open_time_closes_or_reopens_longer() {
-        let t0 = Instant::now();
+        let t0 = start();
         let mut b = failed(4, t0);
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(b.try_call(t1), Ok(CallKind::Probe));
@@ -317,7 +323,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_lets_the_next_call_probe() {
-        let t0 = Instant::now();
+        let t0 = start();
         let mut b = failed(4, t0);
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(b.try_call(t1), Ok(CallKind::Probe));
@@ -327,7 +333,7 @@ mod tests {
 
     #[test]
     fn calls_that_end_after_the_circuit_opened_change_nothing() {
-        let t0 = Instant::now();
+        let t0 = start();
         let mut b = Breaker::new(t0);
         // Two calls in flight; enough failures open the circuit meanwhile.
         let late = [b.try_call(t0).unwrap(), b.try_call(t0).unwrap()];

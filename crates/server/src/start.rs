@@ -191,8 +191,7 @@ impl Server {
             clock.clone(),
             config.identity_cache_ttl,
         );
-        let gateway =
-            Gateway::new(&config.gateway, &config.admission, &catalog, clock.now()).await?;
+        let gateway = Gateway::new(&config.gateway, &config.admission, &catalog, &clock).await?;
         let admission = Arc::new(admission);
         let state = AppState::new(Inner {
             catalog,

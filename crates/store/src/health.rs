@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tenantd_core::breaker::{Breaker, BreakerPolicy, CallKind, Outcome};
+use tenantd_core::{Clock, SystemClock};
 
 /// What `/readyz` says of a dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,10 +113,17 @@ impl Drop for Call<'_> {
                 &self.dependency.policy,
                 kind,
                 Outcome::Abandoned,
-                Instant::now(),
+                real_now(),
             );
         }
     }
+}
+
+/// Now, for a dependency's circuit. It follows real time, not a clock a
+/// test drives: it opens and heals as the real dependency fails and comes
+/// back.
+fn real_now() -> Instant {
+    SystemClock.instant()
 }
 
 /// The dependency's circuit is open.
@@ -132,7 +140,7 @@ impl Dependency {
             name: name.into(),
             policy,
             inner: Mutex::new(Inner {
-                breaker: Breaker::new(Instant::now()),
+                breaker: Breaker::new(real_now()),
                 health: Health::Ok,
                 last_error: None,
                 errors_total: 0,
@@ -151,7 +159,7 @@ impl Dependency {
     /// Lets a call through, or refuses it while the circuit is open.
     pub fn enter(&self) -> Result<Call<'_>, Refused> {
         let mut inner = self.lock();
-        match inner.breaker.try_call(Instant::now()) {
+        match inner.breaker.try_call(real_now()) {
             Ok(kind) => Ok(Call {
                 dependency: self,
                 kind: Some(kind),
@@ -167,7 +175,7 @@ impl Dependency {
     }
 
     fn record(&self, kind: CallKind, result: Result<(), &dyn fmt::Display>) {
-        let now = Instant::now();
+        let now = real_now();
         let mut inner = self.lock();
         let outcome = match result {
             Ok(()) => Outcome::Success,
@@ -264,8 +272,8 @@ mod tests {
         assert!(dep.enter().is_err(), "refused while open");
         // Wait out the open time (1 ms) without sleeping on a clock the
         // breaker does not read: it reads `Instant`, so spin until it passes.
-        let until = Instant::now() + Duration::from_millis(2);
-        while Instant::now() < until {
+        let until = real_now() + Duration::from_millis(2);
+        while real_now() < until {
             std::hint::spin_loop();
         }
         let probe = dep.enter().expect("the probe");

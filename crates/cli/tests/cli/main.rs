@@ -489,10 +489,10 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
 /// the write-behind interval (1 s) before the kill, and no more than were sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_at_most_about_a_second_of_metering() {
-    use std::time::Instant;
     use tenantd_client::Client;
     use tenantd_core::plan::{Metric, Period};
     use tenantd_core::Role;
+    use tenantd_core::{Clock, SystemClock};
 
     let dir = tempfile::tempdir().unwrap();
     // A plan from the config file, generous enough that the client is never
@@ -515,14 +515,14 @@ async fn kill_9_loses_at_most_about_a_second_of_metering() {
         for _ in 0..1_000_000 {
             sent += 1;
             match client.collections(&Default::default()).await {
-                Ok(_) => acknowledged.push(Instant::now()),
+                Ok(_) => acknowledged.push(SystemClock.instant()),
                 Err(_) => break,
             }
         }
         (sent, acknowledged)
     });
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    let killed_at = Instant::now();
+    let killed_at = SystemClock.instant();
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-KILL", &pid])

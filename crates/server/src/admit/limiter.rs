@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tenantd_core::gcra::{decide, Decision, Limit};
-use tenantd_core::TenantId;
+use tenantd_core::{Clock, SystemClock, TenantId};
 use tokio::sync::OnceCell;
 
 use tenantd_store::health::{dependency_policy, Dependency};
@@ -159,7 +159,7 @@ impl RedisRates {
             script: redis::Script::new(GCRA_LUA),
             timeout,
             retry_connect_at: AtomicU64::new(0),
-            epoch: Instant::now(),
+            epoch: SystemClock.instant(),
         })
     }
 
@@ -170,7 +170,8 @@ impl RedisRates {
         if let Some(c) = self.connection.get() {
             return Ok(c.clone());
         }
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        // Reconnection follows real time, as the real Redis does.
+        let now_ms = (SystemClock.instant() - self.epoch).as_millis() as u64;
         if now_ms < self.retry_connect_at.load(Ordering::Relaxed) {
             return Err(Unavailable("not connected; retrying shortly".into()));
         }

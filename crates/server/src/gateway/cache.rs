@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use moka::sync::Cache;
 use moka::Expiry;
 use tenantd_core::share::TenantShares;
-use tenantd_core::{ServiceName, TenantId};
+use tenantd_core::{Clock, ServiceName, TenantId};
 
 use crate::config::ResponseCacheConfig;
 
@@ -42,13 +42,13 @@ pub struct CachedResponse {
 }
 
 impl CachedResponse {
-    /// Seconds since the response was stored, for the `Age` header.
-    pub fn age(&self) -> u64 {
-        self.stored_at.elapsed().as_secs()
+    /// Seconds since the response was stored, at `now`, for the `Age` header.
+    pub fn age(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.stored_at).as_secs()
     }
 
-    fn is_fresh(&self) -> bool {
-        self.stored_at.elapsed() < self.fresh_for
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.stored_at) < self.fresh_for
     }
 }
 
@@ -91,6 +91,7 @@ pub struct ResponseCache {
     shares: TenantShares,
     paths: PathIndex,
     max_entry_bytes: u64,
+    clock: Arc<dyn Clock>,
 }
 
 /// The path part of an upstream target.
@@ -114,7 +115,10 @@ fn lock(paths: &PathIndex) -> std::sync::MutexGuard<'_, HashMap<PathKey, HashSet
 }
 
 impl ResponseCache {
-    pub fn new(config: &ResponseCacheConfig) -> Self {
+    /// A cache whose freshness is read on `clock`'s instants (its entries
+    /// also leave by the cache's own timer once past freshness and
+    /// `stale_if_error`, which only frees their room).
+    pub fn new(config: &ResponseCacheConfig, clock: Arc<dyn Clock>) -> Self {
         let shares = TenantShares::new(config.bytes, config.tenant_share_percent);
         let paths = PathIndex::default();
         let entries = (config.bytes > 0).then(|| {
@@ -151,6 +155,7 @@ impl ResponseCache {
             shares,
             paths,
             max_entry_bytes: config.max_entry_bytes,
+            clock,
         }
     }
 
@@ -194,7 +199,11 @@ impl ResponseCache {
 
     /// A fresh response for `key`.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
-        self.entries.as_ref()?.get(key).filter(|hit| hit.is_fresh())
+        let now = self.clock.instant();
+        self.entries
+            .as_ref()?
+            .get(key)
+            .filter(|hit| hit.is_fresh(now))
     }
 
     /// A response for `key`, fresh or kept past its freshness for
@@ -251,7 +260,7 @@ impl ResponseCache {
             status,
             headers,
             body,
-            stored_at: Instant::now(),
+            stored_at: self.clock.instant(),
             fresh_for,
             stale_for,
         });
@@ -272,6 +281,11 @@ impl ResponseCache {
     /// tenant with an entry is never said to hold none.
     pub fn holds_any(&self, tenant: &TenantId) -> bool {
         self.shares.held(tenant) > 0
+    }
+
+    /// Seconds since `entry` was stored, for its `Age` header.
+    pub fn age_of(&self, entry: &CachedResponse) -> u64 {
+        entry.age(self.clock.instant())
     }
 
     /// Bytes of `tenant`'s responses in the cache.
@@ -338,11 +352,14 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn cache() -> ResponseCache {
-        ResponseCache::new(&ResponseCacheConfig {
-            bytes: 1 << 20,
-            max_entry_bytes: 100,
-            tenant_share_percent: 10,
-        })
+        ResponseCache::new(
+            &ResponseCacheConfig {
+                bytes: 1 << 20,
+                max_entry_bytes: 100,
+                tenant_share_percent: 10,
+            },
+            Arc::new(tenantd_core::SystemClock),
+        )
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -428,11 +445,14 @@ mod tests {
 
     #[test]
     fn a_tenant_past_its_share_does_not_push_others_out() {
-        let c = ResponseCache::new(&ResponseCacheConfig {
-            bytes: 10_000,
-            max_entry_bytes: 1_000,
-            tenant_share_percent: 20,
-        });
+        let c = ResponseCache::new(
+            &ResponseCacheConfig {
+                bytes: 10_000,
+                max_entry_bytes: 1_000,
+                tenant_share_percent: 20,
+            },
+            Arc::new(tenantd_core::SystemClock),
+        );
         let key = |tenant: &str, n: usize| CacheKey {
             tenant: tenant.parse().unwrap(),
             service: "billing".parse().unwrap(),
@@ -468,11 +488,14 @@ mod tests {
 
     #[test]
     fn a_disabled_cache_keeps_nothing() {
-        let c = ResponseCache::new(&ResponseCacheConfig {
-            bytes: 0,
-            max_entry_bytes: 100,
-            tenant_share_percent: 10,
-        });
+        let c = ResponseCache::new(
+            &ResponseCacheConfig {
+                bytes: 0,
+                max_entry_bytes: 100,
+                tenant_share_percent: 10,
+            },
+            Arc::new(tenantd_core::SystemClock),
+        );
         assert_eq!(
             c.freshness(StatusCode::OK, &headers(&[("cache-control", "max-age=30")])),
             None

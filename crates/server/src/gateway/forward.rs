@@ -39,13 +39,13 @@ const STALE: HeaderValue = HeaderValue::from_static("stale");
 
 /// A cached response as the client gets it, with its `Age` and how the
 /// cache answered (`hit`, or `stale` when the upstream could not).
-fn cached(entry: &CachedResponse, how: HeaderValue) -> Response {
+fn cached(cache: &ResponseCache, entry: &CachedResponse, how: HeaderValue) -> Response {
     let mut response = Response::new(Body::from(entry.body.clone()));
     *response.status_mut() = entry.status;
     *response.headers_mut() = entry.headers.clone();
     response
         .headers_mut()
-        .insert(header::AGE, HeaderValue::from(entry.age()));
+        .insert(header::AGE, HeaderValue::from(cache.age_of(entry)));
     response.headers_mut().insert(CACHE_STATUS, how);
     response
 }
@@ -170,14 +170,14 @@ async fn try_forward(
     };
     let key = read_cache.then(cache_key);
     if let Some(hit) = key.as_ref().and_then(|key| gateway.cache.get(key)) {
-        return Ok(cached(&hit, HIT));
+        return Ok(cached(&gateway.cache, &hit, HIT));
     }
     // When the upstream cannot answer, a response kept past its freshness
     // may (`stale_if_error`).
     let stale_key = key.filter(|_| service.config.stale_if_error.is_some());
     let fall_back =
         |error: ApiError| match stale_key.as_ref().and_then(|k| gateway.cache.get_stale(k)) {
-            Some(stale) => Ok(cached(&stale, STALE)),
+            Some(stale) => Ok(cached(&gateway.cache, &stale, STALE)),
             None => Err(error),
         };
 
@@ -193,7 +193,7 @@ async fn try_forward(
             )
             .retry_after(Duration::from_secs(1))
         })?;
-    let call = match Call::start(&circuit, service.breaker) {
+    let call = match Call::start(service, &circuit) {
         Ok(call) => call,
         Err(wait) => {
             return fall_back(
@@ -343,7 +343,7 @@ async fn try_forward(
     });
     if failed {
         if let Some(stale) = stale_key.as_ref().and_then(|k| gateway.cache.get_stale(k)) {
-            return Ok(cached(&stale, STALE));
+            return Ok(cached(&gateway.cache, &stale, STALE));
         }
     }
     // A write that succeeded makes the tenant's cached responses for its

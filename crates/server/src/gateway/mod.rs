@@ -15,16 +15,15 @@ mod forward;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tenantd_core::breaker::{Breaker, BreakerPolicy, CallKind, Outcome};
 use tenantd_core::plan::OpClass;
-use tenantd_core::{Role, ServiceName, TenantId};
+use tenantd_core::{Clock, Role, ServiceName, TenantId};
 use tenantd_store::{Catalog, StoreError};
-use time::OffsetDateTime;
 
 use crate::admit::seats::Seats;
 use crate::config::{AdmissionConfig, GatewayConfig, ServiceConfig};
@@ -57,17 +56,17 @@ impl Gateway {
         config: &GatewayConfig,
         admission: &AdmissionConfig,
         catalog: &Catalog,
-        now: OffsetDateTime,
+        clock: &Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let services = config
             .services
             .iter()
-            .map(|s| (s.name.clone(), Arc::new(Service::new(s, admission))))
+            .map(|s| (s.name.clone(), Arc::new(Service::new(s, admission, clock))))
             .collect();
         Ok(Self {
             services,
-            keyring: Keyring::load(catalog, &config.context, now).await?,
-            cache: ResponseCache::new(&config.cache),
+            keyring: Keyring::load(catalog, &config.context, clock.now()).await?,
+            cache: ResponseCache::new(&config.cache, clock.clone()),
         })
     }
 
@@ -141,10 +140,12 @@ pub struct Service {
     forwarded_prefix: axum::http::HeaderValue,
     /// The service's name as its metrics label.
     label: crate::metrics::ServiceLabel,
+    /// Whose instants the breakers read.
+    clock: Arc<dyn Clock>,
 }
 
 impl Service {
-    fn new(config: &ServiceConfig, admission: &AdmissionConfig) -> Self {
+    fn new(config: &ServiceConfig, admission: &AdmissionConfig, clock: &Arc<dyn Clock>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -170,6 +171,7 @@ impl Service {
             ))
             .expect("a service name is a slug"),
             label: crate::metrics::ServiceLabel::new(&config.name),
+            clock: clock.clone(),
             config: config.clone(),
         }
     }
@@ -186,7 +188,7 @@ impl Service {
         let created = self.circuits.get_or_insert_with(tenant, || {
             Ok::<_, std::convert::Infallible>(Arc::new(TenantCircuit {
                 in_flight: AtomicU32::new(0),
-                breaker: Mutex::new(Breaker::new(Instant::now())),
+                breaker: Mutex::new(Breaker::new(self.clock.instant())),
             }))
         });
         match created {
@@ -241,16 +243,18 @@ struct Call {
     circuit: Arc<TenantCircuit>,
     policy: BreakerPolicy,
     kind: CallKind,
+    clock: Arc<dyn Clock>,
     recorded: bool,
 }
 
 impl Call {
-    fn start(circuit: &Arc<TenantCircuit>, policy: BreakerPolicy) -> Result<Self, Duration> {
-        let kind = circuit.breaker().try_call(Instant::now())?;
+    fn start(service: &Service, circuit: &Arc<TenantCircuit>) -> Result<Self, Duration> {
+        let kind = circuit.breaker().try_call(service.clock.instant())?;
         Ok(Self {
             circuit: circuit.clone(),
-            policy,
+            policy: service.breaker,
             kind,
+            clock: service.clock.clone(),
             recorded: false,
         })
     }
@@ -264,7 +268,7 @@ impl Call {
             self.recorded = true;
             self.circuit
                 .breaker()
-                .record(&self.policy, self.kind, outcome, Instant::now());
+                .record(&self.policy, self.kind, outcome, self.clock.instant());
         }
     }
 }

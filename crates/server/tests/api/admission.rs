@@ -12,7 +12,7 @@ use tenantd_client::api::{CreateAddOn, CreateTenant, RotateKey, UpdateTenant};
 use tenantd_client::{KeysOf, PageRequest};
 use tenantd_core::plan::{Metric, Period, Plan};
 use tenantd_core::quota::BillingDay;
-use tenantd_core::{Role, TenantId};
+use tenantd_core::{Clock, Role, SystemClock, TenantId};
 use time::macros::datetime;
 
 use crate::helpers::{metric, spawn_app_with, until_metric, TestApp, START};
@@ -480,14 +480,17 @@ async fn a_stuck_store_meets_deadlines_bounded_queues_and_wait_budgets() {
     let waiting_read = {
         let (url, token) = (app.url.clone(), acme.clone());
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
+            let started = SystemClock.instant();
             let response = reqwest::Client::new()
                 .get(format!("{url}/v1/collections"))
                 .bearer_auth(token)
                 .send()
                 .await
                 .unwrap();
-            (response.status().as_u16(), started.elapsed())
+            (
+                response.status().as_u16(),
+                (SystemClock.instant() - started),
+            )
         })
     };
     until_metric(&app, "tenantd_queued_requests", 1.0).await;

@@ -4,13 +4,13 @@
 //! dependency answers fast, shows in `/readyz`, and heals without a restart.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 use tenantd_client::api::CreateTenant;
-use tenantd_core::{Isolation, Role, TenantId};
+use tenantd_core::{Clock, Isolation, Role, SystemClock, TenantId};
 use tenantd_server::config::{Engine, FailMode, PoolConfig, RedisConfig};
 use tenantd_testkit::{Postgres, Redis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -217,7 +217,7 @@ async fn a_tenants_hung_database_fails_fast_for_it_alone() {
                 let client = reqwest::Client::new();
                 let mut answers = Vec::new();
                 for j in 0..4 {
-                    let started = Instant::now();
+                    let started = SystemClock.instant();
                     let response = client
                         .put(format!("{url}/v1/collections/orders/records/h{i}-{j}"))
                         .bearer_auth(&token)
@@ -230,7 +230,7 @@ async fn a_tenants_hung_database_fails_fast_for_it_alone() {
                     answers.push((
                         status,
                         body["code"].as_str().unwrap_or("").to_owned(),
-                        started.elapsed(),
+                        (SystemClock.instant() - started),
                     ));
                 }
                 answers
@@ -317,14 +317,14 @@ async fn postgresql_stopped_answers_fast_and_heals_without_a_restart() {
 
     server.stop();
     for i in 1..20 {
-        let started = Instant::now();
+        let started = SystemClock.instant();
         for (status, code) in write_and_read(&app, &token, i).await {
             assert_eq!((status, code.as_str()), (503, "store_unavailable"));
         }
         assert!(
-            started.elapsed() < Duration::from_secs(6),
+            (SystemClock.instant() - started) < Duration::from_secs(6),
             "{:?}",
-            started.elapsed()
+            (SystemClock.instant() - started)
         );
         let (status, body) = readyz(&app).await;
         if i > 5 {
@@ -430,7 +430,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_room_is_made() {
 
     // Room again: writes, and the catalog's write-behind, succeed within 5 s.
     std::fs::remove_file(&filler).unwrap();
-    let started = Instant::now();
+    let started = SystemClock.instant();
     let mut next = 1000;
     loop {
         let response = app
@@ -449,7 +449,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_room_is_made() {
         }
         next += 1;
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            (SystemClock.instant() - started) < Duration::from_secs(5),
             "writes did not recover"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -460,7 +460,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_room_is_made() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            (SystemClock.instant() - started) < Duration::from_secs(5),
             "the catalog did not recover: {body}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -443,7 +443,7 @@ async fn a_failing_upstream_for_one_tenant_opens_only_that_tenants_circuit() {
         assert_eq!(status_of(&app, &globex, Method::GET, path).await, 200);
     }
     // After open_for, one probe reaches the upstream again.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    app.clock.advance(time::Duration::milliseconds(600));
     assert_eq!(status_of(&app, &acme, Method::GET, path).await, 500);
     assert_eq!(upstream.count("/base/fail-for-acme"), reached + 5 + 1);
     let (status, code, _) = problem(call(&app, &acme, Method::GET, path).await).await;
@@ -1113,9 +1113,8 @@ async fn a_stale_response_answers_while_the_upstream_fails_if_the_service_allows
         let response = call(&app, &acme, Method::GET, &format!("/v1/proxy/{name}/brief")).await;
         assert_eq!(response.headers()["tenantd-cache"], "miss");
     }
-    // Past the responses' one second of freshness (the cache's own clock is
-    // the monotonic one), with the upstream failing.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Past the responses' one second of freshness, with the upstream failing.
+    app.clock.advance(time::Duration::milliseconds(1100));
     upstream.fail(true);
     for _ in 0..8 {
         let response = call(&app, &acme, Method::GET, "/v1/proxy/lenient/brief").await;
