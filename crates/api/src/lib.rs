@@ -21,6 +21,84 @@ use tenantd_core::{
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+/// A string-valued enum of the wire: serialized as its snake_case name, with
+/// that name from `as_str` and `Display`, and `parse` for stored values.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The value named `text`, if there is one.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == text)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Where a job stands: `running`, then `succeeded` or `failed`.
+    JobState {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+    }
+}
+
+wire_enum! {
+    /// What a job does.
+    JobKind {
+        /// Moves a tenant's data to another placement.
+        Move => "move",
+    }
+}
+
+wire_enum! {
+    /// The step a move has reached, or ended at.
+    MoveStep {
+        Copying => "copying",
+        Verifying => "verifying",
+        Switching => "switching",
+        Cleaning => "cleaning",
+        Done => "done",
+    }
+}
+
+wire_enum! {
+    /// Where a policy version stands.
+    PolicyStatus {
+        /// Waits for an operator.
+        Proposed => "proposed",
+        /// Applied at once: within the plan's self-service ranges, or by an operator.
+        Applied => "applied",
+        /// Approved by an operator, and applied then.
+        Approved => "approved",
+        Rejected => "rejected",
+        Withdrawn => "withdrawn",
+        /// Was in effect until a revert restored an earlier version's content.
+        Reverted => "reverted",
+    }
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
@@ -444,12 +522,10 @@ pub type JobPage = Page<JobView>;
 pub struct JobView {
     pub id: JobId,
     pub tenant: TenantId,
-    /// `move`.
-    pub kind: String,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
-    /// The step reached: `copying`, `verifying`, `switching`, `cleaning`, `done`.
-    pub step: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    /// The step reached (or, for a failed job, the step it failed at).
+    pub step: MoveStep,
     /// The job's parameters, e.g. `{"from": {...}, "to": {...}}`; once a
     /// move's copy has begun also `progress`: `collections` and `records`
     /// copied of `collections_total` and `records_total`.
@@ -633,8 +709,7 @@ pub struct PolicyView {
 pub struct PolicyVersionView {
     pub tenant: TenantId,
     pub version: i64,
-    /// `proposed`, `applied`, `approved`, `rejected`, `withdrawn` or `reverted`.
-    pub status: String,
+    pub status: PolicyStatus,
     /// Whether this version is the one in effect.
     pub current: bool,
     pub plan: PlanId,
@@ -708,4 +783,31 @@ pub struct SigningKeyView {
     pub retires_at: Option<OffsetDateTime>,
     /// Whether contexts are being signed with this key now.
     pub signing: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each wire enum's JSON is its `as_str` name, and `parse` reads it back.
+    fn names_agree<T>(all: &[T], as_str: fn(T) -> &'static str, parse: fn(&str) -> Option<T>)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + Serialize + for<'de> Deserialize<'de>,
+    {
+        for &value in all {
+            let json = serde_json::to_value(value).unwrap();
+            assert_eq!(json, Value::String(as_str(value).to_owned()));
+            assert_eq!(serde_json::from_value::<T>(json).unwrap(), value);
+            assert_eq!(parse(as_str(value)), Some(value));
+        }
+        assert_eq!(parse("no-such-value"), None);
+    }
+
+    #[test]
+    fn wire_enums_are_written_as_their_names() {
+        names_agree(JobState::ALL, JobState::as_str, JobState::parse);
+        names_agree(JobKind::ALL, JobKind::as_str, JobKind::parse);
+        names_agree(MoveStep::ALL, MoveStep::as_str, MoveStep::parse);
+        names_agree(PolicyStatus::ALL, PolicyStatus::as_str, PolicyStatus::parse);
+    }
 }

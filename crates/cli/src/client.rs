@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use tenantd_api::{
-    CreateAddOn, CreateCollection, CreateKey, CreateTenant, MoveTenant, ProposePolicy, RotateKey,
-    UpdateTenant, WritePlan,
+    CreateAddOn, CreateCollection, CreateKey, CreateTenant, JobState, MoveTenant, ProposePolicy,
+    RotateKey, UpdateTenant, WritePlan,
 };
 use tenantd_client::{Client, Error, KeysOf, PageRequest, PolicyAction, RecordQuery};
 use tenantd_core::plan::Plan;
@@ -292,31 +292,29 @@ async fn follow_job(
 ) -> Result<ExitCode, Error> {
     use std::io::IsTerminal;
     let terminal = std::io::stderr().is_terminal();
-    let mut last_step = String::new();
+    let mut last_step = None;
     let mut bar_shown = false;
     loop {
         let job = client.job(id).await?;
-        if job.step != last_step {
+        if last_step != Some(job.step) {
             if bar_shown {
                 eprintln!();
                 bar_shown = false;
             }
             say(format_args!("{}: {}", job.state, job.step));
-            last_step.clone_from(&job.step);
+            last_step = Some(job.step);
         }
-        if let (true, "running", Some(progress)) = (
-            terminal,
-            job.state.as_str(),
-            output::copy_progress(&job.details),
-        ) {
+        if let (true, JobState::Running, Some(progress)) =
+            (terminal, job.state, output::copy_progress(&job.details))
+        {
             eprint!("\r\x1b[2K{progress}");
             bar_shown = true;
         }
-        if job.state != "running" {
+        if job.state != JobState::Running {
             if bar_shown {
                 eprintln!();
             }
-            let failed = job.state == "failed";
+            let failed = job.state == JobState::Failed;
             print(format, None, job)?;
             return Ok(if failed {
                 ExitCode::FAILURE

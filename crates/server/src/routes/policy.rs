@@ -12,7 +12,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tenantd_api::{
-    DecidePolicy, Page, PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy,
+    DecidePolicy, Page, PolicyStatus as WirePolicyStatus, PolicyVersionPage, PolicyVersionView,
+    PolicyView, Problem, ProposePolicy,
 };
 use tenantd_core::policy::outside_self_service;
 use tenantd_core::{ErrorCode, Principal, Role, TenantId, TenantScope};
@@ -52,7 +53,14 @@ fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
         tenant: v.tenant,
         current: v.version == current,
         version: v.version,
-        status: v.status.as_str().to_owned(),
+        status: match v.status {
+            PolicyStatus::Proposed => WirePolicyStatus::Proposed,
+            PolicyStatus::Applied => WirePolicyStatus::Applied,
+            PolicyStatus::Approved => WirePolicyStatus::Approved,
+            PolicyStatus::Rejected => WirePolicyStatus::Rejected,
+            PolicyStatus::Withdrawn => WirePolicyStatus::Withdrawn,
+            PolicyStatus::Reverted => WirePolicyStatus::Reverted,
+        },
         plan: v.plan,
         overrides: v.overrides,
         effective: v.effective,

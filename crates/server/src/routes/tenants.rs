@@ -8,7 +8,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use tenantd_api::{
-    CreateTenant, JobPage, JobView, MoveTenant, Page, Problem, TenantPage, UpdateTenant,
+    CreateTenant, JobKind as WireJobKind, JobPage, JobState as WireJobState, JobView, MoveStep,
+    MoveTenant, Page, Problem, TenantPage, UpdateTenant,
 };
 use tenantd_core::placement::place;
 use tenantd_core::tenant::TenantAction;
@@ -50,8 +51,8 @@ pub struct ListJobsQuery {
     pub limit: Option<u32>,
     /// Only this tenant's jobs.
     pub tenant: Option<TenantId>,
-    /// Only jobs in this state: `running`, `succeeded` or `failed`.
-    #[param(value_type = Option<String>, pattern = "^(running|succeeded|failed)$")]
+    /// Only jobs in this state.
+    #[param(value_type = Option<WireJobState>)]
     pub state: Option<String>,
 }
 
@@ -216,18 +217,31 @@ pub(super) async fn purge(
     Err(not_deleted())
 }
 
-fn job_view(job: Job) -> JobView {
-    JobView {
+/// A job as the API shows it. The catalog keeps its kind and step as text;
+/// one this server does not know (written by another version) is an
+/// internal error, not a guess.
+fn job_view(job: Job) -> Result<JobView, ApiError> {
+    let unknown = |what: &str, value: &str| {
+        tracing::error!(job = %job.id.as_str(), %what, %value, "a stored job has a value this server does not know");
+        ApiError::new(ErrorCode::Internal)
+    };
+    let kind = WireJobKind::parse(&job.kind).ok_or_else(|| unknown("kind", &job.kind))?;
+    let step = MoveStep::parse(&job.step).ok_or_else(|| unknown("step", &job.step))?;
+    Ok(JobView {
+        kind,
+        step,
+        state: match job.state {
+            JobState::Running => WireJobState::Running,
+            JobState::Succeeded => WireJobState::Succeeded,
+            JobState::Failed => WireJobState::Failed,
+        },
         id: job.id,
         tenant: job.tenant,
-        kind: job.kind,
-        state: job.state.as_str().to_owned(),
-        step: job.step,
         details: job.details,
         error: job.error,
         created_at: job.created_at,
         updated_at: job.updated_at,
-    }
+    })
 }
 
 /// Move a tenant's data to another pool of its region or another isolation
@@ -287,7 +301,7 @@ pub(super) async fn move_tenant(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(job_view(job)),
+        Json(job_view(job)?),
     )
         .into_response())
 }
@@ -332,7 +346,7 @@ pub(super) async fn list_jobs(
         format!("{}.{}", j.created_at.unix_timestamp_nanos(), j.id.as_str())
     });
     Ok(Json(JobPage {
-        items: rows.into_iter().map(job_view).collect(),
+        items: rows.into_iter().map(job_view).collect::<Result<_, _>>()?,
         next_cursor,
     }))
 }
@@ -350,5 +364,5 @@ pub(super) async fn get_job(
         .job(&id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(job_view(job)))
+    Ok(Json(job_view(job)?))
 }

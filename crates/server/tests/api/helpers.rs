@@ -172,7 +172,7 @@ pub fn assert_problem<T: std::fmt::Debug>(
 pub async fn wait_for_job(app: &TestApp, id: &tenantd_core::JobId) -> tenantd_client::api::JobView {
     for _ in 0..500 {
         let job = app.operator.job(id).await.expect("job");
-        if job.state != "running" {
+        if job.state != tenantd_client::api::JobState::Running {
             return job;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
