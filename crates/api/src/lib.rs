@@ -99,6 +99,18 @@ wire_enum! {
     }
 }
 
+/// The OpenAPI schema of a problem's `code`: one of the codes of
+/// `tenantd_core::ErrorCode`, the one table of them.
+fn error_code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("Stable machine-readable code; see docs/errors.md."))
+        .enum_values(Some(
+            tenantd_core::ErrorCode::ALL.iter().map(|c| c.as_str()),
+        ))
+        .build()
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
@@ -107,7 +119,10 @@ pub struct Problem {
     pub kind: String,
     pub title: String,
     pub status: u16,
-    /// Stable machine-readable code; see docs/errors.md.
+    /// Stable machine-readable code; see docs/errors.md. A string here, so
+    /// that a client reads problems with codes added after it was built;
+    /// the OpenAPI document lists every code this version answers with.
+    #[schema(schema_with = error_code_schema)]
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use tenantd_store::AuditAction;
 use tenantd_store::{NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -280,7 +281,7 @@ async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreErr
             tenant: None,
             at: now,
             actor: None,
-            action: "tenant.purge",
+            action: AuditAction::TenantPurge,
             target: id.to_string(),
             details: json!({ "reason": "retention elapsed" }),
             request_id: None,

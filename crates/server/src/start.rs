@@ -13,6 +13,7 @@ use tenantd_core::plan::Plan;
 use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyId, KeyOwner, KeyRecord, Role, ServerSecret};
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::plans::{NewPlanVersion, PlanError};
+use tenantd_store::AuditAction;
 use tenantd_store::{Catalog, Connections, DataLimits, DataStore, NewAuditEntry, StoreError};
 
 use crate::admit::{Admission, BodyRules};
@@ -111,7 +112,7 @@ pub async fn recover_operator_key(
     let token = ApiKeyToken::generate(&mut OsRng);
     let issued = OperatorKey {
         name: "recovered",
-        action: "key.recover",
+        action: AuditAction::KeyRecover,
         details: json!({ "source": "data directory" }),
     };
     let key = issued
@@ -244,7 +245,7 @@ async fn seed_plans(
                     tenant: None,
                     at: now,
                     actor: None,
-                    action: "plan.create",
+                    action: AuditAction::PlanCreate,
                     target: plan.id.to_string(),
                     details: json!({ "source": "configuration" }),
                     request_id: None,
@@ -314,7 +315,7 @@ fn load_or_create_secret(path: &Path) -> Result<ServerSecret, StartError> {
 /// the audit entry that says how.
 struct OperatorKey {
     name: &'static str,
-    action: &'static str,
+    action: AuditAction,
     details: serde_json::Value,
 }
 
@@ -369,7 +370,7 @@ async fn bootstrap(
     let token = configured.unwrap_or_else(|| ApiKeyToken::generate(&mut OsRng));
     let issued = OperatorKey {
         name: "bootstrap",
-        action: "key.bootstrap",
+        action: AuditAction::KeyBootstrap,
         details: json!({ "generated": generated }),
     };
     let key = issued.insert(catalog, hasher, &token, clock.now()).await?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tenantd_core::placement::PoolSpec;
 use tenantd_core::{Clock, Principal, RegionId, TenantId};
+use tenantd_store::AuditAction;
 use tenantd_store::{Catalog, DataStore, NewAuditEntry};
 
 use crate::admit::Admission;
@@ -41,7 +42,7 @@ impl AppState {
         &self,
         principal: &Principal,
         tenant: Option<&TenantId>,
-        action: &'static str,
+        action: AuditAction,
         target: impl Into<String>,
         details: Value,
     ) -> NewAuditEntry {

@@ -16,6 +16,60 @@ use sha2::{Digest, Sha256};
 use crate::codec::{from_nanos, parse, to_nanos};
 use crate::Result;
 
+/// What an audit entry records, as a dotted verb (`tenant.create`,
+/// `key.revoke`): written as its name, and matched by it in queries.
+macro_rules! audit_actions {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum AuditAction {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl AuditAction {
+            pub const ALL: &'static [AuditAction] = &[$(AuditAction::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditAction::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+audit_actions! {
+        TenantCreate => "tenant.create",
+        TenantUpdate => "tenant.update",
+        TenantSuspend => "tenant.suspend",
+        TenantResume => "tenant.resume",
+        TenantDelete => "tenant.delete",
+        TenantRestore => "tenant.restore",
+        /// A tenant's data, keys and trail removed; its trail may restart after it.
+        TenantPurge => "tenant.purge",
+        /// A move job started.
+        TenantMoveStart => "tenant.move.start",
+        /// A move switched the tenant to its new placement.
+        TenantMove => "tenant.move",
+        /// The first operator key, made at start-up.
+        KeyBootstrap => "key.bootstrap",
+        /// An operator key made by `tenantd recover-operator-key`.
+        KeyRecover => "key.recover",
+        KeyCreate => "key.create",
+        KeyRotate => "key.rotate",
+        KeyRevoke => "key.revoke",
+        PlanCreate => "plan.create",
+        PlanUpdate => "plan.update",
+        PolicyApply => "policy.apply",
+        PolicyPropose => "policy.propose",
+        PolicyApprove => "policy.approve",
+        PolicyReject => "policy.reject",
+        PolicyWithdraw => "policy.withdraw",
+        SigningKeyCreate => "signing_key.create",
+        SigningKeyRotate => "signing_key.rotate",
+        ProxyCachePurge => "proxy_cache.purge",
+        AddonCreate => "addon.create",
+}
+
 /// A change about to be recorded, written in the same transaction as the
 /// change itself so that neither exists without the other.
 #[derive(Debug, Clone)]
@@ -25,8 +79,7 @@ pub struct NewAuditEntry {
     pub at: OffsetDateTime,
     /// The key that made the change; `None` for the server itself (bootstrap, purge).
     pub actor: Option<(KeyId, Role)>,
-    /// A dotted verb such as `tenant.create` or `key.revoke`.
-    pub action: &'static str,
+    pub action: AuditAction,
     /// The id of the object changed.
     pub target: String,
     /// What changed, e.g. the fields before and after.
@@ -86,7 +139,7 @@ pub(crate) async fn append(tx: &mut Transaction<'_, Sqlite>, entry: &NewAuditEnt
         at: to_nanos(entry.at),
         actor_key: actor_key.map(str::to_owned),
         actor_role: actor_role.map(str::to_owned),
-        action: entry.action.to_owned(),
+        action: entry.action.as_str().to_owned(),
         target: entry.target.clone(),
         details: entry.details.to_string(),
         request_id: entry.request_id.clone(),
@@ -156,8 +209,9 @@ const GENESIS: [u8; 32] = [0; 32];
 async fn last_purge(tx: &mut Transaction<'_, Sqlite>, tenant: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT COALESCE(MAX(seq), 0) FROM audit_log
-         WHERE tenant_id IS NULL AND action = 'tenant.purge' AND target = ?",
+         WHERE tenant_id IS NULL AND action = ? AND target = ?",
     )
+    .bind(AuditAction::TenantPurge.as_str())
     .bind(tenant)
     .fetch_one(&mut **tx)
     .await?)
@@ -279,11 +333,11 @@ pub(crate) async fn verify(
         }
     };
     // Purges allow a tenant's earlier entries to be missing from the log.
-    let purges: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT target, seq FROM audit_log WHERE tenant_id IS NULL AND action = 'tenant.purge'",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+    let purges: Vec<(String, i64)> =
+        sqlx::query_as("SELECT target, seq FROM audit_log WHERE tenant_id IS NULL AND action = ?")
+            .bind(AuditAction::TenantPurge.as_str())
+            .fetch_all(&mut **tx)
+            .await?;
     let purged_after = |tenant: &Option<String>, seq: i64| {
         tenant
             .as_ref()
@@ -380,5 +434,23 @@ impl AuditRow {
             before: self.before_digest,
             after: self.after_digest,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuditAction;
+
+    /// Entries are found by their action's name (a purge ends a tenant's
+    /// chain), so no two actions may share one, and each is a dotted verb.
+    #[test]
+    fn every_action_has_its_own_dotted_name() {
+        let mut names: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert!(names.iter().all(|n| n.contains('.')
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), AuditAction::ALL.len());
     }
 }

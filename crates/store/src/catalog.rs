@@ -689,6 +689,7 @@ impl KeyRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AuditAction;
     use rand::rngs::OsRng;
     use serde_json::json;
     use tenantd_core::identity::verify;
@@ -724,7 +725,7 @@ mod tests {
         }
     }
 
-    fn audit(tenant: Option<&TenantId>, action: &'static str) -> NewAuditEntry {
+    fn audit(tenant: Option<&TenantId>, action: AuditAction) -> NewAuditEntry {
         NewAuditEntry {
             tenant: tenant.cloned(),
             at: NOW,
@@ -753,7 +754,7 @@ mod tests {
         async fn tenant_with_scope(&self, id: &str) -> (Tenant, TenantScope, KeyRecord) {
             let t = tenant(id);
             self.catalog
-                .create_tenant(&t, &audit(Some(&t.id), "tenant.create"))
+                .create_tenant(&t, &audit(Some(&t.id), AuditAction::TenantCreate))
                 .await
                 .unwrap();
             let token = ApiKeyToken::generate(&mut OsRng);
@@ -766,7 +767,7 @@ mod tests {
                 NOW,
             );
             self.catalog
-                .insert_key(&key, &audit(Some(&t.id), "key.create"))
+                .insert_key(&key, &audit(Some(&t.id), AuditAction::KeyCreate))
                 .await
                 .unwrap();
             let stored = stored_key(&self.catalog, &token.id).await.unwrap();
@@ -781,13 +782,13 @@ mod tests {
         let f = fixture().await;
         let t = tenant("acme");
         f.catalog
-            .create_tenant(&t, &audit(None, "tenant.create"))
+            .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
             .await
             .unwrap();
         assert_eq!(f.catalog.tenant(&t.id).await.unwrap(), Some(t.clone()));
         let again = f
             .catalog
-            .create_tenant(&t, &audit(None, "tenant.create"))
+            .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
             .await;
         assert!(matches!(again, Err(StoreError::Conflict)));
     }
@@ -797,7 +798,7 @@ mod tests {
         let f = fixture().await;
         for id in ["delta", "alpha", "charlie", "bravo"] {
             f.catalog
-                .create_tenant(&tenant(id), &audit(None, "tenant.create"))
+                .create_tenant(&tenant(id), &audit(None, AuditAction::TenantCreate))
                 .await
                 .unwrap();
         }
@@ -819,7 +820,7 @@ mod tests {
             .update_tenant(
                 &suspended,
                 TenantStatus::Active,
-                &audit(None, "tenant.suspend")
+                &audit(None, AuditAction::TenantSuspend)
             )
             .await
             .unwrap());
@@ -836,13 +837,17 @@ mod tests {
         let f = fixture().await;
         let mut t = tenant("acme");
         f.catalog
-            .create_tenant(&t, &audit(None, "tenant.create"))
+            .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
             .await
             .unwrap();
         t.name = "Renamed".into();
         let applied = f
             .catalog
-            .update_tenant(&t, TenantStatus::Suspended, &audit(None, "tenant.update"))
+            .update_tenant(
+                &t,
+                TenantStatus::Suspended,
+                &audit(None, AuditAction::TenantUpdate),
+            )
             .await
             .unwrap();
         assert!(!applied);
@@ -878,7 +883,7 @@ mod tests {
                 Owner::Tenant(&globex),
                 &acme_key.id,
                 NOW,
-                &audit(None, "key.revoke"),
+                &audit(None, AuditAction::KeyRevoke),
             )
             .await
             .unwrap();
@@ -905,7 +910,7 @@ mod tests {
                     Owner::Tenant(&scope),
                     &key.id,
                     NOW,
-                    &audit(Some(&t.id), "key.revoke"),
+                    &audit(Some(&t.id), AuditAction::KeyRevoke),
                 )
                 .await
                 .unwrap()
@@ -1031,7 +1036,7 @@ mod tests {
         let (mut t, scope, key) = f.tenant_with_scope("acme").await;
         let refused = f
             .catalog
-            .purge_tenant(&t.id, &audit(None, "tenant.purge"))
+            .purge_tenant(&t.id, &audit(None, AuditAction::TenantPurge))
             .await;
         assert_eq!(refused.unwrap(), None, "a live tenant is not purged");
 
@@ -1041,7 +1046,7 @@ mod tests {
             .update_tenant(
                 &t,
                 TenantStatus::Active,
-                &audit(Some(&t.id), "tenant.delete"),
+                &audit(Some(&t.id), AuditAction::TenantDelete),
             )
             .await
             .unwrap();
@@ -1051,7 +1056,7 @@ mod tests {
         );
         let removed = f
             .catalog
-            .purge_tenant(&t.id, &audit(None, "tenant.purge"))
+            .purge_tenant(&t.id, &audit(None, AuditAction::TenantPurge))
             .await;
         assert_eq!(removed.unwrap(), Some(vec![key.id.clone()]));
 
@@ -1069,7 +1074,7 @@ mod tests {
     async fn the_audit_log_rejects_updates() {
         let f = fixture().await;
         f.catalog
-            .create_tenant(&tenant("acme"), &audit(None, "tenant.create"))
+            .create_tenant(&tenant("acme"), &audit(None, AuditAction::TenantCreate))
             .await
             .unwrap();
         let err = sqlx::query("UPDATE audit_log SET action = 'forged'")
@@ -1084,9 +1089,9 @@ mod tests {
         let (_, acme, _) = f.tenant_with_scope("acme").await; // entries 1, 2
         let (_, globex, _) = f.tenant_with_scope("globex").await; // 3, 4
         for (tenant, action) in [
-            (None, "key.bootstrap"),
-            (Some(acme.tenant()), "tenant.update"),
-            (None, "key.create"),
+            (None, AuditAction::KeyBootstrap),
+            (Some(acme.tenant()), AuditAction::TenantUpdate),
+            (None, AuditAction::KeyCreate),
         ] {
             let mut tx = f.catalog.begin_write().await.unwrap();
             append(&mut tx, &audit(tenant, action)).await.unwrap();
@@ -1136,7 +1141,9 @@ mod tests {
         assert_ne!(mine.head, all.head);
         // The head moves with every entry.
         let mut tx = f.catalog.begin_write().await.unwrap();
-        append(&mut tx, &audit(None, "key.create")).await.unwrap();
+        append(&mut tx, &audit(None, AuditAction::KeyCreate))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         assert_ne!(
             f.catalog.verify_audit(Owner::Platform).await.unwrap().head,
@@ -1266,11 +1273,11 @@ mod tests {
             .update_tenant(
                 &deleted,
                 TenantStatus::Active,
-                &audit(Some(acme.tenant()), "tenant.delete"),
+                &audit(Some(acme.tenant()), AuditAction::TenantDelete),
             )
             .await
             .unwrap();
-        let mut purge = audit(None, "tenant.purge");
+        let mut purge = audit(None, AuditAction::TenantPurge);
         purge.target = "acme".into();
         f.catalog
             .purge_tenant(acme.tenant(), &purge)

@@ -18,7 +18,7 @@ pub mod postgres;
 pub mod signing_keys;
 pub mod usage;
 
-pub use audit::{state_digest, AuditEntry, NewAuditEntry, Verification};
+pub use audit::{state_digest, AuditAction, AuditEntry, NewAuditEntry, Verification};
 pub use catalog::{Catalog, Owner};
 pub use data::{Connections, DataError, DataLimits, DataStore, PoolLocation, StoragePool};
 

@@ -6,6 +6,7 @@ use serde_json::json;
 use tenantd_api::{CreateKey, KeyView, RotateKey};
 use tenantd_core::key::check_key_name;
 use tenantd_core::{ApiKeyToken, ErrorCode, KeyId, KeyOwner, KeyRecord, KeyState, Principal, Role};
+use tenantd_store::AuditAction;
 use tenantd_store::{Owner, StoreError};
 use time::{Duration, OffsetDateTime};
 
@@ -125,7 +126,7 @@ pub async fn create(
     let audit = state.audit(
         principal,
         record.owner.tenant(),
-        "key.create",
+        AuditAction::KeyCreate,
         record.id.as_str(),
         json!({ "role": record.role, "name": record.name, "expires_at": record.expires_at.map(|t| t.unix_timestamp()) }),
     )
@@ -184,7 +185,7 @@ pub async fn rotate(
         .audit(
             principal,
             old.owner.tenant(),
-            "key.rotate",
+            AuditAction::KeyRotate,
             old.id.as_str(),
             json!({
                 "new_key": record.id,
@@ -240,7 +241,7 @@ pub async fn revoke(
         .audit(
             principal,
             key.owner.tenant(),
-            "key.revoke",
+            AuditAction::KeyRevoke,
             id.as_str(),
             json!({}),
         )

@@ -10,6 +10,7 @@ use serde_json::json;
 use tenantd_core::{JobId, Principal, Tenant, TenantScope};
 use tenantd_store::data::{CopyProgress, DataError, Placement};
 use tenantd_store::jobs::{Job, JobState};
+use tenantd_store::AuditAction;
 use tokio::sync::watch;
 
 use crate::app::Change;
@@ -47,7 +48,7 @@ pub(crate) async fn start_move(
         .audit(
             principal,
             Some(&tenant.id),
-            "tenant.move.start",
+            AuditAction::TenantMoveStart,
             job.id.as_str(),
             job.details.clone(),
         )
@@ -223,7 +224,7 @@ impl MoveRun {
         let audit = self.state.audit(
             &self.principal,
             Some(self.scope.tenant()),
-            "tenant.move",
+            AuditAction::TenantMove,
             self.scope.tenant().as_str(),
             json!({ "job": self.job, "from": placement_json(&self.from), "to": placement_json(&self.to) }),
         )

@@ -5,6 +5,7 @@ use tenantd_core::plan::Plan;
 use tenantd_core::policy::diff;
 use tenantd_core::Principal;
 use tenantd_store::plans::{NewPlanVersion, PlanVersion};
+use tenantd_store::AuditAction;
 
 use super::Change;
 use crate::problem::ApiError;
@@ -23,9 +24,9 @@ pub async fn write_version(
     let previous = replaces.map(|v| state.admission.plan(&plan.id, Some(v)));
     let changes = previous.as_ref().map(|p| diff(p, plan)).unwrap_or_default();
     let action = if replaces.is_some() {
-        "plan.update"
+        AuditAction::PlanUpdate
     } else {
-        "plan.create"
+        AuditAction::PlanCreate
     };
     let mut audit = state
         .audit(

@@ -5,6 +5,7 @@ use serde_json::json;
 use tenantd_core::policy::{diff, effective, outside_self_service, Overrides};
 use tenantd_core::{Principal, Tenant, TenantId, TenantScope};
 use tenantd_store::policy::{NewPolicyVersion, PolicyStatus, PolicyVersion, Verdict};
+use tenantd_store::AuditAction;
 
 use super::Change;
 use crate::problem::ApiError;
@@ -67,8 +68,8 @@ pub async fn submit(
         PolicyStatus::Proposed
     };
     let action = match status {
-        PolicyStatus::Applied => "policy.apply",
-        _ => "policy.propose",
+        PolicyStatus::Applied => AuditAction::PolicyApply,
+        _ => AuditAction::PolicyPropose,
     };
     let audit = state
         .audit(
@@ -142,9 +143,9 @@ pub async fn decide(
         })?;
     }
     let action = match verdict {
-        Verdict::Approve => "policy.approve",
-        Verdict::Reject => "policy.reject",
-        Verdict::Withdraw => "policy.withdraw",
+        Verdict::Approve => AuditAction::PolicyApprove,
+        Verdict::Reject => AuditAction::PolicyReject,
+        Verdict::Withdraw => AuditAction::PolicyWithdraw,
     };
     let audit = state
         .audit(

@@ -6,6 +6,7 @@ use tenantd_api::{CreateTenant, UpdateTenant};
 use tenantd_core::placement::place;
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
 use tenantd_core::{ErrorCode, Isolation, PlanId, Principal, Tenant, TenantId, TenantStatus};
+use tenantd_store::AuditAction;
 use tenantd_store::{NewAuditEntry, StoreError};
 
 use super::Change;
@@ -66,7 +67,7 @@ pub async fn create(
     let audit = state.audit(
         principal,
         Some(&tenant.id),
-        "tenant.create",
+        AuditAction::TenantCreate,
         tenant.id.as_str(),
         json!({ "name": tenant.name, "plan": tenant.plan, "billing_day": tenant.billing_day, "region": tenant.region, "isolation": tenant.isolation, "pool": tenant.pool }),
     )
@@ -162,7 +163,7 @@ pub async fn update(
         .audit(
             principal,
             Some(id),
-            "tenant.update",
+            AuditAction::TenantUpdate,
             id.as_str(),
             serde_json::Value::Object(changes),
         )
@@ -210,10 +211,10 @@ pub async fn transition(
             principal,
             Some(id),
             match action {
-                TenantAction::Suspend => "tenant.suspend",
-                TenantAction::Resume => "tenant.resume",
-                TenantAction::Delete => "tenant.delete",
-                TenantAction::Restore => "tenant.restore",
+                TenantAction::Suspend => AuditAction::TenantSuspend,
+                TenantAction::Resume => AuditAction::TenantResume,
+                TenantAction::Delete => AuditAction::TenantDelete,
+                TenantAction::Restore => AuditAction::TenantRestore,
             },
             id.as_str(),
             json!({ "status": { "from": from, "to": to } }),

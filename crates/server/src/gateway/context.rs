@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tenantd_api::SigningKeyView;
 use tenantd_core::{KeyId, PlanId, Role, ServiceName, TenantId};
 use tenantd_store::signing_keys::StoredSigningKey;
+use tenantd_store::AuditAction;
 use tenantd_store::{Catalog, NewAuditEntry, StoreError};
 use time::OffsetDateTime;
 
@@ -144,7 +145,7 @@ impl Keyring {
         };
         keyring.reload(catalog, now).await?;
         if keyring.keys.load().is_empty() {
-            let audit = system_audit("signing_key.create", now);
+            let audit = system_audit(AuditAction::SigningKeyCreate, now);
             keyring.add_key(catalog, now, now, audit).await?;
         }
         Ok(keyring)
@@ -191,8 +192,12 @@ impl Keyring {
         let newest = self.keys.load().iter().map(|k| k.stored.created_at).max();
         let due = newest.is_none_or(|created| now >= created + self.config.rotate_every);
         if due {
-            self.rotate(catalog, now, system_audit("signing_key.rotate", now))
-                .await?;
+            self.rotate(
+                catalog,
+                now,
+                system_audit(AuditAction::SigningKeyRotate, now),
+            )
+            .await?;
         }
         Ok(due)
     }
@@ -365,7 +370,7 @@ fn view(stored: &StoredSigningKey, signing: bool) -> SigningKeyView {
 }
 
 /// An audit entry for a key change the server makes by itself.
-fn system_audit(action: &'static str, now: OffsetDateTime) -> NewAuditEntry {
+fn system_audit(action: AuditAction, now: OffsetDateTime) -> NewAuditEntry {
     NewAuditEntry {
         tenant: None,
         at: now,

@@ -15,6 +15,7 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::gateway::{self, Service};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use tenantd_store::AuditAction;
 
 /// Forward a request to a service: `/v1/proxy/{service}/{path}` reaches the
 /// service's upstream at `<path_prefix>/{path}`, query included. The upstream
@@ -116,7 +117,7 @@ pub(super) async fn rotate_signing_key(
     let audit = state.audit(
         &principal,
         None,
-        "signing_key.rotate",
+        AuditAction::SigningKeyRotate,
         "",
         serde_json::Value::Null,
     );
@@ -164,7 +165,7 @@ pub(super) async fn purge_cache(
     let audit = state.audit(
         &principal,
         Some(scope.tenant()),
-        "proxy_cache.purge",
+        AuditAction::ProxyCachePurge,
         service.config.name.as_str(),
         serde_json::json!({ "prefix": prefix }),
     );

@@ -16,6 +16,7 @@ use tenantd_core::tenant::TenantAction;
 use tenantd_core::{ErrorCode, JobId, Principal, Role, Tenant, TenantId, TenantStatus};
 use tenantd_store::data::Placement;
 use tenantd_store::jobs::{Job, JobState};
+use tenantd_store::AuditAction;
 use tenantd_store::StoreError;
 use utoipa::IntoParams;
 
@@ -208,7 +209,13 @@ pub(super) async fn purge(
             "only a deleted tenant can be purged",
         )
     };
-    let audit = state.audit(&principal, None, "tenant.purge", id.as_str(), json!({}));
+    let audit = state.audit(
+        &principal,
+        None,
+        AuditAction::TenantPurge,
+        id.as_str(),
+        json!({}),
+    );
     if tenants::purge(&state, &id, &audit).await? {
         return Ok(StatusCode::NO_CONTENT);
     }

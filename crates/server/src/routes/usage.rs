@@ -21,6 +21,7 @@ use utoipa::IntoParams;
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use tenantd_store::AuditAction;
 
 async fn tenant_of(state: &AppState, scope: &TenantScope) -> Result<Tenant, ApiError> {
     state
@@ -237,7 +238,7 @@ pub(super) async fn create_add_on(
         .audit(
             &principal,
             Some(tenant),
-            "addon.create",
+            AuditAction::AddonCreate,
             tenant.as_str(),
             json!({ "metric": add_on.metric, "period": add_on.period, "amount": add_on.amount,
                 "expires_at": add_on.expires_at.unix_timestamp() }),
