@@ -1109,12 +1109,23 @@ mod tests {
         Config::load(None, overrides)
     }
 
-    /// The README's example configuration that begins with `first_lines`.
-    fn readme_example(first_lines: &str) -> &'static str {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find(first_lines).expect("the example");
-        let end = start + readme[start..].find("```").expect("its end");
-        &readme[start..end]
+    /// The pages of the manual that show configuration.
+    const MANUAL: [&str; 4] = [
+        include_str!("../../../docs/admission.md"),
+        include_str!("../../../docs/governance.md"),
+        include_str!("../../../docs/gateway.md"),
+        include_str!("../../../docs/configuration.md"),
+    ];
+
+    /// The manual's example configuration that begins with `first_lines`.
+    fn manual_example(first_lines: &str) -> &'static str {
+        let page = MANUAL
+            .iter()
+            .find(|page| page.contains(first_lines))
+            .expect("the example");
+        let start = page.find(first_lines).expect("the example");
+        let end = start + page[start..].find("```").expect("its end");
+        &page[start..end]
     }
 
     /// Asserts that a config file `text` is refused, naming `setting`.
@@ -1141,8 +1152,8 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_admission_example_is_valid_configuration() {
-        let example = readme_example(
+    fn the_manual_admission_example_is_valid_configuration() {
+        let example = manual_example(
             "[[plans]]
 id = \"pro\"",
         );
@@ -1169,8 +1180,8 @@ id = \"pro\"",
     }
 
     #[test]
-    fn the_readme_self_service_example_is_valid_configuration() {
-        let example = readme_example(
+    fn the_manual_self_service_example_is_valid_configuration() {
+        let example = manual_example(
             "[[plans]]
 id = \"team\"",
         );
@@ -1254,8 +1265,8 @@ id = \"team\"",
     }
 
     #[test]
-    fn the_readme_gateway_example_is_valid_configuration() {
-        let example = readme_example(
+    fn the_manual_gateway_example_is_valid_configuration() {
+        let example = manual_example(
             "[[gateway.services]]
 name = \"billing\"",
         );

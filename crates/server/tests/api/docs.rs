@@ -1,5 +1,5 @@
 //! The documentation agrees with the server where it shows what the server
-//! sends: docs/errors.md's example problem, the README's paging rule, and
+//! sends: docs/errors.md's example problem, docs/api.md's paging rule, and
 //! times in the audit log.
 
 use reqwest::Method;
@@ -75,7 +75,7 @@ async fn the_last_page_has_no_next_cursor() {
     assert_eq!(last["items"].as_array().unwrap().len(), 1);
     assert!(
         last.as_object().unwrap().get("next_cursor").is_none(),
-        "README: `next_cursor` is absent on the last page: {last}"
+        "docs/api.md: `next_cursor` is absent on the last page: {last}"
     );
 }
 
