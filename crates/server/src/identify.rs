@@ -289,7 +289,7 @@ impl Identity {
                 }
                 inner.tenants.remove(tenant);
             }
-            Change::PlanVersion { .. } | Change::Policy { .. } => {}
+            Change::PlanVersion { .. } | Change::Policy { .. } | Change::AddOn { .. } => {}
         }
     }
 }

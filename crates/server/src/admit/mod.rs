@@ -212,13 +212,17 @@ impl Admission {
     }
 
     /// Puts in effect what `change` changed for admission: a plan's new
-    /// version, a tenant's overrides (from its next request on), a purged
-    /// tenant's state gone.
+    /// version, a tenant's overrides or add-on (from its next request on), a
+    /// purged tenant's state gone.
     pub fn apply(&self, change: Change) {
         match change {
             Change::PlanVersion { version, plan } => self.add_plan_version(version, plan),
             Change::Policy { tenant, overrides } => self.set_overrides(&tenant, overrides),
             Change::TenantPurged { tenant, .. } => self.ledgers.forget(&tenant),
+            Change::AddOn { tenant, add_on } => {
+                self.ledgers
+                    .with(&tenant, |usage| usage.add_ons.push(add_on));
+            }
             Change::Key(_) | Change::Tenant(_) => {}
         }
     }

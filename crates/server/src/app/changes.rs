@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use tenantd_core::plan::Plan;
+use tenantd_core::plan::{AddOn, Plan};
 use tenantd_core::policy::Overrides;
 use tenantd_core::{KeyId, TenantId};
 
@@ -29,6 +29,8 @@ pub enum Change {
     TenantPurged { tenant: TenantId, keys: Vec<KeyId> },
     /// A plan has a new version (`version`, counted from 1).
     PlanVersion { version: i64, plan: Plan },
+    /// A tenant was granted an add-on.
+    AddOn { tenant: TenantId, add_on: AddOn },
     /// A tenant's policy now applies `overrides` (none: its plan alone).
     Policy {
         tenant: TenantId,

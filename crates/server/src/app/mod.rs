@@ -3,6 +3,7 @@
 //! asked, makes its write with its audit entry (one catalog transaction),
 //! and publishes the one change it made (`changes`).
 
+pub mod addons;
 pub mod changes;
 pub mod keys;
 pub mod moves;

@@ -42,6 +42,10 @@ pub enum Access {
     AnyKey,
     /// Operator keys only.
     Operator,
+    /// Operator keys only, acting on the tenant named by the `{tenant}` path
+    /// segment, whatever its status: the request carries that tenant's
+    /// `TenantScope`, and a tenant that does not exist is 404.
+    OperatorOn,
     /// Keys of the tenant named by the `{tenant}` path segment with at least
     /// this role, or an operator. Keys of other tenants get 404, as if the
     /// tenant did not exist.
@@ -96,7 +100,7 @@ where
 }
 
 fn routes() -> Vec<Route> {
-    use Access::{AnyKey, Data, Operator, Public, Tenant};
+    use Access::{AnyKey, Data, Operator, OperatorOn, Public, Tenant};
     use Method as M;
     let admin = Tenant(Role::Admin);
     let member = Tenant(Role::Reader);
@@ -140,7 +144,7 @@ fn routes() -> Vec<Route> {
         route(
             M::POST,
             "/v1/tenants/{tenant}/move",
-            Operator,
+            OperatorOn,
             tenants::move_tenant,
         ),
         route(M::GET, "/v1/jobs", Operator, tenants::list_jobs),
@@ -216,7 +220,7 @@ fn routes() -> Vec<Route> {
         route(
             M::POST,
             "/v1/tenants/{tenant}/addons",
-            Operator,
+            OperatorOn,
             usage::create_add_on,
         ),
         route(
@@ -254,13 +258,13 @@ fn routes() -> Vec<Route> {
         route(
             M::POST,
             "/v1/tenants/{tenant}/policy/versions/{version}/approve",
-            Operator,
+            OperatorOn,
             policy::approve,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/policy/versions/{version}/reject",
-            Operator,
+            OperatorOn,
             policy::reject,
         ),
         route(
@@ -479,7 +483,9 @@ fn op_class(spec: &RouteSpec) -> Option<OpClass> {
         Access::Public => None,
         Access::Data(_) if spec.method == Method::GET => Some(OpClass::Read),
         Access::Data(_) => Some(OpClass::Write),
-        Access::AnyKey | Access::Operator | Access::Tenant(_) => Some(OpClass::Admin),
+        Access::AnyKey | Access::Operator | Access::OperatorOn | Access::Tenant(_) => {
+            Some(OpClass::Admin)
+        }
         Access::Proxy => Some(OpClass::Proxy),
     }
 }
@@ -500,6 +506,26 @@ async fn path_param(
         .ok_or_else(|| ApiError::new(ErrorCode::Internal))
 }
 
+fn require_operator(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_operator() {
+        Ok(())
+    } else {
+        Err(ApiError::with_detail(
+            ErrorCode::Forbidden,
+            "this route needs an operator key",
+        ))
+    }
+}
+
+/// The tenant a `{tenant}` route names.
+async fn path_tenant(
+    parts: &mut axum::http::request::Parts,
+    state: &AppState,
+) -> Result<TenantId, ApiError> {
+    let raw = path_param(parts, state, "tenant").await?;
+    TenantId::parse(&raw).map_err(|e| ApiError::invalid_parameter(format!("tenant: {e}")))
+}
+
 /// Phase: enforces the route's `Access` for `principal`. The request goes
 /// on with what the route needs: the `TenantScope` of a tenant route, the
 /// `DataScope` of a data route, the service and forwarded path of a proxy
@@ -518,18 +544,20 @@ async fn authorize(
     let (mut parts, body) = request.into_parts();
     match access {
         Access::Public | Access::AnyKey => {}
-        Access::Operator => {
-            if !principal.is_operator() {
-                return Err(ApiError::with_detail(
-                    ErrorCode::Forbidden,
-                    "this route needs an operator key",
-                ));
+        Access::Operator => require_operator(principal)?,
+        Access::OperatorOn => {
+            require_operator(principal)?;
+            let tenant = path_tenant(&mut parts, state).await?;
+            if state.catalog.tenant(&tenant).await?.is_none() {
+                return Err(ApiError::not_found());
             }
+            let scope = principal
+                .scope_for(&tenant, Role::Admin)
+                .ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
+            parts.extensions.insert(scope);
         }
         Access::Tenant(required) => {
-            let raw = path_param(&mut parts, state, "tenant").await?;
-            let tenant = TenantId::parse(&raw)
-                .map_err(|e| ApiError::invalid_parameter(format!("tenant: {e}")))?;
+            let tenant = path_tenant(&mut parts, state).await?;
             let scope = match principal.scope_for(&tenant, required) {
                 Some(scope) => scope,
                 None if principal.tenant() == Some(&tenant) => {

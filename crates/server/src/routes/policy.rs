@@ -16,7 +16,7 @@ use tenantd_api::{
     PolicyView, Problem, ProposePolicy,
 };
 use tenantd_core::policy::outside_self_service;
-use tenantd_core::{ErrorCode, Principal, Role, TenantId, TenantScope};
+use tenantd_core::{ErrorCode, Principal, TenantId, TenantScope};
 use tenantd_store::policy::{PolicyError, PolicyStatus, PolicyVersion, Verdict};
 
 use crate::app::policy::{self, tenant, version_in_effect, Submitted};
@@ -34,13 +34,6 @@ impl From<PolicyError> for ApiError {
             PolicyError::Store(e) => e.into(),
         }
     }
-}
-
-/// The scope an operator route acts in: operators may act on any tenant.
-fn operator_scope(principal: &Principal, tenant: &TenantId) -> Result<TenantScope, ApiError> {
-    principal
-        .scope_for(tenant, Role::Admin)
-        .ok_or_else(ApiError::not_found)
 }
 
 fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
@@ -279,10 +272,10 @@ pub(super) async fn revert(
 pub(super) async fn approve(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiPath((tenant, version)): ApiPath<(TenantId, i64)>,
+    Extension(scope): Extension<TenantScope>,
+    ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
-    let scope = operator_scope(&principal, &tenant)?;
     let (decided, current) = policy::decide(
         &state,
         &principal,
@@ -303,10 +296,10 @@ pub(super) async fn approve(
 pub(super) async fn reject(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiPath((tenant, version)): ApiPath<(TenantId, i64)>,
+    Extension(scope): Extension<TenantScope>,
+    ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
-    let scope = operator_scope(&principal, &tenant)?;
     let (decided, current) = policy::decide(
         &state,
         &principal,

@@ -13,7 +13,7 @@ use tenantd_api::{
 };
 use tenantd_core::placement::place;
 use tenantd_core::tenant::TenantAction;
-use tenantd_core::{ErrorCode, JobId, Principal, Role, Tenant, TenantId, TenantStatus};
+use tenantd_core::{ErrorCode, JobId, Principal, Tenant, TenantId, TenantScope, TenantStatus};
 use tenantd_store::data::Placement;
 use tenantd_store::jobs::{Job, JobState};
 use tenantd_store::AuditAction;
@@ -265,10 +265,10 @@ fn job_view(job: Job) -> Result<JobView, ApiError> {
 pub(super) async fn move_tenant(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiPath(id): ApiPath<TenantId>,
+    Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<MoveTenant>,
 ) -> Result<Response, ApiError> {
-    let tenant = load(&state, &id).await?;
+    let tenant = load(&state, scope.tenant()).await?;
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::with_detail(
             ErrorCode::InvalidTransition,
@@ -291,10 +291,6 @@ pub(super) async fn move_tenant(
             "the tenant is already there",
         ));
     }
-    // Operators hold a scope on every tenant; the job acts with it.
-    let scope = principal
-        .scope_for(&id, Role::Admin)
-        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden))?;
     let job = match start_move(&state, &principal, scope, &tenant, to).await {
         Err(StoreError::Conflict) => {
             return Err(ApiError::with_detail(

@@ -7,21 +7,20 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::json;
 use tenantd_api::{
     AddOnPage, AddOnView, Counter, CreateAddOn, Page, Problem, QuotaEventPage, QuotaEventView,
     QuotaUsage, UsageHistory, UsageHour, UsageView,
 };
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::burn;
-use tenantd_core::{Principal, Role, Tenant, TenantId, TenantScope};
+use tenantd_core::{Principal, Tenant, TenantId, TenantScope};
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
-use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
+use crate::app::addons;
+use crate::extract::{page_of, ApiJson, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
-use tenantd_store::AuditAction;
 
 async fn tenant_of(state: &AppState, scope: &TenantScope) -> Result<Tenant, ApiError> {
     state
@@ -199,56 +198,10 @@ fn add_on_view(id: i64, a: AddOn) -> AddOnView {
 pub(super) async fn create_add_on(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiPath(tenant): ApiPath<TenantId>,
+    Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<CreateAddOn>,
 ) -> Result<Response, ApiError> {
-    if state.catalog.tenant(&tenant).await?.is_none() {
-        return Err(ApiError::not_found());
-    }
-    // Operators may act on any tenant; the scope records which one.
-    let scope = principal
-        .scope_for(&tenant, Role::Admin)
-        .ok_or_else(ApiError::not_found)?;
-    let now = state.clock.now();
-    if body.amount == 0 {
-        return Err(ApiError::invalid_body("amount must be at least 1"));
-    }
-    if body.expires_at <= now {
-        return Err(ApiError::invalid_body("expires_at must be in the future"));
-    }
-    if body.metric.is_counted() != body.period.is_some() {
-        return Err(ApiError::invalid_body(format!(
-            "a {} add-on {}",
-            body.metric.as_str(),
-            if body.metric.is_counted() {
-                "needs the period of the quota it raises"
-            } else {
-                "takes no period"
-            }
-        )));
-    }
-    let add_on = AddOn {
-        metric: body.metric,
-        period: body.period,
-        amount: body.amount,
-        expires_at: body.expires_at,
-    };
-    let tenant = &tenant;
-    let audit = state
-        .audit(
-            &principal,
-            Some(tenant),
-            AuditAction::AddonCreate,
-            tenant.as_str(),
-            json!({ "metric": add_on.metric, "period": add_on.period, "amount": add_on.amount,
-                "expires_at": add_on.expires_at.unix_timestamp() }),
-        )
-        .after(&add_on);
-    let id = state.catalog.insert_add_on(&scope, &add_on, &audit).await?;
-    state
-        .admission
-        .ledgers
-        .with(tenant, |u| u.add_ons.push(add_on.clone()));
+    let (id, add_on) = addons::grant(&state, &principal, &scope, body).await?;
     Ok((StatusCode::CREATED, Json(add_on_view(id, add_on))).into_response())
 }
 

@@ -81,7 +81,7 @@ fn expected(access: Access, caller: Caller) -> Expect {
             }
         }
         (Access::AnyKey, _) | (_, Caller::Operator) => Allowed,
-        (Access::Operator, _) => Denied(403, "forbidden"),
+        (Access::Operator | Access::OperatorOn, _) => Denied(403, "forbidden"),
         (Access::Tenant(_), Caller::Globex(_)) => Denied(404, "not_found"),
         (Access::Tenant(required), Caller::Acme(role)) if role.satisfies_tenant(required) => {
             Allowed
