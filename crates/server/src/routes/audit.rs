@@ -2,11 +2,12 @@
 //! platform's (operators).
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use tenantd_api::{AuditPage, AuditVerification, AuditView, Page};
-use tenantd_core::{TenantId, TenantScope};
+use tenantd_core::TenantId;
 use tenantd_store::{AuditEntry, Owner, Verification};
 
+use super::access::{Admin, Member, Operator};
 use crate::extract::{page_of, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -44,8 +45,8 @@ fn verification(v: Verification) -> AuditVerification {
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "What the walk found", body = AuditVerification)))]
 pub(super) async fn verify_tenant_audit(
+    Member(_principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
 ) -> Result<Json<AuditVerification>, ApiError> {
     Ok(Json(verification(
         state.catalog.verify_audit(Owner::Tenant(&scope)).await?,
@@ -58,6 +59,7 @@ pub(super) async fn verify_tenant_audit(
     security(("api_key" = [])),
     responses((status = 200, description = "What the walk found", body = AuditVerification)))]
 pub(super) async fn verify_platform_audit(
+    _access: Operator,
     State(state): State<AppState>,
 ) -> Result<Json<AuditVerification>, ApiError> {
     Ok(Json(verification(
@@ -85,8 +87,8 @@ async fn page(
     params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditView>)))]
 pub(super) async fn tenant_audit(
+    Member(_principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     page(&state, Owner::Tenant(&scope), query).await
@@ -97,6 +99,7 @@ pub(super) async fn tenant_audit(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditView>)))]
 pub(super) async fn platform_audit(
+    _access: Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {

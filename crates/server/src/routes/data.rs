@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use tenantd_store::data::{
 use tenantd_store::DataError;
 use utoipa::IntoParams;
 
+use super::access::{DataMember, Developer, Reader};
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -191,8 +192,8 @@ fn written(result: BatchResult) -> Result<Record, ApiError> {
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create_collection(
+    DataMember(_principal, scope, _role): DataMember<Developer>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiJson(body): ApiJson<CreateCollection>,
 ) -> Result<Response, ApiError> {
     let indexes = parse_indexes(&body.indexes)?;
@@ -214,8 +215,8 @@ pub(super) async fn create_collection(
 #[utoipa::path(get, path = "/v1/collections", tag = "data", params(PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of collections", body = Page<Collection>)))]
 pub(super) async fn list_collections(
+    DataMember(_principal, scope, _role): DataMember<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<CollectionPage>, ApiError> {
     let limit = page.limit()?;
@@ -237,8 +238,8 @@ pub(super) async fn list_collections(
     params(("collection" = CollectionName, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The collection", body = Collection)))]
 pub(super) async fn get_collection(
+    DataMember(_principal, scope, _role): DataMember<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath(name): ApiPath<CollectionName>,
 ) -> Result<Json<Collection>, ApiError> {
     let found = state
@@ -256,8 +257,8 @@ pub(super) async fn get_collection(
     params(("collection" = CollectionName, Path)), security(("api_key" = [])),
     responses((status = 204, description = "Deleted")))]
 pub(super) async fn delete_collection(
+    DataMember(_principal, scope, _role): DataMember<Developer>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath(name): ApiPath<CollectionName>,
 ) -> Result<StatusCode, ApiError> {
     match state
@@ -277,8 +278,8 @@ pub(super) async fn delete_collection(
     request_body(content = Object, description = "The record: a JSON object"),
     responses((status = 201, description = "Created; the ETag header carries its version", body = RecordView)))]
 pub(super) async fn create_record(
+    DataMember(_principal, scope, _role): DataMember<Developer>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath(collection): ApiPath<CollectionName>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
@@ -336,8 +337,8 @@ fn parse_sort(sort: &Option<String>) -> Result<Option<(FieldPath, Direction)>, A
         (status = 400, description = "Invalid filter, sort, cursor or limit", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn list_records(
+    DataMember(_principal, scope, _role): DataMember<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath(name): ApiPath<CollectionName>,
     ApiQuery(query): ApiQuery<ListRecordsQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
@@ -420,8 +421,8 @@ pub(super) async fn list_records(
         (status = 404, description = "No such record or collection", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn get_record(
+    DataMember(_principal, scope, _role): DataMember<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath((collection, id)): ApiPath<(CollectionName, RecordId)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -457,8 +458,8 @@ pub(super) async fn get_record(
         (status = 412, description = "The precondition failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn put_record(
+    DataMember(_principal, scope, _role): DataMember<Developer>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath((collection, id)): ApiPath<(CollectionName, RecordId)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
@@ -497,8 +498,8 @@ pub(super) async fn put_record(
     request_body(content = Object, description = "A JSON merge patch", content_type = "application/merge-patch+json"),
     responses((status = 200, description = "The patched record", body = RecordView)))]
 pub(super) async fn patch_record(
+    DataMember(_principal, scope, _role): DataMember<Developer>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath((collection, id)): ApiPath<(CollectionName, RecordId)>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<Value>,
@@ -517,8 +518,8 @@ pub(super) async fn patch_record(
     params(("collection" = CollectionName, Path), ("id" = RecordId, Path)), security(("api_key" = [])),
     responses((status = 204, description = "Deleted")))]
 pub(super) async fn delete_record(
+    DataMember(_principal, scope, _role): DataMember<Developer>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath((collection, id)): ApiPath<(CollectionName, RecordId)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -540,8 +541,8 @@ pub(super) async fn delete_record(
         (status = 412, description = "An operation's `if_match` does not match its record's version (`precondition_failed`); nothing was applied", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn batch(
+    DataMember(_principal, scope, _role): DataMember<Developer>,
     State(state): State<AppState>,
-    Extension(scope): Extension<DataScope>,
     ApiPath(collection): ApiPath<CollectionName>,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {

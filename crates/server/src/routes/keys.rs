@@ -4,11 +4,12 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use tenantd_api::{CreateKey, CreatedKey, KeyPage, KeyView, Page, Problem, RotateKey, RotatedKey};
-use tenantd_core::{KeyId, Principal, TenantId, TenantScope};
+use tenantd_core::{KeyId, TenantId};
 use tenantd_store::Owner;
 
+use super::access::{Admin, Member, Operator};
 use crate::app::keys::{self, load, view, IssuedKey, Rotation};
 use crate::extract::{page_of, ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
@@ -76,9 +77,8 @@ type TenantKeyPath = ApiPath<(TenantId, KeyId)>;
         (status = 403, description = "Role above the creator's", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create_tenant_key(
+    Member(principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     let owner = Owner::Tenant(&scope);
@@ -91,8 +91,8 @@ pub(super) async fn create_tenant_key(
     params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of keys", body = Page<KeyView>)))]
 pub(super) async fn list_tenant_keys(
+    Member(_principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<KeyPage>, ApiError> {
     list(&state, Owner::Tenant(&scope), page).await
@@ -103,8 +103,8 @@ pub(super) async fn list_tenant_keys(
     params(("tenant" = TenantId, Path), ("key_id" = KeyId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The key", body = KeyView)))]
 pub(super) async fn get_tenant_key(
+    Member(_principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath(path): TenantKeyPath,
 ) -> Result<Json<KeyView>, ApiError> {
     let key = load(&state, Owner::Tenant(&scope), &path.1).await?;
@@ -118,9 +118,8 @@ pub(super) async fn get_tenant_key(
     params(("tenant" = TenantId, Path), ("key_id" = KeyId, Path)), security(("api_key" = [])),
     responses((status = 201, description = "The new key, shown once, and the old one", body = RotatedKey)))]
 pub(super) async fn rotate_tenant_key(
+    Member(principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath(path): TenantKeyPath,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<RotateKey>,
 ) -> Result<Response, ApiError> {
@@ -134,9 +133,8 @@ pub(super) async fn rotate_tenant_key(
     params(("tenant" = TenantId, Path), ("key_id" = KeyId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The revoked key", body = KeyView)))]
 pub(super) async fn revoke_tenant_key(
+    Member(principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath(path): TenantKeyPath,
 ) -> Result<Json<KeyView>, ApiError> {
     let revoked = keys::revoke(&state, &principal, Owner::Tenant(&scope), &path.1).await?;
@@ -148,8 +146,8 @@ pub(super) async fn revoke_tenant_key(
     security(("api_key" = [])),
     responses((status = 201, description = "Created; the token is shown once", body = CreatedKey)))]
 pub(super) async fn create_platform_key(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     let issued = keys::create(&state, &principal, Owner::Platform, body).await?;
@@ -161,6 +159,7 @@ pub(super) async fn create_platform_key(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of keys", body = Page<KeyView>)))]
 pub(super) async fn list_platform_keys(
+    _access: Operator,
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<KeyPage>, ApiError> {
@@ -172,6 +171,7 @@ pub(super) async fn list_platform_keys(
     params(("key_id" = KeyId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The key", body = KeyView)))]
 pub(super) async fn get_platform_key(
+    _access: Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<KeyId>,
 ) -> Result<Json<KeyView>, ApiError> {
@@ -185,8 +185,8 @@ pub(super) async fn get_platform_key(
     params(("key_id" = KeyId, Path)), security(("api_key" = [])),
     responses((status = 201, description = "The new key, shown once, and the old one", body = RotatedKey)))]
 pub(super) async fn rotate_platform_key(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<KeyId>,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<RotateKey>,
 ) -> Result<Response, ApiError> {
@@ -202,8 +202,8 @@ pub(super) async fn rotate_platform_key(
         (status = 409, description = "The last active operator key", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn revoke_platform_key(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<KeyId>,
 ) -> Result<Json<KeyView>, ApiError> {
     let revoked = keys::revoke(&state, &principal, Owner::Platform, &id).await?;

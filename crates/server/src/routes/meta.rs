@@ -6,15 +6,16 @@ use std::sync::OnceLock;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use tenantd_api::{DependencyHealth, Health, Me, Problem, Readiness};
-use tenantd_core::{Principal, ServiceName};
+use tenantd_core::ServiceName;
 use tenantd_store::health as store_health;
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use super::access::{AnyKey, Public};
 use crate::config::FailMode;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -22,7 +23,7 @@ use crate::state::AppState;
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "meta",
     responses((status = 200, description = "Alive", body = Health)))]
-pub(super) async fn healthz() -> Json<Health> {
+pub(super) async fn healthz(_access: Public) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
@@ -36,7 +37,7 @@ pub(super) async fn healthz() -> Json<Health> {
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready: the catalog cannot write, a storage pool is down, or Redis is down and the limiter fails closed", body = Readiness),
     ))]
-pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+pub(super) async fn readyz(_access: Public, State(state): State<AppState>) -> Response {
     let catalog = state.catalog.dependency().status();
     let pools: Vec<_> = state
         .data
@@ -73,7 +74,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 /// This API's OpenAPI 3.1 description.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
-pub(super) async fn openapi() -> impl IntoResponse {
+pub(super) async fn openapi(_access: Public) -> impl IntoResponse {
     static DOC: OnceLock<String> = OnceLock::new();
     let doc = DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default());
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str())
@@ -87,8 +88,8 @@ pub(super) async fn openapi() -> impl IntoResponse {
         (status = 403, description = "The tenant is suspended", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn me(
+    AnyKey(principal): AnyKey,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
 ) -> Result<Json<Me>, ApiError> {
     let tenant = match principal.tenant() {
         Some(id) => Some(

@@ -4,6 +4,7 @@
 //! Invariant: a route exists only as a row of `routes()`, so no route can
 //! skip authorization, and the authorization matrix test walks this table.
 
+pub mod access;
 mod audit;
 mod data;
 mod keys;
@@ -30,6 +31,7 @@ use crate::edge;
 use crate::gateway::Service;
 use crate::problem::ApiError;
 use crate::state::AppState;
+use access::Guarded;
 
 pub(crate) use meta::ApiDoc;
 
@@ -83,11 +85,13 @@ struct Route {
     handler: MethodRouter<AppState>,
 }
 
-fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+/// A row of the table: the handler's first extractor names its access.
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
 where
-    H: Handler<T, AppState>,
+    H: Handler<T, AppState> + Guarded<T>,
     T: 'static,
 {
+    let access = <H as Guarded<T>>::ACCESS;
     let filter = MethodFilter::try_from(method.clone()).expect("the table uses standard methods");
     Route {
         spec: RouteSpec {
@@ -100,304 +104,180 @@ where
 }
 
 fn routes() -> Vec<Route> {
-    use Access::{AnyKey, Data, Operator, OperatorOn, Public, Tenant};
     use Method as M;
-    let admin = Tenant(Role::Admin);
-    let member = Tenant(Role::Reader);
-    let (read, write) = (Data(Role::Reader), Data(Role::Developer));
     let mut routes = vec![
-        route(M::GET, "/healthz", Public, meta::healthz),
-        route(M::GET, "/readyz", Public, meta::readyz),
-        route(M::GET, "/openapi.json", Public, meta::openapi),
-        route(M::GET, "/v1/me", AnyKey, meta::me),
-        route(M::GET, "/metrics", Operator, usage::metrics),
+        route(M::GET, "/healthz", meta::healthz),
+        route(M::GET, "/readyz", meta::readyz),
+        route(M::GET, "/openapi.json", meta::openapi),
+        route(M::GET, "/v1/me", meta::me),
+        route(M::GET, "/metrics", usage::metrics),
         // Tenants, managed by operators.
-        route(M::POST, "/v1/tenants", Operator, tenants::create),
-        route(M::GET, "/v1/tenants", Operator, tenants::list),
-        route(M::GET, "/v1/tenants/{tenant}", Operator, tenants::get),
-        route(M::PATCH, "/v1/tenants/{tenant}", Operator, tenants::update),
-        route(M::DELETE, "/v1/tenants/{tenant}", Operator, tenants::delete),
-        route(
-            M::POST,
-            "/v1/tenants/{tenant}/suspend",
-            Operator,
-            tenants::suspend,
-        ),
-        route(
-            M::POST,
-            "/v1/tenants/{tenant}/resume",
-            Operator,
-            tenants::resume,
-        ),
-        route(
-            M::POST,
-            "/v1/tenants/{tenant}/restore",
-            Operator,
-            tenants::restore,
-        ),
-        route(
-            M::POST,
-            "/v1/tenants/{tenant}/purge",
-            Operator,
-            tenants::purge,
-        ),
-        route(
-            M::POST,
-            "/v1/tenants/{tenant}/move",
-            OperatorOn,
-            tenants::move_tenant,
-        ),
-        route(M::GET, "/v1/jobs", Operator, tenants::list_jobs),
-        route(M::GET, "/v1/jobs/{job_id}", Operator, tenants::get_job),
+        route(M::POST, "/v1/tenants", tenants::create),
+        route(M::GET, "/v1/tenants", tenants::list),
+        route(M::GET, "/v1/tenants/{tenant}", tenants::get),
+        route(M::PATCH, "/v1/tenants/{tenant}", tenants::update),
+        route(M::DELETE, "/v1/tenants/{tenant}", tenants::delete),
+        route(M::POST, "/v1/tenants/{tenant}/suspend", tenants::suspend),
+        route(M::POST, "/v1/tenants/{tenant}/resume", tenants::resume),
+        route(M::POST, "/v1/tenants/{tenant}/restore", tenants::restore),
+        route(M::POST, "/v1/tenants/{tenant}/purge", tenants::purge),
+        route(M::POST, "/v1/tenants/{tenant}/move", tenants::move_tenant),
+        route(M::GET, "/v1/jobs", tenants::list_jobs),
+        route(M::GET, "/v1/jobs/{job_id}", tenants::get_job),
         // Plans, versioned, managed by operators.
-        route(M::POST, "/v1/plans", Operator, plans::create),
-        route(M::GET, "/v1/plans", Operator, plans::list),
-        route(M::GET, "/v1/plans/{plan}", Operator, plans::get),
-        route(M::PUT, "/v1/plans/{plan}", Operator, plans::update),
-        route(
-            M::GET,
-            "/v1/plans/{plan}/versions",
-            Operator,
-            plans::versions,
-        ),
+        route(M::POST, "/v1/plans", plans::create),
+        route(M::GET, "/v1/plans", plans::list),
+        route(M::GET, "/v1/plans/{plan}", plans::get),
+        route(M::PUT, "/v1/plans/{plan}", plans::update),
+        route(M::GET, "/v1/plans/{plan}/versions", plans::versions),
         // A tenant's keys and audit trail: its admins, or an operator.
         route(
             M::POST,
             "/v1/tenants/{tenant}/keys",
-            admin,
             keys::create_tenant_key,
         ),
-        route(
-            M::GET,
-            "/v1/tenants/{tenant}/keys",
-            admin,
-            keys::list_tenant_keys,
-        ),
+        route(M::GET, "/v1/tenants/{tenant}/keys", keys::list_tenant_keys),
         route(
             M::GET,
             "/v1/tenants/{tenant}/keys/{key_id}",
-            admin,
             keys::get_tenant_key,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/keys/{key_id}/rotate",
-            admin,
             keys::rotate_tenant_key,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/keys/{key_id}/revoke",
-            admin,
             keys::revoke_tenant_key,
         ),
-        route(
-            M::GET,
-            "/v1/tenants/{tenant}/audit",
-            admin,
-            audit::tenant_audit,
-        ),
+        route(M::GET, "/v1/tenants/{tenant}/audit", audit::tenant_audit),
         route(
             M::GET,
             "/v1/tenants/{tenant}/audit/verify",
-            admin,
             audit::verify_tenant_audit,
         ),
         // A tenant's usage: its members, or an operator. Add-ons: operators grant them.
-        route(M::GET, "/v1/tenants/{tenant}/usage", member, usage::usage),
-        route(
-            M::GET,
-            "/v1/tenants/{tenant}/usage/history",
-            member,
-            usage::history,
-        ),
-        route(
-            M::GET,
-            "/v1/tenants/{tenant}/usage/events",
-            member,
-            usage::events,
-        ),
-        route(
-            M::POST,
-            "/v1/tenants/{tenant}/addons",
-            OperatorOn,
-            usage::create_add_on,
-        ),
-        route(
-            M::GET,
-            "/v1/tenants/{tenant}/addons",
-            member,
-            usage::list_add_ons,
-        ),
+        route(M::GET, "/v1/tenants/{tenant}/usage", usage::usage),
+        route(M::GET, "/v1/tenants/{tenant}/usage/history", usage::history),
+        route(M::GET, "/v1/tenants/{tenant}/usage/events", usage::events),
+        route(M::POST, "/v1/tenants/{tenant}/addons", usage::create_add_on),
+        route(M::GET, "/v1/tenants/{tenant}/addons", usage::list_add_ons),
         // A tenant's policy: read by its members; changed by its admins
         // (within self-service ranges) or operators; proposals decided by operators.
-        route(
-            M::GET,
-            "/v1/tenants/{tenant}/policy",
-            member,
-            policy::get_policy,
-        ),
+        route(M::GET, "/v1/tenants/{tenant}/policy", policy::get_policy),
         route(
             M::GET,
             "/v1/tenants/{tenant}/policy/versions",
-            member,
             policy::list_versions,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/policy/versions",
-            admin,
             policy::propose,
         ),
         route(
             M::GET,
             "/v1/tenants/{tenant}/policy/versions/{version}",
-            member,
             policy::get_version,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/policy/versions/{version}/approve",
-            OperatorOn,
             policy::approve,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/policy/versions/{version}/reject",
-            OperatorOn,
             policy::reject,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/policy/versions/{version}/withdraw",
-            admin,
             policy::withdraw,
         ),
         route(
             M::POST,
             "/v1/tenants/{tenant}/policy/versions/{version}/revert",
-            admin,
             policy::revert,
         ),
-        route(M::GET, "/v1/proposals", Operator, policy::waiting),
+        route(M::GET, "/v1/proposals", policy::waiting),
         // The platform's own keys and audit trail.
-        route(
-            M::POST,
-            "/v1/platform/keys",
-            Operator,
-            keys::create_platform_key,
-        ),
-        route(
-            M::GET,
-            "/v1/platform/keys",
-            Operator,
-            keys::list_platform_keys,
-        ),
-        route(
-            M::GET,
-            "/v1/platform/keys/{key_id}",
-            Operator,
-            keys::get_platform_key,
-        ),
+        route(M::POST, "/v1/platform/keys", keys::create_platform_key),
+        route(M::GET, "/v1/platform/keys", keys::list_platform_keys),
+        route(M::GET, "/v1/platform/keys/{key_id}", keys::get_platform_key),
         route(
             M::POST,
             "/v1/platform/keys/{key_id}/rotate",
-            Operator,
             keys::rotate_platform_key,
         ),
         route(
             M::POST,
             "/v1/platform/keys/{key_id}/revoke",
-            Operator,
             keys::revoke_platform_key,
         ),
-        route(
-            M::GET,
-            "/v1/platform/audit",
-            Operator,
-            audit::platform_audit,
-        ),
+        route(M::GET, "/v1/platform/audit", audit::platform_audit),
         route(
             M::GET,
             "/v1/platform/audit/verify",
-            Operator,
             audit::verify_platform_audit,
         ),
         // The data API: the caller's own tenant's collections and records.
-        route(M::POST, "/v1/collections", write, data::create_collection),
-        route(M::GET, "/v1/collections", read, data::list_collections),
-        route(
-            M::GET,
-            "/v1/collections/{collection}",
-            read,
-            data::get_collection,
-        ),
+        route(M::POST, "/v1/collections", data::create_collection),
+        route(M::GET, "/v1/collections", data::list_collections),
+        route(M::GET, "/v1/collections/{collection}", data::get_collection),
         route(
             M::DELETE,
             "/v1/collections/{collection}",
-            write,
             data::delete_collection,
         ),
         route(
             M::POST,
             "/v1/collections/{collection}/records",
-            write,
             data::create_record,
         ),
         route(
             M::GET,
             "/v1/collections/{collection}/records",
-            read,
             data::list_records,
         ),
-        route(
-            M::POST,
-            "/v1/collections/{collection}/batch",
-            write,
-            data::batch,
-        ),
+        route(M::POST, "/v1/collections/{collection}/batch", data::batch),
         route(
             M::GET,
             "/v1/collections/{collection}/records/{id}",
-            read,
             data::get_record,
         ),
         route(
             M::PUT,
             "/v1/collections/{collection}/records/{id}",
-            write,
             data::put_record,
         ),
         route(
             M::PATCH,
             "/v1/collections/{collection}/records/{id}",
-            write,
             data::patch_record,
         ),
         route(
             M::DELETE,
             "/v1/collections/{collection}/records/{id}",
-            write,
             data::delete_record,
         ),
         // The gateway: the keys upstreams verify the tenant context with.
-        route(M::GET, "/.well-known/jwks.json", Public, proxy::jwks),
+        route(M::GET, "/.well-known/jwks.json", proxy::jwks),
         route(
             M::DELETE,
             "/v1/tenants/{tenant}/proxy-cache/{service}",
-            admin,
             proxy::purge_cache,
         ),
         route(
             M::GET,
             "/v1/platform/signing-keys",
-            Operator,
             proxy::list_signing_keys,
         ),
         route(
             M::POST,
             "/v1/platform/signing-keys/rotate",
-            Operator,
             proxy::rotate_signing_key,
         ),
     ];
@@ -406,15 +286,9 @@ fn routes() -> Vec<Route> {
         routes.push(route(
             method.clone(),
             "/v1/proxy/{service}",
-            Access::Proxy,
             proxy::forward_root,
         ));
-        routes.push(route(
-            method,
-            "/v1/proxy/{service}/{*path}",
-            Access::Proxy,
-            proxy::forward,
-        ));
+        routes.push(route(method, "/v1/proxy/{service}/{*path}", proxy::forward));
     }
     routes
 }

@@ -5,12 +5,13 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use tenantd_api::{Page, PlanPage, PlanView, Problem, WritePlan};
 use tenantd_core::plan::Plan;
-use tenantd_core::{ErrorCode, PlanId, Principal};
+use tenantd_core::{ErrorCode, PlanId};
 use tenantd_store::plans::{PlanError, PlanVersion};
 
+use super::access::Operator;
 use crate::app::plans;
 use crate::app::policy::check_reason;
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
@@ -59,8 +60,8 @@ fn parse_plan(body: &WritePlan) -> Result<Plan, ApiError> {
         (status = 422, description = "Not a valid plan", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<WritePlan>,
 ) -> Result<Response, ApiError> {
     let plan = parse_plan(&body)?;
@@ -88,8 +89,8 @@ pub(super) async fn create(
         (status = 409, description = "`replaces` is not the latest version", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn update(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<PlanId>,
     ApiJson(body): ApiJson<WritePlan>,
 ) -> Result<Json<PlanView>, ApiError> {
@@ -118,6 +119,7 @@ pub(super) async fn update(
         (status = 404, description = "No such plan", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn get(
+    _access: Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PlanId>,
 ) -> Result<Json<PlanView>, ApiError> {
@@ -135,6 +137,7 @@ pub(super) async fn get(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of plans", body = Page<PlanView>)))]
 pub(super) async fn list(
+    _access: Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<PlanPage>, ApiError> {
@@ -156,6 +159,7 @@ pub(super) async fn list(
     params(("plan" = PlanId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of versions", body = Page<PlanView>)))]
 pub(super) async fn versions(
+    _access: Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PlanId>,
     ApiQuery(query): ApiQuery<PageQuery>,

@@ -10,15 +10,16 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use tenantd_api::{
     DecidePolicy, Page, PolicyStatus as WirePolicyStatus, PolicyVersionPage, PolicyVersionView,
     PolicyView, Problem, ProposePolicy,
 };
 use tenantd_core::policy::outside_self_service;
-use tenantd_core::{ErrorCode, Principal, TenantId, TenantScope};
+use tenantd_core::{ErrorCode, TenantId};
 use tenantd_store::policy::{PolicyError, PolicyStatus, PolicyVersion, Verdict};
 
+use super::access::{Admin, Member, Operator, OperatorOn, Reader};
 use crate::app::policy::{self, tenant, version_in_effect, Submitted};
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
@@ -96,8 +97,8 @@ fn submitted_response(state: &AppState, submitted: Submitted) -> Response {
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The policy in effect", body = PolicyView)))]
 pub(super) async fn get_policy(
+    Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
 ) -> Result<Json<PolicyView>, ApiError> {
     let tenant = tenant(&state, scope.tenant()).await?;
     let in_effect = state.catalog.policy_in_effect(&scope).await?;
@@ -120,8 +121,8 @@ pub(super) async fn get_policy(
     params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of versions", body = Page<PolicyVersionView>)))]
 pub(super) async fn list_versions(
+    Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<PolicyVersionPage>, ApiError> {
     let limit = query.limit()?;
@@ -144,6 +145,7 @@ pub(super) async fn list_versions(
     params(PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of waiting proposals", body = Page<PolicyVersionView>)))]
 pub(super) async fn waiting(
+    _access: Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<PolicyVersionPage>, ApiError> {
@@ -175,8 +177,8 @@ pub(super) async fn waiting(
         (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn get_version(
+    Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
     let found = state
@@ -199,9 +201,8 @@ pub(super) async fn get_version(
         (status = 422, description = "The overrides do not make a valid plan", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn propose(
+    Member(principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<ProposePolicy>,
 ) -> Result<Response, ApiError> {
     let submitted = policy::submit(
@@ -226,9 +227,8 @@ pub(super) async fn propose(
         (status = 202, description = "Proposed: waits for an operator", body = PolicyVersionView),
     ))]
 pub(super) async fn revert(
+    Member(principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Response, ApiError> {
@@ -270,9 +270,8 @@ pub(super) async fn revert(
         (status = 409, description = "Not a waiting proposal", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn approve(
+    OperatorOn(principal, scope): OperatorOn,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
@@ -294,9 +293,8 @@ pub(super) async fn approve(
     security(("api_key" = [])),
     responses((status = 200, description = "Rejected", body = PolicyVersionView)))]
 pub(super) async fn reject(
+    OperatorOn(principal, scope): OperatorOn,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
@@ -318,9 +316,8 @@ pub(super) async fn reject(
     security(("api_key" = [])),
     responses((status = 200, description = "Withdrawn", body = PolicyVersionView)))]
 pub(super) async fn withdraw(
+    Member(principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath((_tenant, version)): ApiPath<(TenantId, i64)>,
     ApiJson(body): ApiJson<DecidePolicy>,
 ) -> Result<Json<PolicyVersionView>, ApiError> {

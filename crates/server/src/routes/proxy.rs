@@ -6,10 +6,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use tenantd_api::{Problem, SigningKeyView};
-use tenantd_core::{Principal, ServiceName, TenantId, TenantScope};
+use tenantd_core::{Principal, ServiceName, TenantId};
 
+use super::access::{Admin, Member, Operator, Proxied, Public};
 use crate::edge::RequestId;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::gateway::{self, Service};
@@ -34,7 +35,11 @@ use tenantd_store::AuditAction;
         (status = 503, description = "The tenant's circuit to the service is open (`upstream_unavailable`)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The upstream did not answer in time (`upstream_timeout`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub(super) async fn forward(State(state): State<AppState>, mut request: Request) -> Response {
+pub(super) async fn forward(
+    _access: Proxied,
+    State(state): State<AppState>,
+    mut request: Request,
+) -> Response {
     // What authorization put on the request, taken rather than copied.
     let extensions = request.extensions_mut();
     let (Some(service), Some(principal), Some(RequestId(request_id)), Some(ForwardPath(rest))) = (
@@ -71,15 +76,19 @@ pub(super) async fn forward(State(state): State<AppState>, mut request: Request)
         (status = 200, description = "The upstream's answer, whatever its status"),
         (status = 404, description = "No such service (`service_not_found`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub(super) async fn forward_root(state: State<AppState>, request: Request) -> Response {
-    forward(state, request).await
+pub(super) async fn forward_root(
+    access: Proxied,
+    state: State<AppState>,
+    request: Request,
+) -> Response {
+    forward(access, state, request).await
 }
 
 /// The public keys of the tenant context, as a JWK set (Ed25519 `OKP` keys).
 /// Upstreams may cache it for the `max-age` it is sent with.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "gateway",
     responses((status = 200, description = "The published keys", content_type = "application/jwk-set+json")))]
-pub(super) async fn jwks(State(state): State<AppState>) -> Response {
+pub(super) async fn jwks(_access: Public, State(state): State<AppState>) -> Response {
     let keyring = &state.gateway.keyring;
     let body = keyring.jwks(state.clock.now()).to_string();
     let max_age = format!(
@@ -100,7 +109,10 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/v1/platform/signing-keys", tag = "gateway",
     security(("api_key" = [])),
     responses((status = 200, description = "The published keys, oldest first", body = Vec<SigningKeyView>)))]
-pub(super) async fn list_signing_keys(State(state): State<AppState>) -> Json<Vec<SigningKeyView>> {
+pub(super) async fn list_signing_keys(
+    _access: Operator,
+    State(state): State<AppState>,
+) -> Json<Vec<SigningKeyView>> {
     Json(state.gateway.keyring.views(state.clock.now()))
 }
 
@@ -111,8 +123,8 @@ pub(super) async fn list_signing_keys(State(state): State<AppState>) -> Json<Vec
     security(("api_key" = [])),
     responses((status = 201, description = "The new key", body = SigningKeyView)))]
 pub(super) async fn rotate_signing_key(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
 ) -> Result<(axum::http::StatusCode, Json<SigningKeyView>), ApiError> {
     let audit = state.audit(
         &principal,
@@ -151,9 +163,8 @@ pub(super) struct PurgeQuery {
         (status = 404, description = "No such tenant or service", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn purge_cache(
+    Member(principal, scope, _role): Member<Admin>,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiPath((_tenant, service)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<PurgeQuery>,
 ) -> Result<StatusCode, ApiError> {

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use tenantd_api::{
@@ -13,13 +13,14 @@ use tenantd_api::{
 };
 use tenantd_core::placement::place;
 use tenantd_core::tenant::TenantAction;
-use tenantd_core::{ErrorCode, JobId, Principal, Tenant, TenantId, TenantScope, TenantStatus};
+use tenantd_core::{ErrorCode, JobId, Tenant, TenantId, TenantStatus};
 use tenantd_store::data::Placement;
 use tenantd_store::jobs::{Job, JobState};
 use tenantd_store::AuditAction;
 use tenantd_store::StoreError;
 use utoipa::IntoParams;
 
+use super::access::{Operator, OperatorOn};
 use crate::app::moves::start_move;
 use crate::app::tenants::{self, load};
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
@@ -66,8 +67,8 @@ pub struct ListJobsQuery {
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants::create(&state, &principal, body).await?;
@@ -85,6 +86,7 @@ pub(super) async fn create(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of tenants", body = Page<Tenant>)))]
 pub(super) async fn list(
+    _access: Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListTenantsQuery>,
 ) -> Result<Json<TenantPage>, ApiError> {
@@ -110,6 +112,7 @@ pub(super) async fn list(
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn get(
+    _access: Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -122,8 +125,8 @@ pub(super) async fn get(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The updated tenant", body = Tenant)))]
 pub(super) async fn update(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -138,8 +141,8 @@ pub(super) async fn update(
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn suspend(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Suspend)
@@ -152,8 +155,8 @@ pub(super) async fn suspend(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The active tenant", body = Tenant)))]
 pub(super) async fn resume(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Resume)
@@ -167,8 +170,8 @@ pub(super) async fn resume(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The deleted tenant", body = Tenant)))]
 pub(super) async fn delete(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Delete)
@@ -182,8 +185,8 @@ pub(super) async fn delete(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The restored, suspended tenant", body = Tenant)))]
 pub(super) async fn restore(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Restore)
@@ -199,8 +202,8 @@ pub(super) async fn restore(
         (status = 409, description = "Not deleted", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn purge(
+    Operator(principal): Operator,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<StatusCode, ApiError> {
     let not_deleted = || {
@@ -263,9 +266,8 @@ fn job_view(job: Job) -> Result<JobView, ApiError> {
         (status = 422, description = "No pool fits", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn move_tenant(
+    OperatorOn(principal, scope): OperatorOn,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<MoveTenant>,
 ) -> Result<Response, ApiError> {
     let tenant = load(&state, scope.tenant()).await?;
@@ -314,6 +316,7 @@ pub(super) async fn move_tenant(
     params(ListJobsQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of jobs", body = Page<JobView>)))]
 pub(super) async fn list_jobs(
+    _access: Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListJobsQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
@@ -359,6 +362,7 @@ pub(super) async fn list_jobs(
     params(("job_id" = JobId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The job", body = JobView)))]
 pub(super) async fn get_job(
+    _access: Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobView>, ApiError> {

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Deserialize;
 use tenantd_api::{
     AddOnPage, AddOnView, Counter, CreateAddOn, Page, Problem, QuotaEventPage, QuotaEventView,
@@ -13,10 +13,11 @@ use tenantd_api::{
 };
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::burn;
-use tenantd_core::{Principal, Tenant, TenantId, TenantScope};
+use tenantd_core::{Tenant, TenantId, TenantScope};
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
+use super::access::{Member, Operator, OperatorOn, Reader};
 use crate::app::addons;
 use crate::extract::{page_of, ApiJson, ApiQuery, PageQuery};
 use crate::problem::ApiError;
@@ -39,8 +40,8 @@ fn at(secs: i64) -> Option<OffsetDateTime> {
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "Usage now", body = UsageView)))]
 pub(super) async fn usage(
+    Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
 ) -> Result<Json<UsageView>, ApiError> {
     let tenant = tenant_of(&state, &scope).await?;
     let plan = state
@@ -115,8 +116,8 @@ pub struct HistoryQuery {
     params(("tenant" = TenantId, Path), HistoryQuery), security(("api_key" = [])),
     responses((status = 200, description = "Hourly usage", body = UsageHistory)))]
 pub(super) async fn history(
+    Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<UsageHistory>, ApiError> {
     let hours = query.hours.unwrap_or(72);
@@ -153,8 +154,8 @@ pub(super) async fn history(
     params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of quota events, newest first", body = Page<QuotaEventView>)))]
 pub(super) async fn events(
+    Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<QuotaEventPage>, ApiError> {
     let limit = query.limit()?;
@@ -196,9 +197,8 @@ fn add_on_view(id: i64, a: AddOn) -> AddOnView {
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create_add_on(
+    OperatorOn(principal, scope): OperatorOn,
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(scope): Extension<TenantScope>,
     ApiJson(body): ApiJson<CreateAddOn>,
 ) -> Result<Response, ApiError> {
     let (id, add_on) = addons::grant(&state, &principal, &scope, body).await?;
@@ -210,8 +210,8 @@ pub(super) async fn create_add_on(
     params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of active add-ons", body = Page<AddOnView>)))]
 pub(super) async fn list_add_ons(
+    Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
-    Extension(scope): Extension<TenantScope>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<AddOnPage>, ApiError> {
     let limit = query.limit()?;
@@ -239,7 +239,7 @@ pub(super) async fn list_add_ons(
 #[utoipa::path(get, path = "/metrics", tag = "meta", security(("api_key" = [])),
     responses((status = 200, description = "Metrics", body = String,
         content_type = "application/openmetrics-text")))]
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(_access: Operator, State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
