@@ -61,7 +61,12 @@ fn setup(runtime: &Runtime) -> Setup {
         };
         config.gateway.services = vec![serde_json::from_value(service).unwrap()];
         config.plans = vec![serde_json::from_value(plan).unwrap()];
-        let server = Server::start(config, Arc::new(SystemClock)).await.unwrap();
+        let server = Server::start(
+            config.check().expect("a valid configuration"),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(server.run(listener, std::future::pending()));

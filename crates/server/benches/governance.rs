@@ -67,9 +67,12 @@ fn server_with(runtime: &Runtime, tenants: usize) -> Running {
             plans: vec![plan()],
             ..Config::default()
         };
-        let server = Server::start(config.clone(), Arc::new(SystemClock))
-            .await
-            .unwrap();
+        let server = Server::start(
+            config.clone().check().expect("a valid configuration"),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -145,9 +148,16 @@ fn restart_with_ledgers(runtime: &Runtime, server: Running, tenants: usize) {
         catalog.close().await;
 
         let started = SystemClock.instant();
-        let server = Server::start(server.config.clone(), Arc::new(SystemClock))
-            .await
-            .unwrap();
+        let server = Server::start(
+            server
+                .config
+                .clone()
+                .check()
+                .expect("a valid configuration"),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
         let took = SystemClock.instant() - started;
         eprintln!(
             "started again with {tenants} tenants, each with a ledger, in {:.2} s",

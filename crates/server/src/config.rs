@@ -841,13 +841,32 @@ fn explain(error: figment::Error) -> ConfigError {
     }
 }
 
+/// A configuration that passed every check. Only `Config::load` and
+/// `Config::check` make one, and `Server::start` takes nothing else, so no
+/// server runs on a configuration that was not checked.
+#[derive(Debug, Clone)]
+pub struct ValidConfig(Config);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl ValidConfig {
+    pub fn into_inner(self) -> Config {
+        self.0
+    }
+}
+
 /// Environment variables read by the `tenantd` client commands, not by the server.
 const CLIENT_ENV: [&str; 3] = ["config", "url", "key"];
 
 impl Config {
     /// Loads the layers in order. `file` is required to exist when given;
     /// otherwise `tenantd.toml` in the working directory is read if present.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<ValidConfig, ConfigError> {
         let file = match file {
             Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
             Some(path) => path.to_owned(),
@@ -861,13 +880,19 @@ impl Config {
         )
     }
 
-    fn load_from(figment: Figment) -> Result<Self, ConfigError> {
-        let mut config: Config = figment.extract().map_err(explain)?;
-        if !config.plans.iter().any(|p| p.id == PlanId::default_plan()) {
-            config.plans.push(Plan::default_plan());
+    fn load_from(figment: Figment) -> Result<ValidConfig, ConfigError> {
+        let config: Config = figment.extract().map_err(explain)?;
+        config.check()
+    }
+
+    /// Checks a configuration made in code (tests, benchmarks) as a loaded
+    /// one is checked; the only other way to a `ValidConfig`.
+    pub fn check(mut self) -> Result<ValidConfig, ConfigError> {
+        if !self.plans.iter().any(|p| p.id == PlanId::default_plan()) {
+            self.plans.push(Plan::default_plan());
         }
-        config.validate()?;
-        Ok(config)
+        self.validate()?;
+        Ok(ValidConfig(self))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -1105,7 +1130,7 @@ mod tests {
     use figment::Jail;
     use tenantd_store::PoolLocation;
 
-    fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+    fn load(overrides: &Overrides) -> Result<ValidConfig, ConfigError> {
         Config::load(None, overrides)
     }
 

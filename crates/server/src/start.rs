@@ -17,7 +17,7 @@ use tenantd_store::AuditAction;
 use tenantd_store::{Catalog, Connections, DataLimits, DataStore, NewAuditEntry, StoreError};
 
 use crate::admit::{Admission, BodyRules};
-use crate::config::Config;
+use crate::config::{Config, ValidConfig};
 use crate::gateway::Gateway;
 use crate::identify::Identity;
 use crate::state::{AppState, Inner};
@@ -125,7 +125,8 @@ pub async fn recover_operator_key(
 impl Server {
     /// Opens the data directory and the store, and creates the first operator
     /// key if the store has never had one.
-    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    pub async fn start(config: ValidConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let config = config.into_inner();
         let data_dir = &config.data_dir;
         let lock = lock_data_dir(data_dir)?;
         let secret = match &config.server_secret {

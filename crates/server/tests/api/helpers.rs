@@ -73,9 +73,15 @@ async fn start_at(
     operator_token: String,
 ) -> TestApp {
     let clock = ManualClock::new(start);
-    let server = Server::start(config.clone(), Arc::new(clock.clone()))
-        .await
-        .expect("server starts");
+    let server = Server::start(
+        config
+            .clone()
+            .check()
+            .expect("the test configuration is valid"),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .expect("server starts");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (tx, rx) = oneshot::channel::<()>();

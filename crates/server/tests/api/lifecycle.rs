@@ -22,7 +22,9 @@ async fn a_generated_bootstrap_key_is_handed_out_once_and_works() {
         ..Config::default()
     };
     let clock = Arc::new(ManualClock::new(START));
-    let mut server = Server::start(config.clone(), clock.clone()).await.unwrap();
+    let mut server = Server::start(config.clone().check().unwrap(), clock.clone())
+        .await
+        .unwrap();
     let token = server
         .take_bootstrap_token()
         .expect("a fresh store gets a key");
@@ -39,7 +41,7 @@ async fn a_generated_bootstrap_key_is_handed_out_once_and_works() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 
-    let mut again = Server::start(config, clock).await.unwrap();
+    let mut again = Server::start(config.check().unwrap(), clock).await.unwrap();
     assert!(
         again.take_bootstrap_token().is_none(),
         "a store with an operator key is not bootstrapped again"
@@ -67,7 +69,7 @@ async fn the_server_secret_is_private_and_kept_across_restarts() {
 
     let (dir, config, _) = app.stop().await;
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let refused = Server::start(config, Arc::new(ManualClock::new(START))).await;
+    let refused = Server::start(config.check().unwrap(), Arc::new(ManualClock::new(START))).await;
     assert!(
         matches!(refused, Err(StartError::Secret { .. })),
         "{refused:?}"
