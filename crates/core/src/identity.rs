@@ -67,6 +67,23 @@ impl TenantScope {
     }
 }
 
+/// Proof that the caller acts for the platform, for the store calls that
+/// reach across tenants or destroy one (a purge, start-up's listing of every
+/// tenant's add-ons): an operator's (`Principal::operator_scope`), or the
+/// server's own (`OperatorScope::server`, for start-up and sweeps, never for
+/// a request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorScope {
+    _proof: (),
+}
+
+impl OperatorScope {
+    /// The server acting by itself: start-up and its background sweeps.
+    pub fn server() -> Self {
+        Self { _proof: () }
+    }
+}
+
 /// Proof that the caller may use one tenant's data, and where that data
 /// lives. Only members of the tenant get one: operators manage tenants, they
 /// do not read their records.
@@ -170,6 +187,11 @@ impl Principal {
 
     pub fn is_operator(&self) -> bool {
         self.role == Role::Operator
+    }
+
+    /// The platform scope, for an operator only.
+    pub fn operator_scope(&self) -> Option<OperatorScope> {
+        self.is_operator().then_some(OperatorScope { _proof: () })
     }
 
     /// A scope on `tenant` if this principal may manage it as at least

@@ -288,7 +288,8 @@ async fn purge_due(state: &AppState, retention: Duration) -> Result<(), StoreErr
             before: None,
             after: None,
         };
-        if crate::app::tenants::purge(state, &id, &audit).await? {
+        let server = tenantd_core::OperatorScope::server();
+        if crate::app::tenants::purge(state, &server, &id, &audit).await? {
             tracing::info!(tenant = %id, "purged soft-deleted tenant");
         }
     }

@@ -173,7 +173,7 @@ impl Server {
             admission.add_plan_version(stored.version, stored.plan);
         }
         let add_ons = catalog
-            .add_ons(None, clock.now(), 0, None)
+            .all_add_ons(&tenantd_core::OperatorScope::server(), clock.now())
             .await?
             .into_iter()
             .map(|(_, tenant, add_on)| (tenant, add_on))

@@ -9,8 +9,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tenantd_core::quota::BillingDay;
 use tenantd_core::{
-    Isolation, KeyId, KeyOwner, KeyRecord, PlanId, PoolName, RegionId, Role, SecretHash, Tenant,
-    TenantId, TenantScope, TenantStatus,
+    Isolation, KeyId, KeyOwner, KeyRecord, OperatorScope, PlanId, PoolName, RegionId, Role,
+    SecretHash, Tenant, TenantId, TenantScope, TenantStatus,
 };
 use time::OffsetDateTime;
 
@@ -241,6 +241,7 @@ impl Catalog {
     /// not deleted.
     pub async fn purge_tenant(
         &self,
+        _operator: &OperatorScope,
         id: &TenantId,
         audit: &NewAuditEntry,
     ) -> Result<Option<Vec<KeyId>>> {
@@ -1036,7 +1037,11 @@ mod tests {
         let (mut t, scope, key) = f.tenant_with_scope("acme").await;
         let refused = f
             .catalog
-            .purge_tenant(&t.id, &audit(None, AuditAction::TenantPurge))
+            .purge_tenant(
+                &OperatorScope::server(),
+                &t.id,
+                &audit(None, AuditAction::TenantPurge),
+            )
             .await;
         assert_eq!(refused.unwrap(), None, "a live tenant is not purged");
 
@@ -1056,7 +1061,11 @@ mod tests {
         );
         let removed = f
             .catalog
-            .purge_tenant(&t.id, &audit(None, AuditAction::TenantPurge))
+            .purge_tenant(
+                &OperatorScope::server(),
+                &t.id,
+                &audit(None, AuditAction::TenantPurge),
+            )
             .await;
         assert_eq!(removed.unwrap(), Some(vec![key.id.clone()]));
 
@@ -1280,7 +1289,7 @@ mod tests {
         let mut purge = audit(None, AuditAction::TenantPurge);
         purge.target = "acme".into();
         f.catalog
-            .purge_tenant(acme.tenant(), &purge)
+            .purge_tenant(&OperatorScope::server(), acme.tenant(), &purge)
             .await
             .unwrap()
             .unwrap();

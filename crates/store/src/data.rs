@@ -21,7 +21,9 @@ use sqlx::{
 };
 use tenantd_core::filter::{CmpOp, FieldPath, Filter, Literal};
 use tenantd_core::record::{check_body, merge_patch};
-use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, TenantId};
+use tenantd_core::{
+    CollectionName, DataScope, Isolation, OperatorScope, PoolName, RecordId, TenantId,
+};
 use time::OffsetDateTime;
 
 use crate::cache::{CacheLimits, RecordCache, RecordKey};
@@ -1014,9 +1016,9 @@ impl DataStore {
             .collect()
     }
 
-    /// Bytes of `tenant`'s records in the read cache.
-    pub async fn cache_bytes(&self, tenant: &TenantId) -> u64 {
-        self.cache.tenant_bytes(tenant).await
+    /// Bytes of the scope's tenant's records in the read cache.
+    pub async fn cache_bytes(&self, scope: &DataScope) -> u64 {
+        self.cache.tenant_bytes(scope.tenant()).await
     }
 
     pub async fn usage(&self, scope: &DataScope) -> Result<Usage> {
@@ -1033,8 +1035,14 @@ impl DataStore {
     }
 
     /// Removes every trace of a tenant's data in `pool`, whatever its model.
-    /// Safe to repeat: a purge interrupted by a crash is finished by the next one.
-    pub async fn purge(&self, tenant: &TenantId, pool: &PoolName) -> Result<(), StoreError> {
+    /// Safe to repeat: a purge interrupted by a crash is finished by the next
+    /// one. Only the platform purges (`_operator`).
+    pub async fn purge(
+        &self,
+        _operator: &OperatorScope,
+        tenant: &TenantId,
+        pool: &PoolName,
+    ) -> Result<(), StoreError> {
         self.remove_pooled(tenant, pool).await?;
         self.remove_schema(tenant, pool).await?;
         self.remove_dedicated(tenant, pool).await?;

@@ -4,7 +4,7 @@
 use sqlx::{QueryBuilder, Sqlite};
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::{Ledger, QuotaEvent};
-use tenantd_core::{TenantId, TenantScope};
+use tenantd_core::{OperatorScope, TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use crate::audit::{append, NewAuditEntry};
@@ -277,9 +277,28 @@ impl Catalog {
         Ok(id)
     }
 
-    /// Add-ons not expired at `now`, of one tenant or (at start) of all,
-    /// with their ids, in id order after `after`; at most `limit`, or all.
+    /// Add-ons of the scope's tenant not expired at `now`, with their ids,
+    /// in id order after `after`; at most `limit`.
     pub async fn add_ons(
+        &self,
+        scope: &TenantScope,
+        now: OffsetDateTime,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, TenantId, AddOn)>> {
+        self.add_ons_of(Some(scope), now, after, Some(limit)).await
+    }
+
+    /// Every tenant's add-ons not expired at `now`: start-up loads them all.
+    pub async fn all_add_ons(
+        &self,
+        _operator: &OperatorScope,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(i64, TenantId, AddOn)>> {
+        self.add_ons_of(None, now, 0, None).await
+    }
+
+    async fn add_ons_of(
         &self,
         scope: Option<&TenantScope>,
         now: OffsetDateTime,

@@ -5,7 +5,9 @@ use serde_json::json;
 use tenantd_api::{CreateTenant, UpdateTenant};
 use tenantd_core::placement::place;
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
-use tenantd_core::{ErrorCode, Isolation, PlanId, Principal, Tenant, TenantId, TenantStatus};
+use tenantd_core::{
+    ErrorCode, Isolation, OperatorScope, PlanId, Principal, Tenant, TenantId, TenantStatus,
+};
 use tenantd_store::AuditAction;
 use tenantd_store::{NewAuditEntry, StoreError};
 
@@ -234,6 +236,7 @@ pub async fn transition(
 /// finishes, never data without a tenant. `false` if it is not deleted.
 pub async fn purge(
     state: &AppState,
+    operator: &OperatorScope,
     id: &TenantId,
     audit: &NewAuditEntry,
 ) -> Result<bool, StoreError> {
@@ -243,8 +246,8 @@ pub async fn purge(
     if tenant.status != TenantStatus::Deleted {
         return Ok(false);
     }
-    state.data.purge(id, &tenant.pool).await?;
-    let Some(keys) = state.catalog.purge_tenant(id, audit).await? else {
+    state.data.purge(operator, id, &tenant.pool).await?;
+    let Some(keys) = state.catalog.purge_tenant(operator, id, audit).await? else {
         return Ok(false);
     };
     state.changes.publish(Change::TenantPurged {

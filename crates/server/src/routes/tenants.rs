@@ -219,7 +219,10 @@ pub(super) async fn purge(
         id.as_str(),
         json!({}),
     );
-    if tenants::purge(&state, &id, &audit).await? {
+    let operator = principal
+        .operator_scope()
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden))?;
+    if tenants::purge(&state, &operator, &id, &audit).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
     // Not purged: say whether the tenant is missing or not deleted.

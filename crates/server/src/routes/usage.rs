@@ -218,12 +218,7 @@ pub(super) async fn list_add_ons(
     let after = query.after(|s| s.parse::<i64>().ok())?;
     let rows = state
         .catalog
-        .add_ons(
-            Some(&scope),
-            state.clock.now(),
-            after.unwrap_or(0),
-            Some(limit + 1),
-        )
+        .add_ons(&scope, state.clock.now(), after.unwrap_or(0), limit + 1)
         .await?;
     let (rows, next_cursor) = page_of(rows, limit, |(id, _, _)| id.to_string());
     Ok(Json(AddOnPage {

@@ -95,7 +95,7 @@ async fn one_tenant_cannot_take_more_than_its_share() {
             .unwrap()
             .unwrap();
     }
-    let noisy_bytes = store.cache_bytes(noisy.tenant()).await;
+    let noisy_bytes = store.cache_bytes(&noisy).await;
     assert!(
         noisy_bytes > 10 * 1024,
         "the cache is in use: {noisy_bytes}"
@@ -123,7 +123,7 @@ async fn one_tenant_cannot_take_more_than_its_share() {
         .unwrap()
         .unwrap();
     assert!(
-        store.cache_bytes(quiet.tenant()).await > 0,
+        store.cache_bytes(&quiet).await > 0,
         "a quiet tenant still gets cached"
     );
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::json;
 use tenantd_core::filter::Filter;
+use tenantd_core::OperatorScope;
 use tenantd_store::data::{BatchOp, DataError, ListQuery};
 
 use sqlx::{Connection, PgConnection};
@@ -90,8 +91,14 @@ async fn purge_removes_one_tenant_only() {
                 .unwrap();
             f.create(s, "orders", "x", json!({})).await;
         }
-        f.store.purge(a.tenant(), a.pool()).await.unwrap();
-        f.store.purge(a.tenant(), a.pool()).await.unwrap();
+        f.store
+            .purge(&OperatorScope::server(), a.tenant(), a.pool())
+            .await
+            .unwrap();
+        f.store
+            .purge(&OperatorScope::server(), a.tenant(), a.pool())
+            .await
+            .unwrap();
         assert!(
             f.store.collections(&a, None, 10).await.unwrap().is_empty(),
             "{model:?}"
