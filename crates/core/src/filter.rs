@@ -61,10 +61,6 @@ impl FieldPath {
         &self.0
     }
 
-    /// The SQLite/JSONPath form, `$.a.b`.
-    pub fn json_path(&self) -> String {
-        format!("$.{}", self.0.join("."))
-    }
 }
 
 impl fmt::Display for FieldPath {
@@ -90,19 +86,6 @@ pub enum CmpOp {
     Le,
     Gt,
     Ge,
-}
-
-impl CmpOp {
-    pub fn as_sql(self) -> &'static str {
-        match self {
-            CmpOp::Eq => "=",
-            CmpOp::Ne => "<>",
-            CmpOp::Lt => "<",
-            CmpOp::Le => "<=",
-            CmpOp::Gt => ">",
-            CmpOp::Ge => ">=",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -478,10 +461,10 @@ mod tests {
     }
 
     #[test]
-    fn json_paths_are_built_from_identifiers_only() {
+    fn field_paths_are_identifiers_only() {
         assert_eq!(
-            path("customer.address.city").json_path(),
-            "$.customer.address.city"
+            path("customer.address.city").segments(),
+            ["customer", "address", "city"]
         );
         for bad in ["", "a.", ".a", "a-b", "a b", "1a", "a.$", "a'b"] {
             assert!(FieldPath::parse(bad).is_err(), "{bad}");

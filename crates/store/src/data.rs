@@ -42,6 +42,7 @@ macro_rules! on_engine {
 
 mod moves;
 mod pg;
+mod sql;
 mod sqlite;
 mod writer;
 use crate::codec::{from_nanos, parse, to_nanos};

@@ -682,7 +682,7 @@ fn push_comparison(
             ));
         }
         Literal::Number(n) => {
-            sql.push(format!("(({rank}) = 1 AND ({num}) {} ", op.as_sql()));
+            sql.push(format!("(({rank}) = 1 AND ({num}) {} ", super::sql::operator(op)));
             // Bound as text: JSON numbers are exact decimals, and a float
             // parameter would round through float8 on the way to numeric.
             sql.push_bind(n.to_string());
@@ -693,7 +693,7 @@ fn push_comparison(
             // index seek on the text instead of scanning every string.
             sql.push(format!(
                 "(({rank}) = 2 AND ({num}) = 0 AND ({txt}) {} ",
-                op.as_sql()
+                super::sql::operator(op)
             ));
             sql.push_bind(s.clone());
             sql.push(format!(" AND {ty} = 'string')"));

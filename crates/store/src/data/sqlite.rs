@@ -75,11 +75,11 @@ fn constraint(e: &sqlx::Error) -> Option<&'static str> {
 /// column name, because SQLite matches expression indexes only on identical
 /// expressions. Values are always bound.
 fn field_expr(path: &FieldPath) -> String {
-    format!("json_extract(body, '{}')", path.json_path())
+    format!("json_extract(body, '{}')", super::sql::json_path(path))
 }
 
 fn field_type(path: &FieldPath) -> String {
-    format!("json_type(body, '{}')", path.json_path())
+    format!("json_type(body, '{}')", super::sql::json_path(path))
 }
 
 /// Creates the indexes of declared fields: one per distinct field path,
@@ -395,7 +395,7 @@ fn push_comparison(
             sql.push(format!(
                 "(coalesce({ty}, '') IN ('integer', 'real') AND {} {} ",
                 field_expr(field),
-                op.as_sql()
+                super::sql::operator(op)
             ));
             sql.push_bind(*n);
             sql.push(")");
@@ -404,7 +404,7 @@ fn push_comparison(
             sql.push(format!(
                 "(coalesce({ty}, '') = 'text' AND {} {} ",
                 field_expr(field),
-                op.as_sql()
+                super::sql::operator(op)
             ));
             sql.push_bind(s.clone());
             sql.push(")");
