@@ -25,7 +25,8 @@ use crate::{Result, StoreError};
 /// reach it.
 #[derive(Debug, Clone, Copy)]
 pub enum Owner<'a> {
-    Platform,
+    /// The platform's own: operator keys, the platform's trail.
+    Platform(&'a OperatorScope),
     Tenant(&'a TenantScope),
 }
 
@@ -33,7 +34,7 @@ impl Owner<'_> {
     /// The `tenant_id` column value, compared with `IS` so NULL matches NULL.
     fn column(&self) -> Option<&str> {
         match self {
-            Owner::Platform => None,
+            Owner::Platform(_) => None,
             Owner::Tenant(scope) => Some(scope.tenant().as_str()),
         }
     }
@@ -507,7 +508,7 @@ impl Catalog {
         // A read transaction, so that the chain and the log are one snapshot.
         let mut tx = self.pool.begin().await?;
         let tenant = match owner {
-            Owner::Platform => None,
+            Owner::Platform(_) => None,
             Owner::Tenant(scope) => Some(scope.tenant().clone()),
         };
         let verification = crate::audit::verify(&mut tx, tenant.as_ref()).await?;
@@ -875,7 +876,10 @@ mod tests {
             None
         );
         assert_eq!(
-            f.catalog.key(Owner::Platform, &acme_key.id).await.unwrap(),
+            f.catalog
+                .key(Owner::Platform(&OperatorScope::server()), &acme_key.id)
+                .await
+                .unwrap(),
             None
         );
         let revoked = f
@@ -1131,7 +1135,11 @@ mod tests {
     async fn an_untouched_log_verifies_globally_and_per_tenant() {
         let f = fixture().await;
         let (acme, globex) = chained_log(&f).await;
-        let all = f.catalog.verify_audit(Owner::Platform).await.unwrap();
+        let all = f
+            .catalog
+            .verify_audit(Owner::Platform(&OperatorScope::server()))
+            .await
+            .unwrap();
         assert_eq!((all.entries, all.problems.len()), (7, 0));
         let mine = f.catalog.verify_audit(Owner::Tenant(&acme)).await.unwrap();
         assert_eq!(
@@ -1155,7 +1163,11 @@ mod tests {
             .unwrap();
         tx.commit().await.unwrap();
         assert_ne!(
-            f.catalog.verify_audit(Owner::Platform).await.unwrap().head,
+            f.catalog
+                .verify_audit(Owner::Platform(&OperatorScope::server()))
+                .await
+                .unwrap()
+                .head,
             all.head
         );
     }
@@ -1170,7 +1182,7 @@ mod tests {
         )
         .await;
         assert_eq!(
-            problems(&f, Owner::Platform).await,
+            problems(&f, Owner::Platform(&OperatorScope::server())).await,
             ["entry 6: its content was changed"]
         );
         assert_eq!(
@@ -1189,11 +1201,11 @@ mod tests {
         let (acme, _) = chained_log(&f).await;
         tamper(&f, &["DELETE FROM audit_log WHERE seq = 2"]).await;
         assert_eq!(
-            problems(&f, Owner::Platform).await,
+            problems(&f, Owner::Platform(&OperatorScope::server())).await,
             ["entry 2: it was removed"]
         );
         tamper(&f, &["DELETE FROM audit_chain WHERE seq = 2"]).await;
-        let found = problems(&f, Owner::Platform).await;
+        let found = problems(&f, Owner::Platform(&OperatorScope::server())).await;
         assert_eq!(found, ["entry 3: the chain does not link (an entry before it was removed, inserted or reordered)"]);
         assert_eq!(
             problems(&f, Owner::Tenant(&acme)).await,
@@ -1214,7 +1226,7 @@ mod tests {
         )
         .await;
         assert_eq!(
-            problems(&f, Owner::Platform).await,
+            problems(&f, Owner::Platform(&OperatorScope::server())).await,
             ["entry 8: it is not in the chain (inserted)"]
         );
         assert_eq!(
@@ -1226,7 +1238,7 @@ mod tests {
         let reopened = Catalog::open(&path, Duration::from_secs(2)).await.unwrap();
         assert_eq!(
             reopened
-                .verify_audit(Owner::Platform)
+                .verify_audit(Owner::Platform(&OperatorScope::server()))
                 .await
                 .unwrap()
                 .problems
@@ -1250,7 +1262,7 @@ mod tests {
         )
         .await;
         assert_eq!(
-            problems(&f, Owner::Platform).await,
+            problems(&f, Owner::Platform(&OperatorScope::server())).await,
             [
                 "entry 3: its content was changed",
                 "entry 4: its content was changed"
@@ -1268,7 +1280,9 @@ mod tests {
             ],
         )
         .await;
-        assert!(!problems(&g, Owner::Platform).await.is_empty());
+        assert!(!problems(&g, Owner::Platform(&OperatorScope::server()))
+            .await
+            .is_empty());
     }
 
     #[tokio::test]
@@ -1293,7 +1307,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(problems(&f, Owner::Platform).await.is_empty());
+        assert!(problems(&f, Owner::Platform(&OperatorScope::server()))
+            .await
+            .is_empty());
         let (_, again, _) = f.tenant_with_scope("acme").await;
         let fresh = f.catalog.verify_audit(Owner::Tenant(&again)).await.unwrap();
         assert_eq!((fresh.entries, fresh.problems.len()), (2, 0));

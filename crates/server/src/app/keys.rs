@@ -53,7 +53,7 @@ pub fn view(state: &AppState, key: &KeyRecord) -> KeyView {
 
 fn owner_of(owner: Owner<'_>) -> KeyOwner {
     match owner {
-        Owner::Platform => KeyOwner::Platform,
+        Owner::Platform(_) => KeyOwner::Platform,
         Owner::Tenant(scope) => KeyOwner::Tenant(scope.tenant().clone()),
     }
 }
@@ -63,10 +63,10 @@ fn owner_of(owner: Owner<'_>) -> KeyOwner {
 /// creator's.
 fn check_grant(principal: &Principal, owner: Owner<'_>, role: Role) -> Result<(), ApiError> {
     match owner {
-        Owner::Platform if role != Role::Operator => Err(ApiError::invalid_body(
+        Owner::Platform(_) if role != Role::Operator => Err(ApiError::invalid_body(
             "role: platform keys have the operator role",
         )),
-        Owner::Platform => Ok(()),
+        Owner::Platform(_) => Ok(()),
         Owner::Tenant(_) if !role.is_tenant_role() => Err(ApiError::invalid_body(
             "role: operator keys belong to the platform, not to a tenant",
         )),
@@ -228,7 +228,7 @@ pub async fn revoke(
 ) -> Result<KeyRecord, ApiError> {
     let key = load(state, owner, id).await?;
     let now = state.clock.now();
-    if matches!(owner, Owner::Platform)
+    if matches!(owner, Owner::Platform(_))
         && key.state(now) == KeyState::Active
         && state.catalog.active_operator_keys(now).await? <= 1
     {

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use tenantd_core::{DataScope, ErrorCode, Principal, Role, TenantScope};
+use tenantd_core::{DataScope, ErrorCode, OperatorScope, Principal, Role, TenantScope};
 
 use super::Access;
 use crate::problem::ApiError;
@@ -70,8 +70,8 @@ impl TenantRole for Reader {
 pub struct Public;
 /// Any valid key.
 pub struct AnyKey(pub Principal);
-/// An operator key.
-pub struct Operator(pub Principal);
+/// An operator key, and the platform scope it holds.
+pub struct Operator(pub Principal, pub OperatorScope);
 /// An operator key, on the tenant the path names.
 pub struct OperatorOn(pub Principal, pub TenantScope);
 /// A key of the tenant the path names with at least role `R`, or an operator.
@@ -140,7 +140,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AnyKey {
 impl<S: Send + Sync> FromRequestParts<S> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(Self(proof(parts)?))
+        let principal: Principal = proof(parts)?;
+        let scope = principal.operator_scope().ok_or_else(|| {
+            tracing::error!("an operator route's principal is not an operator");
+            ApiError::new(ErrorCode::Internal)
+        })?;
+        Ok(Self(principal, scope))
     }
 }
 

@@ -59,11 +59,14 @@ pub(super) async fn verify_tenant_audit(
     security(("api_key" = [])),
     responses((status = 200, description = "What the walk found", body = AuditVerification)))]
 pub(super) async fn verify_platform_audit(
-    _access: Operator,
+    Operator(_principal, operator): Operator,
     State(state): State<AppState>,
 ) -> Result<Json<AuditVerification>, ApiError> {
     Ok(Json(verification(
-        state.catalog.verify_audit(Owner::Platform).await?,
+        state
+            .catalog
+            .verify_audit(Owner::Platform(&operator))
+            .await?,
     )))
 }
 
@@ -99,9 +102,9 @@ pub(super) async fn tenant_audit(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditView>)))]
 pub(super) async fn platform_audit(
-    _access: Operator,
+    Operator(_principal, operator): Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    page(&state, Owner::Platform, query).await
+    page(&state, Owner::Platform(&operator), query).await
 }

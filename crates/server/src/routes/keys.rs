@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 fn location(owner: Owner<'_>, id: &KeyId) -> String {
     match owner {
-        Owner::Platform => format!("/v1/platform/keys/{id}"),
+        Owner::Platform(_) => format!("/v1/platform/keys/{id}"),
         Owner::Tenant(scope) => format!("/v1/tenants/{}/keys/{id}", scope.tenant()),
     }
 }
@@ -146,12 +146,12 @@ pub(super) async fn revoke_tenant_key(
     security(("api_key" = [])),
     responses((status = 201, description = "Created; the token is shown once", body = CreatedKey)))]
 pub(super) async fn create_platform_key(
-    Operator(principal): Operator,
+    Operator(principal, operator): Operator,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
-    let issued = keys::create(&state, &principal, Owner::Platform, body).await?;
-    Ok(created(&state, Owner::Platform, issued))
+    let issued = keys::create(&state, &principal, Owner::Platform(&operator), body).await?;
+    Ok(created(&state, Owner::Platform(&operator), issued))
 }
 
 /// List operator keys.
@@ -159,11 +159,11 @@ pub(super) async fn create_platform_key(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of keys", body = Page<KeyView>)))]
 pub(super) async fn list_platform_keys(
-    _access: Operator,
+    Operator(_principal, operator): Operator,
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<KeyPage>, ApiError> {
-    list(&state, Owner::Platform, page).await
+    list(&state, Owner::Platform(&operator), page).await
 }
 
 /// Get an operator key.
@@ -171,11 +171,11 @@ pub(super) async fn list_platform_keys(
     params(("key_id" = KeyId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The key", body = KeyView)))]
 pub(super) async fn get_platform_key(
-    _access: Operator,
+    Operator(_principal, operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<KeyId>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let key = load(&state, Owner::Platform, &id).await?;
+    let key = load(&state, Owner::Platform(&operator), &id).await?;
     Ok(Json(view(&state, &key)))
 }
 
@@ -185,13 +185,13 @@ pub(super) async fn get_platform_key(
     params(("key_id" = KeyId, Path)), security(("api_key" = [])),
     responses((status = 201, description = "The new key, shown once, and the old one", body = RotatedKey)))]
 pub(super) async fn rotate_platform_key(
-    Operator(principal): Operator,
+    Operator(principal, operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<KeyId>,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<RotateKey>,
 ) -> Result<Response, ApiError> {
-    let rotation = keys::rotate(&state, &principal, Owner::Platform, &id, body).await?;
-    Ok(rotated(&state, Owner::Platform, rotation))
+    let rotation = keys::rotate(&state, &principal, Owner::Platform(&operator), &id, body).await?;
+    Ok(rotated(&state, Owner::Platform(&operator), rotation))
 }
 
 /// Revoke an operator key; the last active one cannot be revoked.
@@ -202,10 +202,10 @@ pub(super) async fn rotate_platform_key(
         (status = 409, description = "The last active operator key", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn revoke_platform_key(
-    Operator(principal): Operator,
+    Operator(principal, operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<KeyId>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let revoked = keys::revoke(&state, &principal, Owner::Platform, &id).await?;
+    let revoked = keys::revoke(&state, &principal, Owner::Platform(&operator), &id).await?;
     Ok(Json(view(&state, &revoked)))
 }

@@ -60,7 +60,7 @@ fn parse_plan(body: &WritePlan) -> Result<Plan, ApiError> {
         (status = 422, description = "Not a valid plan", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<WritePlan>,
 ) -> Result<Response, ApiError> {
@@ -89,7 +89,7 @@ pub(super) async fn create(
         (status = 409, description = "`replaces` is not the latest version", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn update(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PlanId>,
     ApiJson(body): ApiJson<WritePlan>,
@@ -119,7 +119,7 @@ pub(super) async fn update(
         (status = 404, description = "No such plan", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn get(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PlanId>,
 ) -> Result<Json<PlanView>, ApiError> {
@@ -137,7 +137,7 @@ pub(super) async fn get(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of plans", body = Page<PlanView>)))]
 pub(super) async fn list(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<PlanPage>, ApiError> {
@@ -159,7 +159,7 @@ pub(super) async fn list(
     params(("plan" = PlanId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of versions", body = Page<PlanView>)))]
 pub(super) async fn versions(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PlanId>,
     ApiQuery(query): ApiQuery<PageQuery>,

@@ -145,7 +145,7 @@ pub(super) async fn list_versions(
     params(PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of waiting proposals", body = Page<PolicyVersionView>)))]
 pub(super) async fn waiting(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<PolicyVersionPage>, ApiError> {

@@ -110,7 +110,7 @@ pub(super) async fn jwks(_access: Public, State(state): State<AppState>) -> Resp
     security(("api_key" = [])),
     responses((status = 200, description = "The published keys, oldest first", body = Vec<SigningKeyView>)))]
 pub(super) async fn list_signing_keys(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
 ) -> Json<Vec<SigningKeyView>> {
     Json(state.gateway.keyring.views(state.clock.now()))
@@ -123,7 +123,7 @@ pub(super) async fn list_signing_keys(
     security(("api_key" = [])),
     responses((status = 201, description = "The new key", body = SigningKeyView)))]
 pub(super) async fn rotate_signing_key(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
 ) -> Result<(axum::http::StatusCode, Json<SigningKeyView>), ApiError> {
     let audit = state.audit(

@@ -67,7 +67,7 @@ pub struct ListJobsQuery {
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
@@ -86,7 +86,7 @@ pub(super) async fn create(
     security(("api_key" = [])),
     responses((status = 200, description = "A page of tenants", body = Page<Tenant>)))]
 pub(super) async fn list(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListTenantsQuery>,
 ) -> Result<Json<TenantPage>, ApiError> {
@@ -112,7 +112,7 @@ pub(super) async fn list(
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn get(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -125,7 +125,7 @@ pub(super) async fn get(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The updated tenant", body = Tenant)))]
 pub(super) async fn update(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<UpdateTenant>,
@@ -141,7 +141,7 @@ pub(super) async fn update(
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn suspend(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -155,7 +155,7 @@ pub(super) async fn suspend(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The active tenant", body = Tenant)))]
 pub(super) async fn resume(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -170,7 +170,7 @@ pub(super) async fn resume(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The deleted tenant", body = Tenant)))]
 pub(super) async fn delete(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -185,7 +185,7 @@ pub(super) async fn delete(
     params(("tenant" = TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The restored, suspended tenant", body = Tenant)))]
 pub(super) async fn restore(
-    Operator(principal): Operator,
+    Operator(principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -202,7 +202,7 @@ pub(super) async fn restore(
         (status = 409, description = "Not deleted", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn purge(
-    Operator(principal): Operator,
+    Operator(principal, operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<StatusCode, ApiError> {
@@ -219,9 +219,6 @@ pub(super) async fn purge(
         id.as_str(),
         json!({}),
     );
-    let operator = principal
-        .operator_scope()
-        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden))?;
     if tenants::purge(&state, &operator, &id, &audit).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -319,7 +316,7 @@ pub(super) async fn move_tenant(
     params(ListJobsQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of jobs", body = Page<JobView>)))]
 pub(super) async fn list_jobs(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListJobsQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
@@ -365,7 +362,7 @@ pub(super) async fn list_jobs(
     params(("job_id" = JobId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The job", body = JobView)))]
 pub(super) async fn get_job(
-    _access: Operator,
+    Operator(_principal, _operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobView>, ApiError> {

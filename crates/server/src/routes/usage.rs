@@ -234,7 +234,10 @@ pub(super) async fn list_add_ons(
 #[utoipa::path(get, path = "/metrics", tag = "meta", security(("api_key" = [])),
     responses((status = 200, description = "Metrics", body = String,
         content_type = "application/openmetrics-text")))]
-pub(super) async fn metrics(_access: Operator, State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(
+    Operator(_principal, _operator): Operator,
+    State(state): State<AppState>,
+) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -682,7 +682,10 @@ fn push_comparison(
             ));
         }
         Literal::Number(n) => {
-            sql.push(format!("(({rank}) = 1 AND ({num}) {} ", super::sql::operator(op)));
+            sql.push(format!(
+                "(({rank}) = 1 AND ({num}) {} ",
+                super::sql::operator(op)
+            ));
             // Bound as text: JSON numbers are exact decimals, and a float
             // parameter would round through float8 on the way to numeric.
             sql.push_bind(n.to_string());
