@@ -169,7 +169,21 @@ impl Catalog {
         Ok(())
     }
 
-    pub async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+    /// The tenant of `scope`, whatever its status.
+    pub async fn tenant(&self, scope: &TenantScope) -> Result<Option<Tenant>> {
+        self.tenant_row(scope.tenant()).await
+    }
+
+    /// Any tenant, for the platform: operators manage every tenant.
+    pub async fn tenant_for(
+        &self,
+        _operator: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<Option<Tenant>> {
+        self.tenant_row(id).await
+    }
+
+    async fn tenant_row(&self, id: &TenantId) -> Result<Option<Tenant>> {
         sqlx::query_as::<_, TenantRow>("SELECT * FROM tenants WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -205,6 +219,7 @@ impl Catalog {
     /// `expected_status`; `Ok(false)` when a concurrent change got there first.
     pub async fn update_tenant(
         &self,
+        _operator: &OperatorScope,
         tenant: &Tenant,
         expected_status: TenantStatus,
         audit: &NewAuditEntry,
@@ -787,7 +802,13 @@ mod tests {
             .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
             .await
             .unwrap();
-        assert_eq!(f.catalog.tenant(&t.id).await.unwrap(), Some(t.clone()));
+        assert_eq!(
+            f.catalog
+                .tenant_for(&OperatorScope::server(), &t.id)
+                .await
+                .unwrap(),
+            Some(t.clone())
+        );
         let again = f
             .catalog
             .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
@@ -820,6 +841,7 @@ mod tests {
         assert!(f
             .catalog
             .update_tenant(
+                &OperatorScope::server(),
                 &suspended,
                 TenantStatus::Active,
                 &audit(None, AuditAction::TenantSuspend)
@@ -846,6 +868,7 @@ mod tests {
         let applied = f
             .catalog
             .update_tenant(
+                &OperatorScope::server(),
                 &t,
                 TenantStatus::Suspended,
                 &audit(None, AuditAction::TenantUpdate),
@@ -853,7 +876,15 @@ mod tests {
             .await
             .unwrap();
         assert!(!applied);
-        assert_eq!(f.catalog.tenant(&t.id).await.unwrap().unwrap().name, "ACME");
+        assert_eq!(
+            f.catalog
+                .tenant_for(&OperatorScope::server(), &t.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .name,
+            "ACME"
+        );
     }
 
     #[tokio::test]
@@ -1053,6 +1084,7 @@ mod tests {
         t.deleted_at = Some(NOW);
         f.catalog
             .update_tenant(
+                &OperatorScope::server(),
                 &t,
                 TenantStatus::Active,
                 &audit(Some(&t.id), AuditAction::TenantDelete),
@@ -1073,7 +1105,13 @@ mod tests {
             .await;
         assert_eq!(removed.unwrap(), Some(vec![key.id.clone()]));
 
-        assert_eq!(f.catalog.tenant(&t.id).await.unwrap(), None);
+        assert_eq!(
+            f.catalog
+                .tenant_for(&OperatorScope::server(), &t.id)
+                .await
+                .unwrap(),
+            None
+        );
         assert_eq!(stored_key(&f.catalog, &key.id).await, None);
         assert!(f
             .catalog
@@ -1294,6 +1332,7 @@ mod tests {
         deleted.deleted_at = Some(NOW);
         f.catalog
             .update_tenant(
+                &OperatorScope::server(),
                 &deleted,
                 TenantStatus::Active,
                 &audit(Some(acme.tenant()), AuditAction::TenantDelete),

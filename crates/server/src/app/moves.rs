@@ -144,7 +144,7 @@ impl MoveRun {
     /// Whether the catalog says the tenant lives at the target; `None` when
     /// the catalog cannot be read.
     async fn catalog_points_at_target(&self) -> Option<bool> {
-        match self.state.catalog.tenant(self.scope.tenant()).await {
+        match self.state.catalog.tenant(&self.scope).await {
             Ok(Some(t)) => Some(t.pool == self.to.pool && t.isolation == self.to.isolation),
             Ok(None) => Some(false),
             Err(_) => None,

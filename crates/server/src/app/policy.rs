@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use tenantd_core::policy::{diff, effective, outside_self_service, Overrides};
-use tenantd_core::{Principal, Tenant, TenantId, TenantScope};
+use tenantd_core::{Principal, TenantScope};
 use tenantd_store::policy::{NewPolicyVersion, PolicyStatus, PolicyVersion, Verdict};
 use tenantd_store::AuditAction;
 
@@ -23,15 +23,6 @@ pub struct Submitted {
 /// Checks a reason given for a change, as a problem for the caller.
 pub fn check_reason(reason: &str) -> Result<(), ApiError> {
     tenantd_core::text::check_reason(reason).map_err(ApiError::invalid_body)
-}
-
-/// The tenant `id`, or 404.
-pub async fn tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
-    state
-        .catalog
-        .tenant(id)
-        .await?
-        .ok_or_else(ApiError::not_found)
 }
 
 /// The version of the tenant's policy in effect (0: none yet).
@@ -54,7 +45,7 @@ pub async fn submit(
     reverts_to: Option<i64>,
 ) -> Result<Submitted, ApiError> {
     check_reason(&reason)?;
-    let tenant = self::tenant(state, scope.tenant()).await?;
+    let tenant = super::tenants::of_scope(state, scope).await?;
     let base = state.admission.plan(&tenant.plan, tenant.plan_version);
     let wanted = effective(&base, &overrides).map_err(ApiError::invalid_body)?;
     let current = state
@@ -126,7 +117,7 @@ pub async fn decide(
     reason: String,
 ) -> Result<(PolicyVersion, i64), ApiError> {
     check_reason(&reason)?;
-    let tenant = self::tenant(state, scope.tenant()).await?;
+    let tenant = super::tenants::of_scope(state, scope).await?;
     let proposal = state
         .catalog
         .policy_version(scope, version)

@@ -6,7 +6,8 @@ use tenantd_api::{CreateTenant, UpdateTenant};
 use tenantd_core::placement::place;
 use tenantd_core::tenant::{check_tenant_name, TenantAction};
 use tenantd_core::{
-    ErrorCode, Isolation, OperatorScope, PlanId, Principal, Tenant, TenantId, TenantStatus,
+    ErrorCode, Isolation, OperatorScope, PlanId, Principal, Tenant, TenantId, TenantScope,
+    TenantStatus,
 };
 use tenantd_store::AuditAction;
 use tenantd_store::{NewAuditEntry, StoreError};
@@ -29,13 +30,34 @@ fn check_plan(state: &AppState, plan: &PlanId) -> Result<(), ApiError> {
     }
 }
 
-/// The tenant `id`, or 404.
-pub async fn load(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
+/// The tenant `id`, for an operator, or 404.
+pub async fn load(
+    state: &AppState,
+    operator: &OperatorScope,
+    id: &TenantId,
+) -> Result<Tenant, ApiError> {
     state
         .catalog
-        .tenant(id)
+        .tenant_for(operator, id)
         .await?
         .ok_or_else(ApiError::not_found)
+}
+
+/// The scope's tenant, whatever its status, or 404.
+pub async fn of_scope(state: &AppState, scope: &TenantScope) -> Result<Tenant, ApiError> {
+    state
+        .catalog
+        .tenant(scope)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+/// The platform scope of an operator's principal; use cases on tenants are
+/// the platform's.
+fn operator_of(principal: &Principal) -> Result<OperatorScope, ApiError> {
+    principal
+        .operator_scope()
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden))
 }
 
 /// Creates a tenant on its plan's (or the body's) isolation and pool.
@@ -101,7 +123,8 @@ pub async fn update(
     if let Some(plan) = &body.plan {
         check_plan(state, plan)?;
     }
-    let mut tenant = load(state, id).await?;
+    let operator = operator_of(principal)?;
+    let mut tenant = load(state, &operator, id).await?;
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::with_detail(
             ErrorCode::InvalidTransition,
@@ -174,7 +197,7 @@ pub async fn update(
     let expected = tenant.status;
     if !state
         .catalog
-        .update_tenant(&tenant, expected, &audit)
+        .update_tenant(&operator, &tenant, expected, &audit)
         .await?
     {
         return Err(concurrent_change());
@@ -198,7 +221,8 @@ pub async fn transition(
     id: &TenantId,
     action: TenantAction,
 ) -> Result<Tenant, ApiError> {
-    let mut tenant = load(state, id).await?;
+    let operator = operator_of(principal)?;
+    let mut tenant = load(state, &operator, id).await?;
     let before = tenant.clone();
     let from = tenant.status;
     let to = action
@@ -223,7 +247,11 @@ pub async fn transition(
         )
         .before(&before)
         .after(&tenant);
-    if !state.catalog.update_tenant(&tenant, from, &audit).await? {
+    if !state
+        .catalog
+        .update_tenant(&operator, &tenant, from, &audit)
+        .await?
+    {
         return Err(concurrent_change());
     }
     state.changes.publish(Change::Tenant(id.clone()));
@@ -240,7 +268,7 @@ pub async fn purge(
     id: &TenantId,
     audit: &NewAuditEntry,
 ) -> Result<bool, StoreError> {
-    let Some(tenant) = state.catalog.tenant(id).await? else {
+    let Some(tenant) = state.catalog.tenant_for(operator, id).await? else {
         return Ok(false);
     };
     if tenant.status != TenantStatus::Deleted {

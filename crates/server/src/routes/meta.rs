@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tenantd_api::{DependencyHealth, Health, Me, Problem, Readiness};
-use tenantd_core::ServiceName;
+use tenantd_core::{Role, ServiceName};
 use tenantd_store::health as store_health;
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -91,11 +91,15 @@ pub(super) async fn me(
     AnyKey(principal): AnyKey,
     State(state): State<AppState>,
 ) -> Result<Json<Me>, ApiError> {
-    let tenant = match principal.tenant() {
-        Some(id) => Some(
+    // A tenant key reads its own tenant; an operator's has none.
+    let own = principal
+        .tenant()
+        .and_then(|id| principal.scope_for(id, Role::Reader));
+    let tenant = match own {
+        Some(scope) => Some(
             state
                 .catalog
-                .tenant(id)
+                .tenant(&scope)
                 .await?
                 .ok_or_else(ApiError::not_found)?,
         ),

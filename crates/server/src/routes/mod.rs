@@ -422,12 +422,12 @@ async fn authorize(
         Access::OperatorOn => {
             require_operator(principal)?;
             let tenant = path_tenant(&mut parts, state).await?;
-            if state.catalog.tenant(&tenant).await?.is_none() {
-                return Err(ApiError::not_found());
-            }
             let scope = principal
                 .scope_for(&tenant, Role::Admin)
                 .ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
+            if state.catalog.tenant(&scope).await?.is_none() {
+                return Err(ApiError::not_found());
+            }
             parts.extensions.insert(scope);
         }
         Access::Tenant(required) => {
@@ -443,7 +443,7 @@ async fn authorize(
                 None => return Err(ApiError::not_found()),
             };
             // A member's tenant was checked by identify; an operator may name any.
-            if principal.is_operator() && state.catalog.tenant(&tenant).await?.is_none() {
+            if principal.is_operator() && state.catalog.tenant(&scope).await?.is_none() {
                 return Err(ApiError::not_found());
             }
             parts.extensions.insert(scope);

@@ -20,7 +20,8 @@ use tenantd_core::{ErrorCode, TenantId};
 use tenantd_store::policy::{PolicyError, PolicyStatus, PolicyVersion, Verdict};
 
 use super::access::{Admin, Member, Operator, OperatorOn, Reader};
-use crate::app::policy::{self, tenant, version_in_effect, Submitted};
+use crate::app::policy::{self, version_in_effect, Submitted};
+use crate::app::tenants;
 use crate::extract::{page_of, ApiJson, ApiPath, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -100,7 +101,7 @@ pub(super) async fn get_policy(
     Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
 ) -> Result<Json<PolicyView>, ApiError> {
-    let tenant = tenant(&state, scope.tenant()).await?;
+    let tenant = tenants::of_scope(&state, &scope).await?;
     let in_effect = state.catalog.policy_in_effect(&scope).await?;
     let plan = state
         .admission

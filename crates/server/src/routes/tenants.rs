@@ -112,11 +112,11 @@ pub(super) async fn list(
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn get(
-    Operator(_principal, _operator): Operator,
+    Operator(_principal, operator): Operator,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
-    Ok(Json(load(&state, &id).await?))
+    Ok(Json(load(&state, &operator, &id).await?))
 }
 
 /// Rename a tenant, or change its plan or billing day. Its id, and so every
@@ -223,7 +223,7 @@ pub(super) async fn purge(
         return Ok(StatusCode::NO_CONTENT);
     }
     // Not purged: say whether the tenant is missing or not deleted.
-    load(&state, &id).await?;
+    load(&state, &operator, &id).await?;
     Err(not_deleted())
 }
 
@@ -270,7 +270,7 @@ pub(super) async fn move_tenant(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<MoveTenant>,
 ) -> Result<Response, ApiError> {
-    let tenant = load(&state, scope.tenant()).await?;
+    let tenant = tenants::of_scope(&state, &scope).await?;
     if tenant.status == TenantStatus::Deleted {
         return Err(ApiError::with_detail(
             ErrorCode::InvalidTransition,

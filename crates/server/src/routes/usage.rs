@@ -13,23 +13,15 @@ use tenantd_api::{
 };
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::burn;
-use tenantd_core::{Tenant, TenantId, TenantScope};
+use tenantd_core::TenantId;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
 use super::access::{Member, Operator, OperatorOn, Reader};
-use crate::app::addons;
+use crate::app::{addons, tenants};
 use crate::extract::{page_of, ApiJson, ApiQuery, PageQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
-
-async fn tenant_of(state: &AppState, scope: &TenantScope) -> Result<Tenant, ApiError> {
-    state
-        .catalog
-        .tenant(scope.tenant())
-        .await?
-        .ok_or_else(ApiError::not_found)
-}
 
 fn at(secs: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs).ok()
@@ -43,7 +35,7 @@ pub(super) async fn usage(
     Member(_principal, scope, _role): Member<Reader>,
     State(state): State<AppState>,
 ) -> Result<Json<UsageView>, ApiError> {
-    let tenant = tenant_of(&state, &scope).await?;
+    let tenant = tenants::of_scope(&state, &scope).await?;
     let plan = state
         .admission
         .effective_plan(&tenant.id, &tenant.plan, tenant.plan_version);
