@@ -89,6 +89,7 @@ pub struct Metrics {
     rejected: Family<Labels, Counter>,
     queue_wait: Histogram,
     upstream: Family<UpstreamLabels, Counter>,
+    purge_sweeps: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +133,12 @@ impl Metrics {
              upstream_timeout, upstream_refused, upstream_error, payload_too_large)",
             upstream.clone(),
         );
+        let purge_sweeps = Family::<Labels, Counter>::default();
+        registry.register(
+            "purge_sweeps",
+            "Sweeps for soft-deleted tenants past their retention, by outcome: done or failed",
+            purge_sweeps.clone(),
+        );
         registry.register_collector(Box::new(Live {
             seats,
             ledgers,
@@ -144,7 +151,16 @@ impl Metrics {
             rejected,
             queue_wait,
             upstream,
+            purge_sweeps,
         }
+    }
+
+    /// Counts a sweep for tenants due to be purged, done or failed.
+    pub fn purge_sweep(&self, done: bool) {
+        let outcome = if done { "done" } else { "failed" };
+        self.purge_sweeps
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
     }
 
     /// Counts a gateway call to `service` that ended as `outcome`.

@@ -259,7 +259,9 @@ async fn purge_deleted(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = purge_due(&state, retention).await {
+                let swept = purge_due(&state, retention).await;
+                state.admission.metrics.purge_sweep(swept.is_ok());
+                if let Err(e) = swept {
                     tracing::warn!(error = %e, "purge sweep failed; will retry");
                 }
             }

@@ -203,6 +203,17 @@ pub async fn metric(app: &TestApp, series: &str) -> f64 {
 }
 
 /// Waits until `series` reads `value`.
+/// Waits until `series` is at least `value`.
+pub async fn until_metric_at_least(app: &TestApp, series: &str, value: f64) {
+    for _ in 0..500 {
+        if metric(app, series).await >= value {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{series} did not reach {value}");
+}
+
 pub async fn until_metric(app: &TestApp, series: &str, value: f64) {
     for _ in 0..200 {
         if metric(app, series).await == value {

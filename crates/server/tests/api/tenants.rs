@@ -7,7 +7,7 @@ use tenantd_client::api::{CreateTenant, UpdateTenant};
 use tenantd_client::{KeysOf, PageRequest};
 use tenantd_core::{Role, TenantId, TenantStatus};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, metric, spawn_app, spawn_app_with, until_metric_at_least};
 
 fn id(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()
@@ -253,7 +253,10 @@ async fn soft_deleted_tenants_are_purged_once_the_retention_has_passed() {
     app.operator.delete_tenant(&id("acme")).await.unwrap();
     app.clock.advance(time::Duration::days(6));
     app.operator.delete_tenant(&id("kept")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two more sweeps: at least one whole sweep saw the clock as it is now.
+    let sweeps = r#"tenantd_purge_sweeps_total{outcome="done"}"#;
+    let swept = metric(&app, sweeps).await;
+    until_metric_at_least(&app, sweeps, swept + 2.0).await;
     assert!(
         app.operator.tenant(&id("acme")).await.is_ok(),
         "not due yet"
