@@ -153,7 +153,7 @@ impl Server {
             // The catalog switches last, so an interrupted move left the
             // tenant whole where it was; a partial copy is replaced by the
             // next attempt.
-            tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = %job.step, "a job was interrupted by a restart");
+            tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = job.step.as_str(), "a job was interrupted by a restart");
         }
         let body = BodyRules {
             max_bytes: u64::try_from(config.max_body_bytes).unwrap_or(u64::MAX),

@@ -33,14 +33,67 @@ impl JobState {
     }
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Moves a tenant's data to another placement.
+    Move,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Move => "move",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        (s == "move").then_some(JobKind::Move)
+    }
+}
+
+/// The steps of a move, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveStep {
+    Copying,
+    Verifying,
+    Switching,
+    Cleaning,
+    Done,
+}
+
+impl MoveStep {
+    pub const ALL: [MoveStep; 5] = [
+        Self::Copying,
+        Self::Verifying,
+        Self::Switching,
+        Self::Cleaning,
+        Self::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveStep::Copying => "copying",
+            MoveStep::Verifying => "verifying",
+            MoveStep::Switching => "switching",
+            MoveStep::Cleaning => "cleaning",
+            MoveStep::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|step| step.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: JobId,
     pub tenant: TenantId,
-    pub kind: String,
+    pub kind: JobKind,
     pub state: JobState,
     /// The step the job is at, or ended at.
-    pub step: String,
+    pub step: MoveStep,
     /// Job-specific parameters, e.g. where from and where to.
     pub details: Value,
     pub error: Option<String>,
@@ -66,11 +119,15 @@ impl JobRow {
         Ok(Job {
             id: parse("jobs.id", &self.id, JobId::parse)?,
             tenant: parse("jobs.tenant_id", &self.tenant_id, TenantId::parse)?,
-            kind: self.kind,
+            kind: parse("jobs.kind", &self.kind, |s| {
+                JobKind::parse(s).ok_or("unknown kind")
+            })?,
             state: parse("jobs.state", &self.state, |s| {
                 JobState::parse(s).ok_or("unknown state")
             })?,
-            step: self.step,
+            step: parse("jobs.step", &self.step, |s| {
+                MoveStep::parse(s).ok_or("unknown step")
+            })?,
             details: parse("jobs.details", &self.details, |d| {
                 serde_json::from_str::<Value>(d)
             })?,
@@ -91,9 +148,9 @@ impl Catalog {
         )
         .bind(job.id.as_str())
         .bind(job.tenant.as_str())
-        .bind(&job.kind)
+        .bind(job.kind.as_str())
         .bind(job.state.as_str())
-        .bind(&job.step)
+        .bind(job.step.as_str())
         .bind(job.details.to_string())
         .bind(&job.error)
         .bind(to_nanos(job.created_at))
@@ -134,13 +191,13 @@ impl Catalog {
         &self,
         id: &JobId,
         state: JobState,
-        step: &str,
+        step: MoveStep,
         error: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<()> {
         sqlx::query("UPDATE jobs SET state = ?, step = ?, error = ?, updated_at = ? WHERE id = ?")
             .bind(state.as_str())
-            .bind(step)
+            .bind(step.as_str())
             .bind(error)
             .bind(to_nanos(at))
             .bind(id.as_str())
@@ -229,5 +286,21 @@ impl Catalog {
         append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored step or kind reads back as what was written.
+    #[test]
+    fn steps_and_kinds_read_back_from_their_names() {
+        for step in MoveStep::ALL {
+            assert_eq!(MoveStep::parse(step.as_str()), Some(step));
+        }
+        assert_eq!(JobKind::parse(JobKind::Move.as_str()), Some(JobKind::Move));
+        assert_eq!(MoveStep::parse("starting"), None);
+        assert_eq!(JobKind::parse("copy"), None);
     }
 }

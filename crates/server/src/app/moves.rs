@@ -9,7 +9,7 @@
 use serde_json::json;
 use tenantd_core::{JobId, Principal, Tenant, TenantScope};
 use tenantd_store::data::{CopyProgress, DataError, Placement};
-use tenantd_store::jobs::{Job, JobState};
+use tenantd_store::jobs::{Job, JobKind, JobState, MoveStep};
 use tenantd_store::AuditAction;
 use tokio::sync::watch;
 
@@ -36,9 +36,9 @@ pub(crate) async fn start_move(
     let job = Job {
         id: JobId::generate(now, &mut rand::thread_rng()),
         tenant: tenant.id.clone(),
-        kind: "move".into(),
+        kind: JobKind::Move,
         state: JobState::Running,
-        step: "copying".into(),
+        step: MoveStep::Copying,
         details: json!({ "from": placement_json(&from), "to": placement_json(&to) }),
         error: None,
         created_at: now,
@@ -76,7 +76,7 @@ struct MoveRun {
 }
 
 impl MoveRun {
-    async fn step(&self, state: JobState, step: &str, error: Option<&str>) {
+    async fn step(&self, state: JobState, step: MoveStep, error: Option<&str>) {
         let at = self.state.clock.now();
         if let Err(e) = self
             .state
@@ -96,7 +96,7 @@ impl MoveRun {
         if let Err((step, error)) = self.copy_verify_switch().await {
             // A switch whose commit was reported as failed may still have
             // committed: the catalog decides which copy is the tenant's.
-            let switched = if step == "switching" {
+            let switched = if step == MoveStep::Switching {
                 self.catalog_points_at_target().await
             } else {
                 Some(false)
@@ -129,14 +129,15 @@ impl MoveRun {
         self.state.changes.publish(Change::Tenant(tenant.clone()));
         drop(freeze);
 
-        self.step(JobState::Running, "cleaning", None).await;
+        self.step(JobState::Running, MoveStep::Cleaning, None).await;
         match data.remove_copy(&self.scope, &self.from).await {
-            Ok(()) => self.step(JobState::Succeeded, "done", None).await,
+            Ok(()) => self.step(JobState::Succeeded, MoveStep::Done, None).await,
             Err(e) => {
                 // The tenant is whole at its new placement; only disk space is lost.
                 let note = format!("moved, but the old copy was not removed: {e}");
                 tracing::error!(tenant = %tenant, %note);
-                self.step(JobState::Succeeded, "done", Some(&note)).await;
+                self.step(JobState::Succeeded, MoveStep::Done, Some(&note))
+                    .await;
             }
         }
     }
@@ -194,20 +195,23 @@ impl MoveRun {
     }
 
     /// The steps that can still fail without touching the tenant's data.
-    async fn copy_verify_switch(&self) -> Result<(), (&'static str, String)> {
+    async fn copy_verify_switch(&self) -> Result<(), (MoveStep, String)> {
         let data = &self.state.data;
-        let fail = |step: &'static str| move |e: DataError| (step, e.to_string());
-        self.copy_with_progress().await.map_err(fail("copying"))?;
+        let fail = |step: MoveStep| move |e: DataError| (step, e.to_string());
+        self.copy_with_progress()
+            .await
+            .map_err(fail(MoveStep::Copying))?;
 
-        self.step(JobState::Running, "verifying", None).await;
+        self.step(JobState::Running, MoveStep::Verifying, None)
+            .await;
         let before = data
             .digests(&self.scope, &self.from)
             .await
-            .map_err(fail("verifying"))?;
+            .map_err(fail(MoveStep::Verifying))?;
         let after = data
             .digests(&self.scope, &self.to)
             .await
-            .map_err(fail("verifying"))?;
+            .map_err(fail(MoveStep::Verifying))?;
         if before != after {
             let differs = before
                 .iter()
@@ -217,10 +221,14 @@ impl MoveRun {
                     || "the collections differ".to_owned(),
                     |(a, _)| format!("collection {} differs", a.collection),
                 );
-            return Err(("verifying", format!("the copy does not match: {differs}")));
+            return Err((
+                MoveStep::Verifying,
+                format!("the copy does not match: {differs}"),
+            ));
         }
 
-        self.step(JobState::Running, "switching", None).await;
+        self.step(JobState::Running, MoveStep::Switching, None)
+            .await;
         let audit = self.state.audit(
             &self.principal,
             Some(self.scope.tenant()),
@@ -240,10 +248,10 @@ impl MoveRun {
                 &audit,
             )
             .await
-            .map_err(|e| ("switching", e.to_string()))?;
+            .map_err(|e| (MoveStep::Switching, e.to_string()))?;
         if !switched {
             return Err((
-                "switching",
+                MoveStep::Switching,
                 "the tenant's placement changed meanwhile".into(),
             ));
         }

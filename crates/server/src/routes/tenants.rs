@@ -8,14 +8,14 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use tenantd_api::{
-    CreateTenant, JobKind as WireJobKind, JobPage, JobState as WireJobState, JobView, MoveStep,
-    MoveTenant, Page, Problem, TenantPage, UpdateTenant,
+    CreateTenant, JobKind as WireJobKind, JobPage, JobState as WireJobState, JobView,
+    MoveStep as WireMoveStep, MoveTenant, Page, Problem, TenantPage, UpdateTenant,
 };
 use tenantd_core::placement::place;
 use tenantd_core::tenant::TenantAction;
 use tenantd_core::{ErrorCode, JobId, Tenant, TenantId, TenantStatus};
 use tenantd_store::data::Placement;
-use tenantd_store::jobs::{Job, JobState};
+use tenantd_store::jobs::{Job, JobKind, JobState, MoveStep};
 use tenantd_store::AuditAction;
 use tenantd_store::StoreError;
 use utoipa::IntoParams;
@@ -227,23 +227,23 @@ pub(super) async fn purge(
     Err(not_deleted())
 }
 
-/// A job as the API shows it. The catalog keeps its kind and step as text;
-/// one this server does not know (written by another version) is an
-/// internal error, not a guess.
-fn job_view(job: Job) -> Result<JobView, ApiError> {
-    let unknown = |what: &str, value: &str| {
-        tracing::error!(job = %job.id.as_str(), %what, %value, "a stored job has a value this server does not know");
-        ApiError::new(ErrorCode::Internal)
-    };
-    let kind = WireJobKind::parse(&job.kind).ok_or_else(|| unknown("kind", &job.kind))?;
-    let step = MoveStep::parse(&job.step).ok_or_else(|| unknown("step", &job.step))?;
-    Ok(JobView {
-        kind,
-        step,
+/// A job as the API shows it.
+fn job_view(job: Job) -> JobView {
+    JobView {
+        kind: match job.kind {
+            JobKind::Move => WireJobKind::Move,
+        },
         state: match job.state {
             JobState::Running => WireJobState::Running,
             JobState::Succeeded => WireJobState::Succeeded,
             JobState::Failed => WireJobState::Failed,
+        },
+        step: match job.step {
+            MoveStep::Copying => WireMoveStep::Copying,
+            MoveStep::Verifying => WireMoveStep::Verifying,
+            MoveStep::Switching => WireMoveStep::Switching,
+            MoveStep::Cleaning => WireMoveStep::Cleaning,
+            MoveStep::Done => WireMoveStep::Done,
         },
         id: job.id,
         tenant: job.tenant,
@@ -251,7 +251,7 @@ fn job_view(job: Job) -> Result<JobView, ApiError> {
         error: job.error,
         created_at: job.created_at,
         updated_at: job.updated_at,
-    })
+    }
 }
 
 /// Move a tenant's data to another pool of its region or another isolation
@@ -306,7 +306,7 @@ pub(super) async fn move_tenant(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(job_view(job)?),
+        Json(job_view(job)),
     )
         .into_response())
 }
@@ -352,7 +352,7 @@ pub(super) async fn list_jobs(
         format!("{}.{}", j.created_at.unix_timestamp_nanos(), j.id.as_str())
     });
     Ok(Json(JobPage {
-        items: rows.into_iter().map(job_view).collect::<Result<_, _>>()?,
+        items: rows.into_iter().map(job_view).collect(),
         next_cursor,
     }))
 }
@@ -371,5 +371,5 @@ pub(super) async fn get_job(
         .job(&id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(job_view(job)?))
+    Ok(Json(job_view(job)))
 }
