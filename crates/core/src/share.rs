@@ -3,6 +3,7 @@
 //! pushes the others' entries out.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::TenantId;
@@ -12,6 +13,10 @@ use crate::TenantId;
 #[derive(Debug, Clone)]
 pub struct TenantShares {
     held: Arc<Mutex<HashMap<TenantId, u64>>>,
+    /// Tenants holding anything, kept under the lock: while it is 0 (a cache
+    /// nothing went into), `held` answers without taking the lock, which
+    /// every request consulting the cache would otherwise contend on.
+    holders: Arc<AtomicUsize>,
     max: u64,
 }
 
@@ -20,6 +25,7 @@ impl TenantShares {
     pub fn new(capacity: u64, share_percent: u8) -> Self {
         Self {
             held: Arc::default(),
+            holders: Arc::default(),
             max: capacity * u64::from(share_percent.min(100)) / 100,
         }
     }
@@ -35,11 +41,12 @@ impl TenantShares {
     /// Counts `bytes` more for `tenant`, unless that would pass its share.
     pub fn reserve(&self, tenant: &TenantId, bytes: u64) -> bool {
         let mut held = self.counts();
-        let current = held.entry(tenant.clone()).or_default();
-        if *current + bytes > self.max {
+        let current = held.get(tenant).copied().unwrap_or(0);
+        if current + bytes > self.max {
             return false;
         }
-        *current += bytes;
+        held.insert(tenant.clone(), current + bytes);
+        self.holders.store(held.len(), Ordering::Release);
         true
     }
 
@@ -52,10 +59,14 @@ impl TenantShares {
                 held.remove(tenant);
             }
         }
+        self.holders.store(held.len(), Ordering::Release);
     }
 
     /// The bytes `tenant` holds now.
     pub fn held(&self, tenant: &TenantId) -> u64 {
+        if self.holders.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
         self.counts().get(tenant).copied().unwrap_or(0)
     }
 }
@@ -85,5 +96,19 @@ mod tests {
         shares.release(&globex, 1_000);
         assert_eq!(shares.held(&globex), 0);
         assert_eq!(TenantShares::new(1_000, 200).max, 1_000, "at most 100 %");
+    }
+
+    #[test]
+    fn held_is_zero_once_everything_left_and_a_refused_tenant_holds_nothing() {
+        let shares = TenantShares::new(1_000, 10);
+        let acme: TenantId = "acme".parse().unwrap();
+        assert_eq!(shares.held(&acme), 0, "nothing cached yet");
+        assert!(!shares.reserve(&acme, 101), "past its share: not counted");
+        assert_eq!(shares.holders.load(Ordering::Acquire), 0);
+        assert!(shares.reserve(&acme, 60));
+        assert_eq!(shares.held(&acme), 60);
+        shares.release(&acme, 60);
+        assert_eq!(shares.held(&acme), 0);
+        assert_eq!(shares.holders.load(Ordering::Acquire), 0);
     }
 }

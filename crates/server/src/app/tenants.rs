@@ -156,30 +156,20 @@ pub async fn update(
         tenant.billing_day = day;
     }
     let mut changes = serde_json::Map::new();
-    if before.name != tenant.name {
-        changes.insert(
-            "name".into(),
-            json!({ "from": before.name, "to": tenant.name }),
-        );
-    }
-    if before.plan != tenant.plan {
-        changes.insert(
-            "plan".into(),
-            json!({ "from": before.plan, "to": tenant.plan }),
-        );
-    }
-    if before.plan_version != tenant.plan_version {
-        changes.insert(
-            "plan_version".into(),
-            json!({ "from": before.plan_version, "to": tenant.plan_version }),
-        );
-    }
-    if before.billing_day != tenant.billing_day {
-        changes.insert(
-            "billing_day".into(),
-            json!({ "from": before.billing_day, "to": tenant.billing_day }),
-        );
-    }
+    note_change(&mut changes, "name", &before.name, &tenant.name);
+    note_change(&mut changes, "plan", &before.plan, &tenant.plan);
+    note_change(
+        &mut changes,
+        "plan_version",
+        &before.plan_version,
+        &tenant.plan_version,
+    );
+    note_change(
+        &mut changes,
+        "billing_day",
+        &before.billing_day,
+        &tenant.billing_day,
+    );
     if changes.is_empty() {
         return Ok(tenant);
     }
@@ -204,6 +194,18 @@ pub async fn update(
     }
     state.changes.publish(Change::Tenant(id.clone()));
     Ok(tenant)
+}
+
+/// Records `field` in an audit entry's details when it changed.
+fn note_change<T: PartialEq + serde::Serialize>(
+    changes: &mut serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    from: &T,
+    to: &T,
+) {
+    if from != to {
+        changes.insert(field.into(), json!({ "from": from, "to": to }));
+    }
 }
 
 fn concurrent_change() -> ApiError {

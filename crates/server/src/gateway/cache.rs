@@ -351,15 +351,19 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// A cache of `bytes`, entries of at most `max_entry_bytes`, tenants'
+    /// shares of `share` percent, on the system clock.
+    fn cache_of(bytes: u64, max_entry_bytes: u64, share: u8) -> ResponseCache {
+        let config = ResponseCacheConfig {
+            bytes,
+            max_entry_bytes,
+            tenant_share_percent: share,
+        };
+        ResponseCache::new(&config, Arc::new(tenantd_core::SystemClock))
+    }
+
     fn cache() -> ResponseCache {
-        ResponseCache::new(
-            &ResponseCacheConfig {
-                bytes: 1 << 20,
-                max_entry_bytes: 100,
-                tenant_share_percent: 10,
-            },
-            Arc::new(tenantd_core::SystemClock),
-        )
+        cache_of(1 << 20, 100, 10)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -445,14 +449,7 @@ mod tests {
 
     #[test]
     fn a_tenant_past_its_share_does_not_push_others_out() {
-        let c = ResponseCache::new(
-            &ResponseCacheConfig {
-                bytes: 10_000,
-                max_entry_bytes: 1_000,
-                tenant_share_percent: 20,
-            },
-            Arc::new(tenantd_core::SystemClock),
-        );
+        let c = cache_of(10_000, 1_000, 20);
         let key = |tenant: &str, n: usize| CacheKey {
             tenant: tenant.parse().unwrap(),
             service: "billing".parse().unwrap(),
@@ -488,14 +485,7 @@ mod tests {
 
     #[test]
     fn a_disabled_cache_keeps_nothing() {
-        let c = ResponseCache::new(
-            &ResponseCacheConfig {
-                bytes: 0,
-                max_entry_bytes: 100,
-                tenant_share_percent: 10,
-            },
-            Arc::new(tenantd_core::SystemClock),
-        );
+        let c = cache_of(0, 100, 10);
         assert_eq!(
             c.freshness(StatusCode::OK, &headers(&[("cache-control", "max-age=30")])),
             None

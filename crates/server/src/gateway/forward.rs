@@ -617,16 +617,17 @@ impl HttpBody for UpstreamBody {
                 // The idle time starts when a frame is first waited for: a
                 // body that is there when read (most small ones) never
                 // needs a timer.
-                let deadline = tokio::time::Instant::now() + this.idle_limit;
+                let idle_limit = this.idle_limit;
+                let deadline = || tokio::time::Instant::now() + idle_limit;
                 let idle = match &mut this.idle {
                     Some(idle) if this.waiting => idle,
                     Some(idle) => {
-                        idle.as_mut().reset(deadline);
+                        idle.as_mut().reset(deadline());
                         idle
                     }
                     None => this
                         .idle
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                        .insert(Box::pin(tokio::time::sleep_until(deadline()))),
                 };
                 this.waiting = true;
                 ready!(idle.as_mut().poll(cx));

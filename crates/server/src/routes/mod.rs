@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use tenantd_core::plan::OpClass;
-use tenantd_core::{ErrorCode, Principal, Role, TenantId};
+use tenantd_core::{ErrorCode, Principal, Role, TenantId, TenantScope};
 
 use std::sync::Arc;
 
@@ -391,6 +391,15 @@ fn require_operator(principal: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// 404 unless the scope's tenant exists (whatever its status): an operator
+/// may name any id.
+async fn require_tenant(state: &AppState, scope: &TenantScope) -> Result<(), ApiError> {
+    match state.catalog.tenant(scope).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found()),
+    }
+}
+
 /// The tenant a `{tenant}` route names.
 async fn path_tenant(
     parts: &mut axum::http::request::Parts,
@@ -425,9 +434,7 @@ async fn authorize(
             let scope = principal
                 .scope_for(&tenant, Role::Admin)
                 .ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
-            if state.catalog.tenant(&scope).await?.is_none() {
-                return Err(ApiError::not_found());
-            }
+            require_tenant(state, &scope).await?;
             parts.extensions.insert(scope);
         }
         Access::Tenant(required) => {
@@ -443,8 +450,8 @@ async fn authorize(
                 None => return Err(ApiError::not_found()),
             };
             // A member's tenant was checked by identify; an operator may name any.
-            if principal.is_operator() && state.catalog.tenant(&scope).await?.is_none() {
-                return Err(ApiError::not_found());
+            if principal.is_operator() {
+                require_tenant(state, &scope).await?;
             }
             parts.extensions.insert(scope);
         }
