@@ -8,18 +8,26 @@ use serde_json::Value;
 use tenantd_core::filter::FIELD_PATH_PATTERN;
 use tenantd_core::key::MAX_KEY_NAME_CHARS;
 use tenantd_core::plan::{Metric, Period};
-use tenantd_core::policy::{Change, Overrides};
 use tenantd_core::quota::BillingDay;
 use tenantd_core::record::MAX_INDEXED_FIELDS;
 use tenantd_core::tenant::MAX_TENANT_NAME_CHARS;
-use tenantd_core::text::{string_schema, LINE_PATTERN, MAX_REASON_CHARS, NON_BLANK_LINE_PATTERN};
+use tenantd_core::text::{LINE_PATTERN, MAX_REASON_CHARS, NON_BLANK_LINE_PATTERN};
 use tenantd_core::whole;
 use tenantd_core::{
     CollectionName, Isolation, JobId, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role,
-    Tenant, TenantId,
+    TenantId, TenantStatus,
 };
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+
+mod plans;
+pub mod schema;
+
+pub use plans::{
+    BoundsSpec, Change, ClassRateSpec, GraceSpec, Overrides, PlanSpec, QuotaBoundsSpec,
+    QuotaOverride, QuotaSpec, RateSpec, SelfServiceSpec,
+};
+use schema::string_schema;
 
 /// A string-valued enum of the wire: serialized as its snake_case name, with
 /// that name from `as_str` and `Display`, and `parse` for stored values.
@@ -170,11 +178,67 @@ pub struct DependencyHealth {
 /// The verified identity behind the presented key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Me {
+    #[schema(value_type = schema::KeyId)]
     pub key_id: KeyId,
+    #[schema(value_type = schema::Role)]
     pub role: Role,
     /// The key's tenant; absent for operator keys.
     pub tenant: Option<Tenant>,
+    #[schema(value_type = Option<schema::PlanId>)]
     pub plan: Option<PlanId>,
+}
+
+/// A tenant: its identity, plan, placement and lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    #[schema(value_type = schema::TenantId)]
+    pub id: TenantId,
+    pub name: String,
+    #[schema(value_type = schema::PlanId)]
+    pub plan: PlanId,
+    /// The plan version the tenant is pinned to; it follows the plan's
+    /// latest version when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_version: Option<i64>,
+    #[schema(value_type = schema::RegionId)]
+    pub region: RegionId,
+    /// How its data is kept apart from other tenants'.
+    #[schema(value_type = schema::Isolation)]
+    pub isolation: Isolation,
+    /// The storage pool holding its data.
+    #[schema(value_type = schema::PoolName)]
+    pub pool: PoolName,
+    #[schema(value_type = schema::TenantStatus)]
+    pub status: TenantStatus,
+    /// The day of the month (UTC) its monthly quotas reset.
+    #[schema(value_type = schema::BillingDay)]
+    pub billing_day: BillingDay,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When the tenant was soft-deleted; it is purged `purge_after` later.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deleted_at: Option<OffsetDateTime>,
+}
+
+impl From<tenantd_core::Tenant> for Tenant {
+    fn from(t: tenantd_core::Tenant) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            plan: t.plan,
+            plan_version: t.plan_version,
+            region: t.region,
+            isolation: t.isolation,
+            pool: t.pool,
+            status: t.status,
+            billing_day: t.billing_day,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            deleted_at: t.deleted_at,
+        }
+    }
 }
 
 /// One page of a list, in the list's order.
@@ -216,26 +280,32 @@ fn index_list_schema() -> utoipa::openapi::schema::Array {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Immutable slug: 3 to 63 lowercase letters, digits and single hyphens.
+    #[schema(value_type = schema::TenantId)]
     pub id: TenantId,
     /// Display name, 1 to 200 characters.
     #[schema(schema_with = tenant_name_schema)]
     pub name: String,
     /// Data-residency region; the server's `default_region` when omitted.
+    #[schema(value_type = Option<schema::RegionId>)]
     pub region: Option<RegionId>,
     /// Where its data lives: `pooled` (default) or `dedicated` (a database of
     /// its own). `schema` needs a PostgreSQL storage pool.
     #[serde(default)]
+    #[schema(value_type = Option<schema::Isolation>)]
     pub isolation: Option<Isolation>,
     /// The storage pool; the first pool of the tenant's region offering its
     /// isolation model when omitted. A pool of another region is refused.
     #[serde(default)]
+    #[schema(value_type = Option<schema::PoolName>)]
     pub pool: Option<PoolName>,
     /// One of the server's configured plans; `default` when omitted.
     #[serde(default)]
+    #[schema(value_type = Option<schema::PlanId>)]
     pub plan: Option<PlanId>,
     /// The day of the month (1 to 28, UTC) its monthly quotas reset; the day
     /// of creation (at most 28) when omitted.
     #[serde(default)]
+    #[schema(value_type = Option<schema::BillingDay>)]
     pub billing_day: Option<BillingDay>,
 }
 
@@ -264,9 +334,11 @@ pub struct UpdateTenant {
     /// Another configured plan. Usage so far is kept; the new limits apply
     /// from the next request.
     #[serde(default)]
+    #[schema(value_type = Option<schema::PlanId>)]
     pub plan: Option<PlanId>,
     /// A new billing day; the current monthly window ends on the old day.
     #[serde(default)]
+    #[schema(value_type = Option<schema::BillingDay>)]
     pub billing_day: Option<BillingDay>,
     /// Pin the tenant to a version of its plan, or `null` to follow the
     /// plan's latest version again. Absent: unchanged (a plan change unpins).
@@ -309,6 +381,7 @@ pub type TenantPage = Page<Tenant>;
 pub struct CreateKey {
     /// `operator` for platform keys; `admin`, `developer` or `reader` for
     /// tenant keys, never above the creator's own role.
+    #[schema(value_type = schema::Role)]
     pub role: Role,
     /// A label, e.g. "ci deploys"; up to 100 characters.
     #[serde(default)]
@@ -336,11 +409,15 @@ pub struct RotateKey {
 /// A key as listed; the secret is never part of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct KeyView {
+    #[schema(value_type = schema::KeyId)]
     pub id: KeyId,
     /// The owning tenant; absent for platform keys.
+    #[schema(value_type = Option<schema::TenantId>)]
     pub tenant: Option<TenantId>,
+    #[schema(value_type = schema::Role)]
     pub role: Role,
     pub name: String,
+    #[schema(value_type = schema::KeyState)]
     pub state: KeyState,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -356,6 +433,7 @@ pub struct KeyView {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<OffsetDateTime>,
     /// The key this one replaced by rotation.
+    #[schema(value_type = Option<schema::KeyId>)]
     pub rotated_from: Option<KeyId>,
 }
 
@@ -387,7 +465,9 @@ pub struct AuditView {
     #[schema(value_type = String, format = DateTime)]
     pub at: OffsetDateTime,
     /// The key that made the change; absent for the server's own actions.
+    #[schema(value_type = Option<schema::KeyId>)]
     pub actor_key: Option<KeyId>,
+    #[schema(value_type = Option<schema::Role>)]
     pub actor_role: Option<Role>,
     /// What was done, e.g. `tenant.suspend` or `key.rotate`.
     pub action: String,
@@ -427,6 +507,7 @@ pub struct AuditVerification {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
+    #[schema(value_type = schema::CollectionName)]
     pub name: CollectionName,
     /// Field paths (e.g. `customer.country`) to index; lists can sort on these
     /// and filters on them use the index. At most 16.
@@ -437,6 +518,7 @@ pub struct CreateCollection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Collection {
+    #[schema(value_type = schema::CollectionName)]
     pub name: CollectionName,
     pub indexes: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
@@ -450,6 +532,7 @@ pub type CollectionPage = Page<Collection>;
 /// A stored record: its metadata and, under `data`, the JSON object itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RecordView {
+    #[schema(value_type = schema::RecordId)]
     pub id: RecordId,
     /// Grows by one with every change; also sent as the `ETag`.
     pub version: i64,
@@ -472,12 +555,14 @@ pub type RecordPage = Page<RecordView>;
 pub enum BatchOperation {
     /// Insert a record; the server assigns the id when none is given.
     Create {
+        #[schema(value_type = Option<schema::RecordId>)]
         id: Option<RecordId>,
         #[schema(value_type = Object)]
         data: Value,
     },
     /// Insert or replace a record.
     Put {
+        #[schema(value_type = schema::RecordId)]
         id: RecordId,
         #[schema(value_type = Object)]
         data: Value,
@@ -486,6 +571,7 @@ pub enum BatchOperation {
     },
     /// Merge-patch (RFC 7386) an existing record.
     Patch {
+        #[schema(value_type = schema::RecordId)]
         id: RecordId,
         #[schema(value_type = Object)]
         data: Value,
@@ -493,6 +579,7 @@ pub enum BatchOperation {
         if_match: Option<i64>,
     },
     Delete {
+        #[schema(value_type = schema::RecordId)]
         id: RecordId,
         #[serde(default, deserialize_with = "whole::de_opt")]
         if_match: Option<i64>,
@@ -510,6 +597,7 @@ pub struct BatchRequest {
 /// What one batch operation did: the record written, or the id deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchOutcome {
+    #[schema(value_type = schema::RecordId)]
     pub id: RecordId,
     /// The new version; absent for a delete.
     pub version: Option<i64>,
@@ -526,7 +614,9 @@ pub struct BatchResponse {
 #[serde(deny_unknown_fields)]
 pub struct MoveTenant {
     /// A pool of the tenant's region.
+    #[schema(value_type = Option<schema::PoolName>)]
     pub pool: Option<PoolName>,
+    #[schema(value_type = Option<schema::Isolation>)]
     pub isolation: Option<Isolation>,
 }
 
@@ -535,7 +625,9 @@ pub type JobPage = Page<JobView>;
 /// An asynchronous job and how far it got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
+    #[schema(value_type = schema::JobId)]
     pub id: JobId,
+    #[schema(value_type = schema::TenantId)]
     pub tenant: TenantId,
     pub kind: JobKind,
     pub state: JobState,
@@ -559,8 +651,11 @@ pub struct JobView {
 /// A tenant's usage against its quotas, now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageView {
+    #[schema(value_type = schema::TenantId)]
     pub tenant: TenantId,
+    #[schema(value_type = schema::PlanId)]
     pub plan: PlanId,
+    #[schema(value_type = schema::BillingDay)]
     pub billing_day: BillingDay,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -573,8 +668,10 @@ pub struct UsageView {
 /// Usage of one quota.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QuotaUsage {
+    #[schema(value_type = schema::Metric)]
     pub metric: Metric,
     /// Absent for levels (storage, records, concurrent requests).
+    #[schema(value_type = Option<schema::Period>)]
     pub period: Option<Period>,
     pub used: u64,
     /// The soft limit, add-ons included.
@@ -597,7 +694,9 @@ pub struct QuotaUsage {
 /// One counted metric over one period, or a level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Counter {
+    #[schema(value_type = schema::Metric)]
     pub metric: Metric,
+    #[schema(value_type = Option<schema::Period>)]
     pub period: Option<Period>,
     pub value: u64,
 }
@@ -618,6 +717,7 @@ pub struct UsageHour {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageHistory {
+    #[schema(value_type = schema::TenantId)]
     pub tenant: TenantId,
     /// Oldest first; hours without traffic are absent.
     pub hours: Vec<UsageHour>,
@@ -643,9 +743,11 @@ pub type QuotaEventPage = Page<QuotaEventView>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAddOn {
+    #[schema(value_type = schema::Metric)]
     pub metric: Metric,
     /// The quota's period; absent for levels.
     #[serde(default)]
+    #[schema(value_type = Option<schema::Period>)]
     pub period: Option<Period>,
     /// Added to the quota's soft and hard limits; at least 1.
     #[schema(minimum = 1)]
@@ -658,7 +760,9 @@ pub struct CreateAddOn {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AddOnView {
     pub id: i64,
+    #[schema(value_type = schema::Metric)]
     pub metric: Metric,
+    #[schema(value_type = Option<schema::Period>)]
     pub period: Option<Period>,
     pub amount: u64,
     #[serde(with = "time::serde::rfc3339")]
@@ -671,15 +775,16 @@ pub type AddOnPage = Page<AddOnView>;
 /// One version of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PlanView {
+    #[schema(value_type = schema::PlanId)]
     pub id: PlanId,
     pub version: i64,
     /// The whole plan: rate, class rates, weight, quotas, self-service ranges.
-    #[schema(value_type = Object)]
-    pub plan: Value,
+    pub plan: PlanSpec,
     /// Settings changed from the version before.
     pub diff: Vec<Change>,
     pub reason: String,
     /// The operator key that made it; absent when seeded from the configuration.
+    #[schema(value_type = Option<schema::KeyId>)]
     pub actor_key: Option<KeyId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -693,8 +798,8 @@ pub type PlanPage = Page<PlanView>;
 #[serde(deny_unknown_fields)]
 pub struct WritePlan {
     /// The whole plan, as in the configuration's `[[plans]]`.
-    #[schema(value_type = Object)]
-    pub plan: Value,
+    #[serde(deserialize_with = "object_only")]
+    pub plan: PlanSpec,
     /// Why; 1 to 500 characters.
     #[schema(schema_with = reason_schema)]
     pub reason: String,
@@ -707,14 +812,15 @@ pub struct WritePlan {
 /// A tenant's policy in effect: its plan, its overrides, and the plan they make.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyView {
+    #[schema(value_type = schema::TenantId)]
     pub tenant: TenantId,
     /// The version in effect; 0 when the tenant has never changed its plan's settings.
     pub version: i64,
+    #[schema(value_type = schema::PlanId)]
     pub plan: PlanId,
     pub overrides: Overrides,
     /// The effective plan: rate, class rates, weight, quotas, self-service ranges.
-    #[schema(value_type = Object)]
-    pub effective: Value,
+    pub effective: PlanSpec,
     /// A proposal waiting for an operator, if any.
     pub proposal: Option<i64>,
 }
@@ -722,22 +828,25 @@ pub struct PolicyView {
 /// One version of a tenant's policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyVersionView {
+    #[schema(value_type = schema::TenantId)]
     pub tenant: TenantId,
     pub version: i64,
     pub status: PolicyStatus,
     /// Whether this version is the one in effect.
     pub current: bool,
+    #[schema(value_type = schema::PlanId)]
     pub plan: PlanId,
     pub overrides: Overrides,
-    #[schema(value_type = Object)]
-    pub effective: Value,
+    pub effective: PlanSpec,
     /// Settings changed from the version in effect when it was made.
     pub diff: Vec<Change>,
     /// What in it is beyond the plan's self-service ranges (so needs an
     /// operator when a tenant admin asks for it).
     pub outside_self_service: Vec<String>,
     pub reason: String,
+    #[schema(value_type = schema::KeyId)]
     pub actor_key: KeyId,
+    #[schema(value_type = schema::Role)]
     pub actor_role: Role,
     /// The version in effect when it was made.
     pub based_on: i64,
@@ -746,6 +855,7 @@ pub struct PolicyVersionView {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Who approved, rejected or withdrew it.
+    #[schema(value_type = Option<schema::KeyId>)]
     pub decided_by: Option<KeyId>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub decided_at: Option<OffsetDateTime>,

@@ -140,7 +140,7 @@ async fn server_state(client: &Client) -> Result<ServerState, Error> {
             })
             .await?;
         for view in page.items {
-            if let Ok(plan) = serde_json::from_value::<Plan>(view.plan) {
+            if let Ok(plan) = Plan::try_from(view.plan) {
                 state.plans.push((plan, view.version));
             }
         }
@@ -165,7 +165,7 @@ async fn server_state(client: &Client) -> Result<ServerState, Error> {
                 continue;
             }
             let overrides = client.policy(&tenant.id).await?.overrides;
-            state.tenants.push((tenant, overrides));
+            state.tenants.push((tenant, overrides.into()));
         }
         match page.next_cursor {
             Some(next) => cursor = Some(next),
@@ -179,7 +179,7 @@ const APPLY_REASON: &str = "tenantd apply";
 
 async fn take(client: &Client, step: Step) -> Result<(), Error> {
     let plan_body = |plan: &Plan, replaces| WritePlan {
-        plan: serde_json::to_value(plan).unwrap_or_default(),
+        plan: plan.into(),
         reason: APPLY_REASON.into(),
         replaces,
     };
@@ -230,7 +230,7 @@ async fn take(client: &Client, step: Step) -> Result<(), Error> {
             .propose_policy(
                 &tenant,
                 &ProposePolicy {
-                    overrides,
+                    overrides: (&overrides).into(),
                     reason: APPLY_REASON.into(),
                 },
             )
@@ -555,7 +555,13 @@ async fn policy(
             format,
             None,
             client
-                .propose_policy(&tenant, &ProposePolicy { overrides, reason })
+                .propose_policy(
+                    &tenant,
+                    &ProposePolicy {
+                        overrides: (&overrides).into(),
+                        reason,
+                    },
+                )
                 .await?,
         ),
         PolicyCommand::Approve(args) => act(args, PolicyAction::Approve).await,

@@ -10,10 +10,11 @@
 //! different region is an error.
 
 use serde::{Deserialize, Serialize};
+use tenantd_api::Tenant;
 use tenantd_core::plan::Plan;
 use tenantd_core::policy::{diff, effective, Change, Overrides};
 use tenantd_core::quota::BillingDay;
-use tenantd_core::{Isolation, PlanId, PoolName, RegionId, Tenant, TenantId};
+use tenantd_core::{Isolation, PlanId, PoolName, RegionId, TenantId};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -344,13 +345,13 @@ tenants:
 
     fn server() -> ServerState {
         let tenant = |id: &str, plan: &str| {
-            Tenant::new(
+            Tenant::from(tenantd_core::Tenant::new(
                 id.parse().unwrap(),
                 id,
                 plan.parse().unwrap(),
                 RegionId::default_region(),
                 datetime!(2026-01-01 00:00 UTC),
-            )
+            ))
         };
         ServerState {
             plans: vec![(Plan::default_plan(), 1)],

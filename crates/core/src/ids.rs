@@ -80,23 +80,32 @@ pub(crate) use string_newtype;
 /// hyphens.
 pub const SLUG_PATTERN: &str = "^[a-z](-?[a-z0-9])*$";
 
-/// An identifier's OpenAPI schema: a string with the same pattern and length
-/// limits as its parser, so that clients and fuzzers generating from the
-/// document produce only ids the server accepts.
-macro_rules! id_schema {
-    ($name:ident, $pattern:expr, $min:expr, $max:expr, $example:literal) => {
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                $crate::text::string_schema($pattern, $min, $max)
-                    .examples([$example])
-                    .into()
-            }
-        }
+/// An identifier's rule as data: a pattern and length limits that match
+/// exactly the strings its parser accepts, and an example. The API describes
+/// the identifier from it, so that clients and fuzzers generating from the
+/// OpenAPI document produce only ids the server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRule {
+    pub pattern: &'static str,
+    pub min_chars: usize,
+    pub max_chars: usize,
+    pub example: &'static str,
+}
 
-        impl utoipa::ToSchema for $name {}
+macro_rules! id_rule {
+    ($name:ident, $pattern:expr, $min:expr, $max:expr, $example:literal) => {
+        impl $name {
+            /// The rule `parse` enforces, as a pattern and length limits.
+            pub const RULE: $crate::ids::IdRule = $crate::ids::IdRule {
+                pattern: $pattern,
+                min_chars: $min,
+                max_chars: $max,
+                example: $example,
+            };
+        }
     };
 }
-pub(crate) use id_schema;
+pub(crate) use id_rule;
 
 macro_rules! slug_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $example:literal) => {
@@ -118,7 +127,7 @@ macro_rules! slug_id {
         }
 
         string_newtype!($name);
-        id_schema!($name, SLUG_PATTERN, $min, $max, $example);
+        id_rule!($name, SLUG_PATTERN, $min, $max, $example);
     };
 }
 
@@ -203,7 +212,7 @@ impl KeyId {
 string_newtype!(KeyId);
 /// The rule of `KeyId::parse` as a regular expression.
 pub const KEY_ID_PATTERN: &str = "^[0-9a-f]{16}$";
-id_schema!(
+id_rule!(
     KeyId,
     KEY_ID_PATTERN,
     KeyId::LEN,

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 use crate::api_key::{ApiKeyToken, KeyHasher, SecretHash};
 use crate::ids::{KeyId, TenantId};
@@ -26,12 +25,24 @@ impl KeyOwner {
 }
 
 /// Whether a key works at a given instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyState {
     Active,
     Expired,
     Revoked,
+}
+
+impl KeyState {
+    pub const ALL: [KeyState; 3] = [Self::Active, Self::Expired, Self::Revoked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

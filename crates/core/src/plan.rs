@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 use crate::gcra::Limit;
 use crate::ids::{PlanId, PoolName};
@@ -15,7 +14,7 @@ use crate::record::Isolation;
 
 /// What kind of work a request is; it picks the request's width in seats,
 /// its deadline and, optionally, its own rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpClass {
     Read,
@@ -43,7 +42,7 @@ impl OpClass {
 }
 
 /// What a quota counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Admitted requests, per period.
@@ -104,8 +103,8 @@ impl Metric {
     }
 }
 
-/// The window a counted quota resets over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+/// The window a counted quota resets over, shortest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Minute,
@@ -194,17 +193,16 @@ impl Rate {
 
 /// A grace allowance: `percent` over the hard limit, for `duration` from
 /// the moment the hard limit is first passed in a window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grace {
     pub percent: u32,
     #[serde(with = "humantime_serde")]
-    #[schema(value_type = String, example = "1h")]
     pub duration: Duration,
 }
 
 /// One quota of a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "QuotaFields", into = "QuotaFields")]
 pub struct Quota {
     metric: Metric,
@@ -307,7 +305,7 @@ impl Quota {
 }
 
 /// A temporary raise of one quota's soft and hard limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddOn {
     pub metric: Metric,
     pub period: Option<Period>,

@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::ToSchema;
 
 use crate::plan::{Metric, Period, Plan, Quota, QuotaFields, Rate};
 use crate::whole;
 
 /// What a tenant's policy changes of its plan. Absent fields keep the plan's.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overrides {
     /// Sustained requests per the plan's rate period.
@@ -22,7 +21,6 @@ pub struct Overrides {
         deserialize_with = "whole::de_opt",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(minimum = 1)]
     pub rate_requests: Option<u32>,
     /// Requests allowed at once.
     #[serde(
@@ -30,7 +28,6 @@ pub struct Overrides {
         deserialize_with = "whole::de_opt",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(minimum = 1)]
     pub rate_burst: Option<u32>,
     /// Quotas replaced or added, by metric and period.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -38,7 +35,7 @@ pub struct Overrides {
 }
 
 /// New limits for one quota. A plan's grace for it is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
     pub metric: Metric,
@@ -55,7 +52,7 @@ pub struct QuotaOverride {
 }
 
 /// An inclusive range a tenant admin may choose a value from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bounds {
     pub min: u64,
@@ -69,7 +66,7 @@ impl Bounds {
 }
 
 /// The range of one quota a tenant admin may set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaBounds {
     pub metric: Metric,
@@ -81,7 +78,7 @@ pub struct QuotaBounds {
 
 /// What a plan lets its tenants' admins change alone. Anything else, or a
 /// value outside these ranges, waits for an operator's approval.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelfService {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,7 +250,7 @@ pub fn settings(plan: &Plan) -> BTreeMap<String, Value> {
 }
 
 /// One setting that differs between two effective plans.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub setting: String,
     /// Absent when the setting is new.

@@ -26,21 +26,6 @@ impl<'de> Deserialize<'de> for BillingDay {
     }
 }
 
-impl utoipa::PartialSchema for BillingDay {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Integer)
-            .description(Some(
-                "The day of the month (1 to 28) the tenant's monthly quotas reset, at UTC midnight.",
-            ))
-            .minimum(Some(1))
-            .maximum(Some(28))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for BillingDay {}
-
 impl BillingDay {
     pub fn new(day: u8) -> Result<Self, String> {
         if (1..=28).contains(&day) {
@@ -140,13 +125,12 @@ fn level_index(metric: Metric) -> Option<usize> {
 
 /// One tenant's usage. Fixed-size, so a tenant costs the same few hundred
 /// bytes however many quotas its plan has.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
     /// Start of each period's current window (Unix seconds), by `Period::index`.
     window_start: [i64; 4],
     /// Its end, kept so that the hot path compares instead of doing calendar
     /// arithmetic; 0 until computed.
-    #[serde(default)]
     window_end: [i64; 4],
     /// Counted usage in the current windows: `[counted metric][period]`.
     used: [[u64; 4]; 3],
@@ -161,6 +145,113 @@ pub struct Ledger {
     /// falls back under.
     level_grace_from: [i64; 3],
     level_soft_noted: u8,
+}
+
+/// A ledger's state with every position named by its metric and period:
+/// what storage keeps, so that the order of the ledger's arrays is never a
+/// stored format. Counters and levels at zero with no mark are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    /// Each period's current window `[start, end)`, Unix seconds; an end of
+    /// 0 is computed again on the next decision.
+    pub windows: Vec<(Period, i64, i64)>,
+    pub counted: Vec<CountedState>,
+    pub levels: Vec<LevelState>,
+}
+
+/// One counted metric over one period, in its current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountedState {
+    pub metric: Metric,
+    pub period: Period,
+    pub used: u64,
+    /// When it first went over its hard limit in the window (Unix seconds), or 0.
+    pub grace_from: i64,
+    /// Whether passing its soft limit was already reported in the window.
+    pub soft_noted: bool,
+}
+
+/// One level metric now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelState {
+    pub metric: Metric,
+    pub value: u64,
+    /// When it first went over its hard limit (Unix seconds), or 0.
+    pub grace_from: i64,
+    pub soft_noted: bool,
+}
+
+impl Ledger {
+    /// The ledger's state, by name.
+    pub fn state(&self) -> LedgerState {
+        let windows = Period::ALL
+            .iter()
+            .map(|&p| (p, self.window_start[p.index()], self.window_end[p.index()]))
+            .collect();
+        let mut counted = Vec::new();
+        for (m, &metric) in COUNTED.iter().enumerate() {
+            for &period in &Period::ALL {
+                let p = period.index();
+                let entry = CountedState {
+                    metric,
+                    period,
+                    used: self.used[m][p],
+                    grace_from: self.grace_from[m][p],
+                    soft_noted: self.soft_noted[m] & (1 << p) != 0,
+                };
+                if entry.used != 0 || entry.grace_from != 0 || entry.soft_noted {
+                    counted.push(entry);
+                }
+            }
+        }
+        let mut levels = Vec::new();
+        for (l, &metric) in LEVELS.iter().enumerate() {
+            let entry = LevelState {
+                metric,
+                value: self.level[l],
+                grace_from: self.level_grace_from[l],
+                soft_noted: self.level_soft_noted & (1 << l) != 0,
+            };
+            if entry.value != 0 || entry.grace_from != 0 || entry.soft_noted {
+                levels.push(entry);
+            }
+        }
+        LedgerState {
+            windows,
+            counted,
+            levels,
+        }
+    }
+
+    /// The ledger of `state`, or why it names something a ledger cannot
+    /// hold (a level counted over a period, a counted metric as a level).
+    pub fn from_state(state: &LedgerState) -> Result<Self, String> {
+        let mut ledger = Ledger::default();
+        for &(period, start, end) in &state.windows {
+            ledger.window_start[period.index()] = start;
+            ledger.window_end[period.index()] = end;
+        }
+        for c in &state.counted {
+            let m = counted_index(c.metric)
+                .ok_or_else(|| format!("{} is a level, not counted", c.metric.as_str()))?;
+            let p = c.period.index();
+            ledger.used[m][p] = c.used;
+            ledger.grace_from[m][p] = c.grace_from;
+            if c.soft_noted {
+                ledger.soft_noted[m] |= 1 << p;
+            }
+        }
+        for l in &state.levels {
+            let i = level_index(l.metric)
+                .ok_or_else(|| format!("{} is counted, not a level", l.metric.as_str()))?;
+            ledger.level[i] = l.value;
+            ledger.level_grace_from[i] = l.grace_from;
+            if l.soft_noted {
+                ledger.level_soft_noted |= 1 << i;
+            }
+        }
+        Ok(ledger)
+    }
 }
 
 /// What one request asks of the quotas.
@@ -592,6 +683,62 @@ mod tests {
         );
         assert!(BillingDay::new(29).is_err());
         assert!(BillingDay::new(0).is_err());
+    }
+
+    #[test]
+    fn a_ledger_comes_back_from_its_named_state_unchanged() {
+        let q = [
+            quota(Metric::Requests, Some(Period::Hour), Some(2), 3),
+            quota(Metric::Records, None, Some(1), 5),
+        ];
+        let mut ledger = Ledger::default();
+        let day = BillingDay::default();
+        let now = datetime!(2026-03-20 10:59:00 UTC);
+        for _ in 0..4 {
+            ledger.admit(&q, &[], day, now, Demand::default());
+        }
+        ledger.charge(Metric::EgressBytes, 700, day, secs(now));
+        ledger.set_level(Metric::Records, 4);
+        ledger.admit(
+            &q,
+            &[],
+            day,
+            now,
+            Demand {
+                ingress_bytes: None,
+                writes: true,
+            },
+        );
+        let state = ledger.state();
+        assert!(state
+            .counted
+            .iter()
+            .any(|c| (c.metric, c.period, c.used, c.soft_noted)
+                == (Metric::Requests, Period::Hour, 3, true)));
+        assert!(state
+            .levels
+            .iter()
+            .any(|l| (l.metric, l.value) == (Metric::Records, 4)));
+        assert_eq!(Ledger::from_state(&state), Ok(ledger));
+        assert_eq!(
+            Ledger::from_state(&Ledger::default().state()),
+            Ok(Ledger::default())
+        );
+    }
+
+    #[test]
+    fn a_state_naming_a_level_as_counted_is_refused() {
+        let state = LedgerState {
+            counted: vec![CountedState {
+                metric: Metric::Records,
+                period: Period::Day,
+                used: 1,
+                grace_from: 0,
+                soft_noted: false,
+            }],
+            ..LedgerState::default()
+        };
+        assert!(Ledger::from_state(&state).is_err());
     }
 
     #[test]

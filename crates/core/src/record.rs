@@ -5,13 +5,12 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 use crate::filter::FieldPath;
-use crate::ids::{id_schema, string_newtype, IdError};
+use crate::ids::{id_rule, string_newtype, IdError};
 
 /// How a tenant's data is kept apart from other tenants'.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// Shared tables; every key leads with the tenant id.
@@ -23,6 +22,8 @@ pub enum Isolation {
 }
 
 impl Isolation {
+    pub const ALL: [Isolation; 3] = [Self::Pooled, Self::Schema, Self::Dedicated];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Isolation::Pooled => "pooled",
@@ -32,9 +33,7 @@ impl Isolation {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pooled, Self::Schema, Self::Dedicated]
-            .into_iter()
-            .find(|i| i.as_str() == s)
+        Self::ALL.into_iter().find(|i| i.as_str() == s)
     }
 }
 
@@ -162,20 +161,20 @@ string_newtype!(RecordId);
 string_newtype!(JobId);
 
 /// The rules of `CollectionName::parse`, `RecordId::parse` and
-/// `JobId::parse` as regular expressions, for the OpenAPI document.
+/// `JobId::parse` as regular expressions.
 pub const COLLECTION_NAME_PATTERN: &str = "^[a-z][a-z0-9_]*$";
 pub const RECORD_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]*$";
 pub const JOB_ID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
 
-id_schema!(CollectionName, COLLECTION_NAME_PATTERN, 1, 63, "orders");
-id_schema!(
+id_rule!(CollectionName, COLLECTION_NAME_PATTERN, 1, 63, "orders");
+id_rule!(
     RecordId,
     RECORD_ID_PATTERN,
     1,
     128,
     "0192f5c4-6f1e-7c3a-9d0b-3e8f2a1c4b5d"
 );
-id_schema!(
+id_rule!(
     JobId,
     JOB_ID_PATTERN,
     36,

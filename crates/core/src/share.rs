@@ -6,7 +6,50 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
+
 use crate::TenantId;
+
+/// A whole percentage from 1 to 100: a share of something that every
+/// tenant gets some of and none more than all of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u8")]
+pub struct Percent(u8);
+
+impl Percent {
+    pub const ALL: Percent = Percent(100);
+
+    pub fn new(percent: u64) -> Result<Self, String> {
+        match percent {
+            1..=100 => Ok(Self(percent as u8)),
+            _ => Err(format!("{percent} is not a percentage from 1 to 100")),
+        }
+    }
+
+    /// `percent`, for constants; a value outside 1 to 100 fails to compile.
+    pub const fn of_const(percent: u8) -> Self {
+        assert!(percent >= 1 && percent <= 100, "a percentage from 1 to 100");
+        Self(percent)
+    }
+
+    /// `percent` of `whole`, rounded down.
+    pub fn of(self, whole: u64) -> u64 {
+        whole.saturating_mul(u64::from(self.0)) / 100
+    }
+}
+
+impl TryFrom<u64> for Percent {
+    type Error = String;
+    fn try_from(percent: u64) -> Result<Self, String> {
+        Self::new(percent)
+    }
+}
+
+impl From<Percent> for u8 {
+    fn from(percent: Percent) -> u8 {
+        percent.0
+    }
+}
 
 /// Bytes held per tenant, against a cap of a percentage of the capacity.
 /// Clones share the same counts (the cache's eviction listener holds one).
@@ -21,12 +64,12 @@ pub struct TenantShares {
 }
 
 impl TenantShares {
-    /// Shares of `share_percent` (at most 100) of `capacity` bytes.
-    pub fn new(capacity: u64, share_percent: u8) -> Self {
+    /// Shares of `share` of `capacity` bytes.
+    pub fn new(capacity: u64, share: Percent) -> Self {
         Self {
             held: Arc::default(),
             holders: Arc::default(),
-            max: capacity * u64::from(share_percent.min(100)) / 100,
+            max: share.of(capacity),
         }
     }
 
@@ -77,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_tenant_holds_at_most_its_share_and_gets_back_what_leaves() {
-        let shares = TenantShares::new(1_000, 25);
+        let shares = TenantShares::new(1_000, Percent::new(25).unwrap());
         let (acme, globex): (TenantId, TenantId) =
             ("acme".parse().unwrap(), "globex".parse().unwrap());
         assert!(shares.reserve(&acme, 200));
@@ -95,12 +138,15 @@ mod tests {
         // counts) never underflows.
         shares.release(&globex, 1_000);
         assert_eq!(shares.held(&globex), 0);
-        assert_eq!(TenantShares::new(1_000, 200).max, 1_000, "at most 100 %");
+        assert_eq!(TenantShares::new(1_000, Percent::ALL).max, 1_000);
+        assert!(Percent::new(0).is_err() && Percent::new(101).is_err());
+        assert_eq!(serde_json::from_str::<Percent>("30").unwrap(), Percent(30));
+        assert!(serde_json::from_str::<Percent>("0").is_err());
     }
 
     #[test]
     fn held_is_zero_once_everything_left_and_a_refused_tenant_holds_nothing() {
-        let shares = TenantShares::new(1_000, 10);
+        let shares = TenantShares::new(1_000, Percent::new(10).unwrap());
         let acme: TenantId = "acme".parse().unwrap();
         assert_eq!(shares.held(&acme), 0, "nothing cached yet");
         assert!(!shares.reserve(&acme, 101), "past its share: not counted");

@@ -2,13 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
-use utoipa::ToSchema;
 
 use crate::ids::{PlanId, PoolName, RegionId, TenantId};
 use crate::quota::BillingDay;
 use crate::record::Isolation;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     /// Serves requests.
@@ -20,6 +19,8 @@ pub enum TenantStatus {
 }
 
 impl TenantStatus {
+    pub const ALL: [TenantStatus; 3] = [Self::Active, Self::Suspended, Self::Deleted];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TenantStatus::Active => "active",
@@ -29,9 +30,7 @@ impl TenantStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Suspended, Self::Deleted]
-            .into_iter()
-            .find(|status| status.as_str() == s)
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
 }
 
@@ -80,7 +79,7 @@ impl TenantAction {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,

@@ -17,16 +17,6 @@ pub const NON_BLANK_LINE_PATTERN: &str = concat!(
     r"[^\x00-\x1f\x7f-\x9f]*$"
 );
 
-/// A string's OpenAPI schema with a pattern and length limits: the shape of
-/// every id and text field of the document.
-pub fn string_schema(pattern: &str, min: usize, max: usize) -> utoipa::openapi::ObjectBuilder {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(pattern))
-        .min_length(Some(min))
-        .max_length(Some(max))
-}
-
 /// Longest reason given for a change (plans, policies), in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 

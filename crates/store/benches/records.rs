@@ -13,6 +13,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use serde_json::json;
 use tenantd_core::filter::{FieldPath, Filter};
+use tenantd_core::share::Percent;
 use tenantd_core::testing::{member, tenant_at};
 use tenantd_core::{CollectionName, DataScope, Isolation, PoolName, RecordId, Role};
 use tenantd_store::cache::CacheLimits;
@@ -46,7 +47,7 @@ async fn store(
 ) -> DataStore {
     let cache = CacheLimits {
         capacity_bytes: cache_bytes,
-        tenant_share_percent: 100,
+        tenant_share_percent: Percent::ALL,
         ttl: Duration::from_secs(600),
     };
     let pools = [

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
-use tenantd_core::share::TenantShares;
+use tenantd_core::share::{Percent, TenantShares};
 use tenantd_core::{CollectionName, DataScope, RecordId, TenantId};
 
 use crate::data::Record;
@@ -38,7 +38,7 @@ pub struct CacheLimits {
     /// Total bytes of cached records; 0 turns the cache off.
     pub capacity_bytes: u64,
     /// Largest fraction of the capacity one tenant's records may hold, in percent.
-    pub tenant_share_percent: u8,
+    pub tenant_share_percent: Percent,
     /// How long an entry may live; bounds staleness from writes this process
     /// did not make.
     pub ttl: Duration,

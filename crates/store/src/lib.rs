@@ -12,6 +12,7 @@ mod codec;
 pub mod data;
 pub mod health;
 pub mod jobs;
+mod ledger_row;
 pub mod plans;
 pub mod policy;
 pub mod postgres;

@@ -1,8 +1,8 @@
 //! Tenant policy versions in the catalog: appended, never rewritten; the
 //! version in effect is named by the tenant row, so applying one is O(1).
 
-use serde_json::Value;
 use sqlx::{Sqlite, Transaction};
+use tenantd_core::plan::Plan;
 use tenantd_core::policy::{Change, Overrides};
 use tenantd_core::{KeyId, PlanId, Role, TenantId, TenantScope};
 use time::OffsetDateTime;
@@ -58,8 +58,8 @@ impl PolicyStatus {
 pub struct NewPolicyVersion {
     pub plan: PlanId,
     pub overrides: Overrides,
-    /// The effective plan, as JSON.
-    pub effective: Value,
+    /// The plan its overrides make of the tenant's plan.
+    pub effective: Plan,
     pub diff: Vec<Change>,
     pub reason: String,
     pub actor: (KeyId, Role),
@@ -76,7 +76,7 @@ pub struct PolicyVersion {
     pub status: PolicyStatus,
     pub plan: PlanId,
     pub overrides: Overrides,
-    pub effective: Value,
+    pub effective: Plan,
     pub diff: Vec<Change>,
     pub reason: String,
     pub actor: (KeyId, Role),

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::audit::{append, NewAuditEntry};
 use crate::catalog::Catalog;
 use crate::codec::{from_nanos, parse, to_nanos};
+use crate::ledger_row;
 use crate::{Result, StoreError};
 
 /// Usage metered in one hour, or a delta of it.
@@ -105,9 +106,7 @@ impl Catalog {
         for ledgers in batch.ledgers.chunks(ROWS_PER_STATEMENT) {
             let mut part = Vec::with_capacity(ledgers.len());
             for (tenant, ledger) in ledgers {
-                let json = serde_json::to_string(ledger)
-                    .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
-                part.push((tenant, json));
+                part.push((tenant, ledger_row::encode(ledger)));
             }
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) ",
@@ -177,7 +176,7 @@ impl Catalog {
         rows.into_iter()
             .map(|(tenant, json)| {
                 let tenant = parse("usage_ledgers.tenant_id", &tenant, TenantId::parse)?;
-                let ledger = serde_json::from_str(&json)
+                let ledger = ledger_row::decode(&json)
                     .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
                 Ok((tenant, ledger))
             })

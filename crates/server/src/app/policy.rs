@@ -75,7 +75,7 @@ pub async fn submit(
     let new = NewPolicyVersion {
         plan: tenant.plan.clone(),
         overrides: overrides.clone(),
-        effective: serde_json::to_value(&wanted).unwrap_or_default(),
+        effective: wanted.clone(),
         diff: changes,
         reason,
         actor: (principal.key_id().clone(), principal.role()),

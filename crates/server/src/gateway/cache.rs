@@ -357,7 +357,7 @@ mod tests {
         let config = ResponseCacheConfig {
             bytes,
             max_entry_bytes,
-            tenant_share_percent: share,
+            tenant_share_percent: tenantd_core::share::Percent::new(u64::from(share)).unwrap(),
         };
         ResponseCache::new(&config, Arc::new(tenantd_core::SystemClock))
     }

@@ -3,8 +3,8 @@
 
 use axum::extract::State;
 use axum::Json;
+use tenantd_api::schema;
 use tenantd_api::{AuditPage, AuditVerification, AuditView, Page};
-use tenantd_core::TenantId;
 use tenantd_store::{AuditEntry, Owner, Verification};
 
 use super::access::{Admin, Member, Operator};
@@ -42,7 +42,7 @@ fn verification(v: Verification) -> AuditVerification {
 /// Verify the tenant's own audit chain: every entry since the tenant's last
 /// purge, recomputed and linked.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/audit/verify", tag = "audit",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "What the walk found", body = AuditVerification)))]
 pub(super) async fn verify_tenant_audit(
     Member(_principal, scope, _role): Member<Admin>,
@@ -87,7 +87,7 @@ async fn page(
 
 /// A tenant's audit trail, oldest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "audit",
-    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditView>)))]
 pub(super) async fn tenant_audit(
     Member(_principal, scope, _role): Member<Admin>,

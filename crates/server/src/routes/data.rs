@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tenantd_api::schema;
 use tenantd_api::{
     BatchOperation, BatchOutcome, BatchRequest, BatchResponse, Collection, CollectionPage,
     CreateCollection, Page, Problem, RecordPage, RecordView,
@@ -235,7 +236,7 @@ pub(super) async fn list_collections(
 
 /// Get a collection.
 #[utoipa::path(get, path = "/v1/collections/{collection}", tag = "data",
-    params(("collection" = CollectionName, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The collection", body = Collection)))]
 pub(super) async fn get_collection(
     DataMember(_principal, scope, _role): DataMember<Reader>,
@@ -254,7 +255,7 @@ pub(super) async fn get_collection(
 
 /// Delete a collection and all its records.
 #[utoipa::path(delete, path = "/v1/collections/{collection}", tag = "data",
-    params(("collection" = CollectionName, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path)), security(("api_key" = [])),
     responses((status = 204, description = "Deleted")))]
 pub(super) async fn delete_collection(
     DataMember(_principal, scope, _role): DataMember<Developer>,
@@ -274,7 +275,7 @@ pub(super) async fn delete_collection(
 
 /// Create a record with a server-assigned, time-ordered id.
 #[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "data",
-    params(("collection" = CollectionName, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path)), security(("api_key" = [])),
     request_body(content = Object, description = "The record: a JSON object"),
     responses((status = 201, description = "Created; the ETag header carries its version", body = RecordView)))]
 pub(super) async fn create_record(
@@ -331,7 +332,7 @@ fn parse_sort(sort: &Option<String>) -> Result<Option<(FieldPath, Direction)>, A
 
 /// List records, filtered and sorted, a page at a time.
 #[utoipa::path(get, path = "/v1/collections/{collection}/records", tag = "data",
-    params(("collection" = CollectionName, Path), ListRecordsQuery), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path), ListRecordsQuery), security(("api_key" = [])),
     responses(
         (status = 200, description = "A page of records", body = Page<RecordView>),
         (status = 400, description = "Invalid filter, sort, cursor or limit", body = Problem, content_type = "application/problem+json"),
@@ -414,7 +415,7 @@ pub(super) async fn list_records(
 
 /// Get a record. `If-None-Match` with its ETag answers 304.
 #[utoipa::path(get, path = "/v1/collections/{collection}/records/{id}", tag = "data",
-    params(("collection" = CollectionName, Path), ("id" = RecordId, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path), ("id" = schema::RecordId, Path)), security(("api_key" = [])),
     responses(
         (status = 200, description = "The record; ETag carries its version", body = RecordView),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
@@ -450,7 +451,7 @@ pub(super) async fn get_record(
 /// Create or replace a record under a client-chosen id. `If-Match` makes it
 /// conditional on the version; `If-None-Match: *` makes it create-only.
 #[utoipa::path(put, path = "/v1/collections/{collection}/records/{id}", tag = "data",
-    params(("collection" = CollectionName, Path), ("id" = RecordId, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path), ("id" = schema::RecordId, Path)), security(("api_key" = [])),
     request_body(content = Object, description = "The record: a JSON object"),
     responses(
         (status = 200, description = "Replaced", body = RecordView),
@@ -494,7 +495,7 @@ pub(super) async fn put_record(
 /// Merge-patch a record (RFC 7386): `null` removes a member, objects merge,
 /// anything else replaces.
 #[utoipa::path(patch, path = "/v1/collections/{collection}/records/{id}", tag = "data",
-    params(("collection" = CollectionName, Path), ("id" = RecordId, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path), ("id" = schema::RecordId, Path)), security(("api_key" = [])),
     request_body(content = Object, description = "A JSON merge patch", content_type = "application/merge-patch+json"),
     responses((status = 200, description = "The patched record", body = RecordView)))]
 pub(super) async fn patch_record(
@@ -515,7 +516,7 @@ pub(super) async fn patch_record(
 
 /// Delete a record, optionally only at the version in `If-Match`.
 #[utoipa::path(delete, path = "/v1/collections/{collection}/records/{id}", tag = "data",
-    params(("collection" = CollectionName, Path), ("id" = RecordId, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path), ("id" = schema::RecordId, Path)), security(("api_key" = [])),
     responses((status = 204, description = "Deleted")))]
 pub(super) async fn delete_record(
     DataMember(_principal, scope, _role): DataMember<Developer>,
@@ -533,7 +534,7 @@ pub(super) async fn delete_record(
 
 /// Apply up to 1000 writes to one collection, all or none.
 #[utoipa::path(post, path = "/v1/collections/{collection}/batch", tag = "data", request_body = BatchRequest,
-    params(("collection" = CollectionName, Path)), security(("api_key" = [])),
+    params(("collection" = schema::CollectionName, Path)), security(("api_key" = [])),
     responses(
         (status = 200, description = "Every operation applied", body = BatchResponse),
         (status = 404, description = "An operation's record or the collection is missing; nothing was applied", body = Problem, content_type = "application/problem+json"),

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tenantd_api::schema;
 use tenantd_api::{CreateKey, CreatedKey, KeyPage, KeyView, Page, Problem, RotateKey, RotatedKey};
 use tenantd_core::{KeyId, TenantId};
 use tenantd_store::Owner;
@@ -71,7 +72,7 @@ type TenantKeyPath = ApiPath<(TenantId, KeyId)>;
 
 /// Create a key for a tenant. The token is in the response, and only there.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "keys", request_body = CreateKey,
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses(
         (status = 201, description = "Created; the token is shown once", body = CreatedKey),
         (status = 403, description = "Role above the creator's", body = Problem, content_type = "application/problem+json"),
@@ -88,7 +89,7 @@ pub(super) async fn create_tenant_key(
 
 /// List a tenant's keys, revoked and expired ones included.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "keys",
-    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of keys", body = Page<KeyView>)))]
 pub(super) async fn list_tenant_keys(
     Member(_principal, scope, _role): Member<Admin>,
@@ -100,7 +101,7 @@ pub(super) async fn list_tenant_keys(
 
 /// Get one of a tenant's keys.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/keys/{key_id}", tag = "keys",
-    params(("tenant" = TenantId, Path), ("key_id" = KeyId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), ("key_id" = schema::KeyId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The key", body = KeyView)))]
 pub(super) async fn get_tenant_key(
     Member(_principal, scope, _role): Member<Admin>,
@@ -115,7 +116,7 @@ pub(super) async fn get_tenant_key(
 /// working until the end of the overlap.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/keys/{key_id}/rotate", tag = "keys",
     request_body(content = Option<RotateKey>),
-    params(("tenant" = TenantId, Path), ("key_id" = KeyId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), ("key_id" = schema::KeyId, Path)), security(("api_key" = [])),
     responses((status = 201, description = "The new key, shown once, and the old one", body = RotatedKey)))]
 pub(super) async fn rotate_tenant_key(
     Member(principal, scope, _role): Member<Admin>,
@@ -130,7 +131,7 @@ pub(super) async fn rotate_tenant_key(
 
 /// Revoke a tenant key at once. Revoking twice is harmless.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/keys/{key_id}/revoke", tag = "keys",
-    params(("tenant" = TenantId, Path), ("key_id" = KeyId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), ("key_id" = schema::KeyId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The revoked key", body = KeyView)))]
 pub(super) async fn revoke_tenant_key(
     Member(principal, scope, _role): Member<Admin>,
@@ -168,7 +169,7 @@ pub(super) async fn list_platform_keys(
 
 /// Get an operator key.
 #[utoipa::path(get, path = "/v1/platform/keys/{key_id}", tag = "keys",
-    params(("key_id" = KeyId, Path)), security(("api_key" = [])),
+    params(("key_id" = schema::KeyId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The key", body = KeyView)))]
 pub(super) async fn get_platform_key(
     Operator(_principal, operator): Operator,
@@ -182,7 +183,7 @@ pub(super) async fn get_platform_key(
 /// Rotate an operator key.
 #[utoipa::path(post, path = "/v1/platform/keys/{key_id}/rotate", tag = "keys",
     request_body(content = Option<RotateKey>),
-    params(("key_id" = KeyId, Path)), security(("api_key" = [])),
+    params(("key_id" = schema::KeyId, Path)), security(("api_key" = [])),
     responses((status = 201, description = "The new key, shown once, and the old one", body = RotatedKey)))]
 pub(super) async fn rotate_platform_key(
     Operator(principal, operator): Operator,
@@ -196,7 +197,7 @@ pub(super) async fn rotate_platform_key(
 
 /// Revoke an operator key; the last active one cannot be revoked.
 #[utoipa::path(post, path = "/v1/platform/keys/{key_id}/revoke", tag = "keys",
-    params(("key_id" = KeyId, Path)), security(("api_key" = [])),
+    params(("key_id" = schema::KeyId, Path)), security(("api_key" = [])),
     responses(
         (status = 200, description = "The revoked key", body = KeyView),
         (status = 409, description = "The last active operator key", body = Problem, content_type = "application/problem+json"),

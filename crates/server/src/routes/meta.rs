@@ -2,13 +2,14 @@
 //! description, and who the caller is.
 
 use std::sync::OnceLock;
+use tenantd_api::schema;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tenantd_api::{DependencyHealth, Health, Me, Problem, Readiness};
-use tenantd_core::{Role, ServiceName};
+use tenantd_core::Role;
 use tenantd_store::health as store_health;
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -101,7 +102,8 @@ pub(super) async fn me(
                 .catalog
                 .tenant(&scope)
                 .await?
-                .ok_or_else(ApiError::not_found)?,
+                .ok_or_else(ApiError::not_found)?
+                .into(),
         ),
         None => None,
     };
@@ -297,6 +299,6 @@ impl Modify for Security {
         super::proxy::list_signing_keys, super::proxy::rotate_signing_key,
         super::proxy::purge_cache,
     ),
-    components(schemas(Problem, DependencyHealth, ServiceName))
+    components(schemas(Problem, DependencyHealth, schema::ServiceName))
 )]
 pub(crate) struct ApiDoc;

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tenantd_api::schema;
 use tenantd_api::{Page, PlanPage, PlanView, Problem, WritePlan};
 use tenantd_core::plan::Plan;
 use tenantd_core::{ErrorCode, PlanId};
@@ -34,8 +35,8 @@ fn view(v: PlanVersion) -> PlanView {
     PlanView {
         id: v.plan.id.clone(),
         version: v.version,
-        plan: serde_json::to_value(&v.plan).unwrap_or_default(),
-        diff: v.diff,
+        plan: (&v.plan).into(),
+        diff: v.diff.into_iter().map(Into::into).collect(),
         reason: v.reason,
         actor_key: v.actor,
         created_at: v.created_at,
@@ -44,8 +45,8 @@ fn view(v: PlanVersion) -> PlanView {
 
 /// The body's plan, checked as the configuration's plans are.
 fn parse_plan(body: &WritePlan) -> Result<Plan, ApiError> {
-    let plan: Plan = serde_json::from_value(body.plan.clone())
-        .map_err(|e| ApiError::invalid_body(format!("plan: {e}")))?;
+    let plan = Plan::try_from(body.plan.clone())
+        .map_err(|e| ApiError::invalid_body(format!("plan.{e}")))?;
     plan.check().map_err(ApiError::invalid_body)?;
     check_reason(&body.reason)?;
     Ok(plan)
@@ -83,7 +84,7 @@ pub(super) async fn create(
 /// Write a plan's next version. Tenants following the plan get it at their
 /// next request; pinned tenants keep their version.
 #[utoipa::path(put, path = "/v1/plans/{plan}", tag = "plans", request_body = WritePlan,
-    params(("plan" = PlanId, Path)), security(("api_key" = [])),
+    params(("plan" = schema::PlanId, Path)), security(("api_key" = [])),
     responses(
         (status = 200, description = "The new version", body = PlanView),
         (status = 409, description = "`replaces` is not the latest version", body = Problem, content_type = "application/problem+json"),
@@ -113,7 +114,7 @@ pub(super) async fn update(
 
 /// A plan's latest version.
 #[utoipa::path(get, path = "/v1/plans/{plan}", tag = "plans",
-    params(("plan" = PlanId, Path)), security(("api_key" = [])),
+    params(("plan" = schema::PlanId, Path)), security(("api_key" = [])),
     responses(
         (status = 200, description = "The plan", body = PlanView),
         (status = 404, description = "No such plan", body = Problem, content_type = "application/problem+json"),
@@ -156,7 +157,7 @@ pub(super) async fn list(
 
 /// A plan's versions, newest first.
 #[utoipa::path(get, path = "/v1/plans/{plan}/versions", tag = "plans",
-    params(("plan" = PlanId, Path), PageQuery), security(("api_key" = [])),
+    params(("plan" = schema::PlanId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of versions", body = Page<PlanView>)))]
 pub(super) async fn versions(
     Operator(_principal, _operator): Operator,

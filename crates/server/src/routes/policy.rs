@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tenantd_api::schema;
 use tenantd_api::{
     DecidePolicy, Page, PolicyStatus as WirePolicyStatus, PolicyVersionPage, PolicyVersionView,
     PolicyView, Problem, ProposePolicy,
@@ -57,9 +58,9 @@ fn view(state: &AppState, v: PolicyVersion, current: i64) -> PolicyVersionView {
             PolicyStatus::Reverted => WirePolicyStatus::Reverted,
         },
         plan: v.plan,
-        overrides: v.overrides,
-        effective: v.effective,
-        diff: v.diff,
+        overrides: (&v.overrides).into(),
+        effective: (&v.effective).into(),
+        diff: v.diff.into_iter().map(Into::into).collect(),
         outside_self_service: outside,
         reason: v.reason,
         actor_key: v.actor.0,
@@ -95,7 +96,7 @@ fn submitted_response(state: &AppState, submitted: Submitted) -> Response {
 
 /// The tenant's policy in effect.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/policy", tag = "policy",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The policy in effect", body = PolicyView)))]
 pub(super) async fn get_policy(
     Member(_principal, scope, _role): Member<Reader>,
@@ -111,15 +112,15 @@ pub(super) async fn get_policy(
         tenant: tenant.id,
         version: in_effect.as_ref().map_or(0, |v| v.version),
         plan: tenant.plan,
-        overrides: in_effect.map(|v| v.overrides).unwrap_or_default(),
-        effective: serde_json::to_value(&*plan).unwrap_or_default(),
+        overrides: in_effect.map(|v| (&v.overrides).into()).unwrap_or_default(),
+        effective: (&*plan).into(),
         proposal,
     }))
 }
 
 /// The tenant's policy versions, newest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/policy/versions", tag = "policy",
-    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of versions", body = Page<PolicyVersionView>)))]
 pub(super) async fn list_versions(
     Member(_principal, scope, _role): Member<Reader>,
@@ -172,7 +173,7 @@ pub(super) async fn waiting(
 
 /// One version of the tenant's policy.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/policy/versions/{version}", tag = "policy",
-    params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")), security(("api_key" = [])),
     responses(
         (status = 200, description = "The version", body = PolicyVersionView),
         (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
@@ -194,7 +195,7 @@ pub(super) async fn get_version(
 /// Change the tenant's overrides. 201 when applied, 202 when it waits for
 /// an operator (the answer says what is outside the self-service ranges).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions", tag = "policy",
-    request_body = ProposePolicy, params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    request_body = ProposePolicy, params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses(
         (status = 201, description = "Applied", body = PolicyVersionView),
         (status = 202, description = "Proposed: waits for an operator", body = PolicyVersionView),
@@ -210,7 +211,7 @@ pub(super) async fn propose(
         &state,
         &principal,
         &scope,
-        body.overrides,
+        body.overrides.into(),
         body.reason,
         None,
     )
@@ -221,7 +222,7 @@ pub(super) async fn propose(
 /// Restore an earlier version's overrides, as a new version (history is
 /// never rewritten). The same rules apply as to any change.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/revert", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
+    request_body = DecidePolicy, params(("tenant" = schema::TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Applied", body = PolicyVersionView),
@@ -264,7 +265,7 @@ pub(super) async fn revert(
 
 /// Approve a proposal; it takes effect at once.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/approve", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
+    request_body = DecidePolicy, params(("tenant" = schema::TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Approved and in effect", body = PolicyVersionView),
@@ -290,7 +291,7 @@ pub(super) async fn approve(
 
 /// Reject a proposal, saying why.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/reject", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
+    request_body = DecidePolicy, params(("tenant" = schema::TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses((status = 200, description = "Rejected", body = PolicyVersionView)))]
 pub(super) async fn reject(
@@ -313,7 +314,7 @@ pub(super) async fn reject(
 
 /// Withdraw a proposal that waits.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/policy/versions/{version}/withdraw", tag = "policy",
-    request_body = DecidePolicy, params(("tenant" = TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
+    request_body = DecidePolicy, params(("tenant" = schema::TenantId, Path), ("version" = i64, Path, minimum = 1, description = "A policy version, from 1")),
     security(("api_key" = [])),
     responses((status = 200, description = "Withdrawn", body = PolicyVersionView)))]
 pub(super) async fn withdraw(

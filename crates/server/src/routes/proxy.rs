@@ -2,13 +2,14 @@
 //! `gateway`, and the keys upstreams verify the tenant context with.
 
 use std::sync::Arc;
+use tenantd_api::schema;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tenantd_api::{Problem, SigningKeyView};
-use tenantd_core::{Principal, ServiceName, TenantId};
+use tenantd_core::{Principal, ServiceName};
 
 use super::access::{Admin, Member, Operator, Proxied, Public};
 use crate::edge::RequestId;
@@ -25,7 +26,7 @@ use tenantd_store::AuditAction;
 /// the upstream's, streamed; the gateway's own refusals are problems.
 #[utoipa::path(method(get, head, post, put, patch, delete, options),
     path = "/v1/proxy/{service}/{path}", tag = "gateway",
-    params(("service" = ServiceName, Path), ("path" = String, Path, description = "The rest of the path, sent to the upstream")),
+    params(("service" = schema::ServiceName, Path), ("path" = String, Path, description = "The rest of the path, sent to the upstream")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The upstream's answer, whatever its status"),
@@ -70,7 +71,7 @@ pub(super) async fn forward(
 /// Forward a request to the root of a service (`<path_prefix>` on the upstream).
 #[utoipa::path(method(get, head, post, put, patch, delete, options),
     path = "/v1/proxy/{service}", tag = "gateway",
-    params(("service" = ServiceName, Path)),
+    params(("service" = schema::ServiceName, Path)),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The upstream's answer, whatever its status"),
@@ -156,7 +157,7 @@ pub(super) struct PurgeQuery {
 /// under a path prefix; audited as `proxy_cache.purge`. Writes through the
 /// gateway already drop the responses of the paths they change.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/proxy-cache/{service}", tag = "gateway",
-    params(("tenant" = TenantId, Path), ("service" = ServiceName, Path), PurgeQuery),
+    params(("tenant" = schema::TenantId, Path), ("service" = schema::ServiceName, Path), PurgeQuery),
     security(("api_key" = [])),
     responses(
         (status = 204, description = "Purged"),

@@ -7,13 +7,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use tenantd_api::schema;
 use tenantd_api::{
     CreateTenant, JobKind as WireJobKind, JobPage, JobState as WireJobState, JobView,
-    MoveStep as WireMoveStep, MoveTenant, Page, Problem, TenantPage, UpdateTenant,
+    MoveStep as WireMoveStep, MoveTenant, Page, Problem, Tenant, TenantPage, UpdateTenant,
 };
 use tenantd_core::placement::place;
 use tenantd_core::tenant::TenantAction;
-use tenantd_core::{ErrorCode, JobId, Tenant, TenantId, TenantStatus};
+use tenantd_core::{ErrorCode, JobId, TenantId, TenantStatus};
 use tenantd_store::data::Placement;
 use tenantd_store::jobs::{Job, JobKind, JobState, MoveStep};
 use tenantd_store::AuditAction;
@@ -38,6 +39,7 @@ pub struct ListTenantsQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Only tenants with this status.
+    #[param(value_type = Option<schema::TenantStatus>)]
     pub status: Option<TenantStatus>,
 }
 
@@ -52,6 +54,7 @@ pub struct ListJobsQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Only this tenant's jobs.
+    #[param(value_type = Option<schema::TenantId>)]
     pub tenant: Option<TenantId>,
     /// Only jobs in this state.
     #[param(value_type = Option<WireJobState>)]
@@ -76,7 +79,7 @@ pub(super) async fn create(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(tenant),
+        Json(Tenant::from(tenant)),
     )
         .into_response())
 }
@@ -101,12 +104,13 @@ pub(super) async fn list(
         .list_tenants(after.as_ref(), limit + 1, query.status)
         .await?;
     let (items, next_cursor) = page_of(rows, limit, |t| t.id.to_string());
+    let items = items.into_iter().map(Tenant::from).collect();
     Ok(Json(TenantPage { items, next_cursor }))
 }
 
 /// Get a tenant, whatever its status.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses(
         (status = 200, description = "The tenant", body = Tenant),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
@@ -116,13 +120,13 @@ pub(super) async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Tenant>, ApiError> {
-    Ok(Json(load(&state, &operator, &id).await?))
+    Ok(Json(load(&state, &operator, &id).await?.into()))
 }
 
 /// Rename a tenant, or change its plan or billing day. Its id, and so every
 /// reference to it, never changes; usage so far is kept on a plan change.
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", request_body = UpdateTenant,
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The updated tenant", body = Tenant)))]
 pub(super) async fn update(
     Operator(principal, _operator): Operator,
@@ -130,12 +134,14 @@ pub(super) async fn update(
     ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<Json<Tenant>, ApiError> {
-    Ok(Json(tenants::update(&state, &principal, &id, body).await?))
+    Ok(Json(
+        tenants::update(&state, &principal, &id, body).await?.into(),
+    ))
 }
 
 /// Suspend a tenant: its keys get 403 `tenant_suspended` until it is resumed.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/suspend", tag = "tenants",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses(
         (status = 200, description = "The suspended tenant", body = Tenant),
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json"),
@@ -147,12 +153,12 @@ pub(super) async fn suspend(
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Suspend)
         .await
-        .map(Json)
+        .map(|tenant| Json(tenant.into()))
 }
 
 /// Resume a suspended tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/resume", tag = "tenants",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The active tenant", body = Tenant)))]
 pub(super) async fn resume(
     Operator(principal, _operator): Operator,
@@ -161,13 +167,13 @@ pub(super) async fn resume(
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Resume)
         .await
-        .map(Json)
+        .map(|tenant| Json(tenant.into()))
 }
 
 /// Soft-delete a tenant: its keys stop working; it is purged after
 /// `purge_after` unless restored.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The deleted tenant", body = Tenant)))]
 pub(super) async fn delete(
     Operator(principal, _operator): Operator,
@@ -176,13 +182,13 @@ pub(super) async fn delete(
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Delete)
         .await
-        .map(Json)
+        .map(|tenant| Json(tenant.into()))
 }
 
 /// Bring a soft-deleted tenant back, suspended, so that resuming it is a
 /// deliberate second step.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/restore", tag = "tenants",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The restored, suspended tenant", body = Tenant)))]
 pub(super) async fn restore(
     Operator(principal, _operator): Operator,
@@ -191,12 +197,12 @@ pub(super) async fn restore(
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::transition(&state, &principal, &id, TenantAction::Restore)
         .await
-        .map(Json)
+        .map(|tenant| Json(tenant.into()))
 }
 
 /// Purge a soft-deleted tenant now, with its keys and audit trail.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/purge", tag = "tenants",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses(
         (status = 204, description = "Purged"),
         (status = 409, description = "Not deleted", body = Problem, content_type = "application/problem+json"),
@@ -259,7 +265,7 @@ fn job_view(job: Job) -> JobView {
 /// 503 `tenant_maintenance` while the copy runs; a failure leaves the
 /// tenant whole where it was.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/move", tag = "tenants", request_body = MoveTenant,
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses(
         (status = 202, description = "The job started; poll its Location", body = JobView),
         (status = 409, description = "Deleted, already there, or a job is running", body = Problem, content_type = "application/problem+json"),
@@ -359,7 +365,7 @@ pub(super) async fn list_jobs(
 
 /// Get a job.
 #[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "tenants",
-    params(("job_id" = JobId, Path)), security(("api_key" = [])),
+    params(("job_id" = schema::JobId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "The job", body = JobView)))]
 pub(super) async fn get_job(
     Operator(_principal, _operator): Operator,

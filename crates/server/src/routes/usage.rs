@@ -7,13 +7,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use tenantd_api::schema;
 use tenantd_api::{
     AddOnPage, AddOnView, Counter, CreateAddOn, Page, Problem, QuotaEventPage, QuotaEventView,
     QuotaUsage, UsageHistory, UsageHour, UsageView,
 };
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::burn;
-use tenantd_core::TenantId;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
@@ -29,7 +29,7 @@ fn at(secs: i64) -> Option<OffsetDateTime> {
 
 /// The tenant's usage against every quota of its plan, with add-ons.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "usage",
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses((status = 200, description = "Usage now", body = UsageView)))]
 pub(super) async fn usage(
     Member(_principal, scope, _role): Member<Reader>,
@@ -105,7 +105,7 @@ pub struct HistoryQuery {
 /// The tenant's metered usage per hour, as written behind (up to about a
 /// second behind the live counters).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/history", tag = "usage",
-    params(("tenant" = TenantId, Path), HistoryQuery), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), HistoryQuery), security(("api_key" = [])),
     responses((status = 200, description = "Hourly usage", body = UsageHistory)))]
 pub(super) async fn history(
     Member(_principal, scope, _role): Member<Reader>,
@@ -143,7 +143,7 @@ pub(super) async fn history(
 
 /// The tenant's quota events (soft limits passed, grace started), newest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage/events", tag = "usage",
-    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of quota events, newest first", body = Page<QuotaEventView>)))]
 pub(super) async fn events(
     Member(_principal, scope, _role): Member<Reader>,
@@ -183,7 +183,7 @@ fn add_on_view(id: i64, a: AddOn) -> AddOnView {
 
 /// Grant the tenant a temporary raise of one quota.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/addons", tag = "usage", request_body = CreateAddOn,
-    params(("tenant" = TenantId, Path)), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path)), security(("api_key" = [])),
     responses(
         (status = 201, description = "Granted", body = AddOnView),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
@@ -199,7 +199,7 @@ pub(super) async fn create_add_on(
 
 /// The tenant's add-ons that have not expired, oldest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/addons", tag = "usage",
-    params(("tenant" = TenantId, Path), PageQuery), security(("api_key" = [])),
+    params(("tenant" = schema::TenantId, Path), PageQuery), security(("api_key" = [])),
     responses((status = 200, description = "A page of active add-ons", body = Page<AddOnView>)))]
 pub(super) async fn list_add_ons(
     Member(_principal, scope, _role): Member<Reader>,

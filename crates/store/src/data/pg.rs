@@ -756,7 +756,7 @@ mod tests {
         )];
         let cache = CacheLimits {
             capacity_bytes: 0,
-            tenant_share_percent: 100,
+            tenant_share_percent: tenantd_core::share::Percent::ALL,
             ttl: Duration::from_secs(1),
         };
         let limits = DataLimits {

@@ -512,7 +512,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CacheLimits {
             capacity_bytes: 0,
-            tenant_share_percent: 100,
+            tenant_share_percent: tenantd_core::share::Percent::ALL,
             ttl: Duration::from_secs(1),
         };
         let pools = [super::super::StoragePool::sqlite(

@@ -2,6 +2,7 @@
 //! its share.
 
 use serde_json::json;
+use tenantd_core::share::Percent;
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::data::{BatchOp, Expect};
 
@@ -71,7 +72,7 @@ async fn cached_reads_see_every_write() {
 async fn one_tenant_cannot_take_more_than_its_share() {
     let limits = CacheLimits {
         capacity_bytes: 64 * 1024,
-        tenant_share_percent: 25,
+        tenant_share_percent: Percent::new(25).unwrap(),
         ttl: std::time::Duration::from_secs(60),
     };
     let f = crate::fixture_with(limits).await;

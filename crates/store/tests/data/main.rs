@@ -12,6 +12,7 @@ mod isolation;
 mod moves;
 
 use serde_json::Value;
+use tenantd_core::share::Percent;
 use tenantd_core::testing::{member, tenant_at};
 
 use sqlx::{Connection, PgConnection};
@@ -63,7 +64,7 @@ pub const MODELS: [At; 5] = [
 /// Every test runs with the record cache on, so that it is exercised too.
 pub const CACHE: CacheLimits = CacheLimits {
     capacity_bytes: 1024 * 1024,
-    tenant_share_percent: 50,
+    tenant_share_percent: Percent::of_const(50),
     ttl: std::time::Duration::from_secs(60),
 };
 
