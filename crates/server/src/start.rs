@@ -10,11 +10,15 @@ use std::sync::Arc;
 use rand::rngs::OsRng;
 use serde_json::json;
 use tenantd_core::plan::Plan;
-use tenantd_core::{ApiKeyToken, Clock, KeyHasher, KeyId, KeyOwner, KeyRecord, Role, ServerSecret};
+use tenantd_core::{
+    ApiKeyToken, Clock, KeyHasher, KeyId, KeyOwner, KeyRecord, OperatorScope, Role, ServerSecret,
+};
 use tenantd_store::cache::CacheLimits;
 use tenantd_store::plans::{NewPlanVersion, PlanError};
 use tenantd_store::AuditAction;
-use tenantd_store::{Catalog, Connections, DataLimits, DataStore, NewAuditEntry, StoreError};
+use tenantd_store::{
+    Catalog, Connections, DataLimits, DataStore, NewAuditEntry, Owner, StoreError,
+};
 
 use crate::admit::{Admission, BodyRules};
 use crate::config::{Config, ValidConfig};
@@ -348,7 +352,9 @@ impl OperatorKey {
             before: None,
             after: None,
         };
-        catalog.insert_key(&key, &audit).await?;
+        catalog
+            .insert_key(Owner::Platform(&OperatorScope::server()), &key, &audit)
+            .await?;
         Ok(key.id)
     }
 }

@@ -326,8 +326,20 @@ impl Catalog {
 
     // ---- keys ----
 
-    /// Stores a new key. The caller checked that `owner` matches the record.
-    pub async fn insert_key(&self, key: &KeyRecord, audit: &NewAuditEntry) -> Result<()> {
+    /// Stores a new key of `owner`, whose proof (an operator's scope for a
+    /// platform key, the tenant's scope for one of its keys) the caller holds.
+    pub async fn insert_key(
+        &self,
+        owner: Owner<'_>,
+        key: &KeyRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<()> {
+        if owner.column() != key.owner.tenant().map(TenantId::as_str) {
+            return Err(StoreError::WrongOwner(format!(
+                "key {} belongs to {:?}, not to the owner whose scope was given",
+                key.id, key.owner
+            )));
+        }
         let mut tx = self.begin_write().await?;
         insert_key(&mut tx, key).await?;
         append(&mut tx, audit).await?;
@@ -783,8 +795,16 @@ mod tests {
                 &self.hasher,
                 NOW,
             );
+            // The tenant's first key is stored under the scope of a key
+            // verified for it the only way there is (`testing::member`).
+            let founder = tenantd_core::testing::member(&t, Role::Admin, NOW);
+            let founding = founder.scope_for(&t.id, Role::Admin).unwrap();
             self.catalog
-                .insert_key(&key, &audit(Some(&t.id), AuditAction::KeyCreate))
+                .insert_key(
+                    Owner::Tenant(&founding),
+                    &key,
+                    &audit(Some(&t.id), AuditAction::KeyCreate),
+                )
                 .await
                 .unwrap();
             let stored = stored_key(&self.catalog, &token.id).await.unwrap();
@@ -792,6 +812,34 @@ mod tests {
             let scope = principal.scope_for(&t.id, Role::Admin).unwrap();
             (t, scope, stored)
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_is_stored_only_under_its_own_owners_proof() {
+        let f = fixture().await;
+        let (_, acme, _) = f.tenant_with_scope("acme").await;
+        let (globex, _, _) = f.tenant_with_scope("globex").await;
+        let token = ApiKeyToken::generate(&mut OsRng);
+        let globex_key = KeyRecord::issue(
+            &token,
+            KeyOwner::Tenant(globex.id.clone()),
+            Role::Reader,
+            "reader",
+            &f.hasher,
+            NOW,
+        );
+        let entry = audit(Some(&globex.id), AuditAction::KeyCreate);
+        for wrong in [
+            Owner::Tenant(&acme),
+            Owner::Platform(&OperatorScope::server()),
+        ] {
+            let refused = f.catalog.insert_key(wrong, &globex_key, &entry).await;
+            assert!(
+                matches!(refused, Err(StoreError::WrongOwner(_))),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(stored_key(&f.catalog, &token.id).await, None);
     }
 
     #[tokio::test]

@@ -32,6 +32,9 @@ pub enum StoreError {
     Conflict,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A record was given with a proof of another owner than its own.
+    #[error("{0}")]
+    WrongOwner(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]

@@ -133,7 +133,7 @@ pub async fn create(
     .after(&view(state, &record));
     state
         .catalog
-        .insert_key(&record, &audit)
+        .insert_key(owner, &record, &audit)
         .await
         .map_err(insert_error)?;
     // A cached "unknown id" for the new key is dropped.

@@ -14,7 +14,7 @@ use tenantd_core::Role;
 use tenantd_server::config::{Config, ServiceConfig};
 use tokio::net::TcpListener;
 
-use crate::helpers::{spawn_app_at, TestApp};
+use crate::helpers::{spawn_app_at, until, TestApp};
 use crate::upstream::Upstream;
 
 /// A service named `name` in front of `upstreams`, with the defaults a
@@ -641,7 +641,10 @@ async fn a_service_with_its_own_seats_queues_its_callers_and_not_the_data_api() 
             .bearer_auth(&acme);
         tokio::spawn(async move { request.send().await.unwrap().status() })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("the slow request reaching billing", || {
+        upstream.count("/base/slow") == 1
+    })
+    .await;
     // Billing's one seat is taken: globex waits its budget, then gets 503.
     let (status, code, _) =
         problem(call(&app, &globex, Method::GET, "/v1/proxy/billing/echo").await).await;

@@ -202,7 +202,6 @@ pub async fn metric(app: &TestApp, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Waits until `series` reads `value`.
 /// Waits until `series` is at least `value`.
 pub async fn until_metric_at_least(app: &TestApp, series: &str, value: f64) {
     for _ in 0..500 {
@@ -214,6 +213,7 @@ pub async fn until_metric_at_least(app: &TestApp, series: &str, value: f64) {
     panic!("{series} did not reach {value}");
 }
 
+/// Waits until `series` reads `value`.
 pub async fn until_metric(app: &TestApp, series: &str, value: f64) {
     for _ in 0..200 {
         if metric(app, series).await == value {
@@ -222,4 +222,15 @@ pub async fn until_metric(app: &TestApp, series: &str, value: f64) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("{series} did not reach {value}");
+}
+
+/// Waits until `holds` is true (checked every 10 ms, for at most 5 s).
+pub async fn until(what: &str, mut holds: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if holds() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 5 s");
 }

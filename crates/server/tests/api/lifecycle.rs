@@ -97,19 +97,38 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let app = spawn_app().await;
     let body = r#"{"id":"acme","name":"Acme"}"#;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    // `Expect: 100-continue`: the server answers `100 Continue` when the
+    // request is admitted and its body first read, so the test knows the
+    // request is in flight before it stops the server.
     let head = format!(
         "POST /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
         app.operator_token,
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut interim))
+        .await
+        .expect("an interim answer")
+        .unwrap();
+    let interim = String::from_utf8_lossy(&interim[..n]);
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
     stream.write_all(&body.as_bytes()[..10]).await.unwrap();
-    // Let the server read the headers and start the request before stopping.
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
+    let addr = app.addr;
     let stopping = tokio::spawn(app.stop());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The drain has begun once the listener refuses new connections.
+    let mut refused = false;
+    for _ in 0..500 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the listener closes when the drain begins");
     assert!(
         !stopping.is_finished(),
         "the server waits for the in-flight request"
