@@ -152,9 +152,10 @@ pub struct Health {
 /// dependency as the node last saw it (never by waiting on one now).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
-    /// `ready`, or `unavailable` (answered with 503) while the catalog cannot
-    /// write, a storage pool is down, or Redis is down and the limiter fails
-    /// closed.
+    /// `ready`; `draining` (503) once the node received a shutdown signal
+    /// and waits `shutdown_notice` before it stops accepting; or
+    /// `unavailable` (503) while the catalog cannot write, a storage pool is
+    /// down, or Redis is down and the limiter fails closed.
     pub status: String,
     /// The catalog, each storage pool, and Redis when configured.
     pub dependencies: Vec<DependencyHealth>,

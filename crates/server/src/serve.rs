@@ -116,41 +116,58 @@ impl Server {
         let graceful = GracefulShutdown::new();
         tracing::info!(address = %listener.local_addr()?, "listening");
 
+        // One connection: its address, then the service a `Host` names, one
+        // step before the router; served until the drain ends it.
+        let serve_one = |stream: tokio::net::TcpStream, peer| {
+            let hosts = hosts.clone();
+            let client = ClientAddr::new(peer);
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(client.clone());
+                    hosts.route(request.map(axum::body::Body::new))
+                },
+            ));
+            let connection = graceful.watch(http.serve_connection(
+                TokioIo::new(ProblemStream::new(stream, parse_error_answers.clone())),
+                service,
+            ));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        };
+
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // Usually out of file descriptors: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    // One step before the router: the connection's address, then
-                    // the service a `Host` names.
-                    let hosts = hosts.clone();
-                    let client = ClientAddr::new(peer);
-                    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-                        app.clone(),
-                        move |mut request: hyper::Request<hyper::body::Incoming>| {
-                            request.extensions_mut().insert(client.clone());
-                            hosts.route(request.map(axum::body::Body::new))
-                        },
-                    ));
-                    let connection = graceful.watch(http.serve_connection(
-                        TokioIo::new(ProblemStream::new(stream, parse_error_answers.clone())),
-                        service,
-                    ));
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
+                    if let Some((stream, peer)) = accepted_or_backoff(accepted).await {
+                        serve_one(stream, peer);
+                    }
                 }
                 () = &mut shutdown => break,
+            }
+        }
+        // Not ready first, still serving: a load balancer polling `/readyz`
+        // moves new requests to other nodes before this one stops accepting.
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if !config.shutdown_notice.is_zero() {
+            tracing::info!(notice = ?config.shutdown_notice, "shutting down: not ready, still serving");
+            let notice = tokio::time::sleep(config.shutdown_notice);
+            tokio::pin!(notice);
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        if let Some((stream, peer)) = accepted_or_backoff(accepted).await {
+                            serve_one(stream, peer);
+                        }
+                    }
+                    () = &mut notice => break,
+                }
             }
         }
         drop(listener);
@@ -173,6 +190,21 @@ impl Server {
         state.data.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The accepted connection, or `None` after a pause when accepting failed
+/// (usually out of file descriptors: backing off instead of spinning).
+async fn accepted_or_backoff(
+    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match accepted {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
     }
 }
 

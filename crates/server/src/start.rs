@@ -209,6 +209,7 @@ impl Server {
             clock,
             default_region: config.default_region.clone(),
             pools: config.pool_specs(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Self {
             config,

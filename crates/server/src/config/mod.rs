@@ -97,6 +97,12 @@ pub struct Config {
     /// Time in-flight requests get to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// After a shutdown signal, how long the node still serves while
+    /// `/readyz` answers 503 `draining`, so that a load balancer polling it
+    /// sends new requests elsewhere before the listener closes. 0 closes
+    /// the listener at once (one node, nothing in front of it).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_notice: Duration,
     /// How long a soft-deleted tenant is kept before it is purged.
     #[serde(with = "humantime_serde")]
     pub purge_after: Duration,
@@ -147,6 +153,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_notice: Duration::ZERO,
             purge_after: Duration::from_secs(30 * 24 * 3600),
             purge_interval: Duration::from_secs(3600),
             last_used_flush_interval: Duration::from_secs(10),

@@ -36,7 +36,7 @@ pub(super) async fn healthz(_access: Public) -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "meta",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Not ready: the catalog cannot write, a storage pool is down, or Redis is down and the limiter fails closed", body = Readiness),
+        (status = 503, description = "Not ready: the node is draining before it stops, the catalog cannot write, a storage pool is down, or Redis is down and the limiter fails closed", body = Readiness),
     ))]
 pub(super) async fn readyz(_access: Public, State(state): State<AppState>) -> Response {
     let catalog = state.catalog.dependency().status();
@@ -60,7 +60,10 @@ pub(super) async fn readyz(_access: Public, State(state): State<AppState>) -> Re
             errors_total: s.errors_total,
         })
         .collect();
-    let (status, word) = if ready {
+    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let (status, word) = if draining {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if ready {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

@@ -12,7 +12,7 @@ use tenantd_server::{Server, StartError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{assert_problem, restart_app, spawn_app, START};
+use crate::helpers::{assert_problem, restart_app, spawn_app, spawn_app_with, START};
 
 #[tokio::test]
 async fn a_generated_bootstrap_key_is_handed_out_once_and_works() {
@@ -89,6 +89,43 @@ async fn a_configured_bootstrap_key_is_ignored_once_operators_exist() {
         app.client(&other.expose()).me().await,
         401,
         "invalid_api_key",
+    );
+}
+
+#[tokio::test]
+async fn a_stopping_node_says_it_is_draining_while_it_still_serves() {
+    let app = spawn_app_with(|config| config.shutdown_notice = Duration::from_secs(3)).await;
+    let http = reqwest::Client::new();
+    let (url, token) = (app.url.clone(), app.operator_token.clone());
+    let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let stopping = tokio::spawn(app.stop());
+    let mut readiness = serde_json::Value::Null;
+    for _ in 0..200 {
+        let answer = http.get(format!("{url}/readyz")).send().await.unwrap();
+        readiness = answer.json().await.unwrap();
+        if readiness["status"] == "draining" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(readiness["status"], "draining", "{readiness}");
+    // A load balancer that has not noticed yet still gets answers.
+    let tenants = http
+        .get(format!("{url}/v1/tenants"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tenants.status(), 200);
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("stopped after the notice and the drain")
+        .unwrap();
+    assert!(
+        http.get(format!("{url}/readyz")).send().await.is_err(),
+        "the listener is closed once stopped"
     );
 }
 
