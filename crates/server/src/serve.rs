@@ -54,7 +54,7 @@ fn app(state: AppState, config: &Config) -> Router {
             edge::EdgeLimits {
                 header_bytes: config.max_header_bytes,
                 body_bytes: config.max_body_bytes,
-                request_timeout: config.request_timeout,
+                request_timeout: config.request_timeout.get(),
             },
             edge::edge,
         ))
@@ -83,13 +83,13 @@ impl Server {
         let background = [
             tokio::spawn(flush_key_use(
                 state.clone(),
-                config.last_used_flush_interval,
+                config.last_used_flush_interval.get(),
                 stopped.clone(),
             )),
             tokio::spawn(purge_deleted(
                 state.clone(),
                 config.purge_after,
-                config.purge_interval,
+                config.purge_interval.get(),
                 stopped.clone(),
             )),
             tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
@@ -101,14 +101,14 @@ impl Server {
             tokio::spawn(probe_dependencies(state.clone(), stopped.clone())),
             tokio::spawn(meter::write_behind(
                 state.clone(),
-                config.admission.usage_flush_interval,
+                config.admission.usage_flush_interval.get(),
                 stopped,
             )),
         ];
 
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
+            .header_read_timeout(config.header_read_timeout.get())
             .max_buf_size(hyper_buffer_bytes(&config))
             .max_headers(max_header_count(&config));
         let parse_error_answers =
@@ -172,7 +172,7 @@ impl Server {
         }
         drop(listener);
         tracing::info!("shutting down: draining in-flight requests");
-        if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+        if tokio::time::timeout(config.shutdown_timeout.get(), graceful.shutdown())
             .await
             .is_err()
         {

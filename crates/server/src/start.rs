@@ -111,7 +111,7 @@ pub async fn recover_operator_key(
         Some(secret) => secret.clone(),
         None => load_or_create_secret(&secret_file)?,
     };
-    let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout).await?;
+    let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout.get()).await?;
     let hasher = KeyHasher::new(secret);
     let token = ApiKeyToken::generate(&mut OsRng);
     let issued = OperatorKey {
@@ -137,17 +137,18 @@ impl Server {
             Some(secret) => secret.clone(),
             None => load_or_create_secret(&data_dir.join(SECRET_FILE))?,
         };
-        let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout).await?;
+        let catalog =
+            Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout.get()).await?;
         let limits = DataLimits {
             max_record_bytes: config.max_record_bytes,
         };
         let cache = CacheLimits {
             capacity_bytes: config.record_cache_bytes,
             tenant_share_percent: config.record_cache_tenant_share,
-            ttl: config.record_cache_ttl,
+            ttl: config.record_cache_ttl.get(),
         };
         let connections = Connections {
-            acquire_timeout: config.acquire_timeout,
+            acquire_timeout: config.acquire_timeout.get(),
         };
         let data = DataStore::open(&config.storage_pools(), limits, connections, cache).await?;
         let hasher = KeyHasher::new(secret);
@@ -161,7 +162,10 @@ impl Server {
         }
         let body = BodyRules {
             max_bytes: u64::try_from(config.max_body_bytes).unwrap_or(u64::MAX),
-            read_timeout: config.body_read_timeout.min(config.request_timeout),
+            read_timeout: config
+                .body_read_timeout
+                .get()
+                .min(config.request_timeout.get()),
         };
         let mut dependencies = vec![catalog.dependency().clone()];
         dependencies.extend(data.dependencies());
@@ -195,7 +199,7 @@ impl Server {
             catalog.clone(),
             hasher,
             clock.clone(),
-            config.identity_cache_ttl,
+            config.identity_cache_ttl.get(),
         );
         let gateway = Gateway::new(&config.gateway, &config.admission, &catalog, &clock).await?;
         let admission = Arc::new(admission);

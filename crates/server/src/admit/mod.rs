@@ -547,7 +547,7 @@ impl Admission {
             max_queue: self.config.max_queue,
         };
         let refusal = match seats
-            .acquire(&admittee.tenant, ask, self.config.queue_wait)
+            .acquire(&admittee.tenant, ask, self.config.queue_wait.get())
             .await
         {
             Ok(seat) => {
@@ -566,7 +566,7 @@ impl Admission {
                         self.config.max_queue
                     ),
                 )
-                .retry_after(self.config.queue_wait),
+                .retry_after(self.config.queue_wait.get()),
             ),
             Refusal::Overloaded => (
                 Rejection::Overloaded,
@@ -574,10 +574,10 @@ impl Admission {
                     ErrorCode::Overloaded,
                     format!(
                         "no seat was free within {} ms",
-                        self.config.queue_wait.as_millis()
+                        self.config.queue_wait.get().as_millis()
                     ),
                 )
-                .retry_after(self.config.queue_wait),
+                .retry_after(self.config.queue_wait.get()),
             ),
         })
     }

@@ -2,6 +2,7 @@
 //! shared limiter on Redis.
 
 use super::pools::without_password;
+use super::values::NonZeroDuration;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,16 +26,14 @@ pub struct AdmissionConfig {
     /// Most requests one tenant may have waiting for a seat.
     pub max_queue: u32,
     /// Longest a request waits for a seat before it gets 503 `overloaded`.
-    #[serde(with = "humantime_serde")]
-    pub queue_wait: Duration,
+    pub queue_wait: NonZeroDuration,
     /// Width, deadline and first cost estimate of each operation class.
     pub classes: Classes,
     /// A Redis shared by several tenantd nodes for rate limits; each node
     /// decides alone (in memory) when unset.
     pub redis: Option<RedisConfig>,
     /// How often metered usage is written to the store.
-    #[serde(with = "humantime_serde")]
-    pub usage_flush_interval: Duration,
+    pub usage_flush_interval: NonZeroDuration,
     /// Tenants given their own series in `/metrics`; the rest are summed as `other`.
     pub metrics_tenants: usize,
 }
@@ -46,10 +45,10 @@ impl Default for AdmissionConfig {
             discipline: Discipline::Fair,
             tenant_max_seats: SeatShare::Percent(50),
             max_queue: 64,
-            queue_wait: Duration::from_secs(2),
+            queue_wait: NonZeroDuration::from_secs(2),
             classes: Classes::default(),
             redis: None,
-            usage_flush_interval: Duration::from_secs(1),
+            usage_flush_interval: NonZeroDuration::from_secs(1),
             metrics_tenants: 20,
         }
     }

@@ -22,11 +22,24 @@ pub enum ConfigError {
         /// The valid setting nearest to it, if one is near.
         nearest: Option<String>,
     },
+    /// A setting whose value cannot be read or is out of its range.
+    #[error("{}: `{key}`: {reason}", at(.origin, .line))]
+    InvalidValue {
+        origin: String,
+        line: Option<usize>,
+        key: String,
+        reason: String,
+    },
     #[error("invalid setting `{setting}`: {reason}")]
     Invalid {
         setting: &'static str,
         reason: String,
     },
+}
+
+/// `file:line`, or the origin alone when the line is not known.
+fn at(origin: &str, line: &Option<usize>) -> String {
+    line.map_or(origin.to_owned(), |line| format!("{origin}:{line}"))
 }
 
 /// How an unknown setting is told: where, what, and what was likely meant.
@@ -36,40 +49,56 @@ fn unknown_setting(
     key: &str,
     nearest: &Option<String>,
 ) -> String {
-    let at = line.map_or(origin.to_owned(), |line| format!("{origin}:{line}"));
+    let at = at(origin, line);
     match nearest {
         Some(nearest) => format!("{at}: unknown setting `{key}`; did you mean `{nearest}`?"),
         None => format!("{at}: unknown setting `{key}`"),
     }
 }
 
-/// A figment error as the user can act on it: an unknown field is named
-/// with its file and line (or its environment variable) and the nearest
-/// valid name; anything else is figment's own message.
+/// A figment error as the user can act on it, named with its file and line
+/// (or its environment variable) and its key as written: an unknown field
+/// with the nearest valid name, a bad value with why it is refused.
 pub(super) fn explain(error: figment::Error) -> ConfigError {
-    let figment::error::Kind::UnknownField(found, expected) = &error.kind else {
-        return ConfigError::Parse(Box::new(error));
-    };
-    let nearest = expected
-        .iter()
-        .map(|name| (strsim::damerau_levenshtein(found, name), *name))
-        .filter(|(distance, name)| *distance <= (name.len() / 3).max(1))
-        .min()
-        .map(|(_, name)| name.to_owned());
     // The path figment reports starts with its profile (`default`).
-    let path: Vec<&str> = error
+    let mut path: Vec<String> = error
         .path
         .iter()
-        .map(String::as_str)
         .skip_while(|segment| *segment == "default")
+        .cloned()
         .collect();
+    let unknown = match &error.kind {
+        figment::error::Kind::UnknownField(found, expected) => {
+            let nearest = expected
+                .iter()
+                .map(|name| (strsim::damerau_levenshtein(found, name), *name))
+                .filter(|(distance, name)| *distance <= (name.len() / 3).max(1))
+                .min()
+                .map(|(_, name)| name.to_owned());
+            if path.last() != Some(found) {
+                path.push(found.clone());
+            }
+            Some(nearest)
+        }
+        _ => None,
+    };
+    // The line is found by the last key written as a name (not an index
+    // into an array of tables).
+    let Some(written) = path
+        .iter()
+        .rev()
+        .find(|segment| !segment.bytes().all(|b| b.is_ascii_digit()))
+        .cloned()
+    else {
+        return ConfigError::Parse(Box::new(error));
+    };
     let key = path.join(".");
     let (origin, line) = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
         Some(figment::Source::File(file)) => {
             let line = std::fs::read_to_string(file).ok().and_then(|text| {
                 text.lines().position(|line| {
                     line.trim_start()
-                        .strip_prefix(found.as_str())
+                        .strip_prefix(written.as_str())
                         .is_some_and(|rest| rest.trim_start().starts_with('='))
                 })
             });
@@ -87,10 +116,18 @@ pub(super) fn explain(error: figment::Error) -> ConfigError {
             None => ("configuration".to_owned(), None),
         },
     };
-    ConfigError::UnknownSetting {
-        origin,
-        line,
-        key,
-        nearest,
+    match unknown {
+        Some(nearest) => ConfigError::UnknownSetting {
+            origin,
+            line,
+            key,
+            nearest,
+        },
+        None => ConfigError::InvalidValue {
+            origin,
+            line,
+            key,
+            reason: error.kind.to_string(),
+        },
     }
 }

@@ -22,12 +22,14 @@ mod gateway;
 mod pools;
 #[cfg(test)]
 mod tests;
+mod values;
 
 pub use admission::*;
 use errors::explain;
 pub use errors::ConfigError;
 pub use gateway::*;
 pub use pools::*;
+pub use values::NonZeroDuration;
 
 /// The file read when no `--config` is given; it may be absent.
 pub const DEFAULT_CONFIG_FILE: &str = "tenantd.toml";
@@ -65,8 +67,7 @@ pub struct Config {
     /// Time a tenant's request body has to arrive in full (at most
     /// `request_timeout`). The data API reads bodies before a request takes
     /// a seat, so a slow sender waits alone and then gets 408 `body_timeout`.
-    #[serde(with = "humantime_serde")]
-    pub body_read_timeout: Duration,
+    pub body_read_timeout: NonZeroDuration,
     /// Largest stored record, in bytes of compact JSON.
     pub max_record_bytes: usize,
     /// Where tenants' data may live. Each tenant is placed on a pool of its
@@ -76,27 +77,22 @@ pub struct Config {
     /// pool (or for a lock on a PostgreSQL table) before it gets 503
     /// `store_unavailable`; well below the classes' deadlines, so that a
     /// database that cannot serve is answered fast.
-    #[serde(with = "humantime_serde")]
-    pub acquire_timeout: Duration,
+    pub acquire_timeout: NonZeroDuration,
     /// Bytes of records kept in the in-process read cache; 0 turns it off.
     pub record_cache_bytes: u64,
     /// Largest share of the record cache one tenant may hold, in percent.
     pub record_cache_tenant_share: Percent,
     /// How long a cached record may be served; bounds staleness from writes
     /// made by another process.
-    #[serde(with = "humantime_serde")]
-    pub record_cache_ttl: Duration,
+    pub record_cache_ttl: NonZeroDuration,
     /// Largest accepted total size of request headers.
     pub max_header_bytes: usize,
     /// Time allowed for a whole request, body included.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
+    pub request_timeout: NonZeroDuration,
     /// Time a client has to send its request headers before the connection is closed.
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
+    pub header_read_timeout: NonZeroDuration,
     /// Time in-flight requests get to finish after a shutdown signal.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
+    pub shutdown_timeout: NonZeroDuration,
     /// After a shutdown signal, how long the node still serves while
     /// `/readyz` answers 503 `draining`, so that a load balancer polling it
     /// sends new requests elsewhere before the listener closes. 0 closes
@@ -107,16 +103,13 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub purge_after: Duration,
     /// How often the purge sweep runs.
-    #[serde(with = "humantime_serde")]
-    pub purge_interval: Duration,
+    pub purge_interval: NonZeroDuration,
     /// How often keys' last-used times are written to the store.
-    #[serde(with = "humantime_serde")]
-    pub last_used_flush_interval: Duration,
+    pub last_used_flush_interval: NonZeroDuration,
     /// How long a key or tenant looked up by the identity stage is cached.
     /// Changes made through this server take effect at once; this bounds how
     /// long a change made elsewhere (another node, a restore) may go unseen.
-    #[serde(with = "humantime_serde")]
-    pub identity_cache_ttl: Duration,
+    pub identity_cache_ttl: NonZeroDuration,
     /// The plans tenants may be on. A plan named `default` is always there:
     /// the built-in one unless this list defines it.
     pub plans: Vec<Plan>,
@@ -135,7 +128,7 @@ impl Default for Config {
             bootstrap_key: None,
             default_region: RegionId::default_region(),
             max_body_bytes: 1024 * 1024,
-            body_read_timeout: Duration::from_secs(10),
+            body_read_timeout: NonZeroDuration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_record_bytes: 256 * 1024,
             pools: vec![PoolConfig {
@@ -146,18 +139,21 @@ impl Default for Config {
                 region: None,
                 models: vec![Isolation::Pooled, Isolation::Dedicated],
             }],
-            acquire_timeout: tenantd_store::Connections::default().acquire_timeout,
+            acquire_timeout: NonZeroDuration::new(
+                tenantd_store::Connections::default().acquire_timeout,
+            )
+            .expect("the store's default acquire timeout is above zero"),
             record_cache_bytes: 64 * 1024 * 1024,
             record_cache_tenant_share: Percent::of_const(10),
-            record_cache_ttl: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(30),
+            record_cache_ttl: NonZeroDuration::from_secs(60),
+            request_timeout: NonZeroDuration::from_secs(30),
+            header_read_timeout: NonZeroDuration::from_secs(10),
+            shutdown_timeout: NonZeroDuration::from_secs(30),
             shutdown_notice: Duration::ZERO,
             purge_after: Duration::from_secs(30 * 24 * 3600),
-            purge_interval: Duration::from_secs(3600),
-            last_used_flush_interval: Duration::from_secs(10),
-            identity_cache_ttl: Duration::from_secs(30),
+            purge_interval: NonZeroDuration::from_secs(3600),
+            last_used_flush_interval: NonZeroDuration::from_secs(10),
+            identity_cache_ttl: NonZeroDuration::from_secs(30),
             plans: vec![Plan::default_plan()],
             admission: AdmissionConfig::default(),
             gateway: GatewayConfig::default(),
@@ -255,29 +251,8 @@ impl Config {
                 "must be between 1 KiB and 1 MiB",
             ));
         }
-        let durations = [
-            ("request_timeout", self.request_timeout),
-            ("header_read_timeout", self.header_read_timeout),
-            ("body_read_timeout", self.body_read_timeout),
-            ("acquire_timeout", self.acquire_timeout),
-            ("shutdown_timeout", self.shutdown_timeout),
-            ("purge_interval", self.purge_interval),
-            ("last_used_flush_interval", self.last_used_flush_interval),
-            ("identity_cache_ttl", self.identity_cache_ttl),
-            ("record_cache_ttl", self.record_cache_ttl),
-            ("admission.queue_wait", self.admission.queue_wait),
-            (
-                "admission.usage_flush_interval",
-                self.admission.usage_flush_interval,
-            ),
-        ];
-        for (setting, value) in durations {
-            if value.is_zero() {
-                return Err(invalid(setting, "must be greater than zero"));
-            }
-        }
         self.gateway
-            .check(&self.admission.classes, self.request_timeout)
+            .check(&self.admission.classes, self.request_timeout.get())
             .map_err(|(setting, reason)| invalid(setting, &reason))?;
         for (i, plan) in self.plans.iter().enumerate() {
             plan.check().map_err(|reason| invalid("plans", &reason))?;
@@ -301,8 +276,8 @@ impl Config {
         ]
         .into_iter()
         .min()
-        .unwrap_or(self.request_timeout);
-        if self.acquire_timeout >= shortest_deadline {
+        .unwrap_or(self.request_timeout.get());
+        if self.acquire_timeout.get() >= shortest_deadline {
             return Err(invalid(
                 "acquire_timeout",
                 "must be shorter than every class's deadline, so that a store that cannot serve is answered store_unavailable",

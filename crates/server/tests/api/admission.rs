@@ -4,6 +4,7 @@
 //! refusals a slow store provokes.
 
 use std::time::Duration;
+use tenantd_server::config::NonZeroDuration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -29,7 +30,7 @@ fn plan(value: Value) -> Plan {
 async fn app_with_plans(plans: Vec<Plan>) -> TestApp {
     spawn_app_with(move |config| {
         config.plans = plans;
-        config.admission.usage_flush_interval = Duration::from_millis(20);
+        config.admission.usage_flush_interval = NonZeroDuration::from_millis(20);
     })
     .await
 }
@@ -439,7 +440,7 @@ async fn a_stuck_store_meets_deadlines_bounded_queues_and_wait_budgets() {
         config.admission.classes.write.width = 2;
         config.admission.classes.write.deadline = Duration::from_secs(4);
         config.admission.max_queue = 1;
-        config.admission.queue_wait = Duration::from_secs(1);
+        config.admission.queue_wait = NonZeroDuration::from_secs(1);
     })
     .await;
     let acme = tenant_on(&app, "acme", "default", None).await;

@@ -2,6 +2,7 @@
 //! with a stable code, and nothing panics or hangs.
 
 use std::time::Duration;
+use tenantd_server::config::NonZeroDuration;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -340,7 +341,7 @@ async fn more_than_one_credential_is_refused_even_when_they_agree() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let app = spawn_app_with(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|c| c.header_read_timeout = NonZeroDuration::from_millis(300)).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -356,7 +357,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn a_request_over_its_deadline_is_503_with_retry_after() {
-    let app = spawn_app_with(|c| c.request_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|c| c.request_timeout = NonZeroDuration::from_millis(300)).await;
     // The body never arrives in full: the deadline must answer for it.
     let head = format!(
         "POST /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\

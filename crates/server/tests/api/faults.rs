@@ -5,6 +5,7 @@
 
 use std::process::Command;
 use std::time::Duration;
+use tenantd_server::config::NonZeroDuration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -95,7 +96,7 @@ async fn status_line(socket: &mut TcpStream) -> String {
 #[tokio::test]
 async fn slow_bodies_hold_no_seats_and_time_out_alone() {
     let app = spawn_app_with(|c| {
-        c.body_read_timeout = Duration::from_secs(3);
+        c.body_read_timeout = NonZeroDuration::from_secs(3);
         c.admission.max_queue = 128;
     })
     .await;
@@ -177,7 +178,7 @@ async fn with_postgres(server: &Postgres) -> (TestApp, String) {
     let database = server.tenantd_database().await;
     let (app_url, owner_url) = (server.app_url(&database), server.owner_url(&database));
     let app = spawn_app_with(move |c| {
-        c.acquire_timeout = Duration::from_secs(1);
+        c.acquire_timeout = NonZeroDuration::from_secs(1);
         c.pools.push(PoolConfig {
             name: "pg".parse().unwrap(),
             engine: Engine::Postgres,
@@ -394,7 +395,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_room_is_made() {
     let data_dir = disk.dir.path().join("data");
     let app = spawn_app_with(|c| {
         c.data_dir = data_dir.clone();
-        c.last_used_flush_interval = Duration::from_secs(1);
+        c.last_used_flush_interval = NonZeroDuration::from_secs(1);
     })
     .await;
     let token = tenant(&app, "acme", "default", Isolation::Pooled).await;

@@ -4,6 +4,7 @@
 //! service's own seats, and the tenant-keyed cache.
 
 use std::time::Duration;
+use tenantd_server::config::NonZeroDuration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -630,7 +631,7 @@ async fn a_service_with_its_own_seats_queues_its_callers_and_not_the_data_api() 
     let mut billing = service("billing", &[&upstream.url]);
     billing.seats = Some(1);
     let app = gateway_app(vec![billing], |config| {
-        config.admission.queue_wait = Duration::from_millis(300);
+        config.admission.queue_wait = NonZeroDuration::from_millis(300);
     })
     .await;
     let (_, acme) = tenant(&app, "acme").await;

@@ -2,6 +2,7 @@
 //! own keys feel it.
 
 use std::time::Duration;
+use tenantd_server::config::NonZeroDuration;
 
 use tenantd_client::api::{CreateTenant, UpdateTenant};
 use tenantd_client::{KeysOf, PageRequest};
@@ -245,7 +246,7 @@ async fn soft_delete_restore_and_purge() {
 async fn soft_deleted_tenants_are_purged_once_the_retention_has_passed() {
     let app = spawn_app_with(|c| {
         c.purge_after = Duration::from_secs(7 * 24 * 3600);
-        c.purge_interval = Duration::from_millis(50);
+        c.purge_interval = NonZeroDuration::from_millis(50);
     })
     .await;
     app.create_tenant("acme").await;
