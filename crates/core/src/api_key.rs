@@ -158,6 +158,17 @@ impl KeyHasher {
         )
     }
 
+    /// A name for the secret that reveals nothing of it: the MAC of a fixed
+    /// label, in hex. The catalog keeps it, so that a server started with
+    /// another secret (a lost or replaced secret file, a node configured
+    /// differently) is refused before every key it serves fails to verify.
+    pub fn fingerprint(&self) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret.0)
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"tenantd server secret fingerprint v1");
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
     /// Constant-time comparison of a presented token against the stored hash.
     pub fn verify(&self, token: &ApiKeyToken, stored: &SecretHash) -> bool {
         self.mac(&token.id, &token.secret)
@@ -173,6 +184,17 @@ mod tests {
 
     fn hasher() -> KeyHasher {
         KeyHasher::new(ServerSecret::generate(&mut OsRng))
+    }
+
+    #[test]
+    fn a_fingerprint_names_one_secret_and_is_not_it() {
+        let secret = ServerSecret::generate(&mut OsRng);
+        let hex_secret = secret.to_hex();
+        let one = KeyHasher::new(ServerSecret::from_hex(&hex_secret).unwrap()).fingerprint();
+        assert_eq!(one, KeyHasher::new(secret).fingerprint(), "the same secret");
+        assert_ne!(one, hasher().fingerprint(), "another secret");
+        assert_eq!(one.len(), 32);
+        assert!(!hex_secret.contains(&one));
     }
 
     #[test]

@@ -46,6 +46,17 @@ pub enum StartError {
          SQLite data directory at a time (stop it first)"
     )]
     Locked { path: PathBuf },
+    #[error(
+        "the server secret ({found}) is not the one this catalog's API keys were made with \
+         ({recorded}): no key would verify. Restore the data directory's server-secret file, or \
+         set server_secret (TENANTD_SERVER_SECRET) to the secret every node of this catalog uses"
+    )]
+    SecretMismatch {
+        /// The fingerprint of the secret this process was given.
+        found: String,
+        /// The fingerprint the catalog recorded.
+        recorded: String,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("admission: {0}")]
@@ -109,10 +120,11 @@ pub async fn recover_operator_key(
     }
     let secret = match &config.server_secret {
         Some(secret) => secret.clone(),
-        None => load_or_create_secret(&secret_file)?,
+        None => load_or_create_secret(&secret_file, data_dir.join(CATALOG_FILE).exists())?,
     };
     let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout.get()).await?;
     let hasher = KeyHasher::new(secret);
+    check_secret(&catalog, &hasher, clock.now()).await?;
     let token = ApiKeyToken::generate(&mut OsRng);
     let issued = OperatorKey {
         name: "recovered",
@@ -126,6 +138,22 @@ pub async fn recover_operator_key(
     Ok((key, token.expose()))
 }
 
+/// Refuses a server secret other than the one the catalog's keys were made
+/// with, by the fingerprint the catalog recorded on its first start.
+async fn check_secret(
+    catalog: &Catalog,
+    hasher: &KeyHasher,
+    now: time::OffsetDateTime,
+) -> Result<(), StartError> {
+    let found = hasher.fingerprint();
+    let recorded = catalog.secret_fingerprint(&found, now).await?;
+    if recorded == found {
+        Ok(())
+    } else {
+        Err(StartError::SecretMismatch { found, recorded })
+    }
+}
+
 impl Server {
     /// Opens the data directory and the store, and creates the first operator
     /// key if the store has never had one.
@@ -135,10 +163,15 @@ impl Server {
         let lock = lock_data_dir(data_dir)?;
         let secret = match &config.server_secret {
             Some(secret) => secret.clone(),
-            None => load_or_create_secret(&data_dir.join(SECRET_FILE))?,
+            None => load_or_create_secret(
+                &data_dir.join(SECRET_FILE),
+                data_dir.join(CATALOG_FILE).exists(),
+            )?,
         };
         let catalog =
             Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout.get()).await?;
+        let hasher = KeyHasher::new(secret);
+        check_secret(&catalog, &hasher, clock.now()).await?;
         let limits = DataLimits {
             max_record_bytes: config.max_record_bytes,
         };
@@ -151,7 +184,6 @@ impl Server {
             acquire_timeout: config.acquire_timeout.get(),
         };
         let data = DataStore::open(&config.storage_pools(), limits, connections, cache).await?;
-        let hasher = KeyHasher::new(secret);
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
         for job in catalog.fail_interrupted_jobs(clock.now()).await? {
@@ -285,7 +317,7 @@ async fn seed_plans(
 
 /// Reads the server secret, or generates it on first start. The file is
 /// created with mode 0600 and refused if anyone else may read it.
-fn load_or_create_secret(path: &Path) -> Result<ServerSecret, StartError> {
+fn load_or_create_secret(path: &Path, catalog_exists: bool) -> Result<ServerSecret, StartError> {
     let fail = |reason: String| StartError::Secret {
         path: path.to_owned(),
         reason,
@@ -304,6 +336,13 @@ fn load_or_create_secret(path: &Path) -> Result<ServerSecret, StartError> {
             }
             ServerSecret::from_hex(&text).map_err(|e| fail(e.to_string()))
         }
+        // A catalog beside a missing secret has keys made with the lost one:
+        // a new secret would silently fail every one of them.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && catalog_exists => Err(fail(
+            "missing, but the catalog beside it exists and its keys were made with it: restore \
+             the file, or set server_secret (TENANTD_SERVER_SECRET)"
+                .into(),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = ServerSecret::generate(&mut OsRng);
             let mut file = fs::OpenOptions::new()

@@ -124,6 +124,27 @@ impl Catalog {
         }
     }
 
+    /// The server secret's fingerprint this catalog was first opened with,
+    /// recorded now if it has none (a new catalog, or one from before the
+    /// fingerprint was kept, whose keys are taken to be made with `current`).
+    pub async fn secret_fingerprint(&self, current: &str, now: OffsetDateTime) -> Result<String> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO server_secret (id, fingerprint, recorded_at) VALUES (1, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(current)
+        .bind(to_nanos(now))
+        .execute(&mut *tx)
+        .await?;
+        let recorded: String =
+            sqlx::query_scalar("SELECT fingerprint FROM server_secret WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
         self.pool.close().await;

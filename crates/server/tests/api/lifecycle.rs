@@ -78,6 +78,55 @@ async fn the_server_secret_is_private_and_kept_across_restarts() {
 }
 
 #[tokio::test]
+async fn a_server_with_another_secret_than_its_catalogs_keys_is_refused() {
+    let app = spawn_app().await;
+    let (dir, mut config, token) = app.stop().await;
+    let secret_file = config.data_dir.join("server-secret");
+    let kept = std::fs::read_to_string(&secret_file).unwrap();
+
+    let start = |config: &Config| {
+        let config = config.clone().check().unwrap();
+        async move {
+            Server::start(config, Arc::new(ManualClock::new(START)))
+                .await
+                .map(|_| ())
+        }
+    };
+
+    // The secret file lost: no new one is made, since no key would verify.
+    std::fs::remove_file(&secret_file).unwrap();
+    let refused = start(&config).await;
+    let Err(error @ StartError::Secret { .. }) = refused else {
+        panic!("a new secret was made: {refused:?}");
+    };
+    assert!(error.to_string().contains("restore"), "{error}");
+    assert!(!secret_file.exists(), "nothing was written in its place");
+
+    // The file replaced by another secret.
+    let other = tenantd_core::ServerSecret::generate(&mut rand::rngs::OsRng);
+    std::fs::write(&secret_file, other.to_hex()).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let refused = start(&config).await;
+    let Err(error @ StartError::SecretMismatch { .. }) = refused else {
+        panic!("another secret was accepted: {refused:?}");
+    };
+    assert!(error.to_string().contains("server-secret file"), "{error}");
+
+    // Another node configured with a different secret.
+    config.server_secret = Some(tenantd_core::ServerSecret::generate(&mut rand::rngs::OsRng));
+    let refused = start(&config).await;
+    assert!(
+        matches!(refused, Err(StartError::SecretMismatch { .. })),
+        "{refused:?}"
+    );
+
+    // The same secret, configured: served, and the operator's key verifies.
+    config.server_secret = Some(tenantd_core::ServerSecret::from_hex(kept.trim()).unwrap());
+    let app = restart_app(dir, config, token).await;
+    assert!(app.operator.me().await.is_ok());
+}
+
+#[tokio::test]
 async fn a_configured_bootstrap_key_is_ignored_once_operators_exist() {
     let app = spawn_app().await;
     let (dir, mut config, token) = app.stop().await;
