@@ -7,7 +7,7 @@
 //! chain and names each entry edited, removed, inserted or out of order.
 
 use serde_json::Value;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 use tenantd_core::{KeyId, Role, TenantId};
 use time::OffsetDateTime;
 
@@ -128,7 +128,7 @@ pub struct AuditEntry {
     pub after: Option<String>,
 }
 
-pub(crate) async fn append(tx: &mut Transaction<'_, Sqlite>, entry: &NewAuditEntry) -> Result<()> {
+pub(crate) async fn append(tx: &mut Transaction<'_, Any>, entry: &NewAuditEntry) -> Result<()> {
     let (actor_key, actor_role) = match &entry.actor {
         Some((key, role)) => (Some(key.as_str()), Some(role.as_str())),
         None => (None, None),
@@ -149,7 +149,7 @@ pub(crate) async fn append(tx: &mut Transaction<'_, Sqlite>, entry: &NewAuditEnt
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO audit_log (tenant_id, at, actor_key, actor_role, action, target, details,
                                 request_id, before_digest, after_digest)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
     )
     .bind(&row.tenant_id)
     .bind(row.at)
@@ -206,10 +206,10 @@ const GENESIS: [u8; 32] = [0; 32];
 
 /// The sequence number of `tenant`'s last purge, before which its entries
 /// may be gone and after which its chain starts afresh; 0 if never purged.
-async fn last_purge(tx: &mut Transaction<'_, Sqlite>, tenant: &str) -> Result<i64> {
+async fn last_purge(tx: &mut Transaction<'_, Any>, tenant: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT COALESCE(MAX(seq), 0) FROM audit_log
-         WHERE tenant_id IS NULL AND action = ? AND target = ?",
+         WHERE tenant_id IS NULL AND action = $1 AND target = $2",
     )
     .bind(AuditAction::TenantPurge.as_str())
     .bind(tenant)
@@ -218,7 +218,7 @@ async fn last_purge(tx: &mut Transaction<'_, Sqlite>, tenant: &str) -> Result<i6
 }
 
 /// Links a just-written entry into both chains.
-async fn chain(tx: &mut Transaction<'_, Sqlite>, row: &AuditRow) -> Result<()> {
+async fn chain(tx: &mut Transaction<'_, Any>, row: &AuditRow) -> Result<()> {
     let digest = digest(row);
     let global: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT global_hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
@@ -233,7 +233,7 @@ async fn chain(tx: &mut Transaction<'_, Sqlite>, row: &AuditRow) -> Result<()> {
         Some(tenant) => {
             let since = last_purge(tx, tenant).await?;
             sqlx::query_scalar(
-                "SELECT tenant_hash FROM audit_chain WHERE tenant_id = ? AND seq > ?
+                "SELECT tenant_hash FROM audit_chain WHERE tenant_id = $1 AND seq > $2
                  ORDER BY seq DESC LIMIT 1",
             )
             .bind(tenant)
@@ -244,7 +244,7 @@ async fn chain(tx: &mut Transaction<'_, Sqlite>, row: &AuditRow) -> Result<()> {
     };
     sqlx::query(
         "INSERT INTO audit_chain (seq, tenant_id, digest, tenant_hash, global_hash)
-         VALUES (?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(row.seq)
     .bind(&row.tenant_id)
@@ -259,7 +259,7 @@ async fn chain(tx: &mut Transaction<'_, Sqlite>, row: &AuditRow) -> Result<()> {
 /// Chains the entries written before chaining existed, once: only while
 /// the chain is empty, so that rows slipped into the log later are never
 /// adopted but reported.
-pub(crate) async fn adopt_unchained(tx: &mut Transaction<'_, Sqlite>) -> Result<u64> {
+pub(crate) async fn adopt_unchained(tx: &mut Transaction<'_, Any>) -> Result<u64> {
     let chained: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_chain")
         .fetch_one(&mut **tx)
         .await?;
@@ -299,7 +299,7 @@ struct ChainRow {
 /// Walks the global chain (`tenant` `None`) or one tenant's chain since its
 /// last purge, recomputing every digest and link.
 pub(crate) async fn verify(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     tenant: Option<&TenantId>,
 ) -> Result<Verification> {
     let chain: Vec<ChainRow> = match tenant {
@@ -310,11 +310,13 @@ pub(crate) async fn verify(
         }
         Some(t) => {
             let since = last_purge(tx, t.as_str()).await?;
-            sqlx::query_as("SELECT * FROM audit_chain WHERE tenant_id = ? AND seq > ? ORDER BY seq")
-                .bind(t.as_str())
-                .bind(since)
-                .fetch_all(&mut **tx)
-                .await?
+            sqlx::query_as(
+                "SELECT * FROM audit_chain WHERE tenant_id = $1 AND seq > $2 ORDER BY seq",
+            )
+            .bind(t.as_str())
+            .bind(since)
+            .fetch_all(&mut **tx)
+            .await?
         }
     };
     let entries: Vec<AuditRow> = match tenant {
@@ -325,7 +327,7 @@ pub(crate) async fn verify(
         }
         Some(t) => {
             let since = last_purge(tx, t.as_str()).await?;
-            sqlx::query_as("SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ? ORDER BY seq")
+            sqlx::query_as("SELECT * FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq")
                 .bind(t.as_str())
                 .bind(since)
                 .fetch_all(&mut **tx)
@@ -334,7 +336,7 @@ pub(crate) async fn verify(
     };
     // Purges allow a tenant's earlier entries to be missing from the log.
     let purges: Vec<(String, i64)> =
-        sqlx::query_as("SELECT target, seq FROM audit_log WHERE tenant_id IS NULL AND action = ?")
+        sqlx::query_as("SELECT target, seq FROM audit_log WHERE tenant_id IS NULL AND action = $1")
             .bind(AuditAction::TenantPurge.as_str())
             .fetch_all(&mut **tx)
             .await?;

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Transaction};
 use tenantd_core::quota::BillingDay;
 use tenantd_core::{
     Isolation, KeyId, KeyOwner, KeyRecord, OperatorScope, PlanId, PoolName, RegionId, Role,
@@ -15,7 +15,9 @@ use tenantd_core::{
 use time::OffsetDateTime;
 
 use crate::audit::{append, AuditEntry, AuditRow, NewAuditEntry, Verification};
-use crate::codec::{from_nanos, opt_from_nanos, parse, to_nanos};
+use crate::codec::{
+    from_nanos, opt_from_nanos, parse, placeholder_list, placeholder_rows, to_nanos,
+};
 use crate::health::{dependency_policy, Dependency};
 use crate::{Result, StoreError};
 
@@ -40,43 +42,106 @@ impl Owner<'_> {
     }
 }
 
-/// The catalog on one SQLite database file.
+/// `sqlite://` URL of the catalog file at `path`, created if missing.
+fn sqlite_url(path: &Path) -> Result<String> {
+    let text = path.to_str().ok_or_else(|| {
+        StoreError::Corrupt(format!("catalog path {} is not UTF-8", path.display()))
+    })?;
+    // The file name is percent-decoded from the URL.
+    let mut url = String::from("sqlite://");
+    for c in text.chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    url.push_str("?mode=rwc");
+    Ok(url)
+}
+
+/// The engine a catalog runs on: its SQL is written once for both, and
+/// differs only in how a write transaction begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogEngine {
+    /// One SQLite file in the data directory: one node.
+    Sqlite,
+    /// A PostgreSQL database that several nodes may share.
+    Postgres,
+}
+
+/// The control-plane catalog, on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    engine: CatalogEngine,
     /// The catalog's circuit, fed by the write-behind's writes.
     health: Arc<Dependency>,
 }
 
-/// SQLite's extended result codes for a violated PRIMARY KEY or UNIQUE constraint.
+/// A violated PRIMARY KEY or UNIQUE constraint: SQLite's extended result
+/// codes, or PostgreSQL's SQLSTATE.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("1555" | "2067")))
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("1555" | "2067" | "23505")))
 }
+
+/// The advisory lock every PostgreSQL catalog write takes first ("tenantd"
+/// in ASCII): writers queue on it as SQLite's writers queue on its write
+/// lock, so a read-then-write (the audit chain's head, a version number) is
+/// never interleaved with another node's.
+const POSTGRES_WRITE_LOCK: i64 = i64::from_be_bytes(*b"\0tenantd");
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and applies migrations.
     /// Waits for a connection at most `acquire_timeout`.
     pub async fn open(path: &Path, acquire_timeout: Duration) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Control-plane writes are rare and must survive power loss, so
-            // each commit is synced rather than trusting the OS cache.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = crate::hygiene(SqlitePoolOptions::new())
+        sqlx::any::install_default_drivers();
+        let url = sqlite_url(path)?;
+        let pool = crate::hygiene(AnyPoolOptions::new())
             // A connection to a local file does not go stale; a ping before
             // each checkout would be one more hop to SQLite's thread per query.
             .test_before_acquire(false)
             .max_connections(8)
             .acquire_timeout(acquire_timeout)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Control-plane writes are rare and must survive power
+                    // loss, so each commit is synced rather than trusting
+                    // the OS cache. (Foreign keys and a 5 s busy timeout are
+                    // sqlx's defaults for SQLite.)
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await?;
         sqlx::migrate!("./migrations/catalog").run(&pool).await?;
+        Self::opened(pool, CatalogEngine::Sqlite).await
+    }
+
+    /// Connects to the catalog on PostgreSQL at `url` and applies its
+    /// migrations (`migrations/catalog_postgres/`).
+    pub async fn open_postgres(url: &str, acquire_timeout: Duration) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let pool = crate::hygiene(AnyPoolOptions::new())
+            .max_connections(8)
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/catalog_postgres")
+            .run(&pool)
+            .await?;
+        Self::opened(pool, CatalogEngine::Postgres).await
+    }
+
+    /// The catalog on `pool`, once its audit entries written before chaining
+    /// (on catalogs that old) are chained.
+    async fn opened(pool: AnyPool, engine: CatalogEngine) -> Result<Self> {
         let catalog = Self {
             pool,
+            engine,
             health: Dependency::new("catalog", dependency_policy()),
         };
         let mut tx = catalog.begin_write().await?;
@@ -111,10 +176,13 @@ impl Catalog {
         };
         let write = async {
             let mut tx = self.begin_write().await?;
-            sqlx::query("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?)")
-                .bind(to_nanos(now))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO health_probe (id, at) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            )
+            .bind(to_nanos(now))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok::<_, StoreError>(())
         };
@@ -130,7 +198,7 @@ impl Catalog {
     pub async fn secret_fingerprint(&self, current: &str, now: OffsetDateTime) -> Result<String> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO server_secret (id, fingerprint, recorded_at) VALUES (1, ?, ?)
+            "INSERT INTO server_secret (id, fingerprint, recorded_at) VALUES (1, $1, $2)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(current)
@@ -150,10 +218,28 @@ impl Catalog {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction that takes SQLite's write lock at once, so
-    /// two writers queue on the busy timeout instead of failing on upgrade.
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// The engine it runs on.
+    pub fn engine(&self) -> CatalogEngine {
+        self.engine
+    }
+
+    /// Starts a write transaction that holds the catalog's write lock from
+    /// its first statement: SQLite's (`BEGIN IMMEDIATE`), so that two
+    /// writers queue on the busy timeout instead of failing on upgrade; on
+    /// PostgreSQL, the catalog's advisory lock, so that writers from every
+    /// node take turns.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        match self.engine {
+            CatalogEngine::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            CatalogEngine::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                    .bind(POSTGRES_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     // ---- tenants ----
@@ -165,7 +251,7 @@ impl Catalog {
         let inserted = sqlx::query(
             "INSERT INTO tenants (id, name, plan, plan_version, region, isolation, pool, status,
                                   billing_day, created_at, updated_at, deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(tenant.id.as_str())
         .bind(&tenant.name)
@@ -205,7 +291,7 @@ impl Catalog {
     }
 
     async fn tenant_row(&self, id: &TenantId) -> Result<Option<Tenant>> {
-        sqlx::query_as::<_, TenantRow>("SELECT * FROM tenants WHERE id = ?")
+        sqlx::query_as::<_, TenantRow>("SELECT * FROM tenants WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?
@@ -222,8 +308,8 @@ impl Catalog {
     ) -> Result<Vec<Tenant>> {
         sqlx::query_as::<_, TenantRow>(
             "SELECT * FROM tenants
-             WHERE id > ? AND (? IS NULL OR status = ?)
-             ORDER BY id LIMIT ?",
+             WHERE id > $1 AND ($2 IS NULL OR status = $3)
+             ORDER BY id LIMIT $4",
         )
         .bind(after.map_or("", TenantId::as_str))
         .bind(status.map(TenantStatus::as_str))
@@ -247,9 +333,9 @@ impl Catalog {
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE tenants SET name = ?, plan = ?, plan_version = ?, region = ?, status = ?, billing_day = ?,
-                                updated_at = ?, deleted_at = ?
-             WHERE id = ? AND status = ?",
+            "UPDATE tenants SET name = $1, plan = $2, plan_version = $3, region = $4, status = $5, billing_day = $6,
+                                updated_at = $7, deleted_at = $8
+             WHERE id = $9 AND status = $10",
         )
         .bind(&tenant.name)
         .bind(tenant.plan.as_str())
@@ -283,11 +369,11 @@ impl Catalog {
         audit: &NewAuditEntry,
     ) -> Result<Option<Vec<KeyId>>> {
         let mut tx = self.begin_write().await?;
-        let keys: Vec<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE tenant_id = ?")
+        let keys: Vec<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE tenant_id = $1")
             .bind(id.as_str())
             .fetch_all(&mut *tx)
             .await?;
-        let purged = sqlx::query("DELETE FROM tenants WHERE id = ? AND status = 'deleted'")
+        let purged = sqlx::query("DELETE FROM tenants WHERE id = $1 AND status = 'deleted'")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?
@@ -303,7 +389,7 @@ impl Catalog {
             "tenant_addons",
             "policy_versions",
         ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -324,8 +410,8 @@ impl Catalog {
         limit: u32,
     ) -> Result<Vec<TenantId>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM tenants WHERE deleted_at IS NOT NULL AND deleted_at <= ?
-             ORDER BY deleted_at LIMIT ?",
+            "SELECT id FROM tenants WHERE deleted_at IS NOT NULL AND deleted_at <= $1
+             ORDER BY deleted_at LIMIT $2",
         )
         .bind(to_nanos(deleted_by))
         .bind(i64::from(limit))
@@ -379,25 +465,21 @@ impl Catalog {
     ) -> Result<Vec<(KeyRecord, Option<Tenant>)>> {
         let mut found = Vec::with_capacity(ids.len());
         for part in ids.chunks(crate::usage::ROWS_PER_STATEMENT) {
-            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            let sql = format!(
                 "SELECT k.*, t.id AS t_id, t.name AS t_name, t.plan AS t_plan,
                         t.plan_version AS t_plan_version, t.region AS t_region,
                         t.isolation AS t_isolation, t.pool AS t_pool, t.status AS t_status,
                         t.billing_day AS t_billing_day, t.created_at AS t_created_at,
                         t.updated_at AS t_updated_at, t.deleted_at AS t_deleted_at
                  FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
-                 WHERE k.id IN (",
+                 WHERE k.id IN ({})",
+                placeholder_list(part.len(), 1)
             );
-            let mut list = query.separated(", ");
+            let mut query = sqlx::query_as::<_, KeyAndTenantRow>(&sql);
             for id in part {
-                list.push_bind(id.as_str());
+                query = query.bind(id.as_str());
             }
-            query.push(")");
-            for row in query
-                .build_query_as::<KeyAndTenantRow>()
-                .fetch_all(&self.pool)
-                .await?
-            {
+            for row in query.fetch_all(&self.pool).await? {
                 let tenant = row
                     .tenant
                     .into_row()
@@ -410,13 +492,15 @@ impl Catalog {
     }
 
     pub async fn key(&self, owner: Owner<'_>, id: &KeyId) -> Result<Option<KeyRecord>> {
-        sqlx::query_as::<_, KeyRow>("SELECT * FROM api_keys WHERE id = ? AND tenant_id IS ?")
-            .bind(id.as_str())
-            .bind(owner.column())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(KeyRow::into_record)
-            .transpose()
+        sqlx::query_as::<_, KeyRow>(
+            "SELECT * FROM api_keys WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
+        )
+        .bind(id.as_str())
+        .bind(owner.column())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(KeyRow::into_record)
+        .transpose()
     }
 
     /// Keys of one owner in id order after `after`, at most `limit`.
@@ -427,7 +511,7 @@ impl Catalog {
         limit: u32,
     ) -> Result<Vec<KeyRecord>> {
         sqlx::query_as::<_, KeyRow>(
-            "SELECT * FROM api_keys WHERE tenant_id IS ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT * FROM api_keys WHERE tenant_id IS NOT DISTINCT FROM $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(owner.column())
         .bind(after.map_or("", KeyId::as_str))
@@ -450,7 +534,7 @@ impl Catalog {
     ) -> Result<Option<KeyRecord>> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id IS ? AND revoked_at IS NULL",
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id IS NOT DISTINCT FROM $3 AND revoked_at IS NULL",
         )
         .bind(to_nanos(at))
         .bind(id.as_str())
@@ -461,14 +545,15 @@ impl Catalog {
         if changed > 0 {
             append(&mut tx, audit).await?;
         }
-        let key =
-            sqlx::query_as::<_, KeyRow>("SELECT * FROM api_keys WHERE id = ? AND tenant_id IS ?")
-                .bind(id.as_str())
-                .bind(owner.column())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(KeyRow::into_record)
-                .transpose()?;
+        let key = sqlx::query_as::<_, KeyRow>(
+            "SELECT * FROM api_keys WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
+        )
+        .bind(id.as_str())
+        .bind(owner.column())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(KeyRow::into_record)
+        .transpose()?;
         tx.commit().await?;
         Ok(key)
     }
@@ -486,8 +571,8 @@ impl Catalog {
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE api_keys SET expires_at = ?
-             WHERE id = ? AND tenant_id IS ? AND revoked_at IS NULL",
+            "UPDATE api_keys SET expires_at = $1
+             WHERE id = $2 AND tenant_id IS NOT DISTINCT FROM $3 AND revoked_at IS NULL",
         )
         .bind(to_nanos(old_expires_at))
         .bind(old.as_str())
@@ -512,16 +597,21 @@ impl Catalog {
         }
         let mut tx = self.begin_write().await?;
         for part in uses.chunks(crate::usage::ROWS_PER_STATEMENT) {
-            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH used (id, at) AS (");
-            update.push_values(part, |mut row, (id, at)| {
-                row.push_bind(id.as_str()).push_bind(to_nanos(*at));
-            });
-            update.push(
-                ") UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), latest.at)
-                   FROM (SELECT id, max(at) AS at FROM used GROUP BY id) AS latest
-                   WHERE api_keys.id = latest.id",
+            // The latest use of each key in the part; a use never moves a
+            // key's last use backwards.
+            let sql = format!(
+                "WITH used (id, at) AS (VALUES {})
+                 UPDATE api_keys SET last_used_at = latest.at
+                 FROM (SELECT id, max(at) AS at FROM used GROUP BY id) AS latest
+                 WHERE api_keys.id = latest.id
+                   AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < latest.at)",
+                placeholder_rows(part.len(), 2, 1)
             );
-            update.build().execute(&mut *tx).await?;
+            let mut update = sqlx::query(&sql);
+            for (id, at) in part {
+                update = update.bind(id.as_str()).bind(to_nanos(*at));
+            }
+            update.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -540,7 +630,7 @@ impl Catalog {
     pub async fn active_operator_keys(&self, now: OffsetDateTime) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT count(*) FROM api_keys WHERE role = 'operator' AND revoked_at IS NULL
-               AND (expires_at IS NULL OR expires_at > ?)",
+               AND (expires_at IS NULL OR expires_at > $1)",
         )
         .bind(to_nanos(now))
         .fetch_one(&self.pool)
@@ -566,7 +656,7 @@ impl Catalog {
 
     pub async fn audit(&self, owner: Owner<'_>, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
         sqlx::query_as::<_, AuditRow>(
-            "SELECT * FROM audit_log WHERE tenant_id IS ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT * FROM audit_log WHERE tenant_id IS NOT DISTINCT FROM $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(owner.column())
         .bind(after)
@@ -579,11 +669,11 @@ impl Catalog {
     }
 }
 
-async fn insert_key(tx: &mut Transaction<'_, Sqlite>, key: &KeyRecord) -> Result<()> {
+async fn insert_key(tx: &mut Transaction<'_, Any>, key: &KeyRecord) -> Result<()> {
     let inserted = sqlx::query(
         "INSERT INTO api_keys (id, tenant_id, role, name, secret_hash, created_at, expires_at,
                                revoked_at, last_used_at, rotated_from)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(key.id.as_str())
     .bind(key.owner.tenant().map(TenantId::as_str))
@@ -748,10 +838,27 @@ mod tests {
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
 
+    /// Every engine the catalog runs on: each test runs on each.
+    const ENGINES: [CatalogEngine; 2] = [CatalogEngine::Sqlite, CatalogEngine::Postgres];
+
     struct Fixture {
         _dir: tempfile::TempDir,
         catalog: Catalog,
         hasher: KeyHasher,
+        /// Where the catalog is: its SQLite file, or its PostgreSQL URL.
+        location: String,
+    }
+
+    impl Fixture {
+        /// The same catalog, opened again as a restarted server opens it.
+        async fn reopen(&self) -> Catalog {
+            let timeout = Duration::from_secs(2);
+            match self.catalog.engine() {
+                CatalogEngine::Sqlite => Catalog::open(Path::new(&self.location), timeout).await,
+                CatalogEngine::Postgres => Catalog::open_postgres(&self.location, timeout).await,
+            }
+            .unwrap()
+        }
     }
 
     /// A key as identify reads it.
@@ -760,18 +867,28 @@ mod tests {
         found.unwrap().pop().map(|(key, _)| key)
     }
 
-    async fn fixture() -> Fixture {
+    /// A new, empty catalog on `engine`: a file in a temporary directory,
+    /// or a database of its own on the test binary's PostgreSQL cluster.
+    async fn fixture(engine: CatalogEngine) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(
-            &dir.path().join("catalog.db"),
-            std::time::Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+        let timeout = Duration::from_secs(2);
+        let (catalog, location) = match engine {
+            CatalogEngine::Sqlite => {
+                let path = dir.path().join("catalog.db");
+                let catalog = Catalog::open(&path, timeout).await.unwrap();
+                (catalog, path.display().to_string())
+            }
+            CatalogEngine::Postgres => {
+                let server = tenantd_testkit::Postgres::shared();
+                let url = server.owner_url(&server.tenantd_database().await);
+                (Catalog::open_postgres(&url, timeout).await.unwrap(), url)
+            }
+        };
         Fixture {
             _dir: dir,
             catalog,
             hasher: KeyHasher::new(ServerSecret::generate(&mut OsRng)),
+            location,
         }
     }
 
@@ -837,249 +954,265 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_is_stored_only_under_its_own_owners_proof() {
-        let f = fixture().await;
-        let (_, acme, _) = f.tenant_with_scope("acme").await;
-        let (globex, _, _) = f.tenant_with_scope("globex").await;
-        let token = ApiKeyToken::generate(&mut OsRng);
-        let globex_key = KeyRecord::issue(
-            &token,
-            KeyOwner::Tenant(globex.id.clone()),
-            Role::Reader,
-            "reader",
-            &f.hasher,
-            NOW,
-        );
-        let entry = audit(Some(&globex.id), AuditAction::KeyCreate);
-        for wrong in [
-            Owner::Tenant(&acme),
-            Owner::Platform(&OperatorScope::server()),
-        ] {
-            let refused = f.catalog.insert_key(wrong, &globex_key, &entry).await;
-            assert!(
-                matches!(refused, Err(StoreError::WrongOwner(_))),
-                "{refused:?}"
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (_, acme, _) = f.tenant_with_scope("acme").await;
+            let (globex, _, _) = f.tenant_with_scope("globex").await;
+            let token = ApiKeyToken::generate(&mut OsRng);
+            let globex_key = KeyRecord::issue(
+                &token,
+                KeyOwner::Tenant(globex.id.clone()),
+                Role::Reader,
+                "reader",
+                &f.hasher,
+                NOW,
             );
+            let entry = audit(Some(&globex.id), AuditAction::KeyCreate);
+            for wrong in [
+                Owner::Tenant(&acme),
+                Owner::Platform(&OperatorScope::server()),
+            ] {
+                let refused = f.catalog.insert_key(wrong, &globex_key, &entry).await;
+                assert!(
+                    matches!(refused, Err(StoreError::WrongOwner(_))),
+                    "{refused:?}"
+                );
+            }
+            assert_eq!(stored_key(&f.catalog, &token.id).await, None);
         }
-        assert_eq!(stored_key(&f.catalog, &token.id).await, None);
     }
 
     #[tokio::test]
     async fn tenants_round_trip_and_ids_are_unique() {
-        let f = fixture().await;
-        let t = tenant("acme");
-        f.catalog
-            .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
-            .await
-            .unwrap();
-        assert_eq!(
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let t = tenant("acme");
             f.catalog
-                .tenant_for(&OperatorScope::server(), &t.id)
+                .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
                 .await
-                .unwrap(),
-            Some(t.clone())
-        );
-        let again = f
-            .catalog
-            .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
-            .await;
-        assert!(matches!(again, Err(StoreError::Conflict)));
+                .unwrap();
+            assert_eq!(
+                f.catalog
+                    .tenant_for(&OperatorScope::server(), &t.id)
+                    .await
+                    .unwrap(),
+                Some(t.clone())
+            );
+            let again = f
+                .catalog
+                .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
+                .await;
+            assert!(matches!(again, Err(StoreError::Conflict)));
+        }
     }
 
     #[tokio::test]
     async fn listing_pages_in_id_order_and_filters_by_status() {
-        let f = fixture().await;
-        for id in ["delta", "alpha", "charlie", "bravo"] {
-            f.catalog
-                .create_tenant(&tenant(id), &audit(None, AuditAction::TenantCreate))
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            for id in ["delta", "alpha", "charlie", "bravo"] {
+                f.catalog
+                    .create_tenant(&tenant(id), &audit(None, AuditAction::TenantCreate))
+                    .await
+                    .unwrap();
+            }
+            let first = f.catalog.list_tenants(None, 2, None).await.unwrap();
+            let ids: Vec<_> = first.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(ids, ["alpha", "bravo"]);
+            let rest = f
+                .catalog
+                .list_tenants(Some(&first[1].id), 10, None)
                 .await
                 .unwrap();
-        }
-        let first = f.catalog.list_tenants(None, 2, None).await.unwrap();
-        let ids: Vec<_> = first.iter().map(|t| t.id.as_str()).collect();
-        assert_eq!(ids, ["alpha", "bravo"]);
-        let rest = f
-            .catalog
-            .list_tenants(Some(&first[1].id), 10, None)
-            .await
-            .unwrap();
-        let ids: Vec<_> = rest.iter().map(|t| t.id.as_str()).collect();
-        assert_eq!(ids, ["charlie", "delta"]);
+            let ids: Vec<_> = rest.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(ids, ["charlie", "delta"]);
 
-        let mut suspended = tenant("charlie");
-        suspended.status = TenantStatus::Suspended;
-        assert!(f
-            .catalog
-            .update_tenant(
-                &OperatorScope::server(),
-                &suspended,
-                TenantStatus::Active,
-                &audit(None, AuditAction::TenantSuspend)
-            )
-            .await
-            .unwrap());
-        let only = f
-            .catalog
-            .list_tenants(None, 10, Some(TenantStatus::Suspended))
-            .await
-            .unwrap();
-        assert_eq!(only, vec![suspended]);
+            let mut suspended = tenant("charlie");
+            suspended.status = TenantStatus::Suspended;
+            assert!(f
+                .catalog
+                .update_tenant(
+                    &OperatorScope::server(),
+                    &suspended,
+                    TenantStatus::Active,
+                    &audit(None, AuditAction::TenantSuspend)
+                )
+                .await
+                .unwrap());
+            let only = f
+                .catalog
+                .list_tenants(None, 10, Some(TenantStatus::Suspended))
+                .await
+                .unwrap();
+            assert_eq!(only, vec![suspended]);
+        }
     }
 
     #[tokio::test]
     async fn update_refuses_a_stale_expected_status() {
-        let f = fixture().await;
-        let mut t = tenant("acme");
-        f.catalog
-            .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
-            .await
-            .unwrap();
-        t.name = "Renamed".into();
-        let applied = f
-            .catalog
-            .update_tenant(
-                &OperatorScope::server(),
-                &t,
-                TenantStatus::Suspended,
-                &audit(None, AuditAction::TenantUpdate),
-            )
-            .await
-            .unwrap();
-        assert!(!applied);
-        assert_eq!(
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let mut t = tenant("acme");
             f.catalog
-                .tenant_for(&OperatorScope::server(), &t.id)
+                .create_tenant(&t, &audit(None, AuditAction::TenantCreate))
                 .await
-                .unwrap()
-                .unwrap()
-                .name,
-            "ACME"
-        );
+                .unwrap();
+            t.name = "Renamed".into();
+            let applied = f
+                .catalog
+                .update_tenant(
+                    &OperatorScope::server(),
+                    &t,
+                    TenantStatus::Suspended,
+                    &audit(None, AuditAction::TenantUpdate),
+                )
+                .await
+                .unwrap();
+            assert!(!applied);
+            assert_eq!(
+                f.catalog
+                    .tenant_for(&OperatorScope::server(), &t.id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .name,
+                "ACME"
+            );
+        }
     }
 
     #[tokio::test]
     async fn keys_are_scoped_to_their_tenant() {
-        let f = fixture().await;
-        let (_, acme, acme_key) = f.tenant_with_scope("acme").await;
-        let (_, globex, _) = f.tenant_with_scope("globex").await;
-        assert_eq!(
-            f.catalog
-                .key(Owner::Tenant(&acme), &acme_key.id)
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (_, acme, acme_key) = f.tenant_with_scope("acme").await;
+            let (_, globex, _) = f.tenant_with_scope("globex").await;
+            assert_eq!(
+                f.catalog
+                    .key(Owner::Tenant(&acme), &acme_key.id)
+                    .await
+                    .unwrap(),
+                Some(acme_key.clone())
+            );
+            assert_eq!(
+                f.catalog
+                    .key(Owner::Tenant(&globex), &acme_key.id)
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                f.catalog
+                    .key(Owner::Platform(&OperatorScope::server()), &acme_key.id)
+                    .await
+                    .unwrap(),
+                None
+            );
+            let revoked = f
+                .catalog
+                .revoke_key(
+                    Owner::Tenant(&globex),
+                    &acme_key.id,
+                    NOW,
+                    &audit(None, AuditAction::KeyRevoke),
+                )
                 .await
-                .unwrap(),
-            Some(acme_key.clone())
-        );
-        assert_eq!(
-            f.catalog
-                .key(Owner::Tenant(&globex), &acme_key.id)
+                .unwrap();
+            assert_eq!(revoked, None, "another tenant cannot revoke the key");
+            let listed = f
+                .catalog
+                .keys(Owner::Tenant(&globex), None, 100)
                 .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            f.catalog
-                .key(Owner::Platform(&OperatorScope::server()), &acme_key.id)
-                .await
-                .unwrap(),
-            None
-        );
-        let revoked = f
-            .catalog
-            .revoke_key(
-                Owner::Tenant(&globex),
-                &acme_key.id,
-                NOW,
-                &audit(None, AuditAction::KeyRevoke),
-            )
-            .await
-            .unwrap();
-        assert_eq!(revoked, None, "another tenant cannot revoke the key");
-        let listed = f
-            .catalog
-            .keys(Owner::Tenant(&globex), None, 100)
-            .await
-            .unwrap();
-        assert!(listed
-            .iter()
-            .all(|k| k.owner == KeyOwner::Tenant(globex.tenant().clone())));
-        assert_eq!(listed.len(), 1);
+                .unwrap();
+            assert!(listed
+                .iter()
+                .all(|k| k.owner == KeyOwner::Tenant(globex.tenant().clone())));
+            assert_eq!(listed.len(), 1);
+        }
     }
 
     #[tokio::test]
     async fn revoking_twice_records_one_audit_entry() {
-        let f = fixture().await;
-        let (t, scope, key) = f.tenant_with_scope("acme").await;
-        for _ in 0..2 {
-            let k = f
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (t, scope, key) = f.tenant_with_scope("acme").await;
+            for _ in 0..2 {
+                let k = f
+                    .catalog
+                    .revoke_key(
+                        Owner::Tenant(&scope),
+                        &key.id,
+                        NOW,
+                        &audit(Some(&t.id), AuditAction::KeyRevoke),
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(k.revoked_at, Some(NOW));
+            }
+            let trail = f
                 .catalog
-                .revoke_key(
-                    Owner::Tenant(&scope),
-                    &key.id,
-                    NOW,
-                    &audit(Some(&t.id), AuditAction::KeyRevoke),
-                )
+                .audit(Owner::Tenant(&scope), 0, 100)
                 .await
-                .unwrap()
                 .unwrap();
-            assert_eq!(k.revoked_at, Some(NOW));
+            let actions: Vec<_> = trail.iter().map(|e| e.action.as_str()).collect();
+            assert_eq!(actions, ["tenant.create", "key.create", "key.revoke"]);
         }
-        let trail = f
-            .catalog
-            .audit(Owner::Tenant(&scope), 0, 100)
-            .await
-            .unwrap();
-        let actions: Vec<_> = trail.iter().map(|e| e.action.as_str()).collect();
-        assert_eq!(actions, ["tenant.create", "key.create", "key.revoke"]);
     }
 
     /// Identify's one query: each key with its tenant, however many ids,
     /// unknown ones left out.
     #[tokio::test]
     async fn keys_are_read_with_their_tenants_in_one_query() {
-        let f = fixture().await;
-        let (acme, _, key) = f.tenant_with_scope("acme").await;
-        let (globex, _, other) = f.tenant_with_scope("globex").await;
-        let unknown = KeyId::parse("0123456789abcdef").unwrap();
-        let mut ids = vec![unknown; 600];
-        ids.insert(10, key.id.clone());
-        ids.push(other.id.clone());
-        let mut found = f.catalog.keys_with_tenants(&ids).await.unwrap();
-        found.sort_by(|a, b| {
-            a.1.as_ref()
-                .map(|t| t.id.clone())
-                .cmp(&b.1.as_ref().map(|t| t.id.clone()))
-        });
-        assert_eq!(found, vec![(key, Some(acme)), (other, Some(globex))]);
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (acme, _, key) = f.tenant_with_scope("acme").await;
+            let (globex, _, other) = f.tenant_with_scope("globex").await;
+            let unknown = KeyId::parse("0123456789abcdef").unwrap();
+            let mut ids = vec![unknown; 600];
+            ids.insert(10, key.id.clone());
+            ids.push(other.id.clone());
+            let mut found = f.catalog.keys_with_tenants(&ids).await.unwrap();
+            found.sort_by(|a, b| {
+                a.1.as_ref()
+                    .map(|t| t.id.clone())
+                    .cmp(&b.1.as_ref().map(|t| t.id.clone()))
+            });
+            assert_eq!(found, vec![(key, Some(acme)), (other, Some(globex))]);
+        }
     }
 
     #[tokio::test]
     async fn last_use_never_moves_backwards() {
-        let f = fixture().await;
-        let (_, _, key) = f.tenant_with_scope("acme").await;
-        let later = NOW + time::Duration::minutes(5);
-        f.catalog
-            .record_key_use(&[(key.id.clone(), later)])
-            .await
-            .unwrap();
-        f.catalog
-            .record_key_use(&[(key.id.clone(), NOW)])
-            .await
-            .unwrap();
-        let stored = stored_key(&f.catalog, &key.id).await.unwrap();
-        assert_eq!(stored.last_used_at, Some(later));
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (_, _, key) = f.tenant_with_scope("acme").await;
+            let later = NOW + time::Duration::minutes(5);
+            f.catalog
+                .record_key_use(&[(key.id.clone(), later)])
+                .await
+                .unwrap();
+            f.catalog
+                .record_key_use(&[(key.id.clone(), NOW)])
+                .await
+                .unwrap();
+            let stored = stored_key(&f.catalog, &key.id).await.unwrap();
+            assert_eq!(stored.last_used_at, Some(later));
 
-        // A pass larger than one statement, naming the key many times.
-        let latest = NOW + time::Duration::minutes(9);
-        let (_, _, other) = f.tenant_with_scope("globex").await;
-        let mut uses: Vec<_> = (0..1_200)
-            .map(|i| (key.id.clone(), NOW + time::Duration::seconds(i % 300)))
-            .collect();
-        uses.insert(700, (key.id.clone(), latest));
-        uses.push((other.id.clone(), NOW));
-        f.catalog.record_key_use(&uses).await.unwrap();
-        let stored = stored_key(&f.catalog, &key.id).await.unwrap();
-        assert_eq!(stored.last_used_at, Some(latest));
-        let stored = stored_key(&f.catalog, &other.id).await.unwrap();
-        assert_eq!(stored.last_used_at, Some(NOW));
+            // A pass larger than one statement, naming the key many times.
+            let latest = NOW + time::Duration::minutes(9);
+            let (_, _, other) = f.tenant_with_scope("globex").await;
+            let mut uses: Vec<_> = (0..1_200)
+                .map(|i| (key.id.clone(), NOW + time::Duration::seconds(i % 300)))
+                .collect();
+            uses.insert(700, (key.id.clone(), latest));
+            uses.push((other.id.clone(), NOW));
+            f.catalog.record_key_use(&uses).await.unwrap();
+            let stored = stored_key(&f.catalog, &key.id).await.unwrap();
+            assert_eq!(stored.last_used_at, Some(latest));
+            let stored = stored_key(&f.catalog, &other.id).await.unwrap();
+            assert_eq!(stored.last_used_at, Some(NOW));
+        }
     }
 
     /// A write-behind pass of more rows than one statement carries adds up
@@ -1089,119 +1222,125 @@ mod tests {
         use crate::usage::{HourUsage, UsageBatch};
         use tenantd_core::plan::Metric;
         use tenantd_core::quota::{Ledger, QuotaEvent, QuotaEventKind};
-        let f = fixture().await;
-        let (_, scope, _) = f.tenant_with_scope("acme").await;
-        let one = HourUsage {
-            requests: 1,
-            rejected: 0,
-            ingress_bytes: 10,
-            egress_bytes: 0,
-            seat_micros: 5,
-        };
-        let hour = NOW.unix_timestamp() / 3600 * 3600;
-        let event = QuotaEvent {
-            kind: QuotaEventKind::SoftPassed,
-            metric: Metric::Requests,
-            period: None,
-            used: 1,
-            limit: 1,
-        };
-        let batch = UsageBatch {
-            ledgers: vec![(scope.tenant().clone(), Ledger::default()); 2],
-            hours: (0..1_200)
-                .map(|i| (scope.tenant().clone(), hour + (i % 3) * 3600, one))
-                .collect(),
-            events: vec![(scope.tenant().clone(), NOW, event); 501],
-        };
-        f.catalog.write_usage(&batch, NOW).await.unwrap();
-        let hours = f
-            .catalog
-            .usage_hours(&scope, hour, hour + 3 * 3600)
-            .await
-            .unwrap();
-        let requests: Vec<(i64, u64, u64)> = hours
-            .iter()
-            .map(|(h, u)| (h - hour, u.requests, u.ingress_bytes))
-            .collect();
-        assert_eq!(
-            requests,
-            [(0, 400, 4000), (3600, 400, 4000), (7200, 400, 4000)]
-        );
-        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM quota_events")
-            .fetch_one(&f.catalog.pool)
-            .await
-            .unwrap();
-        assert_eq!(events, 501);
-        assert_eq!(f.catalog.ledgers().await.unwrap().len(), 1);
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (_, scope, _) = f.tenant_with_scope("acme").await;
+            let one = HourUsage {
+                requests: 1,
+                rejected: 0,
+                ingress_bytes: 10,
+                egress_bytes: 0,
+                seat_micros: 5,
+            };
+            let hour = NOW.unix_timestamp() / 3600 * 3600;
+            let event = QuotaEvent {
+                kind: QuotaEventKind::SoftPassed,
+                metric: Metric::Requests,
+                period: None,
+                used: 1,
+                limit: 1,
+            };
+            let batch = UsageBatch {
+                ledgers: vec![(scope.tenant().clone(), Ledger::default()); 2],
+                hours: (0..1_200)
+                    .map(|i| (scope.tenant().clone(), hour + (i % 3) * 3600, one))
+                    .collect(),
+                events: vec![(scope.tenant().clone(), NOW, event); 501],
+            };
+            f.catalog.write_usage(&batch, NOW).await.unwrap();
+            let hours = f
+                .catalog
+                .usage_hours(&scope, hour, hour + 3 * 3600)
+                .await
+                .unwrap();
+            let requests: Vec<(i64, u64, u64)> = hours
+                .iter()
+                .map(|(h, u)| (h - hour, u.requests, u.ingress_bytes))
+                .collect();
+            assert_eq!(
+                requests,
+                [(0, 400, 4000), (3600, 400, 4000), (7200, 400, 4000)]
+            );
+            let events: i64 = sqlx::query_scalar("SELECT count(*) FROM quota_events")
+                .fetch_one(&f.catalog.pool)
+                .await
+                .unwrap();
+            assert_eq!(events, 501);
+            assert_eq!(f.catalog.ledgers().await.unwrap().len(), 1);
+        }
     }
 
     #[tokio::test]
     async fn purge_removes_the_tenant_its_keys_and_its_trail_but_only_once_deleted() {
-        let f = fixture().await;
-        let (mut t, scope, key) = f.tenant_with_scope("acme").await;
-        let refused = f
-            .catalog
-            .purge_tenant(
-                &OperatorScope::server(),
-                &t.id,
-                &audit(None, AuditAction::TenantPurge),
-            )
-            .await;
-        assert_eq!(refused.unwrap(), None, "a live tenant is not purged");
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (mut t, scope, key) = f.tenant_with_scope("acme").await;
+            let refused = f
+                .catalog
+                .purge_tenant(
+                    &OperatorScope::server(),
+                    &t.id,
+                    &audit(None, AuditAction::TenantPurge),
+                )
+                .await;
+            assert_eq!(refused.unwrap(), None, "a live tenant is not purged");
 
-        t.status = TenantStatus::Deleted;
-        t.deleted_at = Some(NOW);
-        f.catalog
-            .update_tenant(
-                &OperatorScope::server(),
-                &t,
-                TenantStatus::Active,
-                &audit(Some(&t.id), AuditAction::TenantDelete),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            f.catalog.tenants_deleted_by(NOW, 10).await.unwrap(),
-            vec![t.id.clone()]
-        );
-        let removed = f
-            .catalog
-            .purge_tenant(
-                &OperatorScope::server(),
-                &t.id,
-                &audit(None, AuditAction::TenantPurge),
-            )
-            .await;
-        assert_eq!(removed.unwrap(), Some(vec![key.id.clone()]));
-
-        assert_eq!(
+            t.status = TenantStatus::Deleted;
+            t.deleted_at = Some(NOW);
             f.catalog
-                .tenant_for(&OperatorScope::server(), &t.id)
+                .update_tenant(
+                    &OperatorScope::server(),
+                    &t,
+                    TenantStatus::Active,
+                    &audit(Some(&t.id), AuditAction::TenantDelete),
+                )
                 .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(stored_key(&f.catalog, &key.id).await, None);
-        assert!(f
-            .catalog
-            .audit(Owner::Tenant(&scope), 0, 100)
-            .await
-            .unwrap()
-            .is_empty());
+                .unwrap();
+            assert_eq!(
+                f.catalog.tenants_deleted_by(NOW, 10).await.unwrap(),
+                vec![t.id.clone()]
+            );
+            let removed = f
+                .catalog
+                .purge_tenant(
+                    &OperatorScope::server(),
+                    &t.id,
+                    &audit(None, AuditAction::TenantPurge),
+                )
+                .await;
+            assert_eq!(removed.unwrap(), Some(vec![key.id.clone()]));
+
+            assert_eq!(
+                f.catalog
+                    .tenant_for(&OperatorScope::server(), &t.id)
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(stored_key(&f.catalog, &key.id).await, None);
+            assert!(f
+                .catalog
+                .audit(Owner::Tenant(&scope), 0, 100)
+                .await
+                .unwrap()
+                .is_empty());
+        }
     }
 
     #[tokio::test]
     async fn the_audit_log_rejects_updates() {
-        let f = fixture().await;
-        f.catalog
-            .create_tenant(&tenant("acme"), &audit(None, AuditAction::TenantCreate))
-            .await
-            .unwrap();
-        let err = sqlx::query("UPDATE audit_log SET action = 'forged'")
-            .execute(&f.catalog.pool)
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("append-only"), "{err}");
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            f.catalog
+                .create_tenant(&tenant("acme"), &audit(None, AuditAction::TenantCreate))
+                .await
+                .unwrap();
+            let err = sqlx::query("UPDATE audit_log SET action = 'forged'")
+                .execute(&f.catalog.pool)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
     }
 
     /// A log of seven entries: acme's three, globex's two, two platform ones.
@@ -1227,199 +1366,214 @@ mod tests {
     /// Runs SQL against the catalog as someone with the database file would,
     /// past the append-only triggers.
     async fn tamper(f: &Fixture, statements: &[&str]) {
-        for sql in [
-            "DROP TRIGGER IF EXISTS audit_log_no_update",
-            "DROP TRIGGER IF EXISTS audit_chain_no_update",
-        ]
-        .iter()
-        .chain(statements)
-        {
+        let triggers = match f.catalog.engine() {
+            CatalogEngine::Sqlite => [
+                "DROP TRIGGER IF EXISTS audit_log_no_update",
+                "DROP TRIGGER IF EXISTS audit_chain_no_update",
+            ],
+            CatalogEngine::Postgres => [
+                "DROP TRIGGER IF EXISTS audit_log_no_update ON audit_log",
+                "DROP TRIGGER IF EXISTS audit_chain_no_update ON audit_chain",
+            ],
+        };
+        for sql in triggers.iter().chain(statements) {
             sqlx::query(sql).execute(&f.catalog.pool).await.unwrap();
         }
     }
 
     #[tokio::test]
     async fn an_untouched_log_verifies_globally_and_per_tenant() {
-        let f = fixture().await;
-        let (acme, globex) = chained_log(&f).await;
-        let all = f
-            .catalog
-            .verify_audit(Owner::Platform(&OperatorScope::server()))
-            .await
-            .unwrap();
-        assert_eq!((all.entries, all.problems.len()), (7, 0));
-        let mine = f.catalog.verify_audit(Owner::Tenant(&acme)).await.unwrap();
-        assert_eq!(
-            (mine.entries, mine.problems.len()),
-            (3, 0),
-            "acme's own three"
-        );
-        assert_eq!(
-            f.catalog
-                .verify_audit(Owner::Tenant(&globex))
-                .await
-                .unwrap()
-                .entries,
-            2
-        );
-        assert_ne!(mine.head, all.head);
-        // The head moves with every entry.
-        let mut tx = f.catalog.begin_write().await.unwrap();
-        append(&mut tx, &audit(None, AuditAction::KeyCreate))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        assert_ne!(
-            f.catalog
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (acme, globex) = chained_log(&f).await;
+            let all = f
+                .catalog
                 .verify_audit(Owner::Platform(&OperatorScope::server()))
                 .await
-                .unwrap()
-                .head,
-            all.head
-        );
+                .unwrap();
+            assert_eq!((all.entries, all.problems.len()), (7, 0));
+            let mine = f.catalog.verify_audit(Owner::Tenant(&acme)).await.unwrap();
+            assert_eq!(
+                (mine.entries, mine.problems.len()),
+                (3, 0),
+                "acme's own three"
+            );
+            assert_eq!(
+                f.catalog
+                    .verify_audit(Owner::Tenant(&globex))
+                    .await
+                    .unwrap()
+                    .entries,
+                2
+            );
+            assert_ne!(mine.head, all.head);
+            // The head moves with every entry.
+            let mut tx = f.catalog.begin_write().await.unwrap();
+            append(&mut tx, &audit(None, AuditAction::KeyCreate))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_ne!(
+                f.catalog
+                    .verify_audit(Owner::Platform(&OperatorScope::server()))
+                    .await
+                    .unwrap()
+                    .head,
+                all.head
+            );
+        }
     }
 
     #[tokio::test]
     async fn an_edited_entry_is_found() {
-        let f = fixture().await;
-        let (acme, globex) = chained_log(&f).await;
-        tamper(
-            &f,
-            &["UPDATE audit_log SET details = '{\"name\":\"forged\"}' WHERE seq = 6"],
-        )
-        .await;
-        assert_eq!(
-            problems(&f, Owner::Platform(&OperatorScope::server())).await,
-            ["entry 6: its content was changed"]
-        );
-        assert_eq!(
-            problems(&f, Owner::Tenant(&acme)).await,
-            ["entry 6: its content was changed"]
-        );
-        assert!(
-            problems(&f, Owner::Tenant(&globex)).await.is_empty(),
-            "globex's chain is its own"
-        );
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (acme, globex) = chained_log(&f).await;
+            tamper(
+                &f,
+                &["UPDATE audit_log SET details = '{\"name\":\"forged\"}' WHERE seq = 6"],
+            )
+            .await;
+            assert_eq!(
+                problems(&f, Owner::Platform(&OperatorScope::server())).await,
+                ["entry 6: its content was changed"]
+            );
+            assert_eq!(
+                problems(&f, Owner::Tenant(&acme)).await,
+                ["entry 6: its content was changed"]
+            );
+            assert!(
+                problems(&f, Owner::Tenant(&globex)).await.is_empty(),
+                "globex's chain is its own"
+            );
+        }
     }
 
     #[tokio::test]
     async fn a_removed_entry_is_found_even_with_its_chain_link() {
-        let f = fixture().await;
-        let (acme, _) = chained_log(&f).await;
-        tamper(&f, &["DELETE FROM audit_log WHERE seq = 2"]).await;
-        assert_eq!(
-            problems(&f, Owner::Platform(&OperatorScope::server())).await,
-            ["entry 2: it was removed"]
-        );
-        tamper(&f, &["DELETE FROM audit_chain WHERE seq = 2"]).await;
-        let found = problems(&f, Owner::Platform(&OperatorScope::server())).await;
-        assert_eq!(found, ["entry 3: the chain does not link (an entry before it was removed, inserted or reordered)"]);
-        assert_eq!(
-            problems(&f, Owner::Tenant(&acme)).await,
-            ["entry 6: the chain does not link (an entry before it was removed, inserted or reordered)"]
-        );
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (acme, _) = chained_log(&f).await;
+            tamper(&f, &["DELETE FROM audit_log WHERE seq = 2"]).await;
+            assert_eq!(
+                problems(&f, Owner::Platform(&OperatorScope::server())).await,
+                ["entry 2: it was removed"]
+            );
+            tamper(&f, &["DELETE FROM audit_chain WHERE seq = 2"]).await;
+            let found = problems(&f, Owner::Platform(&OperatorScope::server())).await;
+            assert_eq!(found, ["entry 3: the chain does not link (an entry before it was removed, inserted or reordered)"]);
+            assert_eq!(
+                problems(&f, Owner::Tenant(&acme)).await,
+                ["entry 6: the chain does not link (an entry before it was removed, inserted or reordered)"]
+            );
+        }
     }
 
     #[tokio::test]
     async fn an_inserted_entry_is_found() {
-        let f = fixture().await;
-        let (acme, _) = chained_log(&f).await;
-        tamper(
-            &f,
-            &[
-                "INSERT INTO audit_log (tenant_id, at, action, target, details)
-                      VALUES ('acme', 0, 'key.create', 'k', '{}')",
-            ],
-        )
-        .await;
-        assert_eq!(
-            problems(&f, Owner::Platform(&OperatorScope::server())).await,
-            ["entry 8: it is not in the chain (inserted)"]
-        );
-        assert_eq!(
-            problems(&f, Owner::Tenant(&acme)).await,
-            ["entry 8: it is not in the chain (inserted)"]
-        );
-        // A restart does not adopt it.
-        let path = f._dir.path().join("catalog.db");
-        let reopened = Catalog::open(&path, Duration::from_secs(2)).await.unwrap();
-        assert_eq!(
-            reopened
-                .verify_audit(Owner::Platform(&OperatorScope::server()))
-                .await
-                .unwrap()
-                .problems
-                .len(),
-            1
-        );
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (acme, _) = chained_log(&f).await;
+            tamper(
+                &f,
+                &[
+                    "INSERT INTO audit_log (tenant_id, at, action, target, details)
+                          VALUES ('acme', 0, 'key.create', 'k', '{}')",
+                ],
+            )
+            .await;
+            assert_eq!(
+                problems(&f, Owner::Platform(&OperatorScope::server())).await,
+                ["entry 8: it is not in the chain (inserted)"]
+            );
+            assert_eq!(
+                problems(&f, Owner::Tenant(&acme)).await,
+                ["entry 8: it is not in the chain (inserted)"]
+            );
+            // A restart does not adopt it.
+            let reopened = f.reopen().await;
+            assert_eq!(
+                reopened
+                    .verify_audit(Owner::Platform(&OperatorScope::server()))
+                    .await
+                    .unwrap()
+                    .problems
+                    .len(),
+                1
+            );
+        }
     }
 
     #[tokio::test]
     async fn reordered_entries_are_found() {
-        let f = fixture().await;
-        chained_log(&f).await;
-        // Entries 3 and 4 trade places: each now holds the other's content.
-        tamper(
-            &f,
-            &[
-                "UPDATE audit_log SET seq = 100 WHERE seq = 3",
-                "UPDATE audit_log SET seq = 3 WHERE seq = 4",
-                "UPDATE audit_log SET seq = 4 WHERE seq = 100",
-            ],
-        )
-        .await;
-        assert_eq!(
-            problems(&f, Owner::Platform(&OperatorScope::server())).await,
-            [
-                "entry 3: its content was changed",
-                "entry 4: its content was changed"
-            ]
-        );
-        // Reordering the chain itself breaks its links.
-        let g = fixture().await;
-        chained_log(&g).await;
-        tamper(
-            &g,
-            &[
-                "UPDATE audit_chain SET seq = 100 WHERE seq = 3",
-                "UPDATE audit_chain SET seq = 3 WHERE seq = 4",
-                "UPDATE audit_chain SET seq = 4 WHERE seq = 100",
-            ],
-        )
-        .await;
-        assert!(!problems(&g, Owner::Platform(&OperatorScope::server()))
-            .await
-            .is_empty());
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            chained_log(&f).await;
+            // Entries 3 and 4 trade places: each now holds the other's content.
+            tamper(
+                &f,
+                &[
+                    "UPDATE audit_log SET seq = 100 WHERE seq = 3",
+                    "UPDATE audit_log SET seq = 3 WHERE seq = 4",
+                    "UPDATE audit_log SET seq = 4 WHERE seq = 100",
+                ],
+            )
+            .await;
+            assert_eq!(
+                problems(&f, Owner::Platform(&OperatorScope::server())).await,
+                [
+                    "entry 3: its content was changed",
+                    "entry 4: its content was changed"
+                ]
+            );
+            // Reordering the chain itself breaks its links.
+            let g = fixture(engine).await;
+            chained_log(&g).await;
+            tamper(
+                &g,
+                &[
+                    "UPDATE audit_chain SET seq = 100 WHERE seq = 3",
+                    "UPDATE audit_chain SET seq = 3 WHERE seq = 4",
+                    "UPDATE audit_chain SET seq = 4 WHERE seq = 100",
+                ],
+            )
+            .await;
+            assert!(!problems(&g, Owner::Platform(&OperatorScope::server()))
+                .await
+                .is_empty());
+        }
     }
 
     #[tokio::test]
     async fn a_purge_keeps_the_global_chain_whole_and_a_reused_id_starts_afresh() {
-        let f = fixture().await;
-        let (acme, _) = chained_log(&f).await;
-        let mut deleted = tenant("acme");
-        deleted.status = TenantStatus::Deleted;
-        deleted.deleted_at = Some(NOW);
-        f.catalog
-            .update_tenant(
-                &OperatorScope::server(),
-                &deleted,
-                TenantStatus::Active,
-                &audit(Some(acme.tenant()), AuditAction::TenantDelete),
-            )
-            .await
-            .unwrap();
-        let mut purge = audit(None, AuditAction::TenantPurge);
-        purge.target = "acme".into();
-        f.catalog
-            .purge_tenant(&OperatorScope::server(), acme.tenant(), &purge)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(problems(&f, Owner::Platform(&OperatorScope::server()))
-            .await
-            .is_empty());
-        let (_, again, _) = f.tenant_with_scope("acme").await;
-        let fresh = f.catalog.verify_audit(Owner::Tenant(&again)).await.unwrap();
-        assert_eq!((fresh.entries, fresh.problems.len()), (2, 0));
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (acme, _) = chained_log(&f).await;
+            let mut deleted = tenant("acme");
+            deleted.status = TenantStatus::Deleted;
+            deleted.deleted_at = Some(NOW);
+            f.catalog
+                .update_tenant(
+                    &OperatorScope::server(),
+                    &deleted,
+                    TenantStatus::Active,
+                    &audit(Some(acme.tenant()), AuditAction::TenantDelete),
+                )
+                .await
+                .unwrap();
+            let mut purge = audit(None, AuditAction::TenantPurge);
+            purge.target = "acme".into();
+            f.catalog
+                .purge_tenant(&OperatorScope::server(), acme.tenant(), &purge)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(problems(&f, Owner::Platform(&OperatorScope::server()))
+                .await
+                .is_empty());
+            let (_, again, _) = f.tenant_with_scope("acme").await;
+            let fresh = f.catalog.verify_audit(Owner::Tenant(&again)).await.unwrap();
+            assert_eq!((fresh.entries, fresh.problems.len()), (2, 0));
+        }
     }
 }

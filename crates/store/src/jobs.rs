@@ -144,7 +144,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, tenant_id, kind, state, step, details, error, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(job.id.as_str())
         .bind(job.tenant.as_str())
@@ -174,15 +174,29 @@ impl Catalog {
         progress: &Value,
         at: OffsetDateTime,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET details = json_set(details, '$.progress', json(?)), updated_at = ?
-             WHERE id = ? AND state = 'running'",
-        )
-        .bind(progress.to_string())
-        .bind(to_nanos(at))
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
+        // Read, changed and written in one write transaction: the same on
+        // every engine, with no JSON function of one engine's dialect.
+        let mut tx = self.begin_write().await?;
+        let details: Option<String> =
+            sqlx::query_scalar("SELECT details FROM jobs WHERE id = $1 AND state = 'running'")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(details) = details else {
+            return Ok(());
+        };
+        let mut details: Value = serde_json::from_str(&details)
+            .map_err(|e| StoreError::Corrupt(format!("jobs.details of {id}: {e}")))?;
+        if let Some(object) = details.as_object_mut() {
+            object.insert("progress".to_owned(), progress.clone());
+        }
+        sqlx::query("UPDATE jobs SET details = $1, updated_at = $2 WHERE id = $3")
+            .bind(details.to_string())
+            .bind(to_nanos(at))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -195,19 +209,21 @@ impl Catalog {
         error: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<()> {
-        sqlx::query("UPDATE jobs SET state = ?, step = ?, error = ?, updated_at = ? WHERE id = ?")
-            .bind(state.as_str())
-            .bind(step.as_str())
-            .bind(error)
-            .bind(to_nanos(at))
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = $1, step = $2, error = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(state.as_str())
+        .bind(step.as_str())
+        .bind(error)
+        .bind(to_nanos(at))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     pub async fn job(&self, id: &JobId) -> Result<Option<Job>> {
-        sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE id = ?")
+        sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?
@@ -228,9 +244,9 @@ impl Catalog {
         let (at, id) = before.map_or((i64::MAX, ""), |(at, id)| (to_nanos(at), id.as_str()));
         sqlx::query_as::<_, JobRow>(
             "SELECT * FROM jobs
-             WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR state = ?2)
-               AND (created_at, id) < (?3, ?4)
-             ORDER BY created_at DESC, id DESC LIMIT ?5",
+             WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR state = $2)
+               AND (created_at, id) < ($3, $4)
+             ORDER BY created_at DESC, id DESC LIMIT $5",
         )
         .bind(tenant.map(TenantId::as_str))
         .bind(state.map(JobState::as_str))
@@ -248,7 +264,7 @@ impl Catalog {
     /// no job can be running any more. Returns the jobs so ended.
     pub async fn fail_interrupted_jobs(&self, at: OffsetDateTime) -> Result<Vec<Job>> {
         let rows: Vec<JobRow> = sqlx::query_as(
-            "UPDATE jobs SET state = 'failed', error = 'interrupted by a restart', updated_at = ?
+            "UPDATE jobs SET state = 'failed', error = 'interrupted by a restart', updated_at = $1
              WHERE state = 'running' RETURNING *",
         )
         .bind(to_nanos(at))
@@ -268,8 +284,8 @@ impl Catalog {
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let switched = sqlx::query(
-            "UPDATE tenants SET pool = ?, isolation = ?, updated_at = ?
-             WHERE id = ? AND pool = ? AND isolation = ?",
+            "UPDATE tenants SET pool = $1, isolation = $2, updated_at = $3
+             WHERE id = $4 AND pool = $5 AND isolation = $6",
         )
         .bind(to.0.as_str())
         .bind(to.1.as_str())

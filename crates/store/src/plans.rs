@@ -93,7 +93,7 @@ impl Catalog {
         let id = &new.plan.id;
         let mut tx = self.begin_write().await?;
         let latest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM plan_versions WHERE plan_id = ?")
+            sqlx::query_scalar("SELECT MAX(version) FROM plan_versions WHERE plan_id = $1")
                 .bind(id.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
@@ -120,7 +120,7 @@ impl Catalog {
             serde_json::to_string(&new.diff).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let inserted = sqlx::query(
             "INSERT INTO plan_versions (plan_id, version, manifest, diff, reason, actor_key, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id.as_str())
         .bind(version)
@@ -171,8 +171,8 @@ impl Catalog {
         limit: u32,
     ) -> Result<Vec<PlanVersion>> {
         sqlx::query_as::<_, Row>(
-            "SELECT * FROM plan_versions WHERE plan_id = ? AND version < ?
-             ORDER BY version DESC LIMIT ?",
+            "SELECT * FROM plan_versions WHERE plan_id = $1 AND version < $2
+             ORDER BY version DESC LIMIT $3",
         )
         .bind(plan.as_str())
         .bind(before.unwrap_or(i64::MAX))
@@ -192,9 +192,9 @@ impl Catalog {
     ) -> Result<Vec<PlanVersion>> {
         sqlx::query_as::<_, Row>(
             "SELECT p.* FROM plan_versions p
-             WHERE p.plan_id > ? AND p.version =
+             WHERE p.plan_id > $1 AND p.version =
                  (SELECT MAX(version) FROM plan_versions q WHERE q.plan_id = p.plan_id)
-             ORDER BY p.plan_id LIMIT ?",
+             ORDER BY p.plan_id LIMIT $2",
         )
         .bind(after.map_or("", PlanId::as_str))
         .bind(i64::from(limit))

@@ -1,7 +1,7 @@
 //! Tenant policy versions in the catalog: appended, never rewritten; the
 //! version in effect is named by the tenant row, so applying one is O(1).
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 use tenantd_core::plan::Plan;
 use tenantd_core::policy::{Change, Overrides};
 use tenantd_core::{KeyId, PlanId, Role, TenantId, TenantScope};
@@ -194,12 +194,9 @@ impl From<sqlx::Error> for PolicyError {
     }
 }
 
-async fn current_version(
-    tx: &mut Transaction<'_, Sqlite>,
-    tenant: &TenantId,
-) -> Result<Option<i64>> {
+async fn current_version(tx: &mut Transaction<'_, Any>, tenant: &TenantId) -> Result<Option<i64>> {
     Ok(
-        sqlx::query_scalar("SELECT policy_version FROM tenants WHERE id = ?")
+        sqlx::query_scalar("SELECT policy_version FROM tenants WHERE id = $1")
             .bind(tenant.as_str())
             .fetch_optional(&mut **tx)
             .await?,
@@ -208,7 +205,7 @@ async fn current_version(
 
 /// Makes `version` the one in effect; a revert marks the one it replaces.
 async fn put_in_effect(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     tenant: &TenantId,
     version: i64,
     replaced: i64,
@@ -216,14 +213,14 @@ async fn put_in_effect(
 ) -> Result<()> {
     if reverting && replaced > 0 {
         sqlx::query(
-            "UPDATE policy_versions SET status = 'reverted' WHERE tenant_id = ? AND version = ?",
+            "UPDATE policy_versions SET status = 'reverted' WHERE tenant_id = $1 AND version = $2",
         )
         .bind(tenant.as_str())
         .bind(replaced)
         .execute(&mut **tx)
         .await?;
     }
-    sqlx::query("UPDATE tenants SET policy_version = ? WHERE id = ?")
+    sqlx::query("UPDATE tenants SET policy_version = $1 WHERE id = $2")
         .bind(version)
         .bind(tenant.as_str())
         .execute(&mut **tx)
@@ -246,7 +243,7 @@ impl Catalog {
             .await?
             .ok_or(PolicyError::NoTenant)?;
         let waiting: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM policy_versions WHERE tenant_id = ? AND status = 'proposed'",
+            "SELECT version FROM policy_versions WHERE tenant_id = $1 AND status = 'proposed'",
         )
         .bind(tenant.as_str())
         .fetch_optional(&mut *tx)
@@ -255,7 +252,7 @@ impl Catalog {
             return Err(PolicyError::ProposalWaiting(v));
         }
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions WHERE tenant_id = ?",
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions WHERE tenant_id = $1",
         )
         .bind(tenant.as_str())
         .fetch_one(&mut *tx)
@@ -263,7 +260,7 @@ impl Catalog {
         let inserted = sqlx::query(
             "INSERT INTO policy_versions (tenant_id, version, status, plan, overrides, effective,
                  diff, reason, actor_key, actor_role, based_on, reverts_to, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(tenant.as_str())
         .bind(version)
@@ -311,7 +308,7 @@ impl Catalog {
         let tenant = scope.tenant();
         let mut tx = self.begin_write().await?;
         let status: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM policy_versions WHERE tenant_id = ? AND version = ?",
+            "SELECT status FROM policy_versions WHERE tenant_id = $1 AND version = $2",
         )
         .bind(tenant.as_str())
         .bind(version)
@@ -328,8 +325,8 @@ impl Catalog {
         }
         let next = verdict.status();
         sqlx::query(
-            "UPDATE policy_versions SET status = ?, decided_at = ?, decided_by = ?, decision_reason = ?
-             WHERE tenant_id = ? AND version = ?",
+            "UPDATE policy_versions SET status = $1, decided_at = $2, decided_by = $3, decision_reason = $4
+             WHERE tenant_id = $5 AND version = $6",
         )
         .bind(next.as_str())
         .bind(to_nanos(at))
@@ -342,7 +339,7 @@ impl Catalog {
         if next == PolicyStatus::Approved {
             let replaced = current_version(&mut tx, tenant).await?.unwrap_or(0);
             let reverting: Option<i64> = sqlx::query_scalar(
-                "SELECT reverts_to FROM policy_versions WHERE tenant_id = ? AND version = ?",
+                "SELECT reverts_to FROM policy_versions WHERE tenant_id = $1 AND version = $2",
             )
             .bind(tenant.as_str())
             .bind(version)
@@ -364,7 +361,7 @@ impl Catalog {
     ) -> Result<Option<PolicyVersion>> {
         let tenant = scope.tenant();
         sqlx::query_as::<_, Row>(
-            "SELECT * FROM policy_versions WHERE tenant_id = ? AND version = ?",
+            "SELECT * FROM policy_versions WHERE tenant_id = $1 AND version = $2",
         )
         .bind(tenant.as_str())
         .bind(version)
@@ -378,7 +375,7 @@ impl Catalog {
     pub async fn waiting_proposal(&self, scope: &TenantScope) -> Result<Option<i64>> {
         let tenant = scope.tenant();
         Ok(sqlx::query_scalar(
-            "SELECT version FROM policy_versions WHERE tenant_id = ? AND status = 'proposed'",
+            "SELECT version FROM policy_versions WHERE tenant_id = $1 AND status = 'proposed'",
         )
         .bind(tenant.as_str())
         .fetch_optional(&self.pool)
@@ -391,7 +388,7 @@ impl Catalog {
         sqlx::query_as::<_, Row>(
             "SELECT p.* FROM policy_versions p JOIN tenants t
                  ON t.id = p.tenant_id AND t.policy_version = p.version
-             WHERE t.id = ?",
+             WHERE t.id = $1",
         )
         .bind(tenant.as_str())
         .fetch_optional(&self.pool)
@@ -409,8 +406,8 @@ impl Catalog {
     ) -> Result<Vec<PolicyVersion>> {
         let tenant = scope.tenant();
         sqlx::query_as::<_, Row>(
-            "SELECT * FROM policy_versions WHERE tenant_id = ? AND version < ?
-             ORDER BY version DESC LIMIT ?",
+            "SELECT * FROM policy_versions WHERE tenant_id = $1 AND version < $2
+             ORDER BY version DESC LIMIT $3",
         )
         .bind(tenant.as_str())
         .bind(before.unwrap_or(i64::MAX))
@@ -433,8 +430,8 @@ impl Catalog {
         let (at, tenant) = after.map_or((i64::MIN, ""), |(at, t)| (to_nanos(at), t.as_str()));
         sqlx::query_as::<_, Row>(
             "SELECT * FROM policy_versions
-             WHERE status = 'proposed' AND (created_at, tenant_id) > (?, ?)
-             ORDER BY created_at, tenant_id LIMIT ?",
+             WHERE status = 'proposed' AND (created_at, tenant_id) > ($1, $2)
+             ORDER BY created_at, tenant_id LIMIT $3",
         )
         .bind(at)
         .bind(tenant)

@@ -66,7 +66,7 @@ impl Catalog {
         now: OffsetDateTime,
     ) -> Result<Vec<StoredSigningKey>> {
         sqlx::query_as::<_, Row>(
-            "SELECT * FROM signing_keys WHERE retires_at IS NULL OR retires_at > ?
+            "SELECT * FROM signing_keys WHERE retires_at IS NULL OR retires_at > $1
              ORDER BY signs_from, created_at",
         )
         .bind(to_nanos(now))
@@ -86,13 +86,13 @@ impl Catalog {
         audit: &NewAuditEntry,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE signing_keys SET retires_at = ? WHERE retires_at IS NULL")
+        sqlx::query("UPDATE signing_keys SET retires_at = $1 WHERE retires_at IS NULL")
             .bind(to_nanos(retire_others_at))
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, seed, created_at, signs_from, retires_at)
-             VALUES (?, ?, ?, ?, NULL)",
+             VALUES ($1, $2, $3, $4, NULL)",
         )
         .bind(&key.kid)
         .bind(key.seed.as_slice())
@@ -107,7 +107,7 @@ impl Catalog {
 
     /// Deletes keys that retired before `before`: nothing they signed is valid.
     pub async fn delete_retired_signing_keys(&self, before: OffsetDateTime) -> Result<u64> {
-        let deleted = sqlx::query("DELETE FROM signing_keys WHERE retires_at <= ?")
+        let deleted = sqlx::query("DELETE FROM signing_keys WHERE retires_at <= $1")
             .bind(to_nanos(before))
             .execute(&self.pool)
             .await?;

@@ -1,7 +1,6 @@
 //! Usage in the catalog: quota ledgers and hourly usage written behind by
 //! the admission stage, quota events, and add-ons.
 
-use sqlx::{QueryBuilder, Sqlite};
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::{Ledger, QuotaEvent};
 use tenantd_core::{OperatorScope, TenantId, TenantScope};
@@ -9,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{append, NewAuditEntry};
 use crate::catalog::Catalog;
-use crate::codec::{from_nanos, parse, to_nanos};
+use crate::codec::{from_nanos, parse, placeholder_rows, to_nanos};
 use crate::ledger_row;
 use crate::{Result, StoreError};
 
@@ -103,65 +102,82 @@ impl Catalog {
         // is a handful of statements, not thousands of round trips. Each
         // part is encoded just before its statement, whose wait lets the
         // runtime serve requests between parts.
-        for ledgers in batch.ledgers.chunks(ROWS_PER_STATEMENT) {
-            let mut part = Vec::with_capacity(ledgers.len());
-            for (tenant, ledger) in ledgers {
-                part.push((tenant, ledger_row::encode(ledger)));
+        // One row per key in a statement: PostgreSQL's upsert refuses to
+        // touch a row twice in one statement. A later ledger replaces an
+        // earlier one; hours add up.
+        let mut ledgers: Vec<(&TenantId, &Ledger)> = Vec::with_capacity(batch.ledgers.len());
+        for (tenant, ledger) in batch.ledgers.iter().rev() {
+            if !ledgers.iter().any(|(t, _)| *t == tenant) {
+                ledgers.push((tenant, ledger));
             }
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) ",
-            );
-            insert.push_values(&part, |mut row, (tenant, json)| {
-                row.push_bind(tenant.as_str())
-                    .push_bind(json.as_str())
-                    .push_bind(to_nanos(now));
-            });
-            insert.push(
-                " ON CONFLICT (tenant_id) DO UPDATE SET ledger = excluded.ledger,
-                                                       updated_at = excluded.updated_at",
-            );
-            insert.build().execute(&mut *tx).await?;
         }
-        for part in batch.hours.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
+        let mut hours: Vec<(&TenantId, i64, HourUsage)> = Vec::with_capacity(batch.hours.len());
+        for (tenant, hour, usage) in &batch.hours {
+            match hours.iter_mut().find(|(t, h, _)| *t == tenant && h == hour) {
+                Some((_, _, sum)) => sum.add(usage),
+                None => hours.push((tenant, *hour, *usage)),
+            }
+        }
+        for part in ledgers.chunks(ROWS_PER_STATEMENT) {
+            let encoded: Vec<String> = part.iter().map(|(_, l)| ledger_row::encode(l)).collect();
+            let sql = format!(
+                "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) VALUES {}
+                 ON CONFLICT (tenant_id) DO UPDATE SET ledger = excluded.ledger,
+                                                      updated_at = excluded.updated_at",
+                placeholder_rows(part.len(), 3, 1)
+            );
+            let mut insert = sqlx::query(&sql);
+            for ((tenant, _), json) in part.iter().zip(&encoded) {
+                insert = insert
+                    .bind(tenant.as_str())
+                    .bind(json.as_str())
+                    .bind(to_nanos(now));
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        for part in hours.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
                 "INSERT INTO usage_hours (tenant_id, hour, requests, rejected, ingress_bytes,
-                                          egress_bytes, seat_micros) ",
+                                          egress_bytes, seat_micros) VALUES {}
+                 ON CONFLICT (tenant_id, hour) DO UPDATE SET
+                     requests = usage_hours.requests + excluded.requests,
+                     rejected = usage_hours.rejected + excluded.rejected,
+                     ingress_bytes = usage_hours.ingress_bytes + excluded.ingress_bytes,
+                     egress_bytes = usage_hours.egress_bytes + excluded.egress_bytes,
+                     seat_micros = usage_hours.seat_micros + excluded.seat_micros",
+                placeholder_rows(part.len(), 7, 1)
             );
-            insert.push_values(part, |mut row, (tenant, hour, u)| {
-                row.push_bind(tenant.as_str())
-                    .push_bind(*hour)
-                    .push_bind(to_i64(u.requests))
-                    .push_bind(to_i64(u.rejected))
-                    .push_bind(to_i64(u.ingress_bytes))
-                    .push_bind(to_i64(u.egress_bytes))
-                    .push_bind(to_i64(u.seat_micros));
-            });
-            // A (tenant, hour) twice in one statement is added twice, row
-            // by row, as SQLite applies an upsert to each row in order.
-            insert.push(
-                " ON CONFLICT (tenant_id, hour) DO UPDATE SET
-                     requests = requests + excluded.requests,
-                     rejected = rejected + excluded.rejected,
-                     ingress_bytes = ingress_bytes + excluded.ingress_bytes,
-                     egress_bytes = egress_bytes + excluded.egress_bytes,
-                     seat_micros = seat_micros + excluded.seat_micros",
-            );
-            insert.build().execute(&mut *tx).await?;
+            let mut insert = sqlx::query(&sql);
+            for (tenant, hour, u) in part {
+                insert = insert
+                    .bind(tenant.as_str())
+                    .bind(*hour)
+                    .bind(to_i64(u.requests))
+                    .bind(to_i64(u.rejected))
+                    .bind(to_i64(u.ingress_bytes))
+                    .bind(to_i64(u.egress_bytes))
+                    .bind(to_i64(u.seat_micros));
+            }
+            insert.execute(&mut *tx).await?;
         }
         for part in batch.events.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO quota_events (tenant_id, at, kind, metric, period, used, limit_value) ",
+            let sql = format!(
+                "INSERT INTO quota_events (tenant_id, at, kind, metric, period, used, limit_value)
+                 VALUES {}",
+                placeholder_rows(part.len(), 7, 1)
             );
-            insert.push_values(part, |mut row, (tenant, at, event)| {
-                row.push_bind(tenant.as_str())
-                    .push_bind(to_nanos(*at))
-                    .push_bind(event.kind.as_str())
-                    .push_bind(event.metric.as_str())
-                    .push_bind(event.period.map(Period::as_str))
-                    .push_bind(to_i64(event.used))
-                    .push_bind(to_i64(event.limit));
-            });
-            insert.build().execute(&mut *tx).await?;
+            let mut insert = sqlx::query(&sql);
+            for (tenant, at, event) in part {
+                insert = insert
+                    .bind(tenant.as_str())
+                    .bind(to_nanos(*at))
+                    .bind(event.kind.as_str())
+                    .bind(event.metric.as_str())
+                    .bind(event.period.map(Period::as_str))
+                    .bind(to_i64(event.used))
+                    .bind(to_i64(event.limit));
+            }
+            insert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -193,7 +209,7 @@ impl Catalog {
         let tenant = scope.tenant();
         let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT hour, requests, rejected, ingress_bytes, egress_bytes, seat_micros
-             FROM usage_hours WHERE tenant_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
+             FROM usage_hours WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour",
         )
         .bind(tenant.as_str())
         .bind(from)
@@ -228,7 +244,7 @@ impl Catalog {
         let tenant = scope.tenant();
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, at, kind, metric, period, used, limit_value FROM quota_events
-             WHERE tenant_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+             WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(tenant.as_str())
         .bind(before.unwrap_or(i64::MAX))
@@ -261,7 +277,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tenant_addons (tenant_id, metric, period, amount, expires_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(tenant.as_str())
         .bind(add_on.metric.as_str())
@@ -307,8 +323,8 @@ impl Catalog {
         let tenant = scope.map(TenantScope::tenant);
         let rows: Vec<(i64, String, String, Option<String>, i64, i64)> = sqlx::query_as(
             "SELECT id, tenant_id, metric, period, amount, expires_at FROM tenant_addons
-             WHERE (? IS NULL OR tenant_id = ?) AND expires_at > ? AND id > ?
-             ORDER BY id LIMIT ?",
+             WHERE ($1 IS NULL OR tenant_id = $2) AND expires_at > $3 AND id > $4
+             ORDER BY id LIMIT $5",
         )
         .bind(tenant.map(TenantId::as_str))
         .bind(tenant.map(TenantId::as_str))
