@@ -69,11 +69,13 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        // The data directory's lock is held until the server has stopped.
+        // The data directory's lock and the catalog's lease are held until
+        // the server has stopped.
         let Server {
             config,
             state,
             lock: _lock,
+            catalog_lease: _catalog_lease,
             ..
         } = self;
         // A service's hosts are routed before the router sees the request.

@@ -17,7 +17,7 @@ use tenantd_store::cache::CacheLimits;
 use tenantd_store::plans::{NewPlanVersion, PlanError};
 use tenantd_store::AuditAction;
 use tenantd_store::{
-    Catalog, Connections, DataLimits, DataStore, NewAuditEntry, Owner, StoreError,
+    Catalog, CatalogLease, Connections, DataLimits, DataStore, NewAuditEntry, Owner, StoreError,
 };
 
 use crate::admit::{Admission, BodyRules};
@@ -57,6 +57,11 @@ pub enum StartError {
         /// The fingerprint the catalog recorded.
         recorded: String,
     },
+    #[error(
+        "another tenantd node serves the catalog at {url}: one node serves a catalog at a time \
+         for now (nodes do not yet share plans, policies, quotas or cache invalidations)"
+    )]
+    CatalogInUse { url: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("admission: {0}")]
@@ -71,6 +76,29 @@ pub struct Server {
     bootstrap_token: Option<String>,
     /// Held while the server lives: the data directory's lock.
     pub(crate) lock: fs::File,
+    /// Held while the server lives, on a PostgreSQL catalog: its lease.
+    pub(crate) catalog_lease: Option<CatalogLease>,
+}
+
+/// The catalog the configuration names, with its lease when on PostgreSQL:
+/// the data directory's SQLite file, or `catalog_url`.
+async fn open_catalog(config: &Config) -> Result<(Catalog, Option<CatalogLease>), StartError> {
+    let timeout = config.acquire_timeout.get();
+    match &config.catalog_url {
+        None => {
+            let catalog = Catalog::open(&config.data_dir.join(CATALOG_FILE), timeout).await?;
+            Ok((catalog, None))
+        }
+        Some(url) => {
+            let lease = CatalogLease::take(url.as_str()).await?.ok_or_else(|| {
+                StartError::CatalogInUse {
+                    url: format!("{url:?}"),
+                }
+            })?;
+            let catalog = Catalog::open_postgres(url.as_str(), timeout).await?;
+            Ok((catalog, Some(lease)))
+        }
+    }
 }
 
 /// Creates the data directory if needed and takes its lock, which the
@@ -122,7 +150,7 @@ pub async fn recover_operator_key(
         Some(secret) => secret.clone(),
         None => load_or_create_secret(&secret_file, data_dir.join(CATALOG_FILE).exists())?,
     };
-    let catalog = Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout.get()).await?;
+    let (catalog, _lease) = open_catalog(config).await?;
     let hasher = KeyHasher::new(secret);
     check_secret(&catalog, &hasher, clock.now()).await?;
     let token = ApiKeyToken::generate(&mut OsRng);
@@ -168,8 +196,7 @@ impl Server {
                 data_dir.join(CATALOG_FILE).exists(),
             )?,
         };
-        let catalog =
-            Catalog::open(&data_dir.join(CATALOG_FILE), config.acquire_timeout.get()).await?;
+        let (catalog, catalog_lease) = open_catalog(&config).await?;
         let hasher = KeyHasher::new(secret);
         check_secret(&catalog, &hasher, clock.now()).await?;
         let limits = DataLimits {
@@ -252,6 +279,7 @@ impl Server {
             state,
             bootstrap_token,
             lock,
+            catalog_lease,
         })
     }
 

@@ -71,6 +71,35 @@ pub enum CatalogEngine {
     Postgres,
 }
 
+/// The session lock of the one node serving a PostgreSQL catalog ("tenantd1"
+/// in ASCII), distinct from the write lock.
+const POSTGRES_NODE_LOCK: i64 = i64::from_be_bytes(*b"tenantd1");
+
+/// Held by the one node that serves a PostgreSQL catalog, on a connection
+/// of its own: PostgreSQL releases it when the node stops or dies, however
+/// it ends. Until nodes share plans, policies, quotas and cache
+/// invalidations, a second node on the same catalog would serve stale
+/// state, so it is refused.
+#[derive(Debug)]
+pub struct CatalogLease {
+    /// Holds the lock for as long as it is open.
+    _connection: sqlx::PgConnection,
+}
+
+impl CatalogLease {
+    /// Takes the lease of the catalog at `url`, or `None` while another
+    /// node holds it.
+    pub async fn take(url: &str) -> Result<Option<Self>> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(POSTGRES_NODE_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(taken.then_some(Self { _connection: conn }))
+    }
+}
+
 /// The control-plane catalog, on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct Catalog {

@@ -331,7 +331,7 @@ impl Catalog {
         .bind(to_nanos(now))
         .bind(after)
         // SQLite reads a negative limit as none.
-        .bind(limit.map_or(-1, i64::from))
+        .bind(limit.map_or(i64::MAX, i64::from))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -29,7 +29,7 @@ use errors::explain;
 pub use errors::ConfigError;
 pub use gateway::*;
 pub use pools::*;
-pub use values::NonZeroDuration;
+pub use values::{CatalogUrl, NonZeroDuration};
 
 /// The file read when no `--config` is given; it may be absent.
 pub const DEFAULT_CONFIG_FILE: &str = "tenantd.toml";
@@ -50,6 +50,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the embedded store and the generated server secret.
     pub data_dir: PathBuf,
+    /// The catalog (tenants, keys, plans, policies, usage, audit log) on
+    /// PostgreSQL instead of the data directory's SQLite file. Storage pools
+    /// must then be PostgreSQL too.
+    pub catalog_url: Option<CatalogUrl>,
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `tenantd_server=debug,info`.
     pub log_level: String,
@@ -122,6 +126,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./tenantd-data"),
+            catalog_url: None,
             log_format: LogFormat::Human,
             log_level: "info".into(),
             server_secret: None,
@@ -245,6 +250,27 @@ impl Config {
             ));
         }
         pools::check(&self.pools).map_err(|reason| invalid("pools", &reason))?;
+        if self.catalog_url.is_some() && self.server_secret.is_none() {
+            return Err(invalid(
+                "server_secret",
+                "catalog_url needs server_secret (TENANTD_SERVER_SECRET), 64 hex characters: \
+                 API keys are hashed with it, so it is configured, not generated into one \
+                 node's data directory",
+            ));
+        }
+        if self.catalog_url.is_some() {
+            if let Some(pool) = self.pools.iter().find(|p| p.engine == Engine::Sqlite) {
+                return Err(invalid(
+                    "pools",
+                    &format!(
+                        "pool {} is SQLite, a file in this node's data directory; with \
+                         catalog_url every pool must be PostgreSQL (engine = \"postgres\"), \
+                         so that tenants' data does not depend on one node",
+                        pool.name
+                    ),
+                ));
+            }
+        }
         if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(invalid(
                 "max_header_bytes",

@@ -55,9 +55,55 @@ impl<'de> Deserialize<'de> for NonZeroDuration {
     }
 }
 
+/// The PostgreSQL URL of the catalog (`postgres://` or `postgresql://`),
+/// shown without its password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CatalogUrl(String);
+
+impl CatalogUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CatalogUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self(url))
+        } else {
+            Err(
+                "must be a PostgreSQL URL (postgres://user:password@host/database); \
+                 without catalog_url the catalog is the data directory's SQLite file"
+                    .into(),
+            )
+        }
+    }
+}
+
+impl From<CatalogUrl> for String {
+    fn from(url: CatalogUrl) -> String {
+        url.0
+    }
+}
+
+impl std::fmt::Debug for CatalogUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&super::pools::without_password(&self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catalog_url_is_postgresql_and_hides_its_password() {
+        let url = CatalogUrl::try_from("postgres://tenantd:s3cret@db/catalog".to_owned()).unwrap();
+        assert_eq!(format!("{url:?}"), "postgres://tenantd:***@db/catalog");
+        assert!(CatalogUrl::try_from("sqlite://catalog.db".to_owned()).is_err());
+    }
 
     #[test]
     fn a_duration_of_zero_is_refused_when_read() {

@@ -6,6 +6,7 @@
 
 mod admission;
 mod authz_matrix;
+mod catalog;
 mod contract;
 mod data;
 mod docs;

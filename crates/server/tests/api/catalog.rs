@@ -1,0 +1,119 @@
+//! The catalog on PostgreSQL (`catalog_url`): everything the control plane
+//! keeps survives a restart there, its pools must be PostgreSQL, and one node
+//! serves it at a time.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tenantd_api::CreateCollection;
+use tenantd_client::KeysOf;
+use tenantd_core::{Isolation, ManualClock, Role, ServerSecret};
+use tenantd_server::config::{CatalogUrl, Config, Engine, PoolConfig};
+use tenantd_server::{Server, StartError};
+use tenantd_testkit::Postgres;
+
+use crate::helpers::{restart_app, spawn_app_with, START};
+
+/// A configuration whose catalog and only storage pool are fresh databases
+/// of the test binary's PostgreSQL cluster.
+fn on_postgres(config: &mut Config, catalog_url: String, database: &str) {
+    let server = Postgres::shared();
+    config.catalog_url = Some(CatalogUrl::try_from(catalog_url).unwrap());
+    config.server_secret = Some(ServerSecret::generate(&mut rand::rngs::OsRng));
+    config.pools = vec![PoolConfig {
+        name: "default".parse().unwrap(),
+        engine: Engine::Postgres,
+        location: server.app_url(database),
+        owner_location: Some(server.owner_url(database)),
+        region: None,
+        models: vec![Isolation::Pooled],
+    }];
+}
+
+#[tokio::test]
+async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts() {
+    let server = Postgres::shared();
+    let catalog_url = server.owner_url(&server.tenantd_database().await);
+    let data = server.tenantd_database().await;
+    let mut config = Config::default();
+    on_postgres(&mut config, catalog_url, &data);
+    let (url, secret, pools) = (config.catalog_url, config.server_secret, config.pools);
+    let app = spawn_app_with(move |c| {
+        c.catalog_url = url;
+        c.server_secret = secret;
+        c.pools = pools;
+    })
+    .await;
+    app.create_tenant("acme").await;
+    let admin = app.tenant_key("acme", Role::Admin).await;
+    let client = app.client(&admin.token);
+    let orders = "orders".parse().unwrap();
+    client
+        .create_collection(&CreateCollection {
+            name: "orders".parse().unwrap(),
+            indexes: vec![],
+        })
+        .await
+        .unwrap();
+    let record = client
+        .create_record(&orders, &json!({"total": 12}))
+        .await
+        .unwrap();
+    for file in ["catalog.db", "server-secret"] {
+        assert!(
+            !app.config.data_dir.join(file).exists(),
+            "{file} was made in the data directory"
+        );
+    }
+
+    // A second node on the same catalog is refused while the first serves.
+    let other_dir = tempfile::tempdir().unwrap();
+    let second = Config {
+        data_dir: other_dir.path().join("data"),
+        server_secret: app.config.server_secret.clone(),
+        ..app.config.clone()
+    };
+    let refused = Server::start(second.check().unwrap(), Arc::new(ManualClock::new(START)))
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(refused, Err(StartError::CatalogInUse { .. })),
+        "{refused:?}"
+    );
+
+    let (dir, config, token) = app.stop().await;
+    let app = restart_app(dir, config, token).await;
+    let client = app.client(&admin.token);
+    assert_eq!(
+        client.record(&orders, &record.id).await.unwrap().data,
+        json!({"total": 12}),
+        "the key, its tenant and its data are all there after a restart"
+    );
+    let trail = app
+        .operator
+        .verify_audit(KeysOf::Tenant(&"acme".parse().unwrap()))
+        .await
+        .unwrap();
+    assert!(trail.intact && trail.entries >= 2, "{trail:?}");
+}
+
+#[test]
+fn a_postgresql_catalog_needs_a_configured_secret_and_postgresql_pools() {
+    let catalog_url = CatalogUrl::try_from("postgres://tenantd@db/catalog".to_owned()).unwrap();
+    let no_secret = Config {
+        catalog_url: Some(catalog_url.clone()),
+        ..Config::default()
+    };
+    let error = no_secret.check().unwrap_err().to_string();
+    assert!(error.contains("catalog_url needs server_secret"), "{error}");
+    let sqlite_pool = Config {
+        catalog_url: Some(catalog_url),
+        server_secret: Some(ServerSecret::generate(&mut rand::rngs::OsRng)),
+        ..Config::default()
+    };
+    let error = sqlite_pool.check().unwrap_err().to_string();
+    assert!(
+        error.contains("pool default is SQLite") && error.contains("PostgreSQL"),
+        "{error}"
+    );
+}
