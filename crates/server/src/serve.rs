@@ -141,17 +141,7 @@ impl Server {
             });
         };
 
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    if let Some((stream, peer)) = accepted_or_backoff(accepted).await {
-                        serve_one(stream, peer);
-                    }
-                }
-                () = &mut shutdown => break,
-            }
-        }
+        accept_until(&listener, shutdown, &serve_one).await;
         // Not ready first, still serving: a load balancer polling `/readyz`
         // moves new requests to other nodes before this one stops accepting.
         state
@@ -159,18 +149,12 @@ impl Server {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         if !config.shutdown_notice.is_zero() {
             tracing::info!(notice = ?config.shutdown_notice, "shutting down: not ready, still serving");
-            let notice = tokio::time::sleep(config.shutdown_notice);
-            tokio::pin!(notice);
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        if let Some((stream, peer)) = accepted_or_backoff(accepted).await {
-                            serve_one(stream, peer);
-                        }
-                    }
-                    () = &mut notice => break,
-                }
-            }
+            accept_until(
+                &listener,
+                tokio::time::sleep(config.shutdown_notice),
+                &serve_one,
+            )
+            .await;
         }
         drop(listener);
         tracing::info!("shutting down: draining in-flight requests");
@@ -195,17 +179,24 @@ impl Server {
     }
 }
 
-/// The accepted connection, or `None` after a pause when accepting failed
-/// (usually out of file descriptors: backing off instead of spinning).
-async fn accepted_or_backoff(
-    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    match accepted {
-        Ok(accepted) => Some(accepted),
-        Err(e) => {
-            tracing::warn!(error = %e, "accept failed");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            None
+/// Serves every connection `listener` accepts until `until` resolves. A
+/// failed accept (usually out of file descriptors) pauses instead of spinning.
+async fn accept_until(
+    listener: &TcpListener,
+    until: impl Future<Output = ()>,
+    serve: &impl Fn(tokio::net::TcpStream, std::net::SocketAddr),
+) {
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve(stream, peer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut until => return,
         }
     }
 }
