@@ -5,19 +5,25 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tenantd_api::CreateCollection;
+use std::time::Duration;
+
+use tenantd_api::{CreateCollection, CreateTenant};
 use tenantd_client::KeysOf;
-use tenantd_core::{Isolation, ManualClock, Role, ServerSecret};
-use tenantd_server::config::{CatalogUrl, Config, Engine, PoolConfig};
+use tenantd_core::{Clock, Isolation, ManualClock, Role, ServerSecret, SystemClock};
+use tenantd_server::config::{CatalogUrl, Config, Engine, NonZeroDuration, PoolConfig};
 use tenantd_server::{Server, StartError};
 use tenantd_testkit::Postgres;
 
-use crate::helpers::{restart_app, spawn_app_with, START};
+use crate::helpers::{assert_problem, restart_app, spawn_app_with, START};
 
 /// A configuration whose catalog and only storage pool are fresh databases
 /// of the test binary's PostgreSQL cluster.
 fn on_postgres(config: &mut Config, catalog_url: String, database: &str) {
-    let server = Postgres::shared();
+    on_postgres_of(Postgres::shared(), config, catalog_url, database);
+}
+
+/// As `on_postgres`, on `server`.
+fn on_postgres_of(server: &Postgres, config: &mut Config, catalog_url: String, database: &str) {
     config.catalog_url = Some(CatalogUrl::try_from(catalog_url).unwrap());
     config.server_secret = Some(ServerSecret::generate(&mut rand::rngs::OsRng));
     config.pools = vec![PoolConfig {
@@ -116,4 +122,55 @@ fn a_postgresql_catalog_needs_a_configured_secret_and_postgresql_pools() {
         error.contains("pool default is SQLite") && error.contains("PostgreSQL"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_stopped_postgresql_catalog_answers_fast_and_heals_without_a_restart() {
+    let server = Postgres::start();
+    let catalog_url = server.owner_url(&server.tenantd_database().await);
+    let data = server.tenantd_database().await;
+    let mut config = Config::default();
+    on_postgres_of(&server, &mut config, catalog_url, &data);
+    let (url, secret, pools) = (config.catalog_url, config.server_secret, config.pools);
+    let app = spawn_app_with(move |c| {
+        c.catalog_url = url;
+        c.server_secret = secret;
+        c.pools = pools;
+        c.acquire_timeout = NonZeroDuration::from_secs(1);
+    })
+    .await;
+    app.create_tenant("acme").await;
+
+    server.stop();
+    let create = |id: &'static str| {
+        let app = &app;
+        async move {
+            let started = SystemClock.instant();
+            let answer = app
+                .operator
+                .create_tenant(&CreateTenant::new(id.parse().unwrap(), id))
+                .await;
+            (answer, SystemClock.instant() - started)
+        }
+    };
+    for id in ["globex", "initech", "umbrella"] {
+        let (answer, took) = create(id).await;
+        assert_problem(answer, 503, "store_unavailable");
+        assert!(took < Duration::from_secs(6), "{id}: {took:?}");
+    }
+
+    server.resume();
+    let mut healed = false;
+    for _ in 0..100 {
+        if create("hooli").await.0.is_ok() {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        healed,
+        "the catalog was not written again after PostgreSQL came back"
+    );
+    assert!(app.operator.tenant(&"acme".parse().unwrap()).await.is_ok());
 }
