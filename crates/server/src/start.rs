@@ -397,14 +397,13 @@ struct OperatorKey {
 }
 
 impl OperatorKey {
-    /// Stores the key of `token` and its audit entry; returns its id.
-    async fn insert(
+    /// The key record of `token` and the audit entry that says how it came.
+    fn made(
         self,
-        catalog: &Catalog,
         hasher: &KeyHasher,
         token: &ApiKeyToken,
         now: time::OffsetDateTime,
-    ) -> Result<KeyId, StartError> {
+    ) -> (KeyRecord, NewAuditEntry) {
         let key = KeyRecord::issue(
             token,
             KeyOwner::Platform,
@@ -424,6 +423,18 @@ impl OperatorKey {
             before: None,
             after: None,
         };
+        (key, audit)
+    }
+
+    /// Stores the key of `token` and its audit entry; returns its id.
+    async fn insert(
+        self,
+        catalog: &Catalog,
+        hasher: &KeyHasher,
+        token: &ApiKeyToken,
+        now: time::OffsetDateTime,
+    ) -> Result<KeyId, StartError> {
+        let (key, audit) = self.made(hasher, token, now);
         catalog
             .insert_key(Owner::Platform(&OperatorScope::server()), &key, &audit)
             .await?;
@@ -439,12 +450,6 @@ async fn bootstrap(
     clock: &dyn Clock,
     configured: Option<ApiKeyToken>,
 ) -> Result<Option<String>, StartError> {
-    if catalog.has_operator_key().await? {
-        if configured.is_some() {
-            tracing::info!("the store already has operator keys; bootstrap_key is ignored");
-        }
-        return Ok(None);
-    }
     let generated = configured.is_none();
     let token = configured.unwrap_or_else(|| ApiKeyToken::generate(&mut OsRng));
     let issued = OperatorKey {
@@ -452,7 +457,18 @@ async fn bootstrap(
         action: AuditAction::KeyBootstrap,
         details: json!({ "generated": generated }),
     };
-    let key = issued.insert(catalog, hasher, &token, clock.now()).await?;
-    tracing::info!(key = %key, "created the bootstrap operator key");
+    let (key, audit) = issued.made(hasher, &token, clock.now());
+    // Checked and made in one write: of nodes starting on an empty catalog
+    // at once, one makes the key.
+    if !catalog
+        .insert_first_operator_key(&OperatorScope::server(), &key, &audit)
+        .await?
+    {
+        if !generated {
+            tracing::info!("the store already has operator keys; bootstrap_key is ignored");
+        }
+        return Ok(None);
+    }
+    tracing::info!(key = %key.id, "created the bootstrap operator key");
     Ok(generated.then(|| token.expose()))
 }

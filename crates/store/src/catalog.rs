@@ -646,13 +646,34 @@ impl Catalog {
         Ok(())
     }
 
-    /// True when at least one operator key exists, revoked or not: bootstrap
-    /// happens only on a store that has never had one.
-    pub async fn has_operator_key(&self) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE role = 'operator'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
+    /// Stores `key`, the platform's first operator key, only if the catalog
+    /// has never had an operator key (revoked ones count): the check and the
+    /// insert are one write transaction, so of nodes starting on an empty
+    /// catalog at once exactly one makes it. `false` when one existed.
+    pub async fn insert_first_operator_key(
+        &self,
+        _operator: &OperatorScope,
+        key: &KeyRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<bool> {
+        if key.owner.tenant().is_some() || key.role != Role::Operator {
+            return Err(StoreError::WrongOwner(format!(
+                "key {} is not a platform operator key",
+                key.id
+            )));
+        }
+        let mut tx = self.begin_write().await?;
+        let existing: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE role = 'operator'")
+                .fetch_one(&mut *tx)
+                .await?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        insert_key(&mut tx, key).await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Operator keys that are neither revoked nor expired at `now`.
@@ -1008,6 +1029,46 @@ mod tests {
                 );
             }
             assert_eq!(stored_key(&f.catalog, &token.id).await, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn of_first_operator_keys_made_at_once_exactly_one_is_stored() {
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let attempts: Vec<_> = (0..4)
+                .map(|_| {
+                    let key = KeyRecord::issue(
+                        &ApiKeyToken::generate(&mut OsRng),
+                        KeyOwner::Platform,
+                        Role::Operator,
+                        "bootstrap",
+                        &f.hasher,
+                        NOW,
+                    );
+                    let catalog = f.catalog.clone();
+                    tokio::spawn(async move {
+                        catalog
+                            .insert_first_operator_key(
+                                &OperatorScope::server(),
+                                &key,
+                                &audit(None, AuditAction::KeyBootstrap),
+                            )
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut made = Vec::new();
+            for attempt in attempts {
+                made.push(attempt.await.unwrap());
+            }
+            assert_eq!(
+                made.iter().filter(|&&m| m).count(),
+                1,
+                "{engine:?}: {made:?}"
+            );
+            assert_eq!(f.catalog.active_operator_keys(NOW).await.unwrap(), 1);
         }
     }
 
