@@ -3,6 +3,7 @@
 //! (write-behind of key use and of usage, purge of expired soft deletes).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -13,11 +14,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tenantd_store::AuditAction;
-use tenantd_store::{NewAuditEntry, StoreError};
+use tenantd_store::{CatalogLease, NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{CatalogUrl, Config};
 use crate::edge::{self, ClientAddr};
 use crate::gateway::HostRoutes;
 use crate::meter;
@@ -75,7 +76,7 @@ impl Server {
             config,
             state,
             lock: _lock,
-            catalog_lease: _catalog_lease,
+            catalog_lease,
             ..
         } = self;
         // A service's hosts are routed before the router sees the request.
@@ -107,6 +108,27 @@ impl Server {
                 stopped,
             )),
         ];
+
+        // The catalog's lease, kept by a task of its own: losing it for good
+        // (another node took it while this one's connection was down) stops
+        // this node, which would otherwise serve beside the other.
+        let lease_lost = Arc::new(tokio::sync::Notify::new());
+        let lease_keeper = catalog_lease
+            .zip(config.catalog_url.clone())
+            .map(|(lease, url)| {
+                tokio::spawn(keep_catalog_lease(
+                    lease,
+                    url,
+                    lease_lost.clone(),
+                    stop_background.subscribe(),
+                ))
+            });
+        let shutdown = async {
+            tokio::select! {
+                () = shutdown => {}
+                () = lease_lost.notified() => {}
+            }
+        };
 
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -166,7 +188,7 @@ impl Server {
         }
 
         let _ = stop_background.send(true);
-        for task in background {
+        for task in background.into_iter().chain(lease_keeper) {
             let _ = task.await;
         }
         if let Err(e) = state.identity.last_used().flush(&state.catalog).await {
@@ -176,6 +198,50 @@ impl Server {
         state.data.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Checks the catalog's lease every few seconds. A lease whose connection
+/// dropped (PostgreSQL restarted, the network failed) is taken again; if
+/// another node took it meanwhile, `lost` is notified and this node stops.
+async fn keep_catalog_lease(
+    mut lease: CatalogLease,
+    url: CatalogUrl,
+    lost: Arc<tokio::sync::Notify>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    const EVERY: Duration = Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+        if lease.held().await {
+            continue;
+        }
+        tracing::warn!("lost the catalog's lease with its connection; taking it again");
+        loop {
+            match CatalogLease::take(url.as_str()).await {
+                Ok(Some(again)) => {
+                    tracing::info!("took the catalog's lease again");
+                    lease = again;
+                    break;
+                }
+                Ok(None) => {
+                    tracing::error!(
+                        "another node took the catalog's lease while this node's connection was \
+                         down; this node stops, since one node serves a catalog at a time"
+                    );
+                    lost.notify_one();
+                    return;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                _ = stopped.changed() => return,
+            }
+        }
     }
 }
 

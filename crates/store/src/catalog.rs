@@ -83,7 +83,7 @@ const POSTGRES_NODE_LOCK: i64 = i64::from_be_bytes(*b"tenantd1");
 #[derive(Debug)]
 pub struct CatalogLease {
     /// Holds the lock for as long as it is open.
-    _connection: sqlx::PgConnection,
+    connection: sqlx::PgConnection,
 }
 
 impl CatalogLease {
@@ -96,7 +96,16 @@ impl CatalogLease {
             .bind(POSTGRES_NODE_LOCK)
             .fetch_one(&mut conn)
             .await?;
-        Ok(taken.then_some(Self { _connection: conn }))
+        Ok(taken.then_some(Self { connection: conn }))
+    }
+
+    /// Whether the lease is still held: its connection still answers (a
+    /// connection that dropped took the lock with it).
+    pub async fn held(&mut self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(&mut self.connection)
+            .await
+            .is_ok()
     }
 }
 

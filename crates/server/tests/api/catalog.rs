@@ -174,3 +174,49 @@ async fn a_stopped_postgresql_catalog_answers_fast_and_heals_without_a_restart()
     );
     assert!(app.operator.tenant(&"acme".parse().unwrap()).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_node_that_lost_the_catalogs_lease_to_another_stops() {
+    let server = Postgres::start();
+    let catalog_url = server.owner_url(&server.tenantd_database().await);
+    let data = server.tenantd_database().await;
+    let mut config = Config::default();
+    on_postgres_of(&server, &mut config, catalog_url, &data);
+    let shared = config.clone();
+    let first = spawn_app_with(move |c| {
+        c.catalog_url = shared.catalog_url;
+        c.server_secret = shared.server_secret;
+        c.pools = shared.pools;
+    })
+    .await;
+
+    // PostgreSQL restarts: the first node's lease went with its connection.
+    server.stop();
+    server.resume();
+    let other_dir = tempfile::tempdir().unwrap();
+    let second = Config {
+        data_dir: other_dir.path().join("data"),
+        ..first.config.clone()
+    };
+    let second = Server::start(second.check().unwrap(), Arc::new(ManualClock::new(START))).await;
+    let serving = |addr| async move { tokio::net::TcpStream::connect(addr).await.is_ok() };
+    match second {
+        // The second node took the lease first: the first stops serving.
+        Ok(_second) => {
+            let mut stopped = false;
+            for _ in 0..100 {
+                if !serving(first.addr).await {
+                    stopped = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(stopped, "two nodes served one catalog");
+        }
+        // The first node took its lease back first: it serves on, alone.
+        Err(StartError::CatalogInUse { .. }) => {
+            assert!(first.operator.me().await.is_ok());
+        }
+        Err(other) => panic!("{other}"),
+    }
+}
