@@ -216,12 +216,14 @@ async fn keep_catalog_lease(
             () = tokio::time::sleep(EVERY) => {}
             _ = stopped.changed() => return,
         }
-        if lease.held().await {
+        // A hung PostgreSQL (no answer) leaves the lease standing: its lock
+        // goes only with its connection.
+        if lease.held(EVERY).await != Some(false) {
             continue;
         }
         tracing::warn!("lost the catalog's lease with its connection; taking it again");
         loop {
-            match CatalogLease::take(url.as_str()).await {
+            match CatalogLease::take(url.as_str(), EVERY).await {
                 Ok(Some(again)) => {
                     tracing::info!("took the catalog's lease again");
                     lease = again;

@@ -90,11 +90,11 @@ async fn open_catalog(config: &Config) -> Result<(Catalog, Option<CatalogLease>)
             Ok((catalog, None))
         }
         Some(url) => {
-            let lease = CatalogLease::take(url.as_str()).await?.ok_or_else(|| {
-                StartError::CatalogInUse {
+            let lease = CatalogLease::take(url.as_str(), timeout)
+                .await?
+                .ok_or_else(|| StartError::CatalogInUse {
                     url: format!("{url:?}"),
-                }
-            })?;
+                })?;
             let catalog = Catalog::open_postgres(url.as_str(), timeout).await?;
             Ok((catalog, Some(lease)))
         }

@@ -88,24 +88,33 @@ pub struct CatalogLease {
 
 impl CatalogLease {
     /// Takes the lease of the catalog at `url`, or `None` while another
-    /// node holds it.
-    pub async fn take(url: &str) -> Result<Option<Self>> {
+    /// node holds it. A PostgreSQL that does not answer within `timeout` is
+    /// an unavailable store, never a wait without end.
+    pub async fn take(url: &str, timeout: Duration) -> Result<Option<Self>> {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(url).await?;
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(POSTGRES_NODE_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
-        Ok(taken.then_some(Self { connection: conn }))
+        let attempt = async {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(POSTGRES_NODE_LOCK)
+                .fetch_one(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(taken.then_some(Self { connection: conn }))
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
     }
 
-    /// Whether the lease is still held: its connection still answers (a
-    /// connection that dropped took the lock with it).
-    pub async fn held(&mut self) -> bool {
-        sqlx::query("SELECT 1")
-            .execute(&mut self.connection)
+    /// Whether the lease is still held: `Some(false)` when its connection
+    /// failed (a connection that dropped took the lock with it), `None` when
+    /// PostgreSQL did not answer within `timeout` (hung: the lease stands
+    /// until its connection drops).
+    pub async fn held(&mut self, timeout: Duration) -> Option<bool> {
+        let check = sqlx::query("SELECT 1").execute(&mut self.connection);
+        tokio::time::timeout(timeout, check)
             .await
-            .is_ok()
+            .ok()
+            .map(|answer| answer.is_ok())
     }
 }
 
