@@ -159,6 +159,19 @@ pub struct Readiness {
     pub status: String,
     /// The catalog, each storage pool, and Redis when configured.
     pub dependencies: Vec<DependencyHealth>,
+    /// The node that answered.
+    pub node: NodeInfo,
+}
+
+/// A tenantd node: which one answered, and which build it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    /// `node_name`, or the host's name when unset.
+    pub name: String,
+    /// tenantd's version.
+    pub version: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
 }
 
 /// One dependency's state.

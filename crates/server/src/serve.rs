@@ -138,7 +138,7 @@ impl Server {
         let parse_error_answers =
             ParseErrorAnswers::new(max_header_count(&config), hyper_buffer_bytes(&config));
         let graceful = GracefulShutdown::new();
-        tracing::info!(address = %listener.local_addr()?, "listening");
+        tracing::info!(address = %listener.local_addr()?, node = %state.node.name, "listening");
 
         // One connection: its address, then the service a `Host` names, one
         // step before the router; served until the drain ends it.

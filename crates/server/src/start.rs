@@ -262,6 +262,11 @@ impl Server {
         );
         let gateway = Gateway::new(&config.gateway, &config.admission, &catalog, &clock).await?;
         let admission = Arc::new(admission);
+        let node = tenantd_api::NodeInfo {
+            name: config.node_name(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: clock.now(),
+        };
         let state = AppState::new(Inner {
             catalog,
             data,
@@ -272,6 +277,7 @@ impl Server {
             clock,
             default_region: config.default_region.clone(),
             pools: config.pool_specs(),
+            node,
             draining: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Self {

@@ -30,6 +30,8 @@ pub struct Inner {
     pub default_region: RegionId,
     /// The configured storage pools, for placement.
     pub pools: Vec<PoolSpec>,
+    /// This node, as `/readyz` names it.
+    pub node: tenantd_api::NodeInfo,
     /// Set when the node is shutting down: `/readyz` answers 503 `draining`.
     pub draining: std::sync::atomic::AtomicBool,
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the embedded store and the generated server secret.
     pub data_dir: PathBuf,
+    /// This node's name in `/readyz` and its logs; the host's name when unset.
+    pub node_name: Option<String>,
     /// The catalog (tenants, keys, plans, policies, usage, audit log) on
     /// PostgreSQL instead of the data directory's SQLite file. Storage pools
     /// must then be PostgreSQL too.
@@ -126,6 +128,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./tenantd-data"),
+            node_name: None,
             catalog_url: None,
             log_format: LogFormat::Human,
             log_level: "info".into(),
@@ -249,6 +252,17 @@ impl Config {
                 "must be between 16 bytes and 64 MiB",
             ));
         }
+        if let Some(name) = &self.node_name {
+            let fits = !name.trim().is_empty()
+                && name.chars().count() <= 100
+                && !name.chars().any(char::is_control);
+            if !fits {
+                return Err(invalid(
+                    "node_name",
+                    "1 to 100 characters on one line, not only spaces",
+                ));
+            }
+        }
         pools::check(&self.pools).map_err(|reason| invalid("pools", &reason))?;
         if self.catalog_url.is_some() && self.server_secret.is_none() {
             return Err(invalid(
@@ -314,6 +328,18 @@ impl Config {
 }
 
 impl Config {
+    /// This node's name: `node_name`, or the host's name (Linux's
+    /// `/proc/sys/kernel/hostname`), or `tenantd` when neither is known.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "tenantd".to_owned())
+        })
+    }
+
     /// The configured plan named `id`.
     pub fn plan(&self, id: &PlanId) -> Option<&Plan> {
         self.plans.iter().find(|p| &p.id == id)

@@ -71,6 +71,7 @@ pub(super) async fn readyz(_access: Public, State(state): State<AppState>) -> Re
     let body = Readiness {
         status: word.into(),
         dependencies,
+        node: state.node.clone(),
     };
     (status, Json(body)).into_response()
 }

@@ -142,6 +142,30 @@ async fn a_configured_bootstrap_key_is_ignored_once_operators_exist() {
 }
 
 #[tokio::test]
+async fn readiness_names_the_node_its_version_and_when_it_started() {
+    let app = spawn_app_with(|config| config.node_name = Some("edge-1".into())).await;
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["node"]["name"], "edge-1");
+    assert_eq!(ready["node"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        ready["node"]["started_at"], "2026-01-01T00:00:00Z",
+        "the clock's start"
+    );
+
+    let blank = Config {
+        node_name: Some("  ".into()),
+        ..Config::default()
+    };
+    let error = blank.check().unwrap_err().to_string();
+    assert!(error.contains("node_name"), "{error}");
+}
+
+#[tokio::test]
 async fn a_stopping_node_says_it_is_draining_while_it_still_serves() {
     let app = spawn_app_with(|config| config.shutdown_notice = Duration::from_secs(3)).await;
     let http = reqwest::Client::new();
