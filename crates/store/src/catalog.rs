@@ -1090,6 +1090,48 @@ mod tests {
         }
     }
 
+    /// A write whose transaction was never ended (a failed COMMIT, a lost
+    /// ROLLBACK) holds the catalog's write lock, SQLite's or the advisory
+    /// one: its connection must be closed, never handed to the next writer.
+    #[tokio::test]
+    async fn a_write_left_inside_its_transaction_blocks_no_later_write() {
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            // As a failed COMMIT leaves it: the write lock taken, the
+            // transaction neither committed nor rolled back, the connection
+            // given back to the pool.
+            use sqlx::Connection;
+            let mut conn = f.catalog.pool.acquire().await.unwrap();
+            let mut tx = match engine {
+                CatalogEngine::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await.unwrap(),
+                CatalogEngine::Postgres => {
+                    let mut tx = conn.begin().await.unwrap();
+                    sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                        .bind(POSTGRES_WRITE_LOCK)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    tx
+                }
+            };
+            append(&mut tx, &audit(None, AuditAction::KeyCreate))
+                .await
+                .unwrap();
+            std::mem::forget(tx);
+            drop(conn);
+            let (t, ..) = f.tenant_with_scope("acme").await;
+            assert_eq!(
+                f.catalog
+                    .tenant_for(&OperatorScope::server(), &t.id)
+                    .await
+                    .unwrap()
+                    .map(|t| t.id),
+                Some(t.id),
+                "{engine:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn tenants_round_trip_and_ids_are_unique() {
         for engine in ENGINES {

@@ -1,6 +1,8 @@
 //! Usage in the catalog: quota ledgers and hourly usage written behind by
 //! the admission stage, quota events, and add-ons.
 
+use std::collections::HashMap;
+
 use tenantd_core::plan::{AddOn, Metric, Period};
 use tenantd_core::quota::{Ledger, QuotaEvent};
 use tenantd_core::{OperatorScope, TenantId, TenantScope};
@@ -105,17 +107,29 @@ impl Catalog {
         // One row per key in a statement: PostgreSQL's upsert refuses to
         // touch a row twice in one statement. A later ledger replaces an
         // earlier one; hours add up.
+        // A pass carries thousands of tenants: merged through maps, in the
+        // order each tenant first appears.
+        let mut latest: HashMap<&TenantId, usize> = HashMap::with_capacity(batch.ledgers.len());
         let mut ledgers: Vec<(&TenantId, &Ledger)> = Vec::with_capacity(batch.ledgers.len());
-        for (tenant, ledger) in batch.ledgers.iter().rev() {
-            if !ledgers.iter().any(|(t, _)| *t == tenant) {
-                ledgers.push((tenant, ledger));
+        for (tenant, ledger) in &batch.ledgers {
+            match latest.get(tenant) {
+                Some(&at) => ledgers[at].1 = ledger,
+                None => {
+                    latest.insert(tenant, ledgers.len());
+                    ledgers.push((tenant, ledger));
+                }
             }
         }
+        let mut at_hour: HashMap<(&TenantId, i64), usize> =
+            HashMap::with_capacity(batch.hours.len());
         let mut hours: Vec<(&TenantId, i64, HourUsage)> = Vec::with_capacity(batch.hours.len());
         for (tenant, hour, usage) in &batch.hours {
-            match hours.iter_mut().find(|(t, h, _)| *t == tenant && h == hour) {
-                Some((_, _, sum)) => sum.add(usage),
-                None => hours.push((tenant, *hour, *usage)),
+            match at_hour.get(&(tenant, *hour)) {
+                Some(&at) => hours[at].2.add(usage),
+                None => {
+                    at_hour.insert((tenant, *hour), hours.len());
+                    hours.push((tenant, *hour, *usage));
+                }
             }
         }
         for part in ledgers.chunks(ROWS_PER_STATEMENT) {
