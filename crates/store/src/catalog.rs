@@ -520,7 +520,7 @@ impl Catalog {
                         t.updated_at AS t_updated_at, t.deleted_at AS t_deleted_at
                  FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
                  WHERE k.id IN ({})",
-                placeholder_list(part.len(), 1)
+                placeholder_list(self.engine(), part.len(), 1)
             );
             let mut query = sqlx::query_as::<_, KeyAndTenantRow>(&sql);
             for id in part {
@@ -652,7 +652,7 @@ impl Catalog {
                  FROM (SELECT id, max(at) AS at FROM used GROUP BY id) AS latest
                  WHERE api_keys.id = latest.id
                    AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < latest.at)",
-                placeholder_rows(part.len(), 2, 1)
+                placeholder_rows(self.engine(), part.len(), 2, 1)
             );
             let mut update = sqlx::query(&sql);
             for (id, at) in part {

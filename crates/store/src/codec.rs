@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use crate::catalog::CatalogEngine;
 use crate::StoreError;
 
 /// Instants are stored as integer nanoseconds since the Unix epoch, which keep
@@ -28,10 +29,17 @@ pub(crate) fn parse<T, E: std::fmt::Display>(
     parse(value).map_err(|e| StoreError::Corrupt(format!("{column} {value:?}: {e}")))
 }
 
-/// `rows` tuples of `columns` numbered placeholders, from `$first`:
-/// `($1, $2), ($3, $4)`. Numbered placeholders are what both SQLite and
-/// PostgreSQL read, so a multi-row statement is written once for both.
-pub(crate) fn placeholder_rows(rows: usize, columns: usize, first: usize) -> String {
+/// `rows` tuples of `columns` placeholders, the `first` being the
+/// statement's `first`th: `($1, $2), ($3, $4)` on PostgreSQL, `(?, ?), (?, ?)`
+/// on SQLite, whose binding looks each named parameter up by a scan of
+/// them all (quadratic over a statement of thousands); anonymous ones bind
+/// in order.
+pub(crate) fn placeholder_rows(
+    engine: CatalogEngine,
+    rows: usize,
+    columns: usize,
+    first: usize,
+) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -42,20 +50,33 @@ pub(crate) fn placeholder_rows(rows: usize, columns: usize, first: usize) -> Str
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(first + row * columns + column).to_string());
+            push_placeholder(&mut sql, engine, first + row * columns + column);
         }
         sql.push(')');
     }
     sql
 }
 
-/// `count` numbered placeholders from `$first`, for an `IN (…)` list.
-pub(crate) fn placeholder_list(count: usize, first: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `count` placeholders from the `first`th, for an `IN (…)` list.
+pub(crate) fn placeholder_list(engine: CatalogEngine, count: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(count * 5);
+    for n in first..first + count {
+        if n > first {
+            sql.push_str(", ");
+        }
+        push_placeholder(&mut sql, engine, n);
+    }
+    sql
+}
+
+fn push_placeholder(sql: &mut String, engine: CatalogEngine, n: usize) {
+    match engine {
+        CatalogEngine::Sqlite => sql.push('?'),
+        CatalogEngine::Postgres => {
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,8 +92,12 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_row_by_row() {
-        assert_eq!(placeholder_rows(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholder_rows(1, 1, 4), "($4)");
-        assert_eq!(placeholder_list(3, 2), "$2, $3, $4");
+        let pg = CatalogEngine::Postgres;
+        assert_eq!(placeholder_rows(pg, 2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholder_rows(pg, 1, 1, 4), "($4)");
+        assert_eq!(placeholder_list(pg, 3, 2), "$2, $3, $4");
+        let sqlite = CatalogEngine::Sqlite;
+        assert_eq!(placeholder_rows(sqlite, 2, 2, 1), "(?, ?), (?, ?)");
+        assert_eq!(placeholder_list(sqlite, 2, 1), "?, ?");
     }
 }

@@ -138,7 +138,7 @@ impl Catalog {
                 "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) VALUES {}
                  ON CONFLICT (tenant_id) DO UPDATE SET ledger = excluded.ledger,
                                                       updated_at = excluded.updated_at",
-                placeholder_rows(part.len(), 3, 1)
+                placeholder_rows(self.engine(), part.len(), 3, 1)
             );
             let mut insert = sqlx::query(&sql);
             for ((tenant, _), json) in part.iter().zip(&encoded) {
@@ -159,7 +159,7 @@ impl Catalog {
                      ingress_bytes = usage_hours.ingress_bytes + excluded.ingress_bytes,
                      egress_bytes = usage_hours.egress_bytes + excluded.egress_bytes,
                      seat_micros = usage_hours.seat_micros + excluded.seat_micros",
-                placeholder_rows(part.len(), 7, 1)
+                placeholder_rows(self.engine(), part.len(), 7, 1)
             );
             let mut insert = sqlx::query(&sql);
             for (tenant, hour, u) in part {
@@ -178,7 +178,7 @@ impl Catalog {
             let sql = format!(
                 "INSERT INTO quota_events (tenant_id, at, kind, metric, period, used, limit_value)
                  VALUES {}",
-                placeholder_rows(part.len(), 7, 1)
+                placeholder_rows(self.engine(), part.len(), 7, 1)
             );
             let mut insert = sqlx::query(&sql);
             for (tenant, at, event) in part {
