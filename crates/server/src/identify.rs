@@ -289,7 +289,10 @@ impl Identity {
                 }
                 inner.tenants.remove(tenant);
             }
-            Change::PlanVersion { .. } | Change::Policy { .. } | Change::AddOn { .. } => {}
+            Change::PlanVersion { .. }
+            | Change::Policy { .. }
+            | Change::AddOns { .. }
+            | Change::ProxyCachePurged { .. } => {}
         }
     }
 }

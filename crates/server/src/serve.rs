@@ -14,7 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tenantd_store::AuditAction;
-use tenantd_store::{CatalogLease, NewAuditEntry, StoreError};
+use tenantd_store::{CatalogEngine, CatalogLease, NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -77,12 +77,21 @@ impl Server {
             state,
             lock: _lock,
             catalog_lease,
+            change_position,
             ..
         } = self;
         // A service's hosts are routed before the router sees the request.
         let hosts = HostRoutes::new(&config.gateway);
         let app = app(state.clone(), &config);
         let (stop_background, stopped) = watch::channel(false);
+        // On SQLite this node is the only one, and makes every change itself.
+        let follower = (state.catalog.engine() == CatalogEngine::Postgres).then(|| {
+            tokio::spawn(crate::app::feed::follow(
+                state.clone(),
+                change_position,
+                stopped.clone(),
+            ))
+        });
         let background = [
             tokio::spawn(flush_key_use(
                 state.clone(),
@@ -188,7 +197,7 @@ impl Server {
         }
 
         let _ = stop_background.send(true);
-        for task in background.into_iter().chain(lease_keeper) {
+        for task in background.into_iter().chain(lease_keeper).chain(follower) {
             let _ = task.await;
         }
         if let Err(e) = state.identity.last_used().flush(&state.catalog).await {

@@ -78,6 +78,9 @@ pub struct Server {
     pub(crate) lock: fs::File,
     /// Held while the server lives, on a PostgreSQL catalog: its lease.
     pub(crate) catalog_lease: Option<CatalogLease>,
+    /// The catalog's change feed position before this node read its state:
+    /// what it follows from, to hear of every change made since elsewhere.
+    pub(crate) change_position: i64,
 }
 
 /// The catalog the configuration names, with its lease when on PostgreSQL:
@@ -199,6 +202,9 @@ impl Server {
         let (catalog, catalog_lease) = open_catalog(&config).await?;
         let hasher = KeyHasher::new(secret);
         check_secret(&catalog, &hasher, clock.now()).await?;
+        // Read before anything is loaded: a change committed while this node
+        // loads is then heard again, never missed.
+        let change_position = catalog.change_position().await?;
         let limits = DataLimits {
             max_record_bytes: config.max_record_bytes,
         };
@@ -241,10 +247,7 @@ impl Server {
         }
         let add_ons = catalog
             .all_add_ons(&tenantd_core::OperatorScope::server(), clock.now())
-            .await?
-            .into_iter()
-            .map(|(_, tenant, add_on)| (tenant, add_on))
-            .collect();
+            .await?;
         admission.ledgers.load(catalog.ledgers().await?, add_ons);
         for (tenant, overrides) in catalog.overrides_in_effect().await? {
             admission.set_overrides(&tenant, Some(overrides));
@@ -260,7 +263,8 @@ impl Server {
             clock.clone(),
             config.identity_cache_ttl.get(),
         );
-        let gateway = Gateway::new(&config.gateway, &config.admission, &catalog, &clock).await?;
+        let gateway =
+            Arc::new(Gateway::new(&config.gateway, &config.admission, &catalog, &clock).await?);
         let admission = Arc::new(admission);
         let node = tenantd_api::NodeInfo {
             name: config.node_name(),
@@ -270,10 +274,10 @@ impl Server {
         let state = AppState::new(Inner {
             catalog,
             data,
-            changes: crate::app::Changes::new(identity.clone(), admission.clone()),
+            changes: crate::app::Changes::new(identity.clone(), admission.clone(), gateway.clone()),
             identity,
             admission,
-            gateway: Arc::new(gateway),
+            gateway,
             clock,
             default_region: config.default_region.clone(),
             pools: config.pool_specs(),
@@ -286,6 +290,7 @@ impl Server {
             bootstrap_token,
             lock,
             catalog_lease,
+            change_position,
         })
     }
 

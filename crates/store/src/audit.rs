@@ -33,6 +33,14 @@ macro_rules! audit_actions {
                     $(AuditAction::$variant => $name,)+
                 }
             }
+
+            /// The action named `name`, as `as_str` writes it.
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(AuditAction::$variant),)+
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -163,6 +171,14 @@ pub(crate) async fn append(tx: &mut Transaction<'_, Any>, entry: &NewAuditEntry)
     .bind(&row.after_digest)
     .fetch_one(&mut **tx)
     .await?;
+    if tx.backend_name() == "PostgreSQL" {
+        // Delivered when the transaction commits, and only if it does.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::changes::CHANNEL)
+            .bind(format!("{seq} {} {}", row.action, row.target))
+            .execute(&mut **tx)
+            .await?;
+    }
     chain(tx, &AuditRow { seq, ..row }).await
 }
 
@@ -454,5 +470,13 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), AuditAction::ALL.len());
+    }
+
+    #[test]
+    fn every_action_is_read_back_from_its_name() {
+        for action in AuditAction::ALL {
+            assert_eq!(AuditAction::parse(action.as_str()), Some(*action));
+        }
+        assert_eq!(AuditAction::parse("tenant"), None);
     }
 }

@@ -123,6 +123,8 @@ impl CatalogLease {
 pub struct Catalog {
     pub(crate) pool: AnyPool,
     engine: CatalogEngine,
+    /// Where a change listener connects, on PostgreSQL.
+    pub(crate) postgres_url: Option<Arc<str>>,
     /// The catalog's circuit, fed by the write-behind's writes.
     health: Arc<Dependency>,
 }
@@ -165,7 +167,7 @@ impl Catalog {
             .connect(&url)
             .await?;
         sqlx::migrate!("./migrations/catalog").run(&pool).await?;
-        Self::opened(pool, CatalogEngine::Sqlite).await
+        Self::opened(pool, CatalogEngine::Sqlite, None).await
     }
 
     /// Connects to the catalog on PostgreSQL at `url` and applies its
@@ -180,15 +182,20 @@ impl Catalog {
         sqlx::migrate!("./migrations/catalog_postgres")
             .run(&pool)
             .await?;
-        Self::opened(pool, CatalogEngine::Postgres).await
+        Self::opened(pool, CatalogEngine::Postgres, Some(url.into())).await
     }
 
     /// The catalog on `pool`, once its audit entries written before chaining
     /// (on catalogs that old) are chained.
-    async fn opened(pool: AnyPool, engine: CatalogEngine) -> Result<Self> {
+    async fn opened(
+        pool: AnyPool,
+        engine: CatalogEngine,
+        postgres_url: Option<Arc<str>>,
+    ) -> Result<Self> {
         let catalog = Self {
             pool,
             engine,
+            postgres_url,
             health: Dependency::new("catalog", dependency_policy()),
         };
         let mut tx = catalog.begin_write().await?;
@@ -406,9 +413,9 @@ impl Catalog {
     }
 
     /// Removes a soft-deleted tenant with its keys and its own audit trail,
-    /// leaving a platform-level audit entry. Returns the ids of the keys
-    /// removed, so that caches can forget them, or `None` if the tenant is
-    /// not deleted.
+    /// leaving a platform-level audit entry that names the keys removed.
+    /// Returns their ids, so that caches can forget them, or `None` if the
+    /// tenant is not deleted.
     pub async fn purge_tenant(
         &self,
         _operator: &OperatorScope,
@@ -441,7 +448,14 @@ impl Catalog {
                 .execute(&mut *tx)
                 .await?;
         }
-        append(&mut tx, audit).await?;
+        // Other nodes learn from the entry which cached keys to forget.
+        let mut audit = audit.clone();
+        if let serde_json::Value::Object(details) = &mut audit.details {
+            details.insert("keys".to_owned(), serde_json::json!(keys));
+        } else {
+            audit.details = serde_json::json!({ "keys": keys });
+        }
+        append(&mut tx, &audit).await?;
         tx.commit().await?;
         let keys = keys
             .iter()
@@ -1418,6 +1432,115 @@ mod tests {
             assert_eq!(events, 501);
             assert_eq!(f.catalog.ledgers().await.unwrap().len(), 1);
         }
+    }
+
+    /// The change feed reads back, in commit order, what each write made
+    /// stale. A purge's entry names the keys it removed, which are gone from
+    /// the catalog by the time another node reads the entry.
+    #[tokio::test]
+    async fn the_change_feed_tells_every_write_in_order_and_what_a_purge_removed() {
+        use crate::changes::Changed;
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let server = OperatorScope::server();
+            let start = f.catalog.change_position().await.unwrap();
+            let (mut t, scope, key) = f.tenant_with_scope("acme").await;
+            let revoke = NewAuditEntry {
+                target: key.id.as_str().into(),
+                ..audit(Some(&t.id), AuditAction::KeyRevoke)
+            };
+            f.catalog
+                .revoke_key(Owner::Tenant(&scope), &key.id, NOW, &revoke)
+                .await
+                .unwrap()
+                .unwrap();
+            t.status = TenantStatus::Deleted;
+            t.deleted_at = Some(NOW);
+            let delete = audit(Some(&t.id), AuditAction::TenantDelete);
+            f.catalog
+                .update_tenant(&server, &t, TenantStatus::Active, &delete)
+                .await
+                .unwrap();
+            let purge = NewAuditEntry {
+                target: t.id.as_str().into(),
+                ..audit(None, AuditAction::TenantPurge)
+            };
+            f.catalog
+                .purge_tenant(&server, &t.id, &purge)
+                .await
+                .unwrap()
+                .unwrap();
+
+            // The tenant's own entries went with it; the purge's stays.
+            let feed = f.catalog.changes_after(&server, start, 100).await.unwrap();
+            assert_eq!(
+                feed.iter().map(|e| e.changed.clone()).collect::<Vec<_>>(),
+                [Some(Changed::TenantPurged {
+                    tenant: t.id.clone(),
+                    keys: vec![key.id.clone()],
+                })],
+                "{engine:?}"
+            );
+            let end = f.catalog.change_position().await.unwrap();
+            assert_eq!(feed.last().map(|e| e.seq), Some(end), "{engine:?}");
+
+            // Read before the purge, the same writes come in order.
+            let f = fixture(engine).await;
+            let start = f.catalog.change_position().await.unwrap();
+            let (t, scope, key) = f.tenant_with_scope("acme").await;
+            let revoke = NewAuditEntry {
+                target: key.id.as_str().into(),
+                ..audit(Some(&t.id), AuditAction::KeyRevoke)
+            };
+            f.catalog
+                .revoke_key(Owner::Tenant(&scope), &key.id, NOW, &revoke)
+                .await
+                .unwrap()
+                .unwrap();
+            let feed = f.catalog.changes_after(&server, start, 100).await.unwrap();
+            assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "{feed:?}");
+            assert_eq!(feed.len(), 3, "{engine:?}: create, key, revoke");
+            assert_eq!(feed[0].changed, Some(Changed::Tenant(t.id.clone())));
+            assert_eq!(feed[2].changed, Some(Changed::Keys(vec![key.id.clone()])));
+            let rest = f.catalog.changes_after(&server, feed[1].seq, 100).await;
+            assert_eq!(rest.unwrap(), feed[2..], "{engine:?}: read from a position");
+        }
+    }
+
+    /// On PostgreSQL a listener hears a committed change; on SQLite there
+    /// is no listener (one node makes every change itself).
+    #[tokio::test]
+    async fn a_listener_hears_committed_changes_on_postgresql_only() {
+        let sqlite = fixture(CatalogEngine::Sqlite).await;
+        let timeout = Duration::from_secs(5);
+        assert!(sqlite
+            .catalog
+            .listen_for_changes(timeout)
+            .await
+            .unwrap()
+            .is_none());
+
+        let f = fixture(CatalogEngine::Postgres).await;
+        let mut listener = f
+            .catalog
+            .listen_for_changes(timeout)
+            .await
+            .unwrap()
+            .unwrap();
+        let start = f.catalog.change_position().await.unwrap();
+        let t = tenant("acme");
+        let create = audit(Some(&t.id), AuditAction::TenantCreate);
+        f.catalog.create_tenant(&t, &create).await.unwrap();
+        let heard = tokio::time::timeout(timeout, listener.changed()).await;
+        assert!(heard.unwrap().unwrap(), "the creation was heard");
+        // A write that fails (the id is taken) leaves no entry behind.
+        assert!(matches!(
+            f.catalog.create_tenant(&t, &create).await,
+            Err(StoreError::Conflict)
+        ));
+        let server = OperatorScope::server();
+        let feed = f.catalog.changes_after(&server, start, 10).await;
+        assert_eq!(feed.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 mod audit;
 pub mod cache;
 mod catalog;
+pub mod changes;
 mod codec;
 pub mod data;
 pub mod health;

@@ -163,6 +163,21 @@ impl Catalog {
             .collect()
     }
 
+    /// A plan's versions after `after`, oldest first: what a node reads when
+    /// another made a version.
+    pub async fn plan_versions_after(&self, plan: &PlanId, after: i64) -> Result<Vec<PlanVersion>> {
+        sqlx::query_as::<_, Row>(
+            "SELECT * FROM plan_versions WHERE plan_id = $1 AND version > $2 ORDER BY version",
+        )
+        .bind(plan.as_str())
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(Row::into_version)
+        .collect()
+    }
+
     /// A plan's versions, newest first, below `before`, at most `limit`.
     pub async fn plan_versions(
         &self,

@@ -4,7 +4,7 @@
 use sqlx::{Any, Transaction};
 use tenantd_core::plan::Plan;
 use tenantd_core::policy::{Change, Overrides};
-use tenantd_core::{KeyId, PlanId, Role, TenantId, TenantScope};
+use tenantd_core::{KeyId, OperatorScope, PlanId, Role, TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use crate::audit::{append, NewAuditEntry};
@@ -445,10 +445,32 @@ impl Catalog {
 
     /// Every tenant's overrides in effect, to start admission with.
     pub async fn overrides_in_effect(&self) -> Result<Vec<(TenantId, Overrides)>> {
+        self.overrides_of(None).await
+    }
+
+    /// One tenant's overrides in effect, if its policy has any: what a node
+    /// reads when another changed that tenant's policy.
+    pub async fn tenant_overrides(
+        &self,
+        _server: &OperatorScope,
+        tenant: &TenantId,
+    ) -> Result<Option<Overrides>> {
+        Ok(self
+            .overrides_of(Some(tenant))
+            .await?
+            .pop()
+            .map(|(_, overrides)| overrides))
+    }
+
+    async fn overrides_of(&self, tenant: Option<&TenantId>) -> Result<Vec<(TenantId, Overrides)>> {
+        let tenant = tenant.map(TenantId::as_str);
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT p.tenant_id, p.overrides FROM policy_versions p JOIN tenants t
-                 ON t.id = p.tenant_id AND t.policy_version = p.version",
+                 ON t.id = p.tenant_id AND t.policy_version = p.version
+             WHERE $1 IS NULL OR t.id = $2",
         )
+        .bind(tenant)
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -315,7 +315,8 @@ impl Catalog {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, TenantId, AddOn)>> {
-        self.add_ons_of(Some(scope), now, after, Some(limit)).await
+        self.add_ons_of(Some(scope.tenant()), now, after, Some(limit))
+            .await
     }
 
     /// Every tenant's add-ons not expired at `now`: start-up loads them all.
@@ -327,14 +328,24 @@ impl Catalog {
         self.add_ons_of(None, now, 0, None).await
     }
 
+    /// One tenant's add-ons not expired at `now`: what a node reads when
+    /// another granted that tenant one.
+    pub async fn tenant_add_ons(
+        &self,
+        _server: &OperatorScope,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(i64, TenantId, AddOn)>> {
+        self.add_ons_of(Some(tenant), now, 0, None).await
+    }
+
     async fn add_ons_of(
         &self,
-        scope: Option<&TenantScope>,
+        tenant: Option<&TenantId>,
         now: OffsetDateTime,
         after: i64,
         limit: Option<u32>,
     ) -> Result<Vec<(i64, TenantId, AddOn)>> {
-        let tenant = scope.map(TenantScope::tenant);
         let rows: Vec<(i64, String, String, Option<String>, i64, i64)> = sqlx::query_as(
             "SELECT id, tenant_id, metric, period, amount, expires_at FROM tenant_addons
              WHERE ($1 IS NULL OR tenant_id = $2) AND expires_at > $3 AND id > $4

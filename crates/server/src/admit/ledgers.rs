@@ -38,6 +38,8 @@ pub struct TenantUsage {
     pub ledger: Ledger,
     /// Add-ons not known to have expired.
     pub add_ons: Vec<AddOn>,
+    /// The highest catalog id among them when they were last replaced.
+    add_ons_through: i64,
     /// Measured service time per operation class (µs), 0 until measured.
     pub estimates: [u32; 4],
     /// Metering not yet written: per hour (its start, Unix seconds).
@@ -60,6 +62,17 @@ pub struct TenantUsage {
 }
 
 impl TenantUsage {
+    /// Puts `add_ons` in place of the tenant's, unless the ones it has were
+    /// read after them (`through`, the highest catalog id among them, is
+    /// lower than theirs): lists read at different times may arrive in any
+    /// order, and a grant is never undone.
+    pub fn replace_add_ons(&mut self, add_ons: Vec<AddOn>, through: i64) {
+        if through >= self.add_ons_through {
+            self.add_ons = add_ons;
+            self.add_ons_through = through;
+        }
+    }
+
     /// Adds to the metering of the hour holding `now`.
     pub fn meter(&mut self, now: OffsetDateTime, f: impl FnOnce(&mut HourUsage)) {
         let secs = now.unix_timestamp();
@@ -172,15 +185,19 @@ impl Ledgers {
         })
     }
 
-    /// Loads what the store holds, at start.
-    pub fn load(&self, ledgers: Vec<(TenantId, Ledger)>, add_ons: Vec<(TenantId, AddOn)>) {
+    /// Loads what the store holds, at start: ledgers, and add-ons with
+    /// their catalog ids.
+    pub fn load(&self, ledgers: Vec<(TenantId, Ledger)>, add_ons: Vec<(i64, TenantId, AddOn)>) {
         for (tenant, mut ledger) in ledgers {
             // Whatever was in flight when the ledger was written is not now.
             ledger.set_level(Metric::ConcurrentRequests, 0);
             self.with(&tenant, |usage| usage.ledger = ledger);
         }
-        for (tenant, add_on) in add_ons {
-            self.with(&tenant, |usage| usage.add_ons.push(add_on));
+        for (id, tenant, add_on) in add_ons {
+            self.with(&tenant, |usage| {
+                usage.add_ons.push(add_on);
+                usage.add_ons_through = usage.add_ons_through.max(id);
+            });
         }
     }
 

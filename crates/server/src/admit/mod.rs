@@ -219,11 +219,14 @@ impl Admission {
             Change::PlanVersion { version, plan } => self.add_plan_version(version, plan),
             Change::Policy { tenant, overrides } => self.set_overrides(&tenant, overrides),
             Change::TenantPurged { tenant, .. } => self.ledgers.forget(&tenant),
-            Change::AddOn { tenant, add_on } => {
-                self.ledgers
-                    .with(&tenant, |usage| usage.add_ons.push(add_on));
-            }
-            Change::Key(_) | Change::Tenant(_) => {}
+            Change::AddOns {
+                tenant,
+                add_ons,
+                through,
+            } => self
+                .ledgers
+                .with(&tenant, |usage| usage.replace_add_ons(add_ons, through)),
+            Change::Key(_) | Change::Tenant(_) | Change::ProxyCachePurged { .. } => {}
         }
     }
 

@@ -54,9 +54,14 @@ pub async fn grant(
         )
         .after(&add_on);
     let id = state.catalog.insert_add_on(scope, &add_on, &audit).await?;
-    state.changes.publish(Change::AddOn {
+    // The tenant's whole list as it is now, so that a node hearing of this
+    // grant late, or twice, ends with the same list.
+    let live = state.catalog.add_ons(scope, now, 0, u32::MAX).await?;
+    let through = live.iter().map(|(id, ..)| *id).max().unwrap_or(id);
+    state.changes.publish(Change::AddOns {
         tenant: tenant.clone(),
-        add_on: add_on.clone(),
+        add_ons: live.into_iter().map(|(_, _, add_on)| add_on).collect(),
+        through,
     });
     Ok((id, add_on))
 }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use tenantd_core::plan::{AddOn, Plan};
 use tenantd_core::policy::Overrides;
-use tenantd_core::{KeyId, TenantId};
+use tenantd_core::{KeyId, ServiceName, TenantId};
 
 use crate::admit::Admission;
+use crate::gateway::Gateway;
 use crate::identify::Identity;
 
 /// One change to the control plane.
@@ -29,12 +30,25 @@ pub enum Change {
     TenantPurged { tenant: TenantId, keys: Vec<KeyId> },
     /// A plan has a new version (`version`, counted from 1).
     PlanVersion { version: i64, plan: Plan },
-    /// A tenant was granted an add-on.
-    AddOn { tenant: TenantId, add_on: AddOn },
+    /// A tenant's add-ons not expired, as the catalog had them when the one
+    /// numbered `through` (the highest id among them) was its latest: an
+    /// older list, published late, never replaces a newer one.
+    AddOns {
+        tenant: TenantId,
+        add_ons: Vec<AddOn>,
+        through: i64,
+    },
     /// A tenant's policy now applies `overrides` (none: its plan alone).
     Policy {
         tenant: TenantId,
         overrides: Option<Overrides>,
+    },
+    /// A tenant's cached responses of a service were purged, those whose
+    /// path (after the service's prefix) starts with `prefix`.
+    ProxyCachePurged {
+        tenant: TenantId,
+        service: ServiceName,
+        prefix: String,
     },
 }
 
@@ -43,19 +57,39 @@ pub enum Change {
 pub struct Changes {
     identity: Identity,
     admission: Arc<Admission>,
+    gateway: Arc<Gateway>,
 }
 
 impl Changes {
-    pub(crate) fn new(identity: Identity, admission: Arc<Admission>) -> Self {
+    pub(crate) fn new(
+        identity: Identity,
+        admission: Arc<Admission>,
+        gateway: Arc<Gateway>,
+    ) -> Self {
         Self {
             identity,
             admission,
+            gateway,
         }
     }
 
     /// Applies `change` to everything in this process that it affects,
-    /// before the use case answers.
+    /// before the use case answers. Applying a change twice is applying it
+    /// once: a node hears its own changes again from the change feed.
     pub fn publish(&self, change: Change) {
+        if let Change::ProxyCachePurged {
+            tenant,
+            service,
+            prefix,
+        } = &change
+        {
+            // A service this node is not configured with has nothing cached.
+            if let Some(config) = self.gateway.service(service).map(|s| &s.config) {
+                let target_prefix = format!("{}{prefix}", config.path_prefix);
+                self.gateway.cache.purge(tenant, service, &target_prefix);
+            }
+            return;
+        }
         self.identity.apply(&change);
         self.admission.apply(change);
     }

@@ -5,10 +5,12 @@
 
 pub mod addons;
 pub mod changes;
+pub mod feed;
 pub mod keys;
 pub mod moves;
 pub mod plans;
 pub mod policy;
+pub mod proxy_cache;
 pub mod tenants;
 
 pub use changes::{Change, Changes};

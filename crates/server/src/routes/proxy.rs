@@ -174,19 +174,8 @@ pub(super) async fn purge_cache(
     if !(prefix.is_empty() || prefix.starts_with('/')) {
         return Err(ApiError::invalid_parameter("prefix must start with /"));
     }
-    let audit = state.audit(
-        &principal,
-        Some(scope.tenant()),
-        AuditAction::ProxyCachePurge,
-        service.config.name.as_str(),
-        serde_json::json!({ "prefix": prefix }),
-    );
-    state.catalog.record_action(&audit).await?;
-    let target_prefix = format!("{}{prefix}", service.config.path_prefix);
-    state
-        .gateway
-        .cache
-        .purge(scope.tenant(), &service.config.name, &target_prefix);
+    crate::app::proxy_cache::purge(&state, &principal, &scope, &service.config.name, prefix)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,13 +8,21 @@ use serde_json::json;
 use std::time::Duration;
 
 use tenantd_api::{CreateCollection, CreateTenant};
-use tenantd_client::KeysOf;
-use tenantd_core::{Clock, Isolation, ManualClock, Role, ServerSecret, SystemClock};
+use tenantd_client::{KeysOf, PageRequest};
+use tenantd_core::plan::Plan;
+use tenantd_core::policy::Overrides;
+use tenantd_core::{
+    Clock, Isolation, KeyId, ManualClock, OperatorScope, Role, ServerSecret, SystemClock, TenantId,
+    TenantScope,
+};
 use tenantd_server::config::{CatalogUrl, Config, Engine, NonZeroDuration, PoolConfig};
 use tenantd_server::{Server, StartError};
+use tenantd_store::plans::NewPlanVersion;
+use tenantd_store::policy::{NewPolicyVersion, PolicyStatus};
+use tenantd_store::{AuditAction, NewAuditEntry, Owner};
 use tenantd_testkit::Postgres;
 
-use crate::helpers::{assert_problem, restart_app, spawn_app_with, START};
+use crate::helpers::{assert_problem, restart_app, spawn_app_with, TestApp, START};
 
 /// A configuration whose catalog and only storage pool are fresh databases
 /// of the test binary's PostgreSQL cluster.
@@ -219,4 +227,212 @@ async fn a_node_that_lost_the_catalogs_lease_to_another_stops() {
         }
         Err(other) => panic!("{other}"),
     }
+}
+
+/// A second handle on the catalog, writing as another node's use cases
+/// write: each change with its audit entry, in one transaction.
+struct OtherNode {
+    catalog: tenantd_store::Catalog,
+}
+
+impl OtherNode {
+    async fn open(app: &TestApp) -> Self {
+        let url = app.config.catalog_url.as_ref().unwrap().as_str();
+        let catalog = tenantd_store::Catalog::open_postgres(url, Duration::from_secs(5));
+        Self {
+            catalog: catalog.await.unwrap(),
+        }
+    }
+
+    fn audit(tenant: Option<&TenantId>, action: AuditAction, target: &str) -> NewAuditEntry {
+        NewAuditEntry {
+            tenant: tenant.cloned(),
+            at: START,
+            actor: None,
+            action,
+            target: target.to_owned(),
+            details: json!({}),
+            request_id: None,
+            before: None,
+            after: None,
+        }
+    }
+
+    /// An admin's scope on `tenant`, from a key verified the only way there is.
+    async fn scope(&self, tenant: &TenantId) -> TenantScope {
+        let server = OperatorScope::server();
+        let tenant = self.catalog.tenant_for(&server, tenant).await;
+        let tenant = tenant.unwrap().unwrap();
+        let admin = tenantd_core::testing::member(&tenant, Role::Admin, START);
+        admin.scope_for(&tenant.id, Role::Admin).unwrap()
+    }
+
+    async fn revoke(&self, tenant: &TenantId, key: &KeyId) {
+        let scope = self.scope(tenant).await;
+        let audit = Self::audit(Some(tenant), AuditAction::KeyRevoke, key.as_str());
+        let revoked = self
+            .catalog
+            .revoke_key(Owner::Tenant(&scope), key, START, &audit);
+        assert!(revoked.await.unwrap().is_some());
+    }
+}
+
+/// Waits until `refused` says a request was refused as expected, and
+/// returns how long that took from `since`.
+async fn until_refused(
+    since: std::time::Instant,
+    mut refused: impl AsyncFnMut() -> bool,
+) -> Duration {
+    for _ in 0..500 {
+        if refused().await {
+            return SystemClock.instant() - since;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the change made on the other node was not in effect within 5 s");
+}
+
+/// What another node changes in the catalog is in effect on this one within
+/// a second, without a restart: a key it revokes is refused, a plan version
+/// it makes is applied, a policy it applies throttles; and a change made
+/// while this node's notification connection was down is not missed.
+#[tokio::test]
+async fn a_change_made_on_another_node_is_in_effect_here_within_a_second() {
+    let server = Postgres::shared();
+    let catalog_url = server.owner_url(&server.tenantd_database().await);
+    let data = server.tenantd_database().await;
+    let mut config = Config::default();
+    on_postgres(&mut config, catalog_url, &data);
+    let (url, secret, pools) = (config.catalog_url, config.server_secret, config.pools);
+    let app = spawn_app_with(move |c| {
+        c.catalog_url = url;
+        c.server_secret = secret;
+        c.pools = pools;
+    })
+    .await;
+    let other = OtherNode::open(&app).await;
+    let acme: TenantId = "acme".parse().unwrap();
+    app.create_tenant("acme").await;
+    let page = PageRequest::default();
+
+    // A key in use, so cached here, revoked there.
+    let doomed = app.tenant_key("acme", Role::Developer).await;
+    let client = app.client(&doomed.token);
+    client.collections(&page).await.unwrap();
+    let since = SystemClock.instant();
+    other.revoke(&acme, &doomed.key.id).await;
+    let took = until_refused(since, async || {
+        matches!(client.collections(&page).await, Err(e) if e.code() == Some("key_revoked"))
+    })
+    .await;
+    assert!(
+        took < Duration::from_secs(1),
+        "a revoked key was accepted for {took:?}"
+    );
+
+    // The notification connection drops; a key revoked meanwhile is refused
+    // all the same, from the feed read on reconnection or the next poll.
+    let second = app.tenant_key("acme", Role::Developer).await;
+    let client = app.client(&second.token);
+    client.collections(&page).await.unwrap();
+    let admin = sqlx::PgPool::connect(&server.admin_url()).await.unwrap();
+    let dropped: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'tenantd change feed' AND datname = $1",
+    )
+    .bind(
+        app.config
+            .catalog_url
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .rsplit('/')
+            .next()
+            .unwrap(),
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(dropped, [true], "the node listens on one connection");
+    let since = SystemClock.instant();
+    other.revoke(&acme, &second.key.id).await;
+    let took = until_refused(since, async || {
+        matches!(client.collections(&page).await, Err(e) if e.code() == Some("key_revoked"))
+    })
+    .await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A policy applied there: one request at a time, for one tenant.
+    let globex: TenantId = "globex".parse().unwrap();
+    app.create_tenant("globex").await;
+    let throttled = app.tenant_key("globex", Role::Developer).await;
+    let client = app.client(&throttled.token);
+    client.collections(&page).await.unwrap();
+    let plan = Plan::default_plan();
+    let policy = NewPolicyVersion {
+        plan: plan.id.clone(),
+        overrides: Overrides {
+            rate_requests: Some(1),
+            rate_burst: Some(1),
+            ..Overrides::default()
+        },
+        effective: plan,
+        diff: vec![],
+        reason: "throttled".to_owned(),
+        actor: (throttled.key.id.clone(), Role::Admin),
+        status: PolicyStatus::Applied,
+        reverts_to: None,
+        at: START,
+    };
+    let scope = other.scope(&globex).await;
+    let audit = OtherNode::audit(Some(&globex), AuditAction::PolicyApply, "1");
+    let since = SystemClock.instant();
+    let applied = other.catalog.add_policy_version(&scope, &policy, &audit);
+    applied.await.unwrap();
+    let took = until_refused(since, async || {
+        matches!(client.collections(&page).await, Err(e) if e.code() == Some("rate_limited"))
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let neighbour = app.tenant_key("acme", Role::Developer).await;
+    let neighbour = app.client(&neighbour.token);
+    for _ in 0..3 {
+        neighbour.collections(&page).await.unwrap();
+    }
+
+    // A plan version made there: a hard quota of 2 requests a day, which
+    // the requests already made have used.
+    let developer = app.tenant_key("acme", Role::Developer).await;
+    let client = app.client(&developer.token);
+    for _ in 0..2 {
+        client.collections(&page).await.unwrap();
+    }
+    let plan: Plan = serde_json::from_value(json!({
+        "id": "default",
+        "rate": { "requests": 1000, "per": "1s", "burst": 1000 },
+        "quotas": [{ "metric": "requests", "period": "day", "hard": 2 }],
+    }))
+    .unwrap();
+    let versions = app.operator.plan_versions(&plan.id, &page).await.unwrap();
+    let latest = versions.items[0].version;
+    let version = NewPlanVersion {
+        plan: &plan,
+        after: Some(latest),
+        diff: vec![],
+        reason: "tighter",
+        actor: None,
+        at: START,
+    };
+    let audit = OtherNode::audit(None, AuditAction::PlanUpdate, plan.id.as_str());
+    let since = SystemClock.instant();
+    other
+        .catalog
+        .add_plan_version(&version, &audit)
+        .await
+        .unwrap();
+    let took = until_refused(since, async || {
+        matches!(client.collections(&page).await, Err(e) if e.code() == Some("quota_exceeded"))
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
 }
