@@ -35,7 +35,8 @@ UPSTREAM_PORT = 19000
 FAST_UPSTREAM_PORT = 19001
 HELLO_PORT = 19002
 PORTS = {"tenantd": 19080, "tenantd-fifo": 19083, "tenantd-capped": 19084, "nginx": 19081,
-         "haproxy": 19082, "tenantd-baseline": 19085, "hyper-floor": 19086}
+         "haproxy": 19082, "tenantd-baseline": 19085, "hyper-floor": 19086,
+         "tenantd-local": 19087, "tenantd-shared": 19088}
 # The operator key of each tenantd started, by name.
 OPERATORS = {}
 
@@ -156,13 +157,17 @@ def api(port, token, method, path, body=None):
 
 
 def start_tenantd(procs, name, discipline, tenants, concurrency_cap=None,
-                  binary=RELEASE / "tenantd"):
+                  binary=RELEASE / "tenantd", quotas=None, extra=""):
     """A tenantd (`binary`) on its embedded default with the `sim` and `fast`
     services, and `tenants` tenants each with a developer key; returns the
     keys. With `concurrency_cap`, the default plan lets a tenant hold at most
-    that many seats at once (its further requests wait in its own queue)."""
+    that many seats at once (its further requests wait in its own queue);
+    `quotas` is the default plan's quota list instead (TOML); `extra` is
+    appended to the configuration."""
     cap = ("" if concurrency_cap is None else
            f'quotas = [{{ metric = "concurrent_requests", hard = {concurrency_cap} }}]')
+    if quotas is not None:
+        cap = f"quotas = {quotas}"
     port = PORTS[name]
     data = WORK / name
     data.mkdir()
@@ -201,6 +206,7 @@ upstreams = ["http://127.0.0.1:{FAST_UPSTREAM_PORT}"]
 request_timeout = "{DEADLINE_S * 500 - 100}ms"
 max_in_flight_per_tenant = 256
 retries = 0
+{extra}
 """)
     OPERATORS[name] = operator
     process = procs.start(

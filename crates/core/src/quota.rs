@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime};
 
-use crate::plan::{AddOn, Metric, Period, Quota};
+use crate::plan::{AddOn, Grace, Metric, Period, Quota};
 
 /// The day of the month a tenant's monthly quotas reset (UTC midnight).
 /// Days 29 to 31 are refused so that every month has the day.
@@ -428,9 +428,7 @@ impl Ledger {
                 let Some(grace) = quota.grace() else {
                     return exceeded(standing, secs);
                 };
-                let allowance = standing
-                    .hard
-                    .saturating_add(standing.hard.saturating_mul(u64::from(grace.percent)) / 100);
+                let allowance = grace_allowance(standing.hard, grace);
                 let started = self.grace_started(quota);
                 if started == 0 {
                     self.set_grace_started(quota, secs);
@@ -563,6 +561,83 @@ impl Ledger {
         let first = *bits & bit == 0;
         *bits |= bit;
         first
+    }
+}
+
+/// The most a counted quota's window may hold while its grace runs.
+fn grace_allowance(hard: u64, grace: Grace) -> u64 {
+    hard.saturating_add(hard.saturating_mul(u64::from(grace.percent)) / 100)
+}
+
+/// A counted quota's limit as it stands, for a decision made outside this
+/// ledger (a counter shared by several nodes): usage in the window may
+/// reach `limit`, and a request that would pass it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceiling {
+    pub metric: Metric,
+    pub period: Period,
+    /// The window `[start, end)` it counts in, Unix seconds.
+    pub window: (i64, i64),
+    /// The hard limit with add-ons; the grace allowance while a grace runs
+    /// or may still start.
+    pub limit: u64,
+}
+
+impl Ledger {
+    /// The ceiling of each counted quota among `quotas` now, exactly as
+    /// `admit` would apply it.
+    pub fn ceilings(
+        &mut self,
+        quotas: &[Quota],
+        add_ons: &[AddOn],
+        billing_day: BillingDay,
+        now: OffsetDateTime,
+    ) -> Vec<Ceiling> {
+        let secs = now.unix_timestamp();
+        quotas
+            .iter()
+            .filter(|q| counted_index(q.metric()).is_some())
+            .filter_map(|quota| {
+                let period = quota.period()?;
+                let standing = self.standing(quota, add_ons, billing_day, now);
+                let started = self.grace_started(quota);
+                let limit = match quota.grace() {
+                    Some(grace)
+                        if started == 0
+                            || secs < started.saturating_add(grace.duration.as_secs() as i64) =>
+                    {
+                        grace_allowance(standing.hard, grace)
+                    }
+                    _ => standing.hard,
+                };
+                Some(Ceiling {
+                    metric: quota.metric(),
+                    period,
+                    window: standing.window?,
+                    limit,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets a counted metric's usage in the window starting at
+    /// `window_start`, as a counter shared with other nodes says it is; a
+    /// window that is not the current one is left alone.
+    pub fn set_counted(&mut self, metric: Metric, period: Period, window_start: i64, used: u64) {
+        let p = period.index();
+        if let Some(m) = counted_index(metric) {
+            if self.window_start[p] == window_start {
+                self.used[m][p] = used;
+            }
+        }
+    }
+
+    /// A counted metric's usage in the current window of `period` and the
+    /// window's start, without rolling it over.
+    pub fn counted(&self, metric: Metric, period: Period) -> (i64, u64) {
+        let p = period.index();
+        let used = counted_index(metric).map_or(0, |m| self.used[m][p]);
+        (self.window_start[p], used)
     }
 }
 
@@ -901,6 +976,93 @@ mod tests {
         assert!(admit(&mut relaxed, tomorrow));
         let standing = relaxed.standing(&q[0], &[], day, tomorrow);
         assert!(!standing.in_grace);
+    }
+
+    /// A decision made elsewhere against `ceilings` refuses exactly where
+    /// `admit` does: at the hard limit with add-ons, within the grace
+    /// allowance while the grace may run, and at hard once it ran out.
+    #[test]
+    fn a_ceiling_is_the_usage_at_which_admit_refuses() {
+        let graced = Quota::new(QuotaFields {
+            metric: Metric::Requests,
+            period: Some(Period::Day),
+            soft: None,
+            hard: 10,
+            grace: Some(Grace {
+                percent: 20,
+                duration: Duration::from_secs(600),
+            }),
+        })
+        .unwrap();
+        let bytes = quota(Metric::IngressBytes, Some(Period::Month), None, 5_000);
+        let storage = quota(Metric::StorageBytes, None, None, 1_000);
+        let quotas = [graced, bytes, storage];
+        let day = BillingDay::default();
+        let t0 = datetime!(2026-03-20 10:00 UTC);
+        let add_on = AddOn {
+            metric: Metric::IngressBytes,
+            period: Some(Period::Month),
+            amount: 500,
+            expires_at: t0 + time::Duration::days(1),
+        };
+        let mut ledger = Ledger::default();
+        let ceilings = ledger.ceilings(&quotas, &[add_on], day, t0);
+        let (day_start, day_end) = window(Period::Day, day, secs(t0));
+        assert_eq!(
+            ceilings,
+            [
+                Ceiling {
+                    metric: Metric::Requests,
+                    period: Period::Day,
+                    window: (day_start, day_end),
+                    limit: 12,
+                },
+                Ceiling {
+                    metric: Metric::IngressBytes,
+                    period: Period::Month,
+                    window: window(Period::Month, day, secs(t0)),
+                    limit: 5_500,
+                },
+            ],
+            "levels have no ceiling; the grace allowance and the add-on count"
+        );
+        let requests = [graced];
+        let admitted = (0..20)
+            .take_while(|_| allowed(&ledger.admit(&requests, &[], day, t0, Demand::default())))
+            .count();
+        assert_eq!(admitted as u64, ceilings[0].limit);
+        assert_eq!(
+            ledger.counted(Metric::Requests, Period::Day),
+            (day_start, 12)
+        );
+        // Once the grace ran out, the ceiling is the hard limit.
+        let later = t0 + time::Duration::seconds(600);
+        assert_eq!(ledger.ceilings(&requests, &[], day, later)[0].limit, 10);
+
+        // Usage set from elsewhere is what admit decides on; for another
+        // window it is ignored.
+        let mut shared = Ledger::default();
+        shared.ceilings(&requests, &[], day, t0);
+        shared.set_counted(Metric::Requests, Period::Day, day_start - 86_400, 3);
+        assert_eq!(
+            shared.counted(Metric::Requests, Period::Day),
+            (day_start, 0)
+        );
+        shared.set_counted(Metric::Requests, Period::Day, day_start, 11);
+        assert!(allowed(&shared.admit(
+            &requests,
+            &[],
+            day,
+            t0,
+            Demand::default()
+        )));
+        assert!(!allowed(&shared.admit(
+            &requests,
+            &[],
+            day,
+            t0,
+            Demand::default()
+        )));
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl Server {
                 async move { identity.refresh_due(stopped).await }
             }),
             tokio::spawn(probe_dependencies(state.clone(), stopped.clone())),
+            tokio::spawn(replay_quotas(state.clone(), stopped.clone())),
             tokio::spawn(meter::write_behind(
                 state.clone(),
                 config.admission.usage_flush_interval.get(),
@@ -207,6 +208,24 @@ impl Server {
         state.data.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Sends Redis the shared quota usage this node admitted and learns
+/// everyone's, every `quota_sync_interval`, and once more when stopping.
+async fn replay_quotas(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let Some(shared) = &state.admission.shared_quotas else {
+        return;
+    };
+    let ledgers = &state.admission.ledgers;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(shared.interval()) => shared.replay(ledgers).await,
+            _ = stopped.changed() => {
+                shared.replay(ledgers).await;
+                return;
+            }
+        }
     }
 }
 

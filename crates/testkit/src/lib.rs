@@ -372,9 +372,21 @@ impl Redis {
             request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
         }
         stream.write_all(request.as_bytes())?;
+        let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        Ok(line.trim_end().to_owned())
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        // A bulk string (`$<length>`, e.g. INFO's answer) is read whole;
+        // every other answer is its first line.
+        match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            Some(length) => {
+                let mut bulk = vec![0; length + 2];
+                std::io::Read::read_exact(&mut reader, &mut bulk)?;
+                bulk.truncate(length);
+                Ok(String::from_utf8_lossy(&bulk).into_owned())
+            }
+            None => Ok(line.to_owned()),
+        }
     }
 
     // Start-up is synchronous, as for `Postgres::start` (`pg_ctl -w`): it

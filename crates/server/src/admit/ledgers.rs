@@ -27,6 +27,7 @@ use tenantd_store::usage::{HourUsage, UsageBatch};
 use time::OffsetDateTime;
 
 use super::limiter::{decide_slots, RateCheck, RateStore, Unavailable, LIMITS_PER_TENANT};
+use super::shared_quotas::SharedView;
 
 const SHARDS: usize = 64;
 
@@ -59,9 +60,16 @@ pub struct TenantUsage {
     pub effective: Option<(Arc<Plan>, Arc<Plan>)>,
     /// The tenant is in its shard's list of tenants to write.
     listed: bool,
+    /// Its counters shared with other nodes, when quotas are shared.
+    pub shared: Option<Box<SharedView>>,
 }
 
 impl TenantUsage {
+    /// The highest catalog id among its add-ons when they were last set.
+    pub fn add_ons_through(&self) -> i64 {
+        self.add_ons_through
+    }
+
     /// Puts `add_ons` in place of the tenant's, unless the ones it has were
     /// read after them (`through`, the highest catalog id among them, is
     /// lower than theirs): lists read at different times may arrive in any

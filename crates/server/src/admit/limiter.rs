@@ -163,10 +163,15 @@ impl RedisRates {
         })
     }
 
+    /// Longest a call may wait for Redis.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The shared connection, opened on first use. It reconnects by itself
     /// once opened; a failed first open is retried after a second, so that
     /// requests meanwhile do not each wait for a connect timeout.
-    async fn connection(&self) -> Result<ConnectionManager, Unavailable> {
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, Unavailable> {
         if let Some(c) = self.connection.get() {
             return Ok(c.clone());
         }
@@ -250,7 +255,7 @@ impl RateStore for RedisRates {
 pub enum Limiter {
     Memory(Arc<Ledgers>),
     Redis {
-        redis: Box<RedisRates>,
+        redis: Arc<RedisRates>,
         /// Decides while Redis is unreachable, when failing open.
         local: Arc<Ledgers>,
         on_unavailable: FailMode,
@@ -273,12 +278,21 @@ impl Limiter {
         Ok(match redis {
             None => Self::Memory(ledgers),
             Some(config) => Self::Redis {
-                redis: Box::new(RedisRates::new(&config.url, config.timeout)?),
+                redis: Arc::new(RedisRates::new(&config.url, config.timeout)?),
                 local: ledgers,
                 on_unavailable: config.on_unavailable,
                 health: Dependency::new("redis", dependency_policy()),
             },
         })
+    }
+
+    /// The connection to Redis and its circuit, when the limiter uses it:
+    /// shared quotas use both.
+    pub fn redis(&self) -> Option<(&Arc<RedisRates>, &Arc<Dependency>)> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis { redis, health, .. } => Some((redis, health)),
+        }
     }
 
     /// Redis's circuit and what the limiter does without Redis, when it

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod ledgers;
 pub mod limiter;
 pub mod seats;
+pub mod shared_quotas;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,7 +36,7 @@ use tenantd_store::health::Dependency;
 use tenantd_store::DataStore;
 
 use crate::app::Change;
-use crate::config::AdmissionConfig;
+use crate::config::{AdmissionConfig, FailMode};
 use crate::meter::{self, MeteredBody};
 use crate::metrics::{Metrics, Rejection};
 use crate::problem::ApiError;
@@ -43,6 +44,24 @@ use headers::RateHeaders;
 use ledgers::Ledgers;
 use limiter::{Limiter, RateCheck, RateOutcome, Unavailable};
 use seats::{Refusal, Seat, Seats};
+use shared_quotas::{Route, SharedQuotas, StrictAnswer, StrictAsk};
+
+/// Where a shared quota decision stands (see `charge_quotas`).
+enum QuotaStage {
+    Start,
+    /// This node's call for the tenant holds its gate.
+    Gated,
+    Answered(StrictAsk, StrictAnswer),
+    /// Decided from this node's view: Redis is unavailable and the limiter
+    /// fails open, or the plan shares nothing.
+    Local,
+}
+
+/// What a shared quota decision needs before it can be made.
+enum QuotaStep {
+    Wait(Arc<tokio::sync::Mutex<()>>),
+    Ask(StrictAsk),
+}
 
 /// How request bodies are taken in: the server's largest body, and the time
 /// a body has to arrive.
@@ -66,6 +85,9 @@ pub struct Admission {
     /// Serializes the writers of `plans`.
     plans_writer: Mutex<()>,
     pub limiter: Limiter,
+    /// Request and byte quotas counted with other nodes, when Redis is
+    /// configured.
+    pub shared_quotas: Option<SharedQuotas>,
     pub seats: Arc<Seats>,
     pub ledgers: Arc<Ledgers>,
     pub metrics: Metrics,
@@ -100,8 +122,22 @@ impl Admission {
         );
         let limiter = Limiter::new(config.redis.as_ref(), ledgers.clone())?;
         dependencies.extend(limiter.dependency().map(|(redis, _)| redis.clone()));
+        let shared_quotas =
+            limiter
+                .redis()
+                .zip(config.redis.as_ref())
+                .map(|((redis, health), settings)| {
+                    SharedQuotas::new(
+                        redis.clone(),
+                        health.clone(),
+                        settings.quota_sync_interval.get(),
+                        settings.quota_strict_margin.into(),
+                        clock.clone(),
+                    )
+                });
         Ok(Self {
             limiter,
+            shared_quotas,
             metrics: Metrics::new(
                 seats.clone(),
                 ledgers.clone(),
@@ -276,7 +312,7 @@ impl Admission {
             return self.refuse(&admittee.tenant, reason, error, admittee.headers);
         }
         let data_scope = request.extensions().get::<DataScope>().cloned();
-        let charge = match self.charge_quotas(&mut admittee, data_scope.as_ref()) {
+        let charge = match self.charge_quotas(&mut admittee, data_scope.as_ref()).await {
             Ok(charge) => charge,
             Err((reason, error)) => {
                 return self.refuse(&admittee.tenant, reason, error, admittee.headers)
@@ -416,12 +452,13 @@ impl Admission {
 
     /// Phase: the quotas, checked and charged in one step so that the hard
     /// limit is exact. The charge refunds itself unless the request runs.
-    fn charge_quotas(
+    async fn charge_quotas(
         self: &Arc<Self>,
         admittee: &mut Admittee,
         data_scope: Option<&DataScope>,
     ) -> Result<Charge, (Rejection, ApiError)> {
-        let (plan, class, now) = (&admittee.plan, admittee.class, admittee.now);
+        let (plan, class, now) = (admittee.plan.clone(), admittee.class, admittee.now);
+        let tenant = admittee.tenant.clone();
         let demand = Demand {
             ingress_bytes: admittee.declared_length,
             writes: class == OpClass::Write,
@@ -432,7 +469,75 @@ impl Admission {
         let counts_against_quotas = class != OpClass::Admin;
         let default_estimate = micros_of(self.config.classes.get(class).estimate);
         let billing_day = admittee.billing_day;
-        let decision = self.ledgers.with(&admittee.tenant, |usage| {
+        let shared = self
+            .shared_quotas
+            .as_ref()
+            .filter(|_| counts_against_quotas);
+        // With shared quotas, the decision may be made in Redis (`strict`):
+        // the tenant's state is entered again once this node's call for it
+        // holds the tenant's gate, and again with Redis's answer.
+        let mut stage = QuotaStage::Start;
+        let mut _gate = None;
+        let decision = loop {
+            let step = self.ledgers.with(&tenant, |usage| {
+                if let Some(shared) = shared {
+                    match std::mem::replace(&mut stage, QuotaStage::Local) {
+                        QuotaStage::Start => {
+                            if let Route::Strict(gate) = shared.route(usage, &plan, now) {
+                                return Err(QuotaStep::Wait(gate));
+                            }
+                        }
+                        QuotaStage::Gated => {
+                            let ask =
+                                shared.strict_ask(&tenant, usage, &plan, billing_day, now, demand);
+                            if let Some(ask) = ask {
+                                return Err(QuotaStep::Ask(ask));
+                            }
+                        }
+                        QuotaStage::Answered(ask, answer) => shared.settle(usage, ask, &answer),
+                        QuotaStage::Local => {}
+                    }
+                }
+                Ok(self.decide_quotas(admittee, usage, data_scope, counts_against_quotas, demand))
+            });
+            stage = match step {
+                Ok(decision) => break decision,
+                Err(QuotaStep::Wait(gate)) => {
+                    _gate = Some(gate.lock_owned().await);
+                    QuotaStage::Gated
+                }
+                Err(QuotaStep::Ask(ask)) => match shared {
+                    Some(shared) => match shared.decide(&ask).await {
+                        Ok(answer) => QuotaStage::Answered(ask, answer),
+                        Err(_) => match self.config.redis.as_ref().map(|r| r.on_unavailable) {
+                            Some(FailMode::FailClosed) => {
+                                let error = ApiError::new(ErrorCode::LimiterUnavailable);
+                                return Err((Rejection::LimiterUnavailable, error));
+                            }
+                            _ => QuotaStage::Local,
+                        },
+                    },
+                    None => QuotaStage::Local,
+                },
+            };
+        };
+        self.answer_quotas(admittee, decision, counts_against_quotas, default_estimate)
+    }
+
+    /// The local decision on the tenant's quotas, with its metering; with
+    /// shared quotas, also what the replays and the next decision need.
+    fn decide_quotas(
+        &self,
+        admittee: &mut Admittee,
+        usage: &mut ledgers::TenantUsage,
+        data_scope: Option<&DataScope>,
+        counts_against_quotas: bool,
+        demand: Demand,
+    ) -> QuotaDecision {
+        let (plan, class, now) = (&admittee.plan, admittee.class, admittee.now);
+        let billing_day = admittee.billing_day;
+        let default_estimate = micros_of(self.config.classes.get(class).estimate);
+        {
             if usage.admitted_total == 0 && usage.measure_storage.is_none() {
                 // First request since start: measure storage for the level quotas.
                 usage.measure_storage = data_scope.cloned().map(Box::new);
@@ -461,8 +566,27 @@ impl Admission {
                 .map(|a| a.amount)
                 .sum();
             admittee.estimate = usage.estimate(class, default_estimate);
+            if let Some(shared) = self
+                .shared_quotas
+                .as_ref()
+                .filter(|_| counts_against_quotas)
+            {
+                shared.decided(&admittee.tenant, usage);
+            }
             decision
-        });
+        }
+    }
+
+    /// The quota decision as the request's answer: a refusal with its
+    /// problem, or the charge it runs under.
+    fn answer_quotas(
+        self: &Arc<Self>,
+        admittee: &mut Admittee,
+        decision: QuotaDecision,
+        counts_against_quotas: bool,
+        default_estimate: u64,
+    ) -> Result<Charge, (Rejection, ApiError)> {
+        let (billing_day, now) = (admittee.billing_day, admittee.now);
         match decision {
             QuotaDecision::Exceeded {
                 standing,

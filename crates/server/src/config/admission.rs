@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tenantd_core::fair::Discipline;
 use tenantd_core::plan::OpClass;
+use tenantd_core::share::Percent;
 
 /// How requests are admitted: seats, queues, budgets, the shared limiter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,10 +182,39 @@ pub struct RedisConfig {
     /// Longest a limiter decision may wait for Redis.
     #[serde(with = "humantime_serde", default = "default_redis_timeout")]
     pub timeout: Duration,
+    /// How often this node sends Redis the request and byte quota usage it
+    /// admitted, and learns everyone's.
+    #[serde(default = "default_quota_sync_interval")]
+    pub quota_sync_interval: NonZeroDuration,
+    /// How close to a hard limit (a percentage of it; further when other
+    /// nodes add fast) a tenant's quota decisions are made in Redis itself.
+    #[serde(default = "default_quota_strict_margin")]
+    pub quota_strict_margin: Percent,
+}
+
+impl RedisConfig {
+    /// Redis at `url`, with every other setting at its default.
+    pub fn new(url: String, on_unavailable: FailMode) -> Self {
+        Self {
+            url,
+            on_unavailable,
+            timeout: default_redis_timeout(),
+            quota_sync_interval: default_quota_sync_interval(),
+            quota_strict_margin: default_quota_strict_margin(),
+        }
+    }
 }
 
 fn default_redis_timeout() -> Duration {
     Duration::from_millis(100)
+}
+
+fn default_quota_sync_interval() -> NonZeroDuration {
+    NonZeroDuration::from_millis(10)
+}
+
+fn default_quota_strict_margin() -> Percent {
+    Percent::of_const(1)
 }
 
 /// Shown without the password its URL may hold.
@@ -194,6 +224,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("url", &without_password(&self.url))
             .field("on_unavailable", &self.on_unavailable)
             .field("timeout", &self.timeout)
+            .field("quota_sync_interval", &self.quota_sync_interval)
+            .field("quota_strict_margin", &self.quota_strict_margin)
             .finish()
     }
 }

@@ -488,11 +488,7 @@ async fn redis_gone_stops_being_called_and_comes_back() {
     let mut redis = Redis::start();
     let url = redis.url();
     let app = spawn_app_with(move |c| {
-        c.admission.redis = Some(RedisConfig {
-            url,
-            on_unavailable: FailMode::FailOpen,
-            timeout: Duration::from_millis(100),
-        });
+        c.admission.redis = Some(RedisConfig::new(url, FailMode::FailOpen));
     })
     .await;
     let token = tenant(&app, "acme", "default", Isolation::Pooled).await;

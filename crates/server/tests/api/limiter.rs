@@ -103,9 +103,8 @@ async fn app_on_redis(redis: &Redis, on_unavailable: FailMode) -> (TestApp, Stri
             ..Plan::default_plan()
         }];
         config.admission.redis = Some(RedisConfig {
-            url,
-            on_unavailable,
             timeout: Duration::from_millis(200),
+            ..RedisConfig::new(url, on_unavailable)
         });
     })
     .await;

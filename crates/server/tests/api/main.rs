@@ -20,5 +20,6 @@ mod limiter;
 mod moves;
 mod openapi;
 mod policy;
+mod shared_quotas;
 mod tenants;
 mod upstream;
