@@ -19,6 +19,8 @@ It writes bench/results/shared-quotas-<tenants>.json.
 
 import argparse
 import json
+import socket
+import time
 from pathlib import Path
 import run
 
@@ -44,7 +46,7 @@ def main():
         redis = procs.start("redis", ["redis-server", "--port", str(REDIS_PORT), "--save", "",
                                       "--appendonly", "no"], run.LOAD_CORE)
         run.wait_for_port(run.FAST_UPSTREAM_PORT)
-        run.wait_for_port(REDIS_PORT)
+        wait_for_redis()
         servers, keys = {}, {}
         # Each node its own Redis database: the nodes' tenants share names.
         for db, (name, binary, redis_db) in enumerate([
@@ -81,6 +83,19 @@ def main():
               f"| {spread(s['p99_us'], 1000, 2)} | {spread(s['cpu_us_per_request'], 1, 1)} "
               f"| {spread(s['redis_cpu_us_per_request'], 1, 1)} |")
     print(f"wrote {out}")
+
+
+def wait_for_redis(timeout=30):
+    """Until Redis accepts a connection (it speaks no HTTP, which
+    run.wait_for_port asks)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"Redis did not listen on port {REDIS_PORT} within {timeout} s")
 
 
 def spread(stat, divisor, digits):

@@ -702,6 +702,21 @@ mod tests {
         .unwrap()
     }
 
+    /// 10 requests a day, with 20 % more allowed for 10 minutes.
+    fn ten_a_day_with_grace() -> Quota {
+        Quota::new(QuotaFields {
+            metric: Metric::Requests,
+            period: Some(Period::Day),
+            soft: None,
+            hard: 10,
+            grace: Some(Grace {
+                percent: 20,
+                duration: Duration::from_secs(600),
+            }),
+        })
+        .unwrap()
+    }
+
     fn allowed(d: &QuotaDecision) -> bool {
         matches!(d, QuotaDecision::Allowed { .. })
     }
@@ -943,17 +958,7 @@ mod tests {
 
     #[test]
     fn grace_allows_a_percentage_over_hard_for_a_while() {
-        let q = [Quota::new(QuotaFields {
-            metric: Metric::Requests,
-            period: Some(Period::Day),
-            soft: None,
-            hard: 10,
-            grace: Some(Grace {
-                percent: 20,
-                duration: Duration::from_secs(600),
-            }),
-        })
-        .unwrap()];
+        let q = [ten_a_day_with_grace()];
         let mut ledger = Ledger::default();
         let day = BillingDay::default();
         let t0 = datetime!(2026-03-20 10:00 UTC);
@@ -983,17 +988,7 @@ mod tests {
     /// allowance while the grace may run, and at hard once it ran out.
     #[test]
     fn a_ceiling_is_the_usage_at_which_admit_refuses() {
-        let graced = Quota::new(QuotaFields {
-            metric: Metric::Requests,
-            period: Some(Period::Day),
-            soft: None,
-            hard: 10,
-            grace: Some(Grace {
-                percent: 20,
-                duration: Duration::from_secs(600),
-            }),
-        })
-        .unwrap();
+        let graced = ten_a_day_with_grace();
         let bytes = quota(Metric::IngressBytes, Some(Period::Month), None, 5_000);
         let storage = quota(Metric::StorageBytes, None, None, 1_000);
         let quotas = [graced, bytes, storage];

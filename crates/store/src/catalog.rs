@@ -999,6 +999,18 @@ mod tests {
     }
 
     impl Fixture {
+        /// Revokes `key` of `t` with an audit entry naming it.
+        async fn revoke(&self, t: &Tenant, scope: &TenantScope, key: &KeyRecord) {
+            let revoke = NewAuditEntry {
+                target: key.id.as_str().into(),
+                ..audit(Some(&t.id), AuditAction::KeyRevoke)
+            };
+            let revoked = self
+                .catalog
+                .revoke_key(Owner::Tenant(scope), &key.id, NOW, &revoke);
+            revoked.await.unwrap().unwrap();
+        }
+
         /// Creates a tenant with an admin key and returns the admin's scope.
         async fn tenant_with_scope(&self, id: &str) -> (Tenant, TenantScope, KeyRecord) {
             let t = tenant(id);
@@ -1445,15 +1457,7 @@ mod tests {
             let server = OperatorScope::server();
             let start = f.catalog.change_position().await.unwrap();
             let (mut t, scope, key) = f.tenant_with_scope("acme").await;
-            let revoke = NewAuditEntry {
-                target: key.id.as_str().into(),
-                ..audit(Some(&t.id), AuditAction::KeyRevoke)
-            };
-            f.catalog
-                .revoke_key(Owner::Tenant(&scope), &key.id, NOW, &revoke)
-                .await
-                .unwrap()
-                .unwrap();
+            f.revoke(&t, &scope, &key).await;
             t.status = TenantStatus::Deleted;
             t.deleted_at = Some(NOW);
             let delete = audit(Some(&t.id), AuditAction::TenantDelete);
@@ -1488,15 +1492,7 @@ mod tests {
             let f = fixture(engine).await;
             let start = f.catalog.change_position().await.unwrap();
             let (t, scope, key) = f.tenant_with_scope("acme").await;
-            let revoke = NewAuditEntry {
-                target: key.id.as_str().into(),
-                ..audit(Some(&t.id), AuditAction::KeyRevoke)
-            };
-            f.catalog
-                .revoke_key(Owner::Tenant(&scope), &key.id, NOW, &revoke)
-                .await
-                .unwrap()
-                .unwrap();
+            f.revoke(&t, &scope, &key).await;
             let feed = f.catalog.changes_after(&server, start, 100).await.unwrap();
             assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "{feed:?}");
             assert_eq!(feed.len(), 3, "{engine:?}: create, key, revoke");

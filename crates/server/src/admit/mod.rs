@@ -457,8 +457,7 @@ impl Admission {
         admittee: &mut Admittee,
         data_scope: Option<&DataScope>,
     ) -> Result<Charge, (Rejection, ApiError)> {
-        let (plan, class, now) = (admittee.plan.clone(), admittee.class, admittee.now);
-        let tenant = admittee.tenant.clone();
+        let (class, now) = (admittee.class, admittee.now);
         let demand = Demand {
             ingress_bytes: admittee.declared_length,
             writes: class == OpClass::Write,
@@ -479,17 +478,19 @@ impl Admission {
         let mut stage = QuotaStage::Start;
         let mut _gate = None;
         let decision = loop {
-            let step = self.ledgers.with(&tenant, |usage| {
+            let admitting = &*admittee;
+            let (tenant, plan) = (&admitting.tenant, &admitting.plan);
+            let step = self.ledgers.with(tenant, |usage| {
                 if let Some(shared) = shared {
                     match std::mem::replace(&mut stage, QuotaStage::Local) {
                         QuotaStage::Start => {
-                            if let Route::Strict(gate) = shared.route(usage, &plan, now) {
+                            if let Route::Strict(gate) = shared.route(usage, plan, now) {
                                 return Err(QuotaStep::Wait(gate));
                             }
                         }
                         QuotaStage::Gated => {
                             let ask =
-                                shared.strict_ask(&tenant, usage, &plan, billing_day, now, demand);
+                                shared.strict_ask(tenant, usage, plan, billing_day, now, demand);
                             if let Some(ask) = ask {
                                 return Err(QuotaStep::Ask(ask));
                             }
@@ -498,7 +499,7 @@ impl Admission {
                         QuotaStage::Local => {}
                     }
                 }
-                Ok(self.decide_quotas(admittee, usage, data_scope, counts_against_quotas, demand))
+                Ok(self.decide_quotas(admitting, usage, data_scope, counts_against_quotas, demand))
             });
             stage = match step {
                 Ok(decision) => break decision,
@@ -521,6 +522,9 @@ impl Admission {
                 },
             };
         };
+        let (decision, extra_seats, estimate) = decision;
+        admittee.extra_seats = extra_seats;
+        admittee.estimate = estimate;
         self.answer_quotas(admittee, decision, counts_against_quotas, default_estimate)
     }
 
@@ -528,12 +532,12 @@ impl Admission {
     /// shared quotas, also what the replays and the next decision need.
     fn decide_quotas(
         &self,
-        admittee: &mut Admittee,
+        admittee: &Admittee,
         usage: &mut ledgers::TenantUsage,
         data_scope: Option<&DataScope>,
         counts_against_quotas: bool,
         demand: Demand,
-    ) -> QuotaDecision {
+    ) -> (QuotaDecision, u64, u64) {
         let (plan, class, now) = (&admittee.plan, admittee.class, admittee.now);
         let billing_day = admittee.billing_day;
         let default_estimate = micros_of(self.config.classes.get(class).estimate);
@@ -559,13 +563,13 @@ impl Admission {
                 usage.meter(now, |h| h.requests += 1);
                 usage.note(now, events.iter().copied());
             }
-            admittee.extra_seats = usage
+            let extra_seats = usage
                 .add_ons
                 .iter()
                 .filter(|a| a.metric == Metric::ConcurrentRequests && a.expires_at > now)
                 .map(|a| a.amount)
                 .sum();
-            admittee.estimate = usage.estimate(class, default_estimate);
+            let estimate = usage.estimate(class, default_estimate);
             if let Some(shared) = self
                 .shared_quotas
                 .as_ref()
@@ -573,7 +577,7 @@ impl Admission {
             {
                 shared.decided(&admittee.tenant, usage);
             }
-            decision
+            (decision, extra_seats, estimate)
         }
     }
 

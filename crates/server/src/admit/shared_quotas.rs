@@ -7,20 +7,22 @@
 //! total plus what this node admitted (or refunded) since, so the difference
 //! is what the next replay sends. Replays run every `quota_sync_interval`
 //! for the tenants this node served, one script per tenant; each answers the
-//! totals, which other nodes' replays raised. A decision is made in Redis
-//! instead, atomically with every other node's, when the view is stale (this
-//! node has not served the tenant lately), when the plan or add-ons changed,
-//! after a refusal until its window ends, and when usage is within the margin
-//! of a ceiling: the larger of `quota_strict_margin` of the limit and twice
-//! what other nodes added in one interval. Over-admission is what other
-//! nodes admit from their own views within about one interval of the limit.
+//! totals, which other nodes' replays raised (tenants far from every ceiling
+//! every fifth replay). A decision is made in Redis instead, atomically with
+//! every other node's, when the view is stale (not reported for twenty
+//! replays), when the plan or add-ons changed, and when usage is within the
+//! margin of a ceiling: the larger of `quota_strict_margin` of the limit and
+//! four times what other nodes added between the last two replays (a refused
+//! request is always within it). Over-admission is what other nodes admit
+//! from their own views within about one replay of the limit.
 //!
 //! Invariant: a node's local usage minus its view's `base` is exactly what it
 //! has not yet told Redis; every path that learns a total from Redis sets
 //! both in the same critical section of the tenant's ledger.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use tenantd_core::plan::{Metric, Period, Plan};
@@ -67,6 +69,17 @@ totals[n + 1] = admitted
 return totals
 "#;
 
+/// The margin covers this many times what other nodes added between the
+/// last two replays: their pace varies from one interval to the next.
+const GROWTH_MARGIN: u64 = 4;
+
+/// A tenant whose every quota has more than half its limit and more than
+/// this many margins left is far from its ceilings: it is replayed every
+/// `FAR_REPLAY_EVERY` intervals. (Half the limit, because the margin is
+/// small until other nodes' pace has been seen.)
+const FAR: u64 = 10;
+const FAR_REPLAY_EVERY: u64 = 5;
+
 /// How long after its window ends a counter is kept, for late replays.
 const KEPT_AFTER_WINDOW: i64 = 86_400;
 
@@ -101,8 +114,11 @@ pub struct SharedView {
     plan: Arc<Plan>,
     add_ons_through: i64,
     pairs: Vec<Pair>,
-    /// When Redis last reported the totals; `None` before it ever did.
-    synced_at: Option<Instant>,
+    /// The replay (counted by `SharedQuotas::replays`) at which Redis last
+    /// reported the totals; `None` before it ever did. Counted in replays,
+    /// not read from the clock: replays run on real time, and a node whose
+    /// replays stopped has a stale view whatever its clock says.
+    synced_at: Option<u64>,
     /// Listed for the next replay.
     listed: bool,
     /// Held by this node's one call to Redis for the tenant at a time, so
@@ -146,6 +162,7 @@ pub struct SharedQuotas {
     margin_percent: u64,
     clock: Arc<dyn Clock>,
     listed: Box<[Mutex<Vec<TenantId>>]>,
+    replays: AtomicU64,
 }
 
 impl SharedQuotas {
@@ -164,6 +181,7 @@ impl SharedQuotas {
             margin_percent: u64::from(margin_percent),
             clock,
             listed: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            replays: AtomicU64::new(0),
         }
     }
 
@@ -174,14 +192,19 @@ impl SharedQuotas {
 
     /// A view older than this is stale: the tenant's next decision is made
     /// in Redis.
-    fn stale_after(&self) -> Duration {
-        self.interval * 10
+    fn stale_after(&self) -> u64 {
+        FAR_REPLAY_EVERY * 4
+    }
+
+    /// Replays begun so far.
+    fn replays(&self) -> u64 {
+        self.replays.load(Ordering::Relaxed)
     }
 
     /// In the tenant's critical section, before its local decision: whether
     /// it may be made from this node's view.
     pub fn route(&self, usage: &mut TenantUsage, plan: &Arc<Plan>, now: OffsetDateTime) -> Route {
-        let instant = self.clock.instant();
+        let replays = self.replays();
         let secs = now.unix_timestamp();
         let through = usage.add_ons_through();
         let TenantUsage { ledger, shared, .. } = usage;
@@ -199,7 +222,7 @@ impl SharedQuotas {
             && view.add_ons_through == through
             && view
                 .synced_at
-                .is_some_and(|at| instant.saturating_duration_since(at) < self.stale_after())
+                .is_some_and(|at| replays.saturating_sub(at) < self.stale_after())
             && view.pairs.iter().all(|pair| {
                 let (start, used) = ledger.counted(pair.ceiling.metric, pair.ceiling.period);
                 start == pair.ceiling.window.0
@@ -350,7 +373,7 @@ impl SharedQuotas {
         view.plan = ask.plan;
         view.add_ons_through = ask.add_ons_through;
         view.pairs = pairs;
-        view.synced_at = Some(self.clock.instant());
+        view.synced_at = Some(self.replays());
     }
 
     /// After a local decision: anything admitted or refunded lists the
@@ -376,6 +399,8 @@ impl SharedQuotas {
     /// for the next (a reply lost after Redis applied it counts twice:
     /// replays are at least once).
     pub async fn replay(&self, ledgers: &Ledgers) {
+        // Counted whether or not anything is listed: views age while idle.
+        let now = self.replays.fetch_add(1, Ordering::Relaxed) + 1;
         let tenants: Vec<TenantId> = self
             .listed
             .iter()
@@ -395,7 +420,21 @@ impl SharedQuotas {
         let mut batch = Vec::with_capacity(tenants.len());
         for tenant in tenants {
             let built = ledgers.with(&tenant, |usage| {
-                let view = usage.shared.as_deref_mut()?;
+                let TenantUsage { ledger, shared, .. } = usage;
+                let view = shared.as_deref_mut()?;
+                // A tenant far from every ceiling is replayed less often:
+                // what other nodes add to it matters less, and it is most
+                // of the calls when many tenants are active.
+                let far = view.pairs.iter().all(|pair| {
+                    let (_, used) = ledger.counted(pair.ceiling.metric, pair.ceiling.period);
+                    let remaining = pair.ceiling.limit.saturating_sub(used);
+                    remaining > pair.ceiling.limit / 2
+                        && remaining > self.margin(pair).saturating_mul(FAR)
+                });
+                let since = view.synced_at.map(|at| now.saturating_sub(at));
+                if far && since.is_some_and(|since| since < FAR_REPLAY_EVERY) {
+                    return Some(Err(()));
+                }
                 // A strict call of this node for the tenant sends what is
                 // unsent itself; the tenant is replayed next time.
                 let Ok(gate) = view.gate.clone().try_lock_owned() else {
@@ -407,7 +446,7 @@ impl SharedQuotas {
                 let mut sent = Vec::with_capacity(view.pairs.len());
                 for pair in &view.pairs {
                     let c = pair.ceiling;
-                    let (start, used) = usage.ledger.counted(c.metric, c.period);
+                    let (start, used) = ledger.counted(c.metric, c.period);
                     if start != c.window.0 {
                         // The window rolled: the next decision is strict and
                         // starts the new one; what the old one had not sent
@@ -444,7 +483,6 @@ impl SharedQuotas {
         )
         .await;
         let mut failure = None;
-        let now = self.clock.instant();
         for ((tenant, _gate, _, _, sent), answer) in batch.into_iter().zip(answers) {
             let totals = match answer {
                 Ok(mut totals) => {
@@ -494,7 +532,7 @@ impl SharedQuotas {
     /// The distance from a ceiling at which decisions go to Redis.
     fn margin(&self, pair: &Pair) -> u64 {
         let share = pair.ceiling.limit.saturating_mul(self.margin_percent) / 100;
-        share.max(pair.growth.saturating_mul(2)).max(1)
+        share.max(pair.growth.saturating_mul(GROWTH_MARGIN)).max(1)
     }
 }
 
@@ -594,8 +632,8 @@ mod tests {
         });
         assert!(admitted);
         assert_eq!(used(&usage), 41, "Redis's total, the request in it once");
-        // Far from the ceiling (41 plus a margin of twice the 40 others
-        // added): local decisions, replayed later as +3.
+        // Far from the ceiling (41 plus a margin of four times the 40
+        // others added): local decisions, replayed later as +3.
         assert!(matches!(shared.route(&mut usage, &plan, NOW), Route::Local));
         for _ in 0..3 {
             assert!(admit(&mut usage, &plan));
@@ -666,6 +704,31 @@ mod tests {
         assert!(matches!(shared.route(&mut fresh, &ten, NOW), Route::Local));
         assert!(matches!(
             shared.route(&mut fresh, &plan(20), NOW),
+            Route::Strict(_)
+        ));
+    }
+
+    /// Replays count time for views, whatever the clock says: a view no
+    /// replay has reported for twenty of them decides in Redis again.
+    #[tokio::test]
+    async fn a_view_not_reported_for_twenty_replays_is_stale() {
+        let shared = shared();
+        let plan = plan(1_000_000);
+        let ledgers = Ledgers::default();
+        let mut usage = TenantUsage::default();
+        let _ = shared.route(&mut usage, &plan, NOW);
+        strict(&shared, &mut usage, &plan, |_| StrictAnswer {
+            totals: vec![1],
+            admitted: true,
+        });
+        for _ in 0..19 {
+            // Nothing is listed: nothing is sent, but the replay counts.
+            shared.replay(&ledgers).await;
+        }
+        assert!(matches!(shared.route(&mut usage, &plan, NOW), Route::Local));
+        shared.replay(&ledgers).await;
+        assert!(matches!(
+            shared.route(&mut usage, &plan, NOW),
             Route::Strict(_)
         ));
     }

@@ -24,13 +24,8 @@ use tenantd_testkit::Postgres;
 
 use crate::helpers::{assert_problem, restart_app, spawn_app_with, TestApp, START};
 
-/// A configuration whose catalog and only storage pool are fresh databases
-/// of the test binary's PostgreSQL cluster.
-fn on_postgres(config: &mut Config, catalog_url: String, database: &str) {
-    on_postgres_of(Postgres::shared(), config, catalog_url, database);
-}
-
-/// As `on_postgres`, on `server`.
+/// `config` with its catalog at `catalog_url` and its only storage pool the
+/// database `database`, both on `server`.
 fn on_postgres_of(server: &Postgres, config: &mut Config, catalog_url: String, database: &str) {
     config.catalog_url = Some(CatalogUrl::try_from(catalog_url).unwrap());
     config.server_secret = Some(ServerSecret::generate(&mut rand::rngs::OsRng));
@@ -44,20 +39,27 @@ fn on_postgres_of(server: &Postgres, config: &mut Config, catalog_url: String, d
     }];
 }
 
-#[tokio::test]
-async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts() {
-    let server = Postgres::shared();
+/// A node whose catalog and only storage pool are fresh databases of
+/// `server`, with `tweak` applied to its configuration.
+async fn spawn_on_postgres(server: &Postgres, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let catalog_url = server.owner_url(&server.tenantd_database().await);
     let data = server.tenantd_database().await;
     let mut config = Config::default();
-    on_postgres(&mut config, catalog_url, &data);
+    on_postgres_of(server, &mut config, catalog_url, &data);
     let (url, secret, pools) = (config.catalog_url, config.server_secret, config.pools);
-    let app = spawn_app_with(move |c| {
+    spawn_app_with(move |c| {
         c.catalog_url = url;
         c.server_secret = secret;
         c.pools = pools;
+        tweak(c);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts() {
+    let server = Postgres::shared();
+    let app = spawn_on_postgres(server, |_| {}).await;
     app.create_tenant("acme").await;
     let admin = app.tenant_key("acme", Role::Admin).await;
     let client = app.client(&admin.token);
@@ -135,15 +137,7 @@ fn a_postgresql_catalog_needs_a_configured_secret_and_postgresql_pools() {
 #[tokio::test]
 async fn a_stopped_postgresql_catalog_answers_fast_and_heals_without_a_restart() {
     let server = Postgres::start();
-    let catalog_url = server.owner_url(&server.tenantd_database().await);
-    let data = server.tenantd_database().await;
-    let mut config = Config::default();
-    on_postgres_of(&server, &mut config, catalog_url, &data);
-    let (url, secret, pools) = (config.catalog_url, config.server_secret, config.pools);
-    let app = spawn_app_with(move |c| {
-        c.catalog_url = url;
-        c.server_secret = secret;
-        c.pools = pools;
+    let app = spawn_on_postgres(&server, |c| {
         c.acquire_timeout = NonZeroDuration::from_secs(1);
     })
     .await;
@@ -299,17 +293,7 @@ async fn until_refused(
 #[tokio::test]
 async fn a_change_made_on_another_node_is_in_effect_here_within_a_second() {
     let server = Postgres::shared();
-    let catalog_url = server.owner_url(&server.tenantd_database().await);
-    let data = server.tenantd_database().await;
-    let mut config = Config::default();
-    on_postgres(&mut config, catalog_url, &data);
-    let (url, secret, pools) = (config.catalog_url, config.server_secret, config.pools);
-    let app = spawn_app_with(move |c| {
-        c.catalog_url = url;
-        c.server_secret = secret;
-        c.pools = pools;
-    })
-    .await;
+    let app = spawn_on_postgres(server, |_| {}).await;
     let other = OtherNode::open(&app).await;
     let acme: TenantId = "acme".parse().unwrap();
     app.create_tenant("acme").await;
