@@ -169,3 +169,101 @@ fn redis_commands(redis: &Redis, command: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Redis away: failing open, a node goes on deciding from its own view
+/// (the hard limit still holds for what it sees); failing closed, requests
+/// are answered 503 `limiter_unavailable`. Both answer at once and go back
+/// to Redis when it is back.
+#[tokio::test]
+async fn without_redis_a_node_decides_alone_or_refuses_as_configured() {
+    for mode in [FailMode::FailOpen, FailMode::FailClosed] {
+        let mut redis = Redis::start();
+        let url = redis.url();
+        let app = spawn_app_with(move |c| {
+            c.plans = vec![plan(5)];
+            c.admission.redis = Some(RedisConfig::new(url, mode));
+        })
+        .await;
+        app.create_tenant("acme").await;
+        let token = app
+            .tenant_key("acme", tenantd_core::Role::Developer)
+            .await
+            .token;
+        let get = || async {
+            let response = app
+                .request(reqwest::Method::GET, "/v1/collections")
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body["code"].as_str().unwrap_or_default().to_owned())
+        };
+        for _ in 0..2 {
+            assert_eq!(get().await.0, StatusCode::OK, "{mode:?}");
+        }
+
+        redis.stop();
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            answers.push(get().await);
+        }
+        let ok = (StatusCode::OK, String::new());
+        let over = (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded".to_owned());
+        let closed = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "limiter_unavailable".to_owned(),
+        );
+        let expected = match mode {
+            FailMode::FailOpen => {
+                vec![ok.clone(), ok.clone(), ok, over.clone(), over.clone(), over]
+            }
+            FailMode::FailClosed => vec![closed; 6],
+        };
+        assert_eq!(answers, expected, "{mode:?}");
+
+        redis.resume();
+        let up = "tenantd_dependency_up{dependency=\"redis\"}";
+        let mut healed = false;
+        for _ in 0..100 {
+            let _ = get().await;
+            if crate::helpers::metric(&app, up).await == 1.0 {
+                healed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            healed,
+            "{mode:?}: Redis was not used again after it came back"
+        );
+    }
+}
+
+/// Redis losing its data (a restart without persistence, a flush) does not
+/// give the tenant its quota back: the next call seeds the counter from the
+/// node's view.
+#[tokio::test]
+async fn a_flushed_redis_is_seeded_from_the_nodes_views() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis, 10).await;
+    let (app, token) = &nodes[0];
+    let client = app.client(token);
+    let page = tenantd_client::PageRequest::default();
+    for _ in 0..6 {
+        client.collections(&page).await.unwrap();
+    }
+    assert_eq!(redis.command(&["FLUSHALL"]), "+OK");
+    let mut admitted = 0;
+    for _ in 0..10 {
+        if client.collections(&page).await.is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 4, "6 were used before the flush, of 10");
+    // Another node learns the seeded total: it admits nothing more.
+    let (other, other_token) = &nodes[1];
+    let refused = other.client(other_token).collections(&page).await;
+    assert_eq!(refused.unwrap_err().code(), Some("quota_exceeded"));
+}
