@@ -14,7 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tenantd_store::AuditAction;
-use tenantd_store::{CatalogEngine, CatalogLease, NewAuditEntry, StoreError};
+use tenantd_store::{BackgroundTask, CatalogEngine, CatalogLease, NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -100,11 +100,16 @@ impl Server {
             )),
             tokio::spawn(purge_deleted(
                 state.clone(),
+                Duty::new(BackgroundTask::PurgeSweep, &config),
                 config.purge_after,
                 config.purge_interval.get(),
                 stopped.clone(),
             )),
-            tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
+            tokio::spawn(maintain_signing_keys(
+                state.clone(),
+                Duty::new(BackgroundTask::SigningKeys, &config),
+                stopped.clone(),
+            )),
             tokio::spawn({
                 let identity = state.identity.clone();
                 let stopped = stopped.clone();
@@ -350,14 +355,26 @@ async fn probe_dependencies(state: AppState, mut stopped: watch::Receiver<bool>)
 const SIGNING_KEY_CHECK: Duration = Duration::from_secs(60);
 
 /// Keeps the gateway's signing keys on schedule (see `gateway::context`).
-async fn maintain_signing_keys(state: AppState, mut stopped: watch::Receiver<bool>) {
+async fn maintain_signing_keys(
+    state: AppState,
+    mut duty: Duty,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(SIGNING_KEY_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now = state.clock.now();
-                match state.gateway.keyring.maintain(&state.catalog, now).await {
+                let keyring = &state.gateway.keyring;
+                // One node rotates; the others read the keys it made (also
+                // told by the change feed, this is the schedule's backstop).
+                let maintained = if duty.mine().await {
+                    keyring.maintain(&state.catalog, now).await
+                } else {
+                    keyring.reload(&state.catalog, now).await.map(|()| false)
+                };
+                match maintained {
                     Ok(true) => tracing::info!("rotated the tenant context's signing key"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "could not maintain signing keys; will retry"),
@@ -368,9 +385,56 @@ async fn maintain_signing_keys(state: AppState, mut stopped: watch::Receiver<boo
     }
 }
 
+/// A background task that one node at a time runs for the whole catalog:
+/// on a PostgreSQL catalog, whichever node holds the task's lease (taken
+/// when free, and lost with its connection); on SQLite, this node, the only
+/// one.
+struct Duty {
+    task: BackgroundTask,
+    url: Option<CatalogUrl>,
+    lease: Option<CatalogLease>,
+}
+
+impl Duty {
+    /// Longest a lease check or attempt may take.
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    fn new(task: BackgroundTask, config: &Config) -> Self {
+        Self {
+            task,
+            url: config.catalog_url.clone(),
+            lease: None,
+        }
+    }
+
+    /// Whether this node runs the task now, taking its lease if it is free.
+    async fn mine(&mut self) -> bool {
+        let Some(url) = &self.url else {
+            return true;
+        };
+        if let Some(lease) = &mut self.lease {
+            // A hung PostgreSQL leaves the lease standing: the task's own
+            // work then fails and is retried.
+            if lease.held(Self::TIMEOUT).await == Some(false) {
+                tracing::info!(task = ?self.task, "lost a background task's lease with its connection");
+                self.lease = None;
+            }
+        }
+        if self.lease.is_none() {
+            let taken = CatalogLease::take_task(url.as_str(), self.task, Self::TIMEOUT).await;
+            self.lease = taken.ok().flatten();
+            if self.lease.is_some() {
+                tracing::info!(task = ?self.task, "this node runs a background task for the catalog");
+            }
+        }
+        self.lease.is_some()
+    }
+}
+
 /// Purges tenants soft-deleted more than `retention` ago, every `every`.
 async fn purge_deleted(
     state: AppState,
+    mut duty: Duty,
     retention: Duration,
     every: Duration,
     mut stopped: watch::Receiver<bool>,
@@ -380,6 +444,9 @@ async fn purge_deleted(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                if !duty.mine().await {
+                    continue;
+                }
                 let swept = purge_due(&state, retention).await;
                 state.admission.metrics.purge_sweep(swept.is_ok());
                 if let Err(e) = swept {

@@ -59,7 +59,7 @@ pub enum StartError {
     },
     #[error(
         "another tenantd node serves the catalog at {url}: one node serves a catalog at a time \
-         for now (nodes do not yet share plans, policies, quotas or cache invalidations)"
+         for now (a starting node would fail the move jobs another node runs)"
     )]
     CatalogInUse { url: String },
     #[error("store: {0}")]

@@ -77,13 +77,35 @@ const POSTGRES_NODE_LOCK: i64 = i64::from_be_bytes(*b"tenantd1");
 
 /// Held by the one node that serves a PostgreSQL catalog, on a connection
 /// of its own: PostgreSQL releases it when the node stops or dies, however
-/// it ends. Until nodes share plans, policies, quotas and cache
-/// invalidations, a second node on the same catalog would serve stale
-/// state, so it is refused.
+/// it ends. Until move jobs belong to the node running them, a second node
+/// on the same catalog would fail the other's jobs at its start, so it is
+/// refused.
 #[derive(Debug)]
 pub struct CatalogLease {
     /// Holds the lock for as long as it is open.
     connection: sqlx::PgConnection,
+}
+
+/// Work one node at a time does for the whole catalog, each under a lease
+/// of its own, so that it runs once however many nodes there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackgroundTask {
+    /// Purging tenants whose retention ended.
+    PurgeSweep,
+    /// Rotating the gateway's signing keys and forgetting retired ones.
+    SigningKeys,
+}
+
+impl BackgroundTask {
+    /// Its session lock: "tenantd" and a letter, apart from the node's and
+    /// the write lock.
+    fn lock(self) -> i64 {
+        let letter = match self {
+            Self::PurgeSweep => b'P',
+            Self::SigningKeys => b'K',
+        };
+        i64::from_be_bytes([b't', b'e', b'n', b'a', b'n', b't', b'd', letter])
+    }
 }
 
 impl CatalogLease {
@@ -91,11 +113,25 @@ impl CatalogLease {
     /// node holds it. A PostgreSQL that does not answer within `timeout` is
     /// an unavailable store, never a wait without end.
     pub async fn take(url: &str, timeout: Duration) -> Result<Option<Self>> {
+        Self::take_lock(url, POSTGRES_NODE_LOCK, timeout).await
+    }
+
+    /// Takes the lease of `task` on the catalog at `url`, or `None` while
+    /// another node holds it; bounded by `timeout` as `take` is.
+    pub async fn take_task(
+        url: &str,
+        task: BackgroundTask,
+        timeout: Duration,
+    ) -> Result<Option<Self>> {
+        Self::take_lock(url, task.lock(), timeout).await
+    }
+
+    async fn take_lock(url: &str, lock: i64, timeout: Duration) -> Result<Option<Self>> {
         use sqlx::Connection;
         let attempt = async {
             let mut conn = sqlx::PgConnection::connect(url).await?;
             let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(POSTGRES_NODE_LOCK)
+                .bind(lock)
                 .fetch_one(&mut conn)
                 .await?;
             Ok::<_, StoreError>(taken.then_some(Self { connection: conn }))
@@ -1501,6 +1537,33 @@ mod tests {
             let rest = f.catalog.changes_after(&server, feed[1].seq, 100).await;
             assert_eq!(rest.unwrap(), feed[2..], "{engine:?}: read from a position");
         }
+    }
+
+    /// Each background task's lease has one holder at a time, apart from
+    /// the node's lease and the other tasks', and passes on when its holder
+    /// goes.
+    #[tokio::test]
+    async fn a_background_task_has_one_holder_at_a_time() {
+        let f = fixture(CatalogEngine::Postgres).await;
+        let (url, timeout) = (f.location.as_str(), Duration::from_secs(5));
+        let take = |task| CatalogLease::take_task(url, task, timeout);
+        let node = CatalogLease::take(url, timeout).await.unwrap();
+        assert!(node.is_some(), "the node's lease is apart");
+        let sweep = take(BackgroundTask::PurgeSweep).await.unwrap();
+        assert!(sweep.is_some());
+        assert!(take(BackgroundTask::PurgeSweep).await.unwrap().is_none());
+        assert!(take(BackgroundTask::SigningKeys).await.unwrap().is_some());
+        drop(sweep);
+        // The lock goes with its connection, which closes in the background.
+        let mut again = None;
+        for _ in 0..100 {
+            again = take(BackgroundTask::PurgeSweep).await.unwrap();
+            if again.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(again.is_some(), "the lease did not pass on");
     }
 
     /// On PostgreSQL a listener hears a committed change; on SQLite there

@@ -21,7 +21,7 @@ pub mod signing_keys;
 pub mod usage;
 
 pub use audit::{state_digest, AuditAction, AuditEntry, NewAuditEntry, Verification};
-pub use catalog::{Catalog, CatalogEngine, CatalogLease, Owner};
+pub use catalog::{BackgroundTask, Catalog, CatalogEngine, CatalogLease, Owner};
 pub use data::{Connections, DataError, DataLimits, DataStore, PoolLocation, StoragePool};
 
 /// A storage failure. `Conflict` is a unique-key clash the caller can name;

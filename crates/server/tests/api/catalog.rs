@@ -19,7 +19,7 @@ use tenantd_server::config::{CatalogUrl, Config, Engine, NonZeroDuration, PoolCo
 use tenantd_server::{Server, StartError};
 use tenantd_store::plans::NewPlanVersion;
 use tenantd_store::policy::{NewPolicyVersion, PolicyStatus};
-use tenantd_store::{AuditAction, NewAuditEntry, Owner};
+use tenantd_store::{AuditAction, BackgroundTask, CatalogLease, NewAuditEntry, Owner};
 use tenantd_testkit::Postgres;
 
 use crate::helpers::{assert_problem, restart_app, spawn_app_with, TestApp, START};
@@ -80,6 +80,21 @@ async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts()
             !app.config.data_dir.join(file).exists(),
             "{file} was made in the data directory"
         );
+    }
+
+    // The node runs the catalog's background tasks: it holds their leases.
+    let url = app.config.catalog_url.as_ref().unwrap().as_str().to_owned();
+    for task in [BackgroundTask::PurgeSweep, BackgroundTask::SigningKeys] {
+        let mut held_elsewhere = false;
+        for _ in 0..100 {
+            let taken = CatalogLease::take_task(&url, task, Duration::from_secs(5)).await;
+            if taken.unwrap().is_none() {
+                held_elsewhere = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(held_elsewhere, "{task:?}: the node did not take its lease");
     }
 
     // A second node on the same catalog is refused while the first serves.
