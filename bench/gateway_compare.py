@@ -32,10 +32,7 @@ def main():
     procs = run.Processes()
     rows = {name: [] for name in ["nginx", "hyper-floor", "tenantd-baseline", "tenantd"]}
     try:
-        procs.start("fast-upstream", [str(run.RELEASE / "upstream-sim"), "--listen",
-                                      f"127.0.0.1:{run.FAST_UPSTREAM_PORT}", "--service-time",
-                                      "0ms", "--concurrency", "100000"], run.LOAD_CORE)
-        run.wait_for_port(run.FAST_UPSTREAM_PORT)
+        run.start_fast_upstream(procs)
         servers, keys = {}, {}
         for name, binary in [("tenantd", run.RELEASE / "tenantd"),
                              ("tenantd-baseline", args.baseline)]:

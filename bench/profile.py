@@ -23,10 +23,7 @@ def main():
     args = parser.parse_args()
     procs = run.Processes()
     try:
-        procs.start("fast-upstream", [str(run.RELEASE / "upstream-sim"), "--listen",
-                                      f"127.0.0.1:{run.FAST_UPSTREAM_PORT}", "--service-time",
-                                      "0ms", "--concurrency", "100000"], run.LOAD_CORE)
-        run.wait_for_port(run.FAST_UPSTREAM_PORT)
+        run.start_fast_upstream(procs)
         server, keys = run.start_tenantd(procs, "tenantd", "fair", args.tenants)
         # Warm: caches filled, connections to the upstream pooled.
         run.wrk(run.PORTS["tenantd"], "/v1/proxy/fast/ok", keys, 64, 1, 3)

@@ -132,6 +132,17 @@ def wrk_measured(pid, *args, **kwargs):
     return result
 
 
+def start_fast_upstream(procs, wait=True):
+    """The stand-in upstream of the gateway-overhead scenario: no service
+    time, no concurrency limit, on the load core."""
+    process = procs.start("fast-upstream", [str(RELEASE / "upstream-sim"), "--listen",
+                                            f"127.0.0.1:{FAST_UPSTREAM_PORT}", "--service-time",
+                                            "0ms", "--concurrency", "100000"], LOAD_CORE)
+    if wait:
+        wait_for_port(FAST_UPSTREAM_PORT)
+    return process
+
+
 def wait_for_port(port, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -371,9 +382,7 @@ def main():
         procs.start("upstream", [str(RELEASE / "upstream-sim"), "--listen",
                                  f"127.0.0.1:{UPSTREAM_PORT}", "--service-time", SERVICE_TIME,
                                  "--concurrency", str(UPSTREAM_SLOTS)], LOAD_CORE)
-        fast = procs.start("fast-upstream", [str(RELEASE / "upstream-sim"), "--listen",
-                                             f"127.0.0.1:{FAST_UPSTREAM_PORT}", "--service-time",
-                                             "0ms", "--concurrency", "100000"], LOAD_CORE)
+        fast = start_fast_upstream(procs, wait=False)
         # The framework's floor for the data API: an axum handler that
         # answers at once, on the server core.
         hello = procs.start("hello", [str(RELEASE / "upstream-sim"), "--listen",

@@ -40,9 +40,7 @@ def main():
     procs = run.Processes()
     rows = {name: [] for name in ["tenantd-local", "tenantd-baseline", "tenantd-shared"]}
     try:
-        procs.start("fast-upstream", [str(run.RELEASE / "upstream-sim"), "--listen",
-                                      f"127.0.0.1:{run.FAST_UPSTREAM_PORT}", "--service-time",
-                                      "0ms", "--concurrency", "100000"], run.LOAD_CORE)
+        run.start_fast_upstream(procs)
         redis = procs.start("redis", ["redis-server", "--port", str(REDIS_PORT), "--save", "",
                                       "--appendonly", "no"], run.LOAD_CORE)
         run.wait_for_port(run.FAST_UPSTREAM_PORT)
