@@ -90,7 +90,12 @@ pub struct Metrics {
     queue_wait: Histogram,
     upstream: Family<UpstreamLabels, Counter>,
     purge_sweeps: Family<Labels, Counter>,
+    shared_quota_calls: Family<SharedQuotaLabels, Counter>,
 }
+
+/// A call to Redis for shared quotas: `strict` (a decision) or `replay`,
+/// and whether it was answered (`ok`) or not (`failed`).
+pub type SharedQuotaLabels = [(&'static str, &'static str); 2];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,6 +144,13 @@ impl Metrics {
             "Sweeps for soft-deleted tenants past their retention, by outcome: done or failed",
             purge_sweeps.clone(),
         );
+        let shared_quota_calls = Family::<SharedQuotaLabels, Counter>::default();
+        registry.register(
+            "shared_quota_calls",
+            "Calls to Redis for quotas shared by nodes, by kind (strict: a decision made in \
+             Redis near a limit; replay: usage sent in a batch) and outcome (ok, failed)",
+            shared_quota_calls.clone(),
+        );
         registry.register_collector(Box::new(Live {
             seats,
             ledgers,
@@ -152,7 +164,13 @@ impl Metrics {
             queue_wait,
             upstream,
             purge_sweeps,
+            shared_quota_calls,
         }
+    }
+
+    /// Where shared quotas count their calls to Redis.
+    pub fn shared_quota_calls(&self) -> Family<SharedQuotaLabels, Counter> {
+        self.shared_quota_calls.clone()
     }
 
     /// Counts a sweep for tenants due to be purged, done or failed.

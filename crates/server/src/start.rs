@@ -59,7 +59,7 @@ pub enum StartError {
     },
     #[error(
         "another tenantd node serves the catalog at {url}: one node serves a catalog at a time \
-         for now (a starting node would fail the move jobs another node runs)"
+         for now (a tenant's move holds its writes on the node that runs it only)"
     )]
     CatalogInUse { url: String },
     #[error("store: {0}")]

@@ -77,9 +77,9 @@ const POSTGRES_NODE_LOCK: i64 = i64::from_be_bytes(*b"tenantd1");
 
 /// Held by the one node that serves a PostgreSQL catalog, on a connection
 /// of its own: PostgreSQL releases it when the node stops or dies, however
-/// it ends. Until move jobs belong to the node running them, a second node
-/// on the same catalog would fail the other's jobs at its start, so it is
-/// refused.
+/// it ends. Until a tenant's move holds its writes on every node (it holds
+/// them on the node running it) and jobs belong to their node, a second
+/// node on the same catalog is refused.
 #[derive(Debug)]
 pub struct CatalogLease {
     /// Holds the lock for as long as it is open.

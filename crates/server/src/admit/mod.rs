@@ -122,6 +122,12 @@ impl Admission {
         );
         let limiter = Limiter::new(config.redis.as_ref(), ledgers.clone())?;
         dependencies.extend(limiter.dependency().map(|(redis, _)| redis.clone()));
+        let metrics = Metrics::new(
+            seats.clone(),
+            ledgers.clone(),
+            dependencies,
+            config.metrics_tenants,
+        );
         let shared_quotas =
             limiter
                 .redis()
@@ -134,16 +140,12 @@ impl Admission {
                         settings.quota_strict_margin.into(),
                         clock.clone(),
                     )
+                    .counting_calls(metrics.shared_quota_calls())
                 });
         Ok(Self {
             limiter,
             shared_quotas,
-            metrics: Metrics::new(
-                seats.clone(),
-                ledgers.clone(),
-                dependencies,
-                config.metrics_tenants,
-            ),
+            metrics,
             seats,
             ledgers,
             plans: ArcSwap::default(),

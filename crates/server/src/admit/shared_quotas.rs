@@ -32,8 +32,12 @@ use tenantd_store::health::Dependency;
 use time::OffsetDateTime;
 use tokio::sync::Mutex as AsyncMutex;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::ledgers::{Ledgers, TenantUsage};
 use super::limiter::{RedisRates, Unavailable};
+use crate::metrics::SharedQuotaLabels;
 
 /// One script per tenant and call: replays what this node has not yet sent,
 /// then, when asked, checks a request against each ceiling and charges it
@@ -163,6 +167,7 @@ pub struct SharedQuotas {
     clock: Arc<dyn Clock>,
     listed: Box<[Mutex<Vec<TenantId>>]>,
     replays: AtomicU64,
+    calls: Family<SharedQuotaLabels, Counter>,
 }
 
 impl SharedQuotas {
@@ -182,7 +187,20 @@ impl SharedQuotas {
             clock,
             listed: (0..SHARDS).map(|_| Mutex::default()).collect(),
             replays: AtomicU64::new(0),
+            calls: Family::default(),
         }
+    }
+
+    /// Counts its calls to Redis in `calls` (the server's metrics).
+    pub fn counting_calls(self, calls: Family<SharedQuotaLabels, Counter>) -> Self {
+        Self { calls, ..self }
+    }
+
+    fn count(&self, kind: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.calls
+            .get_or_create(&[("kind", kind), ("outcome", outcome)])
+            .inc();
     }
 
     /// How often replays run.
@@ -308,6 +326,7 @@ impl SharedQuotas {
             .enter()
             .map_err(|_| Unavailable("Redis's circuit is open".into()))?;
         let answer = self.invoke(&ask.keys, &ask.args).await;
+        self.count("strict", answer.is_ok());
         match &answer {
             Ok(_) => call.finish(Ok(())),
             Err(e) => call.finish(Err(e)),
@@ -484,6 +503,7 @@ impl SharedQuotas {
         .await;
         let mut failure = None;
         for ((tenant, _gate, _, _, sent), answer) in batch.into_iter().zip(answers) {
+            self.count("replay", answer.is_ok());
             let totals = match answer {
                 Ok(mut totals) => {
                     totals.pop();

@@ -144,6 +144,9 @@ async fn a_node_alone_far_from_the_limit_decides_locally() {
         quota_calls < 25,
         "{quota_calls} quota script calls for 50 requests"
     );
+    // The node counts its calls too: one decision made in Redis.
+    let strict = "tenantd_shared_quota_calls_total{kind=\"strict\",outcome=\"ok\"}";
+    assert_eq!(crate::helpers::metric(app, strict).await, 1.0);
     let mut seen = 0;
     for _ in 0..200 {
         seen = used_today(&nodes[1].0).await;
