@@ -1035,6 +1035,18 @@ mod tests {
     }
 
     impl Fixture {
+        /// Soft-deletes the active tenant `t`, as the lifecycle does.
+        async fn delete(&self, t: &mut Tenant) {
+            t.status = TenantStatus::Deleted;
+            t.deleted_at = Some(NOW);
+            let delete = audit(Some(&t.id), AuditAction::TenantDelete);
+            let server = OperatorScope::server();
+            let updated = self
+                .catalog
+                .update_tenant(&server, t, TenantStatus::Active, &delete);
+            assert!(updated.await.unwrap());
+        }
+
         /// Revokes `key` of `t` with an audit entry naming it.
         async fn revoke(&self, t: &Tenant, scope: &TenantScope, key: &KeyRecord) {
             let revoke = NewAuditEntry {
@@ -1494,13 +1506,7 @@ mod tests {
             let start = f.catalog.change_position().await.unwrap();
             let (mut t, scope, key) = f.tenant_with_scope("acme").await;
             f.revoke(&t, &scope, &key).await;
-            t.status = TenantStatus::Deleted;
-            t.deleted_at = Some(NOW);
-            let delete = audit(Some(&t.id), AuditAction::TenantDelete);
-            f.catalog
-                .update_tenant(&server, &t, TenantStatus::Active, &delete)
-                .await
-                .unwrap();
+            f.delete(&mut t).await;
             let purge = NewAuditEntry {
                 target: t.id.as_str().into(),
                 ..audit(None, AuditAction::TenantPurge)
@@ -1617,17 +1623,7 @@ mod tests {
                 .await;
             assert_eq!(refused.unwrap(), None, "a live tenant is not purged");
 
-            t.status = TenantStatus::Deleted;
-            t.deleted_at = Some(NOW);
-            f.catalog
-                .update_tenant(
-                    &OperatorScope::server(),
-                    &t,
-                    TenantStatus::Active,
-                    &audit(Some(&t.id), AuditAction::TenantDelete),
-                )
-                .await
-                .unwrap();
+            f.delete(&mut t).await;
             assert_eq!(
                 f.catalog.tenants_deleted_by(NOW, 10).await.unwrap(),
                 vec![t.id.clone()]

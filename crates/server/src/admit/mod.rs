@@ -501,7 +501,8 @@ impl Admission {
                         QuotaStage::Local => {}
                     }
                 }
-                Ok(self.decide_quotas(admitting, usage, data_scope, counts_against_quotas, demand))
+                let asks = (demand, default_estimate);
+                Ok(self.decide_quotas(admitting, usage, data_scope, counts_against_quotas, asks))
             });
             stage = match step {
                 Ok(decision) => break decision,
@@ -538,49 +539,46 @@ impl Admission {
         usage: &mut ledgers::TenantUsage,
         data_scope: Option<&DataScope>,
         counts_against_quotas: bool,
-        demand: Demand,
+        (demand, default_estimate): (Demand, u64),
     ) -> (QuotaDecision, u64, u64) {
         let (plan, class, now) = (&admittee.plan, admittee.class, admittee.now);
-        let billing_day = admittee.billing_day;
-        let default_estimate = micros_of(self.config.classes.get(class).estimate);
-        {
-            if usage.admitted_total == 0 && usage.measure_storage.is_none() {
-                // First request since start: measure storage for the level quotas.
-                usage.measure_storage = data_scope.cloned().map(Box::new);
-            }
-            let decision = if counts_against_quotas {
-                usage
-                    .ledger
-                    .admit(&plan.quotas, &usage.add_ons, billing_day, now, demand)
-            } else {
-                QuotaDecision::Allowed {
-                    nearest: None,
-                    over_soft: Vec::new(),
-                    events: Vec::new(),
-                }
-            };
-            if let QuotaDecision::Allowed { events, .. } = &decision {
-                usage.ledger_changed();
-                usage.admitted_total += 1;
-                usage.meter(now, |h| h.requests += 1);
-                usage.note(now, events.iter().copied());
-            }
-            let extra_seats = usage
-                .add_ons
-                .iter()
-                .filter(|a| a.metric == Metric::ConcurrentRequests && a.expires_at > now)
-                .map(|a| a.amount)
-                .sum();
-            let estimate = usage.estimate(class, default_estimate);
-            if let Some(shared) = self
-                .shared_quotas
-                .as_ref()
-                .filter(|_| counts_against_quotas)
-            {
-                shared.decided(&admittee.tenant, usage);
-            }
-            (decision, extra_seats, estimate)
+        if usage.admitted_total == 0 && usage.measure_storage.is_none() {
+            // First request since start: measure storage for the level quotas.
+            usage.measure_storage = data_scope.cloned().map(Box::new);
         }
+        let decision = if counts_against_quotas {
+            let add_ons = &usage.add_ons;
+            usage
+                .ledger
+                .admit(&plan.quotas, add_ons, admittee.billing_day, now, demand)
+        } else {
+            QuotaDecision::Allowed {
+                nearest: None,
+                over_soft: Vec::new(),
+                events: Vec::new(),
+            }
+        };
+        if let QuotaDecision::Allowed { events, .. } = &decision {
+            usage.ledger_changed();
+            usage.admitted_total += 1;
+            usage.meter(now, |h| h.requests += 1);
+            usage.note(now, events.iter().copied());
+        }
+        let extra_seats = usage
+            .add_ons
+            .iter()
+            .filter(|a| a.metric == Metric::ConcurrentRequests && a.expires_at > now)
+            .map(|a| a.amount)
+            .sum();
+        let estimate = usage.estimate(class, default_estimate);
+        if let Some(shared) = self
+            .shared_quotas
+            .as_ref()
+            .filter(|_| counts_against_quotas)
+        {
+            shared.decided(&admittee.tenant, usage);
+        }
+        (decision, extra_seats, estimate)
     }
 
     /// The quota decision as the request's answer: a refusal with its

@@ -20,13 +20,14 @@
 //! has not yet told Redis; every path that learns a total from Redis sets
 //! both in the same critical section of the tenant's ledger.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use tenantd_core::plan::{Metric, Period, Plan};
-use tenantd_core::quota::{BillingDay, Ceiling, Demand};
+use tenantd_core::quota::{BillingDay, Ceiling, Demand, Ledger};
 use tenantd_core::{Clock, TenantId};
 use tenantd_store::health::Dependency;
 use time::OffsetDateTime;
@@ -166,6 +167,7 @@ pub struct SharedQuotas {
     margin_percent: u64,
     clock: Arc<dyn Clock>,
     listed: Box<[Mutex<Vec<TenantId>>]>,
+    hasher: RandomState,
     replays: AtomicU64,
     calls: Family<SharedQuotaLabels, Counter>,
 }
@@ -186,6 +188,7 @@ impl SharedQuotas {
             margin_percent: u64::from(margin_percent),
             clock,
             listed: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
             replays: AtomicU64::new(0),
             calls: Family::default(),
         }
@@ -306,14 +309,8 @@ impl SharedQuotas {
                 ceiling.period,
                 ceiling.window.0,
             ));
-            ask.args.extend([
-                signed(used) - signed(base),
-                signed(base),
-                signed(check),
-                signed(add),
-                signed(ceiling.limit),
-                kept_for(ceiling.window.1, secs),
-            ]);
+            ask.args
+                .extend(script_args(used, base, (check, add), &ceiling, secs));
             ask.sent.push((ceiling, used));
         }
         Some(ask)
@@ -374,19 +371,16 @@ impl SharedQuotas {
             if start != ceiling.window.0 {
                 continue;
             }
-            let since = signed(used_now) - signed(sent_used);
-            let added = i64::from(answer.admitted && ceiling.metric == Metric::Requests);
-            // Redis holds `total`. Locally usage is set to `total - added +
-            // since`, so that once the decision that follows charges the
-            // request it is `total + since`: `since` (what was admitted here
-            // meanwhile) is left to replay, and a request Redis admitted but
-            // the local decision refuses replays as -1.
-            let local = u64::try_from(signed(total) - added + since).unwrap_or(0);
-            ledger.set_counted(ceiling.metric, ceiling.period, start, local);
+            // Redis charged an admitted request; the local decision that
+            // follows charges it again, so it is taken off here first. A
+            // request Redis admitted but the local decision refuses then
+            // replays as -1.
+            let added = u64::from(answer.admitted && ceiling.metric == Metric::Requests);
+            let growth = learn(ledger, &ceiling, (sent_used, used_now), total, added);
             pairs.push(Pair {
                 ceiling,
                 base: total,
-                growth: u64::try_from(signed(total) - added - signed(sent_used)).unwrap_or(0),
+                growth,
             });
         }
         view.plan = ask.plan;
@@ -407,10 +401,8 @@ impl SharedQuotas {
     }
 
     fn list(&self, tenant: &TenantId) {
-        let shard = tenant.as_str().bytes().fold(0usize, |h, b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        lock(&self.listed[shard % SHARDS]).push(tenant.clone());
+        let shard = self.hasher.hash_one(tenant) as usize % SHARDS;
+        lock(&self.listed[shard]).push(tenant.clone());
     }
 
     /// One replay: every listed tenant's unsent usage to Redis, and every
@@ -473,14 +465,7 @@ impl SharedQuotas {
                         continue;
                     }
                     keys.push(quota_key(&tenant, c.metric, c.period, start));
-                    args.extend([
-                        signed(used) - signed(pair.base),
-                        signed(pair.base),
-                        0,
-                        0,
-                        signed(c.limit),
-                        kept_for(c.window.1, now_secs),
-                    ]);
+                    args.extend(script_args(used, pair.base, (0, 0), &c, now_secs));
                     sent.push((c.metric, c.period, start, used));
                 }
                 Some(Ok((gate, keys, args, sent)))
@@ -534,11 +519,9 @@ impl SharedQuotas {
                     if current != start {
                         continue;
                     }
-                    let since = signed(used_now) - signed(sent_used);
-                    pair.growth = u64::try_from(signed(total) - signed(sent_used)).unwrap_or(0);
+                    let ceiling = pair.ceiling;
+                    pair.growth = learn(ledger, &ceiling, (sent_used, used_now), total, 0);
                     pair.base = total;
-                    let local = u64::try_from(signed(total) + since).unwrap_or(0);
-                    ledger.set_counted(metric, period, start, local);
                 }
                 view.synced_at = Some(now);
             });
@@ -554,6 +537,43 @@ impl SharedQuotas {
         let share = pair.ceiling.limit.saturating_mul(self.margin_percent) / 100;
         share.max(pair.growth.saturating_mul(GROWTH_MARGIN)).max(1)
     }
+}
+
+/// One quota's arguments to the script (see `QUOTA_LUA`): the unsent
+/// usage (`used` less `base`, what Redis last reported), the seed, what to
+/// check and add for a request (`(0, 0)` for a replay), the ceiling and how
+/// long the counter is kept.
+fn script_args(used: u64, base: u64, (check, add): (u64, u64), c: &Ceiling, now: i64) -> [i64; 6] {
+    [
+        signed(used) - signed(base),
+        signed(base),
+        signed(check),
+        signed(add),
+        signed(c.limit),
+        kept_for(c.window.1, now),
+    ]
+}
+
+/// Takes in a `total` Redis answered for a call built when local usage was
+/// `sent_used` (it is `used_now` now): local usage becomes the total plus
+/// what was admitted here since, less `added` (Redis's own charge of the
+/// request being decided). Returns what other nodes added meanwhile.
+fn learn(
+    ledger: &mut Ledger,
+    c: &Ceiling,
+    (sent_used, used_now): (u64, u64),
+    total: u64,
+    added: u64,
+) -> u64 {
+    let since = signed(used_now) - signed(sent_used);
+    let local = signed(total) - signed(added) + since;
+    ledger.set_counted(
+        c.metric,
+        c.period,
+        c.window.0,
+        u64::try_from(local).unwrap_or(0),
+    );
+    u64::try_from(signed(total) - signed(added) - signed(sent_used)).unwrap_or(0)
 }
 
 /// Seconds a counter of a window ending at `end` is kept from `now` on.
