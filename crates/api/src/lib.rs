@@ -14,8 +14,8 @@ use tenantd_core::tenant::MAX_TENANT_NAME_CHARS;
 use tenantd_core::text::{LINE_PATTERN, MAX_REASON_CHARS, NON_BLANK_LINE_PATTERN};
 use tenantd_core::whole;
 use tenantd_core::{
-    CollectionName, Isolation, JobId, KeyId, KeyState, PlanId, PoolName, RecordId, RegionId, Role,
-    TenantId, TenantStatus,
+    CollectionName, Isolation, JobId, KeyId, KeyState, NodeId, PlanId, PoolName, RecordId,
+    RegionId, Role, TenantId, TenantStatus,
 };
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -166,12 +166,75 @@ pub struct Readiness {
 /// A tenantd node: which one answered, and which build it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeInfo {
+    /// This run of the node, made at its start (a restart is a new id).
+    #[schema(value_type = schema::NodeId)]
+    pub id: NodeId,
     /// `node_name`, or the host's name when unset.
     pub name: String,
     /// tenantd's version.
     pub version: String,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+}
+
+/// The nodes serving the catalog, and which of them runs each piece of the
+/// catalog's background work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    /// The node that answered.
+    #[schema(value_type = schema::NodeId)]
+    pub answered_by: NodeId,
+    /// Every node registered in the last day, oldest first: those that
+    /// stopped, or fell silent, included.
+    pub nodes: Vec<ClusterNode>,
+    /// The purge sweep, the signing keys, every running job and, on a
+    /// catalog served by one node at a time, that node's own lease.
+    pub leases: Vec<LeaseView>,
+}
+
+/// One node as it registered itself, and whether it is still beating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNode {
+    #[schema(value_type = schema::NodeId)]
+    pub id: NodeId,
+    pub name: String,
+    /// The address it listens on, as it bound it.
+    pub address: String,
+    pub version: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub heartbeat_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub stopped_at: Option<OffsetDateTime>,
+    pub state: NodeState,
+}
+
+/// Whether a node is serving, as its heartbeats say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// It beat within the last 10 seconds.
+    Up,
+    /// It has not beaten for 10 seconds: it died, hangs, or cannot reach
+    /// the catalog.
+    Silent,
+    /// It stopped in order.
+    Stopped,
+}
+
+/// One lease of the catalog's background work and the node holding it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    /// `sole_node`, `purge_sweep`, `signing_keys` or `job`.
+    pub lease: String,
+    /// The job, for a job's lease.
+    #[schema(value_type = Option<schema::JobId>)]
+    pub job: Option<JobId>,
+    /// The node holding it; none while nobody does (a job whose node
+    /// stopped waits here to be taken over).
+    #[schema(value_type = Option<schema::NodeId>)]
+    pub holder: Option<NodeId>,
 }
 
 /// One dependency's state.

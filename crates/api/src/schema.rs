@@ -68,6 +68,7 @@ value_schema!(KeyId => id_schema(tenantd_core::KeyId::RULE));
 value_schema!(CollectionName => id_schema(tenantd_core::CollectionName::RULE));
 value_schema!(RecordId => id_schema(tenantd_core::RecordId::RULE));
 value_schema!(JobId => id_schema(tenantd_core::JobId::RULE));
+value_schema!(NodeId => id_schema(tenantd_core::NodeId::RULE));
 
 value_schema!(Role => enum_schema(
     "What a key may do. `Operator` belongs to the platform; the other three\nbelong to one tenant, from most to least powerful.",

@@ -130,6 +130,9 @@ impl From<LogFormatArg> for LogFormat {
 pub enum ClientCommand {
     /// Show who the key belongs to.
     Me,
+    /// See the nodes serving the catalog (operator).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Manage tenants (operator).
     #[command(subcommand)]
     Tenants(TenantCommand),
@@ -208,6 +211,13 @@ pub enum ClientCommand {
         #[command(flatten)]
         page: PageArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List the nodes (id, address, version, started, last heartbeat, up,
+    /// silent or stopped) and which node holds each background lease.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,9 +13,9 @@ use tenantd_core::plan::Plan;
 use tenantd_core::TenantStatus;
 
 use crate::args::{
-    AddOnCommand, AuditCommand, ClientCommand, ClientOptions, CollectionCommand, KeyCommand,
-    PageArgs, PlanCommand, PolicyCommand, PolicyVersionArgs, RecordCommand, SigningKeyCommand,
-    TenantCommand, UsageCommand,
+    AddOnCommand, AuditCommand, ClientCommand, ClientOptions, ClusterCommand, CollectionCommand,
+    KeyCommand, PageArgs, PlanCommand, PolicyCommand, PolicyVersionArgs, RecordCommand,
+    SigningKeyCommand, TenantCommand, UsageCommand,
 };
 use crate::output::{self, Columns, Format};
 use crate::tenancy::{self, ServerState, Step};
@@ -47,6 +47,16 @@ const TENANT_COLUMNS: Columns = Some(&[
     "isolation",
     "pool",
 ]);
+const NODE_COLUMNS: Columns = Some(&[
+    "id",
+    "name",
+    "state",
+    "address",
+    "version",
+    "started_at",
+    "heartbeat_at",
+]);
+const LEASE_COLUMNS: Columns = Some(&["lease", "job", "holder"]);
 const KEY_COLUMNS: Columns = Some(&[
     "id",
     "tenant",
@@ -335,6 +345,15 @@ async fn execute(
 ) -> Result<ExitCode, Error> {
     match command {
         ClientCommand::Me => print(format, None, client.me().await?),
+        ClientCommand::Cluster(ClusterCommand::Status) => {
+            let cluster = client.cluster().await?;
+            if format == Format::Json {
+                return print(format, None, cluster);
+            }
+            say(format!("answered by {}\n", cluster.answered_by));
+            say(output::render(&cluster.nodes, format, NODE_COLUMNS));
+            print(format, LEASE_COLUMNS, cluster.leases)
+        }
         ClientCommand::Job { id, wait: false } => print(format, None, client.job(&id).await?),
         ClientCommand::Job { id, wait: true } => follow_job(client, format, &id).await,
         ClientCommand::Jobs {

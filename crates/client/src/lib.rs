@@ -25,8 +25,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tenantd_api::{
-    AddOnPage, AddOnView, AuditPage, AuditVerification, BatchRequest, BatchResponse, Collection,
-    CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
+    AddOnPage, AddOnView, AuditPage, AuditVerification, BatchRequest, BatchResponse, ClusterView,
+    Collection, CollectionPage, CreateAddOn, CreateCollection, CreateKey, CreateTenant, CreatedKey,
     DecidePolicy, Health, JobPage, JobView, KeyPage, KeyView, Me, MoveTenant, PlanPage, PlanView,
     PolicyVersionPage, PolicyVersionView, PolicyView, Problem, ProposePolicy, QuotaEventPage,
     Readiness, RecordPage, RecordView, RotateKey, RotatedKey, SigningKeyView, TenantPage,
@@ -195,6 +195,11 @@ impl Client {
     /// Who the key belongs to.
     pub async fn me(&self) -> Result<Me, Error> {
         Self::send(self.request(Method::GET, "/v1/me")).await
+    }
+
+    /// The nodes serving the catalog and who holds each lease (operators).
+    pub async fn cluster(&self) -> Result<ClusterView, Error> {
+        Self::send(self.request(Method::GET, "/v1/cluster")).await
     }
 
     pub async fn create_tenant(&self, tenant: &CreateTenant) -> Result<Tenant, Error> {

@@ -82,6 +82,14 @@ impl OperatorScope {
     pub fn server() -> Self {
         Self { _proof: () }
     }
+
+    /// The platform acting on one tenant by itself: a job it resumes after
+    /// the node that ran it stopped.
+    pub fn tenant_scope(&self, tenant: &TenantId) -> TenantScope {
+        TenantScope {
+            tenant: tenant.clone(),
+        }
+    }
 }
 
 /// Proof that the caller may use one tenant's data, and where that data

@@ -174,42 +174,52 @@ impl RegionId {
     }
 }
 
-/// The public half of an API key: 16 lowercase hex characters (64 random bits).
-/// It names the key in URLs, logs and audit entries; it proves nothing.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct KeyId(String);
+/// An identifier of `$len` lowercase hex characters, random when made here.
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $len:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl KeyId {
-    pub const LEN: usize = 16;
+        impl $name {
+            pub const LEN: usize = $len;
 
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = s.len() == Self::LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::Hex {
-                kind: "key id",
-                len: Self::LEN,
-            })
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                let ok = s.len() == Self::LEN
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if ok {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(IdError::Hex {
+                        kind: $kind,
+                        len: Self::LEN,
+                    })
+                }
+            }
+
+            /// A fresh random id.
+            pub fn generate(rng: &mut (impl rand::RngCore + rand::CryptoRng)) -> Self {
+                let mut bytes = [0u8; $len / 2];
+                rng.fill_bytes(&mut bytes);
+                Self(hex::encode(bytes))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
 
-    /// A fresh random key id.
-    pub fn generate(rng: &mut (impl rand::RngCore + rand::CryptoRng)) -> Self {
-        let mut bytes = [0u8; Self::LEN / 2];
-        rng.fill_bytes(&mut bytes);
-        Self(hex::encode(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        string_newtype!($name);
+    };
 }
 
-string_newtype!(KeyId);
+hex_id!(
+    /// The public half of an API key: 16 lowercase hex characters (64 random
+    /// bits). It names the key in URLs, logs and audit entries; it proves nothing.
+    KeyId, "key id", 16
+);
 /// The rule of `KeyId::parse` as a regular expression.
 pub const KEY_ID_PATTERN: &str = "^[0-9a-f]{16}$";
 id_rule!(
@@ -220,10 +230,40 @@ id_rule!(
     "3f9a0c1d2b4e5f60"
 );
 
+hex_id!(
+    /// One run of one tenantd node, made at its start: 12 lowercase hex
+    /// characters. A restarted node is a new run with a new id; its name
+    /// (`node_name`) says which machine it is.
+    NodeId, "node id", 12
+);
+id_rule!(
+    NodeId,
+    "^[0-9a-f]{12}$",
+    NodeId::LEN,
+    NodeId::LEN,
+    "5c0ffee1d0e5"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn node_ids_are_twelve_hex_characters_and_made_fresh() {
+        let made = NodeId::generate(&mut rand::rngs::OsRng);
+        assert_eq!(NodeId::parse(made.as_str()), Ok(made.clone()));
+        assert_ne!(made, NodeId::generate(&mut rand::rngs::OsRng));
+        for bad in [
+            "",
+            "0123456789a",
+            "0123456789abc",
+            "0123456789AB",
+            "0123456789ag",
+        ] {
+            assert!(NodeId::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
 
     #[test]
     fn tenant_id_accepts_slugs() {

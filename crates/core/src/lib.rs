@@ -30,7 +30,7 @@ pub use api_key::{ApiKeyToken, KeyHasher, KeySecret, SecretHash, ServerSecret};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ErrorCode;
 pub use identity::{DataScope, IdentifyError, OperatorScope, Principal, TenantScope};
-pub use ids::{IdError, KeyId, PlanId, PoolName, RegionId, ServiceName, TenantId};
+pub use ids::{IdError, KeyId, NodeId, PlanId, PoolName, RegionId, ServiceName, TenantId};
 pub use key::{KeyOwner, KeyRecord, KeyState};
 pub use record::{CollectionName, Isolation, JobId, RecordId};
 pub use role::Role;

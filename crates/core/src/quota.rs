@@ -632,6 +632,37 @@ impl Ledger {
         }
     }
 
+    /// Takes in what another node stored for the same tenant, where every
+    /// node counts one shared total (its view of the counters in Redis) and
+    /// writes its view behind: per period, the later window wins whole; in
+    /// the same window each counter keeps the larger view (a node's view is
+    /// never above the total it saw, so the larger is the nearer), grace
+    /// keeps its earlier start and a soft limit stays reported. Levels are
+    /// this ledger's, the newer measurement.
+    pub fn merge_stored(&mut self, stored: &Ledger) {
+        for p in 0..Period::ALL.len() {
+            if stored.window_start[p] > self.window_start[p] {
+                self.window_start[p] = stored.window_start[p];
+                self.window_end[p] = stored.window_end[p];
+                for m in 0..COUNTED.len() {
+                    self.used[m][p] = stored.used[m][p];
+                    self.grace_from[m][p] = stored.grace_from[m][p];
+                    let bit = 1 << p;
+                    self.soft_noted[m] = (self.soft_noted[m] & !bit) | (stored.soft_noted[m] & bit);
+                }
+            } else if stored.window_start[p] == self.window_start[p] {
+                for m in 0..COUNTED.len() {
+                    self.used[m][p] = self.used[m][p].max(stored.used[m][p]);
+                    let (mine, theirs) = (self.grace_from[m][p], stored.grace_from[m][p]);
+                    if theirs != 0 && (mine == 0 || theirs < mine) {
+                        self.grace_from[m][p] = theirs;
+                    }
+                    self.soft_noted[m] |= stored.soft_noted[m] & (1 << p);
+                }
+            }
+        }
+    }
+
     /// A counted metric's usage in the current window of `period` and the
     /// window's start, without rolling it over.
     pub fn counted(&self, metric: Metric, period: Period) -> (i64, u64) {
@@ -872,6 +903,60 @@ mod tests {
         assert_eq!(
             ledger.used(Metric::Requests, Period::Day, day, secs(next)),
             6
+        );
+    }
+
+    /// Two nodes' views of one tenant's shared counters, stored one after
+    /// the other: the larger view of the current window stays, a newer
+    /// window replaces an older one whatever its count, and levels are the
+    /// newer write's.
+    #[test]
+    fn a_stored_ledger_merges_with_another_nodes_view_never_backwards() {
+        let q = [quota(Metric::Requests, Some(Period::Day), None, 1000)];
+        let day = BillingDay::default();
+        let today = datetime!(2026-03-20 10:00 UTC);
+        let ahead = |n: u64| {
+            let mut ledger = Ledger::default();
+            for _ in 0..n {
+                ledger.admit(&q, &[], day, today, Demand::default());
+            }
+            ledger
+        };
+        // This node saw 30 when it wrote; the stored view, from another, 50.
+        let mut mine = ahead(30);
+        mine.set_level(Metric::StorageBytes, 7);
+        let mut theirs = ahead(50);
+        theirs.set_level(Metric::StorageBytes, 99);
+        mine.merge_stored(&theirs);
+        assert_eq!(
+            mine.used(Metric::Requests, Period::Day, day, secs(today)),
+            50
+        );
+        assert_eq!(mine.level(Metric::StorageBytes), 7);
+        // And the other way round: the larger view stays.
+        let mut later = ahead(60);
+        later.merge_stored(&mine);
+        assert_eq!(
+            later.used(Metric::Requests, Period::Day, day, secs(today)),
+            60
+        );
+
+        // A node still on yesterday's window never brings it back.
+        let yesterday = datetime!(2026-03-19 23:00 UTC);
+        let mut stale = Ledger::default();
+        for _ in 0..900 {
+            stale.admit(&q, &[], day, yesterday, Demand::default());
+        }
+        stale.merge_stored(&later);
+        assert_eq!(
+            stale.used(Metric::Requests, Period::Day, day, secs(today)),
+            60
+        );
+        let mut fresh = ahead(1);
+        fresh.merge_stored(&stale);
+        assert_eq!(
+            fresh.used(Metric::Requests, Period::Day, day, secs(today)),
+            60
         );
     }
 

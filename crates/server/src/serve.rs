@@ -13,6 +13,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use tenantd_core::NodeId;
+use tenantd_store::nodes::NodeRecord;
 use tenantd_store::AuditAction;
 use tenantd_store::{BackgroundTask, CatalogEngine, CatalogLease, NewAuditEntry, StoreError};
 use tokio::net::TcpListener;
@@ -85,14 +87,27 @@ impl Server {
         let app = app(state.clone(), &config);
         let (stop_background, stopped) = watch::channel(false);
         // On SQLite this node is the only one, and makes every change itself.
-        let follower = (state.catalog.engine() == CatalogEngine::Postgres).then(|| {
+        let shared = state.catalog.engine() == CatalogEngine::Postgres;
+        let follower = shared.then(|| {
             tokio::spawn(crate::app::feed::follow(
                 state.clone(),
                 change_position,
                 stopped.clone(),
             ))
         });
+        let job_sweep = if shared {
+            Some(tokio::spawn(take_over_jobs(state.clone(), stopped.clone())))
+        } else {
+            // Before anything is served, so that no job started now is
+            // taken for one the previous run left.
+            if let Err(e) = crate::app::moves::resume_orphans(&state).await {
+                tracing::error!(error = %e, "could not take over the jobs the previous run left; they stay running until the next start");
+            }
+            None
+        };
+        let address = listener.local_addr()?.to_string();
         let background = [
+            tokio::spawn(beat(state.clone(), address, stopped.clone())),
             tokio::spawn(flush_key_use(
                 state.clone(),
                 config.last_used_flush_interval.get(),
@@ -100,14 +115,14 @@ impl Server {
             )),
             tokio::spawn(purge_deleted(
                 state.clone(),
-                Duty::new(BackgroundTask::PurgeSweep, &config),
+                Duty::new(BackgroundTask::PurgeSweep, &config, &state.node.id),
                 config.purge_after,
                 config.purge_interval.get(),
                 stopped.clone(),
             )),
             tokio::spawn(maintain_signing_keys(
                 state.clone(),
-                Duty::new(BackgroundTask::SigningKeys, &config),
+                Duty::new(BackgroundTask::SigningKeys, &config, &state.node.id),
                 stopped.clone(),
             )),
             tokio::spawn({
@@ -134,6 +149,7 @@ impl Server {
                 tokio::spawn(keep_catalog_lease(
                     lease,
                     url,
+                    state.node.id.clone(),
                     lease_lost.clone(),
                     stop_background.subscribe(),
                 ))
@@ -203,7 +219,12 @@ impl Server {
         }
 
         let _ = stop_background.send(true);
-        for task in background.into_iter().chain(lease_keeper).chain(follower) {
+        for task in background
+            .into_iter()
+            .chain(lease_keeper)
+            .chain(follower)
+            .chain(job_sweep)
+        {
             let _ = task.await;
         }
         if let Err(e) = state.identity.last_used().flush(&state.catalog).await {
@@ -240,6 +261,7 @@ async fn replay_quotas(state: AppState, mut stopped: watch::Receiver<bool>) {
 async fn keep_catalog_lease(
     mut lease: CatalogLease,
     url: CatalogUrl,
+    node: NodeId,
     lost: Arc<tokio::sync::Notify>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -256,7 +278,7 @@ async fn keep_catalog_lease(
         }
         tracing::warn!("lost the catalog's lease with its connection; taking it again");
         loop {
-            match CatalogLease::take(url.as_str(), EVERY).await {
+            match CatalogLease::take(url.as_str(), &node, EVERY).await {
                 Ok(Some(again)) => {
                     tracing::info!("took the catalog's lease again");
                     lease = again;
@@ -392,6 +414,7 @@ async fn maintain_signing_keys(
 struct Duty {
     task: BackgroundTask,
     url: Option<CatalogUrl>,
+    node: NodeId,
     lease: Option<CatalogLease>,
 }
 
@@ -399,10 +422,11 @@ impl Duty {
     /// Longest a lease check or attempt may take.
     const TIMEOUT: Duration = Duration::from_secs(2);
 
-    fn new(task: BackgroundTask, config: &Config) -> Self {
+    fn new(task: BackgroundTask, config: &Config, node: &NodeId) -> Self {
         Self {
             task,
             url: config.catalog_url.clone(),
+            node: node.clone(),
             lease: None,
         }
     }
@@ -421,13 +445,82 @@ impl Duty {
             }
         }
         if self.lease.is_none() {
-            let taken = CatalogLease::take_task(url.as_str(), self.task, Self::TIMEOUT).await;
+            let taken =
+                CatalogLease::take_task(url.as_str(), self.task, &self.node, Self::TIMEOUT).await;
             self.lease = taken.ok().flatten();
             if self.lease.is_some() {
                 tracing::info!(task = ?self.task, "this node runs a background task for the catalog");
             }
         }
         self.lease.is_some()
+    }
+}
+
+/// How often a node tells the catalog it is alive.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Registers this node in the catalog, beats every `HEARTBEAT_INTERVAL`
+/// (registering again if its row was forgotten), and records its stop: what
+/// `GET /v1/cluster` shows. A catalog that cannot be written is the
+/// write-behind's to report; a missed beat only makes the node look silent.
+async fn beat(state: AppState, address: String, mut stopped: watch::Receiver<bool>) {
+    let node = &state.node;
+    let record = || NodeRecord {
+        id: node.id.clone(),
+        name: node.name.clone(),
+        address: address.clone(),
+        version: node.version.clone(),
+        started_at: node.started_at,
+        heartbeat_at: state.clock.now(),
+        stopped_at: None,
+    };
+    let mut registered = false;
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                registered = if registered {
+                    state.catalog.beat(&node.id, state.clock.now()).await.unwrap_or(true)
+                } else {
+                    state.catalog.register_node(&record()).await.is_ok()
+                };
+            }
+            _ = stopped.changed() => {
+                if let Err(e) = state.catalog.node_stopped(&node.id, state.clock.now()).await {
+                    tracing::debug!(error = %e, "could not record this node's stop");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// How often a node with a PostgreSQL catalog looks for jobs whose node
+/// stopped: a job waits at most this long (plus the lock's release when its
+/// node's connection drops) to be taken over.
+const JOB_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Takes over, every `JOB_SWEEP_INTERVAL`, the jobs of a node that stopped
+/// (on a PostgreSQL catalog; on SQLite this node is the only one, and takes
+/// over its previous run's jobs once, before it serves).
+async fn take_over_jobs(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(JOB_SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let swept = crate::app::moves::resume_orphans(&state).await;
+                if let Err(e) = &swept {
+                    if !failing {
+                        tracing::warn!(error = %e, "could not look for jobs to take over; trying again");
+                    }
+                }
+                failing = swept.is_err();
+            }
+            _ = stopped.changed() => return,
+        }
     }
 }
 

@@ -58,8 +58,9 @@ pub enum StartError {
         recorded: String,
     },
     #[error(
-        "another tenantd node serves the catalog at {url}: one node serves a catalog at a time \
-         for now (a tenant's move holds its writes on the node that runs it only)"
+        "another tenantd node serves the catalog at {url}: without [admission.redis] each node \
+         would count quotas and rate limits of its own, so one node serves a catalog at a time; \
+         configure [admission.redis] on every node to run several"
     )]
     CatalogInUse { url: String },
     #[error("store: {0}")]
@@ -85,15 +86,25 @@ pub struct Server {
 
 /// The catalog the configuration names, with its lease when on PostgreSQL:
 /// the data directory's SQLite file, or `catalog_url`.
-async fn open_catalog(config: &Config) -> Result<(Catalog, Option<CatalogLease>), StartError> {
+async fn open_catalog(
+    config: &Config,
+    node: &tenantd_core::NodeId,
+) -> Result<(Catalog, Option<CatalogLease>), StartError> {
     let timeout = config.acquire_timeout.get();
     match &config.catalog_url {
         None => {
             let catalog = Catalog::open(&config.data_dir.join(CATALOG_FILE), timeout).await?;
             Ok((catalog, None))
         }
+        // With Redis, quotas and rate limits are shared and any number of
+        // nodes serve the catalog; without it each node would count its own,
+        // so one node serves it at a time.
+        Some(url) if config.admission.redis.is_some() => {
+            let catalog = Catalog::open_postgres(url.as_str(), timeout).await?;
+            Ok((catalog, None))
+        }
         Some(url) => {
-            let lease = CatalogLease::take(url.as_str(), timeout)
+            let lease = CatalogLease::take(url.as_str(), node, timeout)
                 .await?
                 .ok_or_else(|| StartError::CatalogInUse {
                     url: format!("{url:?}"),
@@ -153,7 +164,8 @@ pub async fn recover_operator_key(
         Some(secret) => secret.clone(),
         None => load_or_create_secret(&secret_file, data_dir.join(CATALOG_FILE).exists())?,
     };
-    let (catalog, _lease) = open_catalog(config).await?;
+    let (catalog, _lease) =
+        open_catalog(config, &tenantd_core::NodeId::generate(&mut OsRng)).await?;
     let hasher = KeyHasher::new(secret);
     check_secret(&catalog, &hasher, clock.now()).await?;
     let token = ApiKeyToken::generate(&mut OsRng);
@@ -199,7 +211,8 @@ impl Server {
                 data_dir.join(CATALOG_FILE).exists(),
             )?,
         };
-        let (catalog, catalog_lease) = open_catalog(&config).await?;
+        let node_id = tenantd_core::NodeId::generate(&mut rand::rngs::OsRng);
+        let (catalog, catalog_lease) = open_catalog(&config, &node_id).await?;
         let hasher = KeyHasher::new(secret);
         check_secret(&catalog, &hasher, clock.now()).await?;
         // Read before anything is loaded: a change committed while this node
@@ -208,8 +221,20 @@ impl Server {
         let limits = DataLimits {
             max_record_bytes: config.max_record_bytes,
         };
+        // A node's record cache learns of the writes it makes only: where
+        // other nodes write the same records, it would serve their old
+        // versions for up to its TTL, so it is off.
+        let record_cache_bytes = match &config.catalog_url {
+            Some(_) if config.admission.redis.is_some() => {
+                if config.record_cache_bytes > 0 {
+                    tracing::info!("the record cache is off: other nodes serve this catalog too, and their writes would not reach it");
+                }
+                0
+            }
+            _ => config.record_cache_bytes,
+        };
         let cache = CacheLimits {
-            capacity_bytes: config.record_cache_bytes,
+            capacity_bytes: record_cache_bytes,
             tenant_share_percent: config.record_cache_tenant_share,
             ttl: config.record_cache_ttl.get(),
         };
@@ -219,12 +244,6 @@ impl Server {
         let data = DataStore::open(&config.storage_pools(), limits, connections, cache).await?;
         let bootstrap_token =
             bootstrap(&catalog, &hasher, &*clock, config.bootstrap_key.clone()).await?;
-        for job in catalog.fail_interrupted_jobs(clock.now()).await? {
-            // The catalog switches last, so an interrupted move left the
-            // tenant whole where it was; a partial copy is replaced by the
-            // next attempt.
-            tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = job.step.as_str(), "a job was interrupted by a restart");
-        }
         let body = BodyRules {
             max_bytes: u64::try_from(config.max_body_bytes).unwrap_or(u64::MAX),
             read_timeout: config
@@ -267,6 +286,7 @@ impl Server {
             Arc::new(Gateway::new(&config.gateway, &config.admission, &catalog, &clock).await?);
         let admission = Arc::new(admission);
         let node = tenantd_api::NodeInfo {
+            id: node_id,
             name: config.node_name(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: clock.now(),

@@ -5,12 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tenantd_core::quota::BillingDay;
 use tenantd_core::{
-    Isolation, KeyId, KeyOwner, KeyRecord, OperatorScope, PlanId, PoolName, RegionId, Role,
-    SecretHash, Tenant, TenantId, TenantScope, TenantStatus,
+    Isolation, JobId, KeyId, KeyOwner, KeyRecord, NodeId, OperatorScope, PlanId, PoolName,
+    RegionId, Role, SecretHash, Tenant, TenantId, TenantScope, TenantStatus,
 };
 use time::OffsetDateTime;
 
@@ -73,7 +74,7 @@ pub enum CatalogEngine {
 
 /// The session lock of the one node serving a PostgreSQL catalog ("tenantd1"
 /// in ASCII), distinct from the write lock.
-const POSTGRES_NODE_LOCK: i64 = i64::from_be_bytes(*b"tenantd1");
+pub(crate) const POSTGRES_NODE_LOCK: i64 = i64::from_be_bytes(*b"tenantd1");
 
 /// Held by the one node that serves a PostgreSQL catalog, on a connection
 /// of its own: PostgreSQL releases it when the node stops or dies, however
@@ -99,7 +100,7 @@ pub enum BackgroundTask {
 impl BackgroundTask {
     /// Its session lock: "tenantd" and a letter, apart from the node's and
     /// the write lock.
-    fn lock(self) -> i64 {
+    pub(crate) fn lock(self) -> i64 {
         let letter = match self {
             Self::PurgeSweep => b'P',
             Self::SigningKeys => b'K',
@@ -108,28 +109,57 @@ impl BackgroundTask {
     }
 }
 
+/// The right to run one job. On PostgreSQL a session lock of the job's own,
+/// held on a connection of its own and lost with it, so that when the node
+/// running a job dies another node finds the job's lease free and takes the
+/// job over. On SQLite the one node's: it runs every job of its catalog.
+#[derive(Debug)]
+pub struct JobLease {
+    _lock: Option<CatalogLease>,
+}
+
+/// A job's session lock: the first eight bytes of a hash of its id, apart
+/// from the fixed locks above but for a chance of one in 2^64.
+pub(crate) fn job_lock(id: &JobId) -> i64 {
+    let hash = Sha256::digest(format!("tenantd job {id}").as_bytes());
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&hash[..8]);
+    i64::from_be_bytes(bytes)
+}
+
 impl CatalogLease {
     /// Takes the lease of the catalog at `url`, or `None` while another
     /// node holds it. A PostgreSQL that does not answer within `timeout` is
     /// an unavailable store, never a wait without end.
-    pub async fn take(url: &str, timeout: Duration) -> Result<Option<Self>> {
-        Self::take_lock(url, POSTGRES_NODE_LOCK, timeout).await
+    /// The lease is held for `node`, which the cluster's view names as its
+    /// holder.
+    pub async fn take(url: &str, node: &NodeId, timeout: Duration) -> Result<Option<Self>> {
+        Self::take_lock(url, POSTGRES_NODE_LOCK, node, timeout).await
     }
 
-    /// Takes the lease of `task` on the catalog at `url`, or `None` while
-    /// another node holds it; bounded by `timeout` as `take` is.
+    /// Takes the lease of `task` on the catalog at `url` for `node`, or
+    /// `None` while another node holds it; bounded by `timeout` as `take` is.
     pub async fn take_task(
         url: &str,
         task: BackgroundTask,
+        node: &NodeId,
         timeout: Duration,
     ) -> Result<Option<Self>> {
-        Self::take_lock(url, task.lock(), timeout).await
+        Self::take_lock(url, task.lock(), node, timeout).await
     }
 
-    async fn take_lock(url: &str, lock: i64, timeout: Duration) -> Result<Option<Self>> {
-        use sqlx::Connection;
+    async fn take_lock(
+        url: &str,
+        lock: i64,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> Result<Option<Self>> {
+        use sqlx::ConnectOptions;
         let attempt = async {
-            let mut conn = sqlx::PgConnection::connect(url).await?;
+            let options = url
+                .parse::<sqlx::postgres::PgConnectOptions>()?
+                .application_name(&crate::nodes::holder_name(node));
+            let mut conn = options.connect().await?;
             let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(lock)
                 .fetch_one(&mut conn)
@@ -151,6 +181,26 @@ impl CatalogLease {
             .await
             .ok()
             .map(|answer| answer.is_ok())
+    }
+}
+
+impl Catalog {
+    /// Takes the lease of job `id`, or `None` while another node holds it;
+    /// bounded by `timeout`. On SQLite it is always free: call it for jobs
+    /// this process does not run already (those it starts, and at start
+    /// those a previous run left running).
+    pub async fn lease_job(
+        &self,
+        id: &JobId,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> Result<Option<JobLease>> {
+        match &self.postgres_url {
+            None => Ok(Some(JobLease { _lock: None })),
+            Some(url) => Ok(CatalogLease::take_lock(url, job_lock(id), node, timeout)
+                .await?
+                .map(|lock| JobLease { _lock: Some(lock) })),
+        }
     }
 }
 
@@ -1439,6 +1489,55 @@ mod tests {
         }
     }
 
+    /// Two nodes write their views of one tenant's shared counters behind:
+    /// on PostgreSQL (several nodes) a view lower than the stored one never
+    /// takes the count back; on SQLite (one node) its ledger is stored as is.
+    #[tokio::test]
+    async fn ledgers_written_by_several_nodes_never_go_backwards_on_postgresql() {
+        use crate::usage::UsageBatch;
+        use tenantd_core::plan::{Metric, Period, Quota, QuotaFields};
+        use tenantd_core::quota::{BillingDay, Demand, Ledger};
+        let quotas = [Quota::new(QuotaFields {
+            metric: Metric::Requests,
+            period: Some(Period::Day),
+            soft: None,
+            hard: 1000,
+            grace: None,
+        })
+        .unwrap()];
+        let view = |n: u64| {
+            let mut ledger = Ledger::default();
+            for _ in 0..n {
+                ledger.admit(&quotas, &[], BillingDay::default(), NOW, Demand::default());
+            }
+            ledger
+        };
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let (_, scope, _) = f.tenant_with_scope("acme").await;
+            let tenant = scope.tenant().clone();
+            for n in [40, 25] {
+                let batch = UsageBatch {
+                    ledgers: vec![(tenant.clone(), view(n))],
+                    ..UsageBatch::default()
+                };
+                f.catalog.write_usage(&batch, NOW).await.unwrap();
+            }
+            let (_, mut stored) = f.catalog.ledgers().await.unwrap().remove(0);
+            let day = stored.used(
+                Metric::Requests,
+                Period::Day,
+                BillingDay::default(),
+                NOW.unix_timestamp(),
+            );
+            let expected = match engine {
+                CatalogEngine::Postgres => 40,
+                CatalogEngine::Sqlite => 25,
+            };
+            assert_eq!(day, expected, "{engine:?}");
+        }
+    }
+
     /// A write-behind pass of more rows than one statement carries adds up
     /// exactly, a (tenant, hour) named twice included.
     #[tokio::test]
@@ -1552,24 +1651,108 @@ mod tests {
     async fn a_background_task_has_one_holder_at_a_time() {
         let f = fixture(CatalogEngine::Postgres).await;
         let (url, timeout) = (f.location.as_str(), Duration::from_secs(5));
-        let take = |task| CatalogLease::take_task(url, task, timeout);
-        let node = CatalogLease::take(url, timeout).await.unwrap();
+        let (a, b) = (
+            NodeId::generate(&mut rand::rngs::OsRng),
+            NodeId::generate(&mut rand::rngs::OsRng),
+        );
+        let take = |task, node| CatalogLease::take_task(url, task, node, timeout);
+        let node = CatalogLease::take(url, &a, timeout).await.unwrap();
         assert!(node.is_some(), "the node's lease is apart");
-        let sweep = take(BackgroundTask::PurgeSweep).await.unwrap();
+        let sweep = take(BackgroundTask::PurgeSweep, &a).await.unwrap();
         assert!(sweep.is_some());
-        assert!(take(BackgroundTask::PurgeSweep).await.unwrap().is_none());
-        assert!(take(BackgroundTask::SigningKeys).await.unwrap().is_some());
+        assert!(take(BackgroundTask::PurgeSweep, &b)
+            .await
+            .unwrap()
+            .is_none());
+        let keys = take(BackgroundTask::SigningKeys, &b).await.unwrap();
+        assert!(keys.is_some());
+        let job = JobId::generate(NOW, &mut rand::rngs::OsRng);
+        let idle = JobId::generate(NOW, &mut rand::rngs::OsRng);
+        let running = f.catalog.lease_job(&job, &b, timeout).await.unwrap();
+        assert!(running.is_some());
+        assert!(f
+            .catalog
+            .lease_job(&job, &a, timeout)
+            .await
+            .unwrap()
+            .is_none());
+
+        // The cluster's view names each lease's holder.
+        use crate::nodes::Lease;
+        let leases = vec![
+            Lease::SoleNode,
+            Lease::Task(BackgroundTask::PurgeSweep),
+            Lease::Task(BackgroundTask::SigningKeys),
+            Lease::Job(job.clone()),
+            Lease::Job(idle.clone()),
+        ];
+        let held = f.catalog.lease_holders(leases.clone(), &a).await.unwrap();
+        let holders: Vec<Option<NodeId>> = held.into_iter().map(|(_, h)| h).collect();
+        assert_eq!(
+            holders,
+            [
+                Some(a.clone()),
+                Some(a.clone()),
+                Some(b.clone()),
+                Some(b.clone()),
+                None
+            ]
+        );
         drop(sweep);
         // The lock goes with its connection, which closes in the background.
         let mut again = None;
         for _ in 0..100 {
-            again = take(BackgroundTask::PurgeSweep).await.unwrap();
+            again = take(BackgroundTask::PurgeSweep, &b).await.unwrap();
             if again.is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(again.is_some(), "the lease did not pass on");
+        let held = f.catalog.lease_holders(leases, &a).await.unwrap();
+        assert_eq!(held[1].1, Some(b.clone()), "the view follows the lease");
+        drop((node, keys, running));
+    }
+
+    /// A node registers, beats and stops, on both engines; a forgotten row
+    /// says so to the beat (so the node registers again).
+    #[tokio::test]
+    async fn nodes_register_beat_and_stop() {
+        use crate::nodes::NodeRecord;
+        for engine in ENGINES {
+            let f = fixture(engine).await;
+            let id = NodeId::generate(&mut rand::rngs::OsRng);
+            let node = NodeRecord {
+                id: id.clone(),
+                name: "a".into(),
+                address: "127.0.0.1:8080".into(),
+                version: "1.0.0".into(),
+                started_at: NOW,
+                heartbeat_at: NOW,
+                stopped_at: None,
+            };
+            f.catalog.register_node(&node).await.unwrap();
+            let later = NOW + time::Duration::seconds(2);
+            assert!(f.catalog.beat(&id, later).await.unwrap());
+            assert_eq!(
+                f.catalog.nodes().await.unwrap(),
+                [NodeRecord {
+                    heartbeat_at: later,
+                    ..node.clone()
+                }]
+            );
+            f.catalog.node_stopped(&id, later).await.unwrap();
+            assert_eq!(f.catalog.nodes().await.unwrap()[0].stopped_at, Some(later));
+            // A day of silence later, another node's beat forgets it.
+            let other = NodeId::generate(&mut rand::rngs::OsRng);
+            assert!(!f
+                .catalog
+                .beat(&other, later + time::Duration::days(2))
+                .await
+                .unwrap());
+            assert!(f.catalog.nodes().await.unwrap().is_empty(), "{engine:?}");
+            assert!(!f.catalog.beat(&id, later).await.unwrap());
+        }
     }
 
     /// On PostgreSQL a listener hears a committed change; on SQLite there

@@ -404,7 +404,12 @@ impl Db {
         match self {
             Db::Sqlite(db) => db.writer.write(work).await,
             Db::Postgres(db, _) => {
-                let mut session = Session::Postgres(db.begin(tenant).await?);
+                let tx = if work.is_held_by_moves() {
+                    db.begin_write(tenant).await?
+                } else {
+                    db.begin(tenant).await?
+                };
+                let mut session = Session::Postgres(tx);
                 let done = writer::apply(&mut session, work).await?;
                 session.commit().await?;
                 Ok(done)

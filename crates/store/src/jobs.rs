@@ -260,19 +260,6 @@ impl Catalog {
         .collect()
     }
 
-    /// Ends as failed every job still marked running: called at start, when
-    /// no job can be running any more. Returns the jobs so ended.
-    pub async fn fail_interrupted_jobs(&self, at: OffsetDateTime) -> Result<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(
-            "UPDATE jobs SET state = 'failed', error = 'interrupted by a restart', updated_at = $1
-             WHERE state = 'running' RETURNING *",
-        )
-        .bind(to_nanos(at))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(JobRow::into_job).collect()
-    }
-
     /// Points the tenant at its new placement if it is still at `from`, in
     /// one transaction with the audit entry. `Ok(false)` if it changed.
     pub async fn switch_placement(

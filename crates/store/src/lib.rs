@@ -14,6 +14,7 @@ pub mod data;
 pub mod health;
 pub mod jobs;
 mod ledger_row;
+pub mod nodes;
 pub mod plans;
 pub mod policy;
 pub mod postgres;
@@ -21,7 +22,7 @@ pub mod signing_keys;
 pub mod usage;
 
 pub use audit::{state_digest, AuditAction, AuditEntry, NewAuditEntry, Verification};
-pub use catalog::{BackgroundTask, Catalog, CatalogEngine, CatalogLease, Owner};
+pub use catalog::{BackgroundTask, Catalog, CatalogEngine, CatalogLease, JobLease, Owner};
 pub use data::{Connections, DataError, DataLimits, DataStore, PoolLocation, StoragePool};
 
 /// A storage failure. `Conflict` is a unique-key clash the caller can name;

@@ -16,7 +16,7 @@ pub const SCHEMA: &str = "tenantd";
 
 /// The tables every tenant schema holds; the application may use these rows
 /// and nothing else.
-const TABLES: [&str; 3] = ["collections", "records", "usage"];
+const TABLES: [&str; 4] = ["collections", "records", "usage", "departures"];
 
 /// Checks that `url` is a PostgreSQL connection URL. The message never
 /// repeats the URL, which may hold a password.

@@ -9,8 +9,10 @@ use tenantd_core::{OperatorScope, TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use crate::audit::{append, NewAuditEntry};
-use crate::catalog::Catalog;
-use crate::codec::{from_nanos, parse, placeholder_rows, to_nanos};
+use sqlx::{Any, Transaction};
+
+use crate::catalog::{Catalog, CatalogEngine};
+use crate::codec::{from_nanos, parse, placeholder_list, placeholder_rows, to_nanos};
 use crate::ledger_row;
 use crate::{Result, StoreError};
 
@@ -133,7 +135,11 @@ impl Catalog {
             }
         }
         for part in ledgers.chunks(ROWS_PER_STATEMENT) {
-            let encoded: Vec<String> = part.iter().map(|(_, l)| ledger_row::encode(l)).collect();
+            let encoded: Vec<String> = match self.engine() {
+                // One node writes a SQLite catalog: its ledger is the whole truth.
+                CatalogEngine::Sqlite => part.iter().map(|(_, l)| ledger_row::encode(l)).collect(),
+                CatalogEngine::Postgres => self.merged_with_stored(&mut tx, part).await?,
+            };
             let sql = format!(
                 "INSERT INTO usage_ledgers (tenant_id, ledger, updated_at) VALUES {}
                  ON CONFLICT (tenant_id) DO UPDATE SET ledger = excluded.ledger,
@@ -195,6 +201,40 @@ impl Catalog {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The ledgers of `part` merged with what the catalog holds for the
+    /// same tenants (`Ledger::merge_stored`), encoded: several nodes write
+    /// their views of the same shared counters behind, and none may take a
+    /// count back that another stored. Read inside the write transaction,
+    /// whose lock keeps another node's write from coming between.
+    async fn merged_with_stored(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        part: &[(&TenantId, &Ledger)],
+    ) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT tenant_id, ledger FROM usage_ledgers WHERE tenant_id IN ({})",
+            placeholder_list(self.engine(), part.len(), 1)
+        );
+        let mut select = sqlx::query_as::<_, (String, String)>(&sql);
+        for (tenant, _) in part {
+            select = select.bind(tenant.as_str());
+        }
+        let mut stored: HashMap<String, String> =
+            select.fetch_all(&mut **tx).await?.into_iter().collect();
+        part.iter()
+            .map(|(tenant, ledger)| {
+                let Some(row) = stored.remove(tenant.as_str()) else {
+                    return Ok(ledger_row::encode(ledger));
+                };
+                let before = ledger_row::decode(&row)
+                    .map_err(|e| StoreError::Corrupt(format!("ledger of {tenant}: {e}")))?;
+                let mut merged = (*ledger).clone();
+                merged.merge_stored(&before);
+                Ok(ledger_row::encode(&merged))
+            })
+            .collect()
     }
 
     /// Every stored ledger, to start the admission stage with.

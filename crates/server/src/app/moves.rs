@@ -3,21 +3,46 @@
 //!
 //! Until the catalog switches, the old copy is the tenant's data: any failure
 //! before that removes the new copy and leaves the tenant where it was.
-//! Writes are held (503 `tenant_maintenance`) from the copy to the switch;
-//! reads go on from the old copy.
+//! Writes are held (503 `tenant_maintenance`) from the copy to the switch, on
+//! every node when the data is on PostgreSQL; reads go on from the old copy.
+//!
+//! A job runs on the node holding its lease (`Catalog::lease_job`). When that
+//! node stops mid-way, another takes the job over (`resume_orphans`) and
+//! follows the same rule: the catalog says where the tenant is, so a job
+//! whose switch committed only cleans up, and any other starts again from
+//! the copy (which replaces whatever the first attempt left).
+
+use std::time::Duration;
 
 use serde_json::json;
-use tenantd_core::{JobId, Principal, Tenant, TenantScope};
+use tenantd_core::{Isolation, JobId, OperatorScope, PoolName, Principal, Tenant, TenantScope};
 use tenantd_store::data::{CopyProgress, DataError, Placement};
 use tenantd_store::jobs::{Job, JobKind, JobState, MoveStep};
-use tenantd_store::AuditAction;
+use tenantd_store::{AuditAction, CatalogEngine, JobLease, NewAuditEntry, StoreError};
 use tokio::sync::watch;
 
 use crate::app::Change;
 use crate::state::AppState;
 
+/// Longest wait for a job's lease.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the old copy of a moved tenant stays after the switch when
+/// other nodes may serve it: they hear of the move within a second, and
+/// until then their writes to the old copy are refused, their reads served.
+const CLEANING_GRACE: Duration = Duration::from_secs(3);
+
 fn placement_json(p: &Placement) -> serde_json::Value {
     json!({ "pool": p.pool, "isolation": p.isolation })
+}
+
+/// The placement `details[field]` names, as `placement_json` wrote it.
+fn placement_of(details: &serde_json::Value, field: &str) -> Option<Placement> {
+    let placement = details.get(field)?;
+    Some(Placement {
+        pool: PoolName::parse(placement.get("pool")?.as_str()?).ok()?,
+        isolation: Isolation::parse(placement.get("isolation")?.as_str()?)?,
+    })
 }
 
 /// Records a move job for `tenant` and starts it in the background.
@@ -33,8 +58,15 @@ pub(crate) async fn start_move(
         pool: tenant.pool.clone(),
         isolation: tenant.isolation,
     };
+    let id = JobId::generate(now, &mut rand::thread_rng());
+    // Leased before it exists, so that no other node takes it for an orphan.
+    let lease = state
+        .catalog
+        .lease_job(&id, &state.node.id, LEASE_TIMEOUT)
+        .await?
+        .ok_or(StoreError::Conflict)?;
     let job = Job {
-        id: JobId::generate(now, &mut rand::thread_rng()),
+        id,
         tenant: tenant.id.clone(),
         kind: JobKind::Move,
         state: JobState::Running,
@@ -56,23 +88,92 @@ pub(crate) async fn start_move(
     state.catalog.start_job(&job, &audit).await?;
     let runner = MoveRun {
         state: state.clone(),
-        principal: principal.clone(),
+        principal: Some(principal.clone()),
         scope,
         job: job.id.clone(),
         from,
         to,
+        _lease: lease,
     };
     tokio::spawn(runner.run());
     Ok(job)
 }
 
+/// Takes over every running job whose lease is free: its node stopped (on
+/// SQLite, called once at start: the previous run of this node). Returns how
+/// many it took.
+pub(crate) async fn resume_orphans(state: &AppState) -> Result<usize, StoreError> {
+    let mut taken = 0;
+    let mut before: Option<(time::OffsetDateTime, JobId)> = None;
+    loop {
+        let page = state
+            .catalog
+            .jobs(
+                None,
+                Some(JobState::Running),
+                before.as_ref().map(|(at, id)| (*at, id)),
+                100,
+            )
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(taken);
+        };
+        before = Some((last.created_at, last.id.clone()));
+        for job in page {
+            let Some(lease) = state
+                .catalog
+                .lease_job(&job.id, &state.node.id, LEASE_TIMEOUT)
+                .await?
+            else {
+                continue;
+            };
+            // Read again under the lease: the node that ran it may have
+            // ended it between the list and the lease.
+            match state.catalog.job(&job.id).await? {
+                Some(current) if current.state == JobState::Running => {}
+                _ => continue,
+            }
+            let placements = (
+                placement_of(&job.details, "from"),
+                placement_of(&job.details, "to"),
+            );
+            let runner = match placements {
+                (Some(from), Some(to)) if job.kind == JobKind::Move => MoveRun {
+                    state: state.clone(),
+                    principal: None,
+                    scope: OperatorScope::server().tenant_scope(&job.tenant),
+                    job: job.id.clone(),
+                    from,
+                    to,
+                    _lease: lease,
+                },
+                _ => {
+                    let at = state.clock.now();
+                    let error = "its details do not name where from and where to";
+                    state
+                        .catalog
+                        .advance_job(&job.id, JobState::Failed, job.step, Some(error), at)
+                        .await?;
+                    continue;
+                }
+            };
+            tracing::warn!(job = %job.id.as_str(), tenant = %job.tenant, step = job.step.as_str(), "taking over a move whose node stopped");
+            tokio::spawn(runner.resume());
+            taken += 1;
+        }
+    }
+}
+
 struct MoveRun {
     state: AppState,
-    principal: Principal,
+    /// Who asked for the move; `None` for a move this node took over.
+    principal: Option<Principal>,
     scope: TenantScope,
     job: JobId,
     from: Placement,
     to: Placement,
+    /// Held until the job ends.
+    _lease: JobLease,
 }
 
 impl MoveRun {
@@ -88,11 +189,64 @@ impl MoveRun {
         }
     }
 
+    /// An audit entry of this move, by whoever asked for it (the server's
+    /// own for a move taken over).
+    fn audit(&self, action: AuditAction, details: serde_json::Value) -> NewAuditEntry {
+        let tenant = self.scope.tenant();
+        match &self.principal {
+            Some(principal) => {
+                self.state
+                    .audit(principal, Some(tenant), action, tenant.as_str(), details)
+            }
+            None => NewAuditEntry {
+                tenant: Some(tenant.clone()),
+                at: self.state.clock.now(),
+                actor: None,
+                action,
+                target: tenant.to_string(),
+                details,
+                request_id: None,
+                before: None,
+                after: None,
+            },
+        }
+    }
+
+    /// Goes on with a job another node (or this one before a restart)
+    /// started: from where the catalog says the tenant is.
+    async fn resume(self) {
+        match self.catalog_placement().await {
+            Ok(Some(at)) if at == self.to => self.clean().await,
+            Ok(Some(at)) if at == self.from => self.run().await,
+            Ok(_) => {
+                let error = "the tenant was deleted or placed elsewhere meanwhile";
+                if let Err(e) = self.state.data.remove_copy(&self.scope, &self.to).await {
+                    tracing::error!(tenant = %self.scope.tenant(), error = %e, "could not remove the partial copy");
+                }
+                self.step(JobState::Failed, MoveStep::Copying, Some(error))
+                    .await;
+            }
+            // The lease ends with this task; a later sweep tries again.
+            Err(e) => {
+                tracing::warn!(job = %self.job.as_str(), error = %e, "could not read where a moved tenant is; the job waits for the next sweep");
+            }
+        }
+    }
+
     async fn run(self) {
         let data = &self.state.data;
         let tenant = self.scope.tenant().clone();
         // Writes are held from here until the switch, so the copy is complete.
-        let freeze = data.freeze(&self.scope).await;
+        let freeze = match data.freeze(&self.scope, &self.from).await {
+            Ok(freeze) => freeze,
+            Err(e) => {
+                let error = format!("could not hold the tenant's writes: {e}");
+                tracing::warn!(tenant = %tenant, job = %self.job.as_str(), %error, "move failed");
+                self.step(JobState::Failed, MoveStep::Copying, Some(&error))
+                    .await;
+                return;
+            }
+        };
         if let Err((step, error)) = self.copy_verify_switch().await {
             // A switch whose commit was reported as failed may still have
             // committed: the catalog decides which copy is the tenant's.
@@ -104,6 +258,11 @@ impl MoveRun {
             match switched {
                 Some(true) => {}
                 Some(false) => {
+                    if let Err(e) = data.stay(&self.scope, &self.from).await {
+                        // Its writes stay refused (not lost) until a retry
+                        // of the move clears this.
+                        tracing::error!(tenant = %tenant, error = %e, "could not undo the tenant's departure from its pool");
+                    }
                     drop(freeze);
                     tracing::warn!(tenant = %tenant, job = %self.job.as_str(), %error, "move failed");
                     if let Err(e) = data.remove_copy(&self.scope, &self.to).await {
@@ -128,9 +287,17 @@ impl MoveRun {
         data.moved(&self.scope, self.to.clone());
         self.state.changes.publish(Change::Tenant(tenant.clone()));
         drop(freeze);
+        if self.state.catalog.engine() == CatalogEngine::Postgres {
+            tokio::time::sleep(CLEANING_GRACE).await;
+        }
+        self.clean().await;
+    }
 
+    /// Removes the old copy, once the catalog points at the new one.
+    async fn clean(self) {
+        let tenant = self.scope.tenant();
         self.step(JobState::Running, MoveStep::Cleaning, None).await;
-        match data.remove_copy(&self.scope, &self.from).await {
+        match self.state.data.remove_copy(&self.scope, &self.from).await {
             Ok(()) => self.step(JobState::Succeeded, MoveStep::Done, None).await,
             Err(e) => {
                 // The tenant is whole at its new placement; only disk space is lost.
@@ -142,14 +309,26 @@ impl MoveRun {
         }
     }
 
+    /// Where the catalog says the tenant lives; `None` if it has no tenant.
+    async fn catalog_placement(&self) -> Result<Option<Placement>, StoreError> {
+        Ok(self
+            .state
+            .catalog
+            .tenant(&self.scope)
+            .await?
+            .map(|t| Placement {
+                pool: t.pool,
+                isolation: t.isolation,
+            }))
+    }
+
     /// Whether the catalog says the tenant lives at the target; `None` when
     /// the catalog cannot be read.
     async fn catalog_points_at_target(&self) -> Option<bool> {
-        match self.state.catalog.tenant(&self.scope).await {
-            Ok(Some(t)) => Some(t.pool == self.to.pool && t.isolation == self.to.isolation),
-            Ok(None) => Some(false),
-            Err(_) => None,
-        }
+        self.catalog_placement()
+            .await
+            .ok()
+            .map(|at| at.as_ref() == Some(&self.to))
     }
 
     /// Copies the tenant, recording in the job how far the copy is each
@@ -229,15 +408,16 @@ impl MoveRun {
 
         self.step(JobState::Running, MoveStep::Switching, None)
             .await;
-        let audit = self.state.audit(
-            &self.principal,
-            Some(self.scope.tenant()),
-            AuditAction::TenantMove,
-            self.scope.tenant().as_str(),
-            json!({ "job": self.job, "from": placement_json(&self.from), "to": placement_json(&self.to) }),
-        )
-        .before(&placement_json(&self.from))
-        .after(&placement_json(&self.to));
+        data.depart(&self.scope, &self.from, &self.to, self.state.clock.now())
+            .await
+            .map_err(fail(MoveStep::Switching))?;
+        let audit = self
+            .audit(
+                AuditAction::TenantMove,
+                json!({ "job": self.job, "from": placement_json(&self.from), "to": placement_json(&self.to) }),
+            )
+            .before(&placement_json(&self.from))
+            .after(&placement_json(&self.to));
         let switched = self
             .state
             .catalog

@@ -276,7 +276,7 @@ impl Modify for Security {
     info(title = "tenantd", description = "Multi-tenant API platform: tenants, keys, audit, a tenant-isolated record store, and admission by rate limits, quotas and fair queuing."),
     modifiers(&Security),
     paths(
-        healthz, readyz, openapi, me,
+        healthz, readyz, openapi, me, super::cluster::cluster,
         super::tenants::create, super::tenants::list, super::tenants::get, super::tenants::update,
         super::tenants::delete, super::tenants::suspend, super::tenants::resume,
         super::tenants::restore, super::tenants::purge,

@@ -6,6 +6,7 @@
 
 pub mod access;
 mod audit;
+mod cluster;
 mod data;
 mod keys;
 mod meta;
@@ -110,6 +111,7 @@ fn routes() -> Vec<Route> {
         route(M::GET, "/readyz", meta::readyz),
         route(M::GET, "/openapi.json", meta::openapi),
         route(M::GET, "/v1/me", meta::me),
+        route(M::GET, "/v1/cluster", cluster::cluster),
         route(M::GET, "/metrics", usage::metrics),
         // Tenants, managed by operators.
         route(M::POST, "/v1/tenants", tenants::create),

@@ -481,6 +481,7 @@ fn call(spec: &RouteSpec, w: &World) -> Call {
             plain("/v1/tenants/acme/proxy-cache/echo", 204)
         }
         ("GET", "/v1/jobs") => plain("/v1/jobs", 200),
+        ("GET", "/v1/cluster") => plain("/v1/cluster", 200),
         (_, "/v1/proxy/{service}") => plain("/v1/proxy/echo", 200),
         (_, "/v1/proxy/{service}/{*path}") => plain("/v1/proxy/echo/any/path", 200),
         (method, path) => {

@@ -87,7 +87,8 @@ async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts()
     for task in [BackgroundTask::PurgeSweep, BackgroundTask::SigningKeys] {
         let mut held_elsewhere = false;
         for _ in 0..100 {
-            let taken = CatalogLease::take_task(&url, task, Duration::from_secs(5)).await;
+            let someone = tenantd_core::NodeId::generate(&mut rand::rngs::OsRng);
+            let taken = CatalogLease::take_task(&url, task, &someone, Duration::from_secs(5)).await;
             if taken.unwrap().is_none() {
                 held_elsewhere = true;
                 break;
@@ -96,6 +97,29 @@ async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts()
         }
         assert!(held_elsewhere, "{task:?}: the node did not take its lease");
     }
+    // And the cluster's view says so, with the node beating.
+    let cluster = app.operator.cluster().await.unwrap();
+    let node = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    let node: tenantd_client::api::Readiness = node.json().await.unwrap();
+    assert_eq!(cluster.answered_by, node.node.id);
+    let holders: Vec<(&str, Option<&tenantd_core::NodeId>)> = cluster
+        .leases
+        .iter()
+        .map(|l| (l.lease.as_str(), l.holder.as_ref()))
+        .collect();
+    assert_eq!(
+        holders,
+        [
+            ("sole_node", Some(&node.node.id)),
+            ("purge_sweep", Some(&node.node.id)),
+            ("signing_keys", Some(&node.node.id)),
+        ]
+    );
 
     // A second node on the same catalog is refused while the first serves.
     let other_dir = tempfile::tempdir().unwrap();

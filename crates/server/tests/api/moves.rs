@@ -376,3 +376,75 @@ async fn a_failure_mid_copy_into_postgresql_leaves_the_tenant_whole() {
         .unwrap();
     assert_eq!(left, 0, "no partial copy is left behind");
 }
+
+/// A move whose node stopped mid-way (here: the job is running in the
+/// catalog, as a node killed during the copy leaves it) is taken over when a
+/// node starts, from the copy: it finishes, and the tenant is whole at its
+/// new placement with only that copy left.
+#[tokio::test]
+async fn a_move_left_running_by_a_stopped_node_is_taken_over_and_finished() {
+    use tenantd_core::JobId;
+    use tenantd_store::jobs::{Job, JobKind, JobState, MoveStep};
+
+    let app = spawn_app_with(pools).await;
+    let (_, before) = acme_with_data(&app).await;
+    let developer = app.tenant_key("acme", Role::Developer).await.token;
+    let data = app.config.data_dir.join("pools");
+    let (dir, config, operator) = app.stop().await;
+
+    let catalog = tenantd_store::Catalog::open(
+        &config.data_dir.join("catalog.db"),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let now = crate::helpers::START;
+    let id = JobId::generate(now, &mut rand::thread_rng());
+    let job = Job {
+        id: id.clone(),
+        tenant: "acme".parse().unwrap(),
+        kind: JobKind::Move,
+        state: JobState::Running,
+        step: MoveStep::Copying,
+        details: json!({
+            "from": { "pool": "a", "isolation": "pooled" },
+            "to": { "pool": "b", "isolation": "dedicated" },
+        }),
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = tenantd_store::NewAuditEntry {
+        tenant: Some(job.tenant.clone()),
+        at: now,
+        actor: None,
+        action: tenantd_store::AuditAction::TenantMoveStart,
+        target: id.as_str().to_owned(),
+        details: job.details.clone(),
+        request_id: None,
+        before: None,
+        after: None,
+    };
+    catalog.start_job(&job, &audit).await.unwrap();
+    catalog.close().await;
+
+    let app = crate::helpers::restart_app(dir, config, operator).await;
+    let done = wait_for_job(&app, &id).await;
+    assert_eq!(
+        (
+            done.state.as_str(),
+            done.step.as_str(),
+            done.error.as_deref()
+        ),
+        ("succeeded", "done", None),
+        "{done:?}"
+    );
+    let tenant = app.operator.tenant(&"acme".parse().unwrap()).await.unwrap();
+    assert_eq!(
+        (tenant.pool.as_str(), tenant.isolation),
+        ("b", Isolation::Dedicated)
+    );
+    assert_eq!(all_orders(&app.client(&developer)).await, before);
+    assert_eq!(count_rows(data.join("a/pooled.db"), "acme").await, 0);
+    assert_eq!(count_rows(data.join("b/tenants/acme.db"), "acme").await, 50);
+}

@@ -98,12 +98,16 @@ impl WriteGates {
 }
 
 /// Holds a tenant's writes for as long as it lives: new writes are refused
-/// with `DataError::Maintenance`, and writes in flight have finished.
+/// with `DataError::Maintenance`, and writes in flight have finished. On
+/// PostgreSQL the hold is the database's, so it binds every node, and it
+/// ends with this process at the latest (its connection closes).
 #[derive(Debug)]
 pub struct Freeze {
     gates: WriteGates,
     tenant: TenantId,
     _exclusive: OwnedRwLockWriteGuard<()>,
+    /// The session holding the tenant's write lock in the source schema.
+    _held: Option<sqlx::PgConnection>,
 }
 
 impl Drop for Freeze {
@@ -128,19 +132,61 @@ fn digest_row(hasher: &mut Sha256, row: &RecordRow) -> Result<()> {
 }
 
 impl DataStore {
-    /// Holds the tenant's writes until the returned `Freeze` is dropped.
-    pub async fn freeze(&self, scope: &TenantScope) -> Freeze {
+    /// Holds the tenant's writes at `from` until the returned `Freeze` is
+    /// dropped: this process's own, and on PostgreSQL every node's.
+    pub async fn freeze(&self, scope: &TenantScope, from: &Placement) -> Result<Freeze> {
         let tenant = scope.tenant().clone();
         let gate = {
             let mut state = self.gates.lock();
             state.frozen.insert(tenant.clone(), ());
             state.gates.entry(tenant.clone()).or_default().clone()
         };
-        Freeze {
+        // Built before anything can fail, so that a failure below unfreezes.
+        let mut freeze = Freeze {
             gates: self.gates.clone(),
             tenant,
             _exclusive: gate.write_owned().await,
+            _held: None,
+        };
+        if let Db::Postgres(db, _) = self.db_of(scope, from).await? {
+            freeze._held = Some(db.hold_writes(scope.tenant()).await?);
         }
+        Ok(freeze)
+    }
+
+    /// Marks the tenant as gone from `from` to `to`, before the catalog
+    /// switches: a node that still sends its writes to `from` is refused
+    /// there (503 `tenant_maintenance`) until it hears of the move, instead
+    /// of writing to a copy no one reads. SQLite pools serve one node, whose
+    /// own gates do this (`moved`).
+    pub async fn depart(
+        &self,
+        scope: &TenantScope,
+        from: &Placement,
+        to: &Placement,
+        at: time::OffsetDateTime,
+    ) -> Result<()> {
+        let Db::Postgres(db, _) = self.db_of(scope, from).await? else {
+            return Ok(());
+        };
+        let tenant = scope.tenant();
+        let mut tx = db.begin(tenant).await?;
+        let moved_to = format!("{}/{}", to.pool, to.isolation.as_str());
+        pg::depart(&mut tx, tenant, &moved_to, crate::codec::to_nanos(at)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Undoes `depart`: the move failed and the tenant stays at `from`.
+    pub async fn stay(&self, scope: &TenantScope, from: &Placement) -> Result<()> {
+        let Db::Postgres(db, _) = self.db_of(scope, from).await? else {
+            return Ok(());
+        };
+        let tenant = scope.tenant();
+        let mut tx = db.begin(tenant).await?;
+        pg::clear_departure(&mut tx, tenant).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records that the tenant now lives at `to`, after the catalog switched.

@@ -245,10 +245,66 @@ impl PgStorage {
     }
 }
 
+/// The advisory lock of one tenant's writes in one schema: every write
+/// transaction holds it shared, a move holds it exclusively while it copies.
+/// Per schema, because a move within one database (pooled to schema) writes
+/// to the target while it holds the source.
+fn write_lock(schema: &str, tenant: &TenantId) -> i64 {
+    let hash = Sha256::digest(format!("{schema}/{tenant}").as_bytes());
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&hash[..8]);
+    i64::from_be_bytes(bytes)
+}
+
 impl PgDatabase {
     /// Begins a transaction bound to `tenant` and this database's schema.
     pub(super) async fn begin(&self, tenant: &TenantId) -> Result<Transaction<'static, Postgres>> {
         Ok(begin_tenant(&self.app, tenant, &self.schema).await?)
+    }
+
+    /// Begins a transaction for a tenant's write, refused with
+    /// `DataError::Maintenance` while a move holds the tenant's writes here
+    /// (from any node) or after the tenant moved away from here. The shared
+    /// lock is the transaction's, so it ends with the commit; a try, so a
+    /// held tenant is answered at once instead of waiting out the move.
+    pub(super) async fn begin_write(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self.begin(tenant).await?;
+        let open: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock_shared($1)
+                    AND NOT EXISTS (SELECT 1 FROM departures WHERE tenant_id = $2)",
+        )
+        .bind(write_lock(&self.schema, tenant))
+        .bind(tenant.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            // The schema was dropped by a move's cleaning, which a node that
+            // has not heard of the move yet learns here.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                DataError::Maintenance
+            }
+            _ => e.into(),
+        })?;
+        if !open {
+            return Err(DataError::Maintenance);
+        }
+        Ok(tx)
+    }
+
+    /// Holds `tenant`'s writes to this schema on every node until the
+    /// returned connection closes: waits (at most the pool's lock timeout)
+    /// for writes in flight, while new ones are refused at once. The
+    /// connection leaves the pool, so the lock lives exactly as long as it.
+    pub(super) async fn hold_writes(&self, tenant: &TenantId) -> Result<PgConnection> {
+        let mut conn = self.app.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(write_lock(&self.schema, tenant))
+            .execute(&mut conn)
+            .await?;
+        Ok(conn)
     }
 
     /// Creates the indexes of declared fields, as the tables' owner (the
@@ -559,6 +615,35 @@ pub(super) async fn add_usage(
         .execute(c)
         .await?;
     }
+    Ok(())
+}
+
+/// Records that `tenant` left this schema for `moved_to`: its writes here
+/// are refused from now on.
+pub(super) async fn depart(
+    c: &mut PgConnection,
+    tenant: &TenantId,
+    moved_to: &str,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO departures (tenant_id, moved_to, at) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id) DO UPDATE SET moved_to = EXCLUDED.moved_to, at = EXCLUDED.at",
+    )
+    .bind(tenant.as_str())
+    .bind(moved_to)
+    .bind(at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Forgets that `tenant` left this schema: a move back, or one undone.
+pub(super) async fn clear_departure(c: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+    sqlx::query("DELETE FROM departures WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .execute(c)
+        .await?;
     Ok(())
 }
 

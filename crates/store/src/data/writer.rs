@@ -74,6 +74,21 @@ pub(super) enum Work {
     },
 }
 
+impl Work {
+    /// Whether this is a tenant's own write, which a move holds: the move's
+    /// copy and a purge's removal are not.
+    pub(super) fn is_held_by_moves(&self) -> bool {
+        match self {
+            Work::Batch { .. } | Work::CreateCollection { .. } | Work::DeleteCollection { .. } => {
+                true
+            }
+            Work::DeleteTenantRows { .. }
+            | Work::ClearForCopy { .. }
+            | Work::CopyRecords { .. } => false,
+        }
+    }
+}
+
 /// What a write produced.
 #[derive(Debug)]
 pub(super) enum Done {
@@ -275,6 +290,12 @@ pub(super) async fn apply(session: &mut Session<'_>, work: Work) -> Result<Done>
         }
         Work::ClearForCopy { tenant, usage } => {
             on_engine!(session, delete_tenant_rows(&tenant))?;
+            // A tenant moving back here is welcome again once the catalog
+            // switches. SQLite pools serve one node, whose own gates refuse
+            // a moved tenant's writes (`WriteGates::moved`).
+            if let Conn::Postgres(c) = session.conn() {
+                pg::clear_departure(c, &tenant).await?;
+            }
             if let Some((bytes, records)) = usage {
                 on_engine!(session, add_usage(&tenant, bytes, records))?;
             }

@@ -34,7 +34,11 @@ async fn a_frozen_tenant_refuses_writes_and_others_do_not_notice() {
         }]
     };
 
-    let freeze = f.store.freeze(&acme_control).await;
+    let freeze = f
+        .store
+        .freeze(&acme_control, &placement(MODELS[0]))
+        .await
+        .unwrap();
     assert!(matches!(
         f.store.write(&acme, &orders, write("a"), NOW).await,
         Err(DataError::Maintenance)
@@ -62,6 +66,126 @@ async fn a_frozen_tenant_refuses_writes_and_others_do_not_notice() {
         .unwrap();
 }
 
+/// Two processes on one PostgreSQL pool, as two nodes are: a move held by
+/// one refuses the other's writes at once, lets its reads go on, and once
+/// the tenant departed, the other's writes to the old placement are refused
+/// (not lost) until it learns the new one; a move undone lets them in again.
+#[tokio::test]
+async fn a_move_on_postgresql_holds_the_tenants_writes_on_every_node() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other_node = tenantd_store::DataStore::open(
+        &crate::pools(dir.path(), f.database()),
+        crate::LIMITS,
+        tenantd_store::Connections::default(),
+        crate::CACHE,
+    )
+    .await
+    .unwrap();
+    for (source, target) in [(MODELS[2], MODELS[3]), (MODELS[4], MODELS[2])] {
+        let tenant = format!("acme-{}", source.isolation.as_str());
+        let (old, control) = scopes(&tenant, source);
+        let (new, _) = scopes(&tenant, target);
+        let (globex, _) = scopes("globex", source);
+        let orders = coll("orders");
+        for s in [&old, &globex] {
+            f.store.create_collection(s, &orders, &[], NOW).await.ok();
+        }
+        let write = |id: &str| {
+            vec![BatchOp::Put {
+                id: rid(id),
+                body: json!({ "id": id }),
+                expect: None,
+            }]
+        };
+        other_node
+            .write(&old, &orders, write("before"), NOW)
+            .await
+            .unwrap();
+        let (from, to) = (placement(source), placement(target));
+
+        let freeze = f.store.freeze(&control, &from).await.unwrap();
+        assert!(
+            matches!(
+                other_node.write(&old, &orders, write("held"), NOW).await,
+                Err(DataError::Maintenance)
+            ),
+            "{source:?}: another node's write during the move is refused"
+        );
+        other_node
+            .write(&globex, &orders, write("g"), NOW)
+            .await
+            .unwrap();
+        assert!(other_node
+            .record(&old, &orders, &rid("before"))
+            .await
+            .unwrap()
+            .is_some());
+        f.store
+            .copy_tenant(&control, &from, &to, &watch::Sender::default())
+            .await
+            .unwrap();
+
+        // Undone: the tenant stays, and the other node writes again.
+        f.store.depart(&control, &from, &to, NOW).await.unwrap();
+        f.store.stay(&control, &from).await.unwrap();
+        drop(freeze);
+        other_node
+            .write(&old, &orders, write("after-undo"), NOW)
+            .await
+            .unwrap();
+
+        // Done: the other node's writes to the old copy are refused even
+        // after the hold ends, and go to the new copy once it knows.
+        let freeze = f.store.freeze(&control, &from).await.unwrap();
+        f.store
+            .copy_tenant(&control, &from, &to, &watch::Sender::default())
+            .await
+            .unwrap();
+        f.store.depart(&control, &from, &to, NOW).await.unwrap();
+        drop(freeze);
+        assert!(
+            matches!(
+                other_node.write(&old, &orders, write("stale"), NOW).await,
+                Err(DataError::Maintenance)
+            ),
+            "{source:?}: a write to the copy the tenant left is refused"
+        );
+        other_node
+            .write(&new, &orders, write("moved"), NOW)
+            .await
+            .unwrap();
+        let got = f.store.record(&new, &orders, &rid("after-undo")).await;
+        assert!(
+            got.unwrap().is_some(),
+            "the write after the undo was copied"
+        );
+    }
+
+    // Back where it came from: its writes there are welcome again.
+    let (pooled, control) = scopes("acme-pooled", MODELS[2]);
+    let (from, to) = (placement(MODELS[3]), placement(MODELS[2]));
+    let freeze = f.store.freeze(&control, &from).await.unwrap();
+    f.store
+        .copy_tenant(&control, &from, &to, &watch::Sender::default())
+        .await
+        .unwrap();
+    f.store.depart(&control, &from, &to, NOW).await.unwrap();
+    drop(freeze);
+    other_node
+        .write(
+            &pooled,
+            &coll("orders"),
+            vec![BatchOp::Create {
+                id: rid("home"),
+                body: json!({}),
+            }],
+            NOW,
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_write_with_the_old_placement_is_refused_after_a_move() {
     let f = fixture().await;
@@ -74,7 +198,7 @@ async fn a_write_with_the_old_placement_is_refused_after_a_move() {
         .unwrap();
     let (from, to) = (placement(MODELS[0]), placement(MODELS[1]));
     {
-        let _freeze = f.store.freeze(&control).await;
+        let _freeze = f.store.freeze(&control, &from).await.unwrap();
         f.store
             .copy_tenant(&control, &from, &to, &watch::Sender::default())
             .await
@@ -242,7 +366,7 @@ async fn a_copy_in_parts_counts_and_keeps_every_record() {
     let progress = watch::Sender::default();
     let mut seen = progress.subscribe();
     let (from, to) = (placement(MODELS[0]), placement(MODELS[1]));
-    let _freeze = f.store.freeze(&control).await;
+    let _freeze = f.store.freeze(&control, &from).await.unwrap();
     f.store
         .copy_tenant(&control, &from, &to, &progress)
         .await
