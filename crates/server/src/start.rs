@@ -361,13 +361,14 @@ async fn seed_plans(
                     actor: None,
                     at: now,
                 };
-                catalog
-                    .add_plan_version(&new, &audit)
-                    .await
-                    .map_err(|e| match e {
-                        PlanError::Store(e) => StartError::Store(e),
-                        other => StartError::Store(StoreError::Corrupt(other.to_string())),
-                    })?;
+                match catalog.add_plan_version(&new, &audit).await {
+                    // Another node starting at the same moment seeded it.
+                    Ok(_) | Err(PlanError::Exists(_)) => {}
+                    Err(PlanError::Store(e)) => return Err(StartError::Store(e)),
+                    Err(other) => {
+                        return Err(StartError::Store(StoreError::Corrupt(other.to_string())))
+                    }
+                }
             }
         }
     }

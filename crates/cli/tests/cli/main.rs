@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod cluster;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tenantd");
 
 /// A command with no TENANTD_* variables inherited from the caller's shell.
@@ -96,8 +98,13 @@ struct Running {
 }
 
 fn start(dir: &Path) -> Running {
+    start_at(dir, "127.0.0.1:0")
+}
+
+/// A server started with `tenantd serve` in `dir`, listening on `listen`.
+fn start_at(dir: &Path, listen: &str) -> Running {
     let mut child = tenantd(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["serve", "--listen", listen, "--log-format", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -118,7 +125,14 @@ fn start(dir: &Path) -> Running {
     });
     let address = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("the server says where it listens");
+        .unwrap_or_else(|e| {
+            // What it wrote says why: all of it when it stopped (the reader
+            // hung up after its last line), what came so far when it hangs.
+            panic!(
+                "the server says where it listens: {e}; it wrote {:?}",
+                logs.lock().unwrap()
+            )
+        });
     // The bootstrap banner is printed before the server starts listening.
     let mut stdout = String::new();
     let mut pipe = child.stdout.take().unwrap();

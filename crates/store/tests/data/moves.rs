@@ -66,6 +66,22 @@ async fn a_frozen_tenant_refuses_writes_and_others_do_not_notice() {
         .unwrap();
 }
 
+/// A move's first steps: the tenant's writes held at `from`, its data
+/// copied to `to`.
+async fn hold_and_copy(
+    store: &tenantd_store::DataStore,
+    control: &tenantd_core::TenantScope,
+    from: &Placement,
+    to: &Placement,
+) -> tenantd_store::data::Freeze {
+    let freeze = store.freeze(control, from).await.unwrap();
+    store
+        .copy_tenant(control, from, to, &watch::Sender::default())
+        .await
+        .unwrap();
+    freeze
+}
+
 /// Two processes on one PostgreSQL pool, as two nodes are: a move held by
 /// one refuses the other's writes at once, lets its reads go on, and once
 /// the tenant departed, the other's writes to the old placement are refused
@@ -104,7 +120,7 @@ async fn a_move_on_postgresql_holds_the_tenants_writes_on_every_node() {
             .unwrap();
         let (from, to) = (placement(source), placement(target));
 
-        let freeze = f.store.freeze(&control, &from).await.unwrap();
+        let freeze = hold_and_copy(&f.store, &control, &from, &to).await;
         assert!(
             matches!(
                 other_node.write(&old, &orders, write("held"), NOW).await,
@@ -121,10 +137,6 @@ async fn a_move_on_postgresql_holds_the_tenants_writes_on_every_node() {
             .await
             .unwrap()
             .is_some());
-        f.store
-            .copy_tenant(&control, &from, &to, &watch::Sender::default())
-            .await
-            .unwrap();
 
         // Undone: the tenant stays, and the other node writes again.
         f.store.depart(&control, &from, &to, NOW).await.unwrap();
@@ -137,11 +149,7 @@ async fn a_move_on_postgresql_holds_the_tenants_writes_on_every_node() {
 
         // Done: the other node's writes to the old copy are refused even
         // after the hold ends, and go to the new copy once it knows.
-        let freeze = f.store.freeze(&control, &from).await.unwrap();
-        f.store
-            .copy_tenant(&control, &from, &to, &watch::Sender::default())
-            .await
-            .unwrap();
+        let freeze = hold_and_copy(&f.store, &control, &from, &to).await;
         f.store.depart(&control, &from, &to, NOW).await.unwrap();
         drop(freeze);
         assert!(
@@ -165,11 +173,7 @@ async fn a_move_on_postgresql_holds_the_tenants_writes_on_every_node() {
     // Back where it came from: its writes there are welcome again.
     let (pooled, control) = scopes("acme-pooled", MODELS[2]);
     let (from, to) = (placement(MODELS[3]), placement(MODELS[2]));
-    let freeze = f.store.freeze(&control, &from).await.unwrap();
-    f.store
-        .copy_tenant(&control, &from, &to, &watch::Sender::default())
-        .await
-        .unwrap();
+    let freeze = hold_and_copy(&f.store, &control, &from, &to).await;
     f.store.depart(&control, &from, &to, NOW).await.unwrap();
     drop(freeze);
     other_node
