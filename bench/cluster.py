@@ -30,6 +30,7 @@ import secrets
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import run
@@ -125,6 +126,7 @@ name = "main"
 engine = "postgres"
 location = "{url('tenantd_app', 'data_' + setup)}"
 owner_location = "{url('tenantd_owner', 'data_' + setup)}"
+models = ["pooled"]
 
 [[gateway.services]]
 name = "fast"
@@ -134,7 +136,11 @@ retries = 0
 """)
     process = procs.start(name, [str(run.RELEASE / "tenantd"), "serve"], run.SERVER_CORE,
                           env={"TENANTD_BOOTSTRAP_KEY": operator}, cwd=data)
-    run.wait_for_port(port)
+    try:
+        run.wait_for_port(port)
+    except RuntimeError:
+        print((run.WORK / f"{name}.log").read_text())
+        raise
     return process
 
 
@@ -147,9 +153,24 @@ def tenant_keys(port, operator, prefix, count, plan="default"):
     return [make(i) for i in range(count)]
 
 
-def measure(ports, pids, redis_pid, keys, seconds):
+def quota_calls(ports, operator):
+    """Calls the nodes made to Redis for shared quotas so far (every kind and
+    outcome of `tenantd_shared_quota_calls_total`), summed over the nodes."""
+    total = 0.0
+    for port in ports:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": f"Bearer {operator}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("tenantd_shared_quota_calls_total"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def measure(ports, pids, redis_pid, keys, seconds, operator):
     """Each node's share of the load at once; CPU summed over the nodes."""
     per_node = CONNECTIONS // len(ports)
+    calls_before = quota_calls(ports, operator)
     before = [run.group_cpu_seconds(p) for p in pids]
     redis_before = run.group_cpu_seconds(redis_pid)
     results = run.wrk_together([
@@ -157,11 +178,13 @@ def measure(ports, pids, redis_pid, keys, seconds):
          "threads": 1, "seconds": seconds} for port in ports])
     used = sum(run.group_cpu_seconds(p) for p in pids) - sum(before)
     redis_used = run.group_cpu_seconds(redis_pid) - redis_before
+    calls = quota_calls(ports, operator) - calls_before
     requests = sum(r["requests"] for r in results)
     duration = max(r["duration_us"] for r in results) / 1e6
     return {"rps": requests / duration,
             "cpu_us_per_request": used * 1e6 / max(requests, 1),
-            "redis_cpu_us_per_request": redis_used * 1e6 / max(requests, 1)}
+            "redis_cpu_us_per_request": redis_used * 1e6 / max(requests, 1),
+            "quota_calls_per_1000_requests": calls * 1000 / max(requests, 1)}
 
 
 def over_admission(ports, operator, round_number):
@@ -200,26 +223,28 @@ def main():
         time.sleep(1.5)
         for round_number in range(args.rounds):
             for setup, ports in NODE_PORTS.items():
-                row = measure(ports, pids[setup], redis.pid, keys[setup], args.seconds)
+                row = measure(ports, pids[setup], redis.pid, keys[setup], args.seconds,
+                              operators[setup])
                 row["admitted"] = over_admission(ports, operators[setup], round_number)
                 row["over_admission_percent"] = (row["admitted"] - LIMIT) * 100 / LIMIT
                 rows[setup].append(row)
                 print(setup, json.dumps(row), flush=True)
     finally:
         procs.stop_all()
-    fields = ["rps", "cpu_us_per_request", "redis_cpu_us_per_request", "admitted",
-              "over_admission_percent"]
+    fields = ["rps", "cpu_us_per_request", "redis_cpu_us_per_request",
+              "quota_calls_per_1000_requests", "admitted", "over_admission_percent"]
     summary = {setup: run.summarize(r, fields) for setup, r in rows.items()}
     out = run.BENCH / "results" / "cluster.json"
     out.write_text(json.dumps({"rounds": args.rounds, "seconds": args.seconds,
                                "tenants": TENANTS, "connections": CONNECTIONS, "limit": LIMIT,
                                "rows": rows, "summary": summary}, indent=2) + "\n")
     print("| setup | req/s | tenantd CPU µs per request | Redis CPU µs per request "
-          "| admitted of 20,000 | over-admission |")
-    print("|---|---|---|---|---|---|")
+          "| quota calls to Redis per 1,000 requests | admitted of 20,000 | over-admission |")
+    print("|---|---|---|---|---|---|---|")
     for setup, s in summary.items():
         print(f"| {setup} | {spread(s['rps'], '{:.0f}')} | {spread(s['cpu_us_per_request'], '{:.1f}')} "
-              f"| {spread(s['redis_cpu_us_per_request'], '{:.1f}')} | {spread(s['admitted'], '{:.0f}')} "
+              f"| {spread(s['redis_cpu_us_per_request'], '{:.1f}')} "
+              f"| {spread(s['quota_calls_per_1000_requests'], '{:.1f}')} | {spread(s['admitted'], '{:.0f}')} "
               f"| {spread(s['over_admission_percent'], '{:.2f} %')} |")
 
 
