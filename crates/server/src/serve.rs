@@ -485,6 +485,15 @@ async fn beat(state: AppState, address: String, mut stopped: watch::Receiver<boo
                 } else {
                     state.catalog.register_node(&record()).await.is_ok()
                 };
+                // How many share a quota while Redis is away (at least
+                // this node, which may not have registered yet).
+                if let (Some(shared), Ok(nodes)) =
+                    (&state.admission.shared_quotas, state.catalog.nodes().await)
+                {
+                    let now = state.clock.now();
+                    let up = nodes.iter().filter(|n| n.is_up(now) && n.id != node.id).count();
+                    shared.set_nodes(up as u64 + 1);
+                }
             }
             _ = stopped.changed() => {
                 if let Err(e) = state.catalog.node_stopped(&node.id, state.clock.now()).await {

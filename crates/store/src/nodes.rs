@@ -27,6 +27,17 @@ pub struct NodeRecord {
     pub stopped_at: Option<OffsetDateTime>,
 }
 
+/// How long a node may go without a heartbeat before it counts as silent
+/// (not serving): a few of its beats.
+pub const SILENT_AFTER: time::Duration = time::Duration::seconds(10);
+
+impl NodeRecord {
+    /// Whether it serves at `now`: it has not stopped and beat lately.
+    pub fn is_up(&self, now: OffsetDateTime) -> bool {
+        self.stopped_at.is_none() && now - self.heartbeat_at <= SILENT_AFTER
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct NodeRow {
     id: String,

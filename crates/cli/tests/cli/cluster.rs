@@ -289,6 +289,18 @@ async fn three_nodes_on_one_catalog_behave_as_one_service() {
         .filter(|n| n["state"] == "up")
         .collect();
     assert_eq!(up.len(), 3, "{view}");
+    // And the command line shows the same, as a table for people.
+    let (code, table, _) = super::printed(
+        &c.nodes[2].dir,
+        &c.nodes[2].url(),
+        &c.operator,
+        &["cluster", "status"],
+    );
+    assert_eq!(code, Some(0));
+    for n in 1..=3 {
+        assert!(table.contains(&format!("node-{n}")), "{table}");
+    }
+    assert!(table.contains("purge_sweep"), "{table}");
 
     // --- Changes on one node are in effect on the others within a second.
     let admin = tenant_with_key(&c, "acme", "default").await;

@@ -27,7 +27,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tenantd_core::fair::Ask;
 use tenantd_core::gcra::Decision;
-use tenantd_core::plan::{Metric, OpClass, Plan};
+use tenantd_core::plan::{Metric, OpClass, Period, Plan};
 use tenantd_core::policy::{effective, Overrides};
 use tenantd_core::quota::{BillingDay, Demand, QuotaDecision};
 use tenantd_core::{Clock, DataScope, ErrorCode, PlanId, Principal, TenantId};
@@ -52,16 +52,24 @@ enum QuotaStage {
     /// This node's call for the tenant holds its gate.
     Gated,
     Answered(StrictAsk, StrictAnswer),
-    /// Decided from this node's view: Redis is unavailable and the limiter
-    /// fails open, or the plan shares nothing.
+    /// Decided from this node's view: the plan shares nothing.
     Local,
+    /// Decided by this node alone within its share of what was left: Redis
+    /// is unavailable and the limiter fails open.
+    Alone,
 }
 
 /// What a shared quota decision needs before it can be made.
 enum QuotaStep {
     Wait(Arc<tokio::sync::Mutex<()>>),
     Ask(StrictAsk),
+    /// Refused: deciding alone, this node's share of the quota is used up.
+    PastShare(Metric, Period),
 }
+
+/// When a request refused for its node's share may try again: the share
+/// ends when Redis answers again, which its probe checks this often.
+const SHARE_RETRY: Duration = Duration::from_secs(1);
 
 /// How request bodies are taken in: the server's largest body, and the time
 /// a body has to arrive.
@@ -498,6 +506,11 @@ impl Admission {
                             }
                         }
                         QuotaStage::Answered(ask, answer) => shared.settle(usage, ask, &answer),
+                        QuotaStage::Alone => {
+                            if let Some((metric, period)) = shared.past_share(usage, demand) {
+                                return Err(QuotaStep::PastShare(metric, period));
+                            }
+                        }
                         QuotaStage::Local => {}
                     }
                 }
@@ -518,11 +531,23 @@ impl Admission {
                                 let error = ApiError::new(ErrorCode::LimiterUnavailable);
                                 return Err((Rejection::LimiterUnavailable, error));
                             }
-                            _ => QuotaStage::Local,
+                            _ => QuotaStage::Alone,
                         },
                     },
                     None => QuotaStage::Local,
                 },
+                Err(QuotaStep::PastShare(metric, period)) => {
+                    let error = ApiError::with_detail(
+                        ErrorCode::QuotaExceeded,
+                        format!(
+                            "the shared {} per {} quota cannot be counted now (Redis is unavailable): this node has admitted its share of what was left",
+                            metric.as_str(),
+                            period.as_str()
+                        ),
+                    )
+                    .retry_after(SHARE_RETRY);
+                    return Err((Rejection::QuotaExceeded, error));
+                }
             };
         };
         let (decision, extra_seats, estimate) = decision;

@@ -170,6 +170,9 @@ pub struct SharedQuotas {
     hasher: RandomState,
     replays: AtomicU64,
     calls: Family<SharedQuotaLabels, Counter>,
+    /// The nodes serving the catalog, as the registry last said: while Redis
+    /// cannot be reached, this node admits its share of what was left.
+    nodes: AtomicU64,
 }
 
 impl SharedQuotas {
@@ -191,7 +194,37 @@ impl SharedQuotas {
             hasher: RandomState::new(),
             replays: AtomicU64::new(0),
             calls: Family::default(),
+            nodes: AtomicU64::new(1),
         }
+    }
+
+    /// Tells how many nodes serve the catalog now (at least this one).
+    pub fn set_nodes(&self, nodes: u64) {
+        self.nodes.store(nodes.max(1), Ordering::Relaxed);
+    }
+
+    /// While Redis cannot be reached and the limiter fails open: the first
+    /// counted quota whose share for this node the request would pass. A
+    /// node's share is an equal part, among the nodes serving, of what its
+    /// view said was left: `base + (ceiling - base) / nodes`, so that the
+    /// nodes together admit at most about the ceiling until Redis is back.
+    /// A window this node has no view of is decided by its ledger alone.
+    pub fn past_share(&self, usage: &TenantUsage, demand: Demand) -> Option<(Metric, Period)> {
+        let nodes = self.nodes.load(Ordering::Relaxed);
+        let view = usage.shared.as_ref()?;
+        view.pairs.iter().find_map(|pair| {
+            let ceiling = &pair.ceiling;
+            let (start, used) = usage.ledger.counted(ceiling.metric, ceiling.period);
+            if start != ceiling.window.0 {
+                return None;
+            }
+            let share = pair.base + ceiling.limit.saturating_sub(pair.base) / nodes;
+            let asked = match ceiling.metric {
+                Metric::IngressBytes => demand.ingress_bytes.unwrap_or(0).max(1),
+                _ => 1,
+            };
+            (used.saturating_add(asked) > share).then_some((ceiling.metric, ceiling.period))
+        })
     }
 
     /// Counts its calls to Redis in `calls` (the server's metrics).
@@ -746,6 +779,38 @@ mod tests {
             shared.route(&mut fresh, &plan(20), NOW),
             Route::Strict(_)
         ));
+    }
+
+    /// Redis away, three nodes serving: from a view of 400 used of 1,000,
+    /// this node admits a third of the 600 left (to 600) and refuses the
+    /// next; alone, it would admit up to the whole limit.
+    #[test]
+    fn deciding_alone_a_node_admits_its_share_of_what_was_left() {
+        let shared = shared();
+        let plan = plan(1_000);
+        let mut usage = TenantUsage::default();
+        let _ = shared.route(&mut usage, &plan, NOW);
+        strict(&shared, &mut usage, &plan, |_| StrictAnswer {
+            totals: vec![400],
+            admitted: true,
+        });
+        assert_eq!(used(&usage), 400);
+        shared.set_nodes(3);
+        let mut admitted = 0;
+        while shared.past_share(&usage, Demand::default()).is_none() {
+            assert!(admit(&mut usage, &plan));
+            admitted += 1;
+        }
+        assert_eq!((admitted, used(&usage)), (200, 600));
+        assert_eq!(
+            shared.past_share(&usage, Demand::default()),
+            Some((Metric::Requests, Period::Day))
+        );
+        shared.set_nodes(1);
+        assert_eq!(shared.past_share(&usage, Demand::default()), None);
+        // A node never counts fewer than itself.
+        shared.set_nodes(0);
+        assert_eq!(shared.past_share(&usage, Demand::default()), None);
     }
 
     /// Replays count time for views, whatever the clock says: a view no

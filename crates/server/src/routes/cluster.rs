@@ -12,18 +12,14 @@ use super::access::Operator;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// How long a node may go without a heartbeat before it shows as silent:
-/// a few of its beats (`serve::HEARTBEAT_INTERVAL`).
-const SILENT_AFTER: time::Duration = time::Duration::seconds(10);
-
 /// Running jobs listed with their leases; more are left out of the view.
 const JOBS_SHOWN: u32 = 100;
 
 fn node_view(node: NodeRecord, now: time::OffsetDateTime) -> ClusterNode {
     let state = match node.stopped_at {
         Some(_) => NodeState::Stopped,
-        None if now - node.heartbeat_at > SILENT_AFTER => NodeState::Silent,
-        None => NodeState::Up,
+        None if node.is_up(now) => NodeState::Up,
+        None => NodeState::Silent,
     };
     ClusterNode {
         id: node.id,
