@@ -21,6 +21,7 @@ mod serve;
 mod start;
 mod state;
 pub mod telemetry;
+mod tls;
 
 pub use routes::{route_table, Access, RouteSpec};
 pub use start::{recover_operator_key, Server, StartError, CATALOG_FILE};

@@ -91,6 +91,7 @@ pub struct Metrics {
     upstream: Family<UpstreamLabels, Counter>,
     purge_sweeps: Family<Labels, Counter>,
     shared_quota_calls: Family<SharedQuotaLabels, Counter>,
+    tls_handshake_failures: Family<Labels, Counter>,
 }
 
 /// A call to Redis for shared quotas: `strict` (a decision) or `replay`,
@@ -151,6 +152,13 @@ impl Metrics {
              Redis near a limit; replay: usage sent in a batch) and outcome (ok, failed)",
             shared_quota_calls.clone(),
         );
+        let tls_handshake_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason: timeout, closed (the client went away), \
+             certificate (a client certificate refused or missing) or protocol",
+            tls_handshake_failures.clone(),
+        );
         registry.register_collector(Box::new(Live {
             seats,
             ledgers,
@@ -165,7 +173,15 @@ impl Metrics {
             upstream,
             purge_sweeps,
             shared_quota_calls,
+            tls_handshake_failures,
         }
+    }
+
+    /// Counts a TLS handshake that failed for `reason`.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Where shared quotas count their calls to Redis.

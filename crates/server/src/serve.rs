@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
@@ -28,6 +28,7 @@ use crate::parse_errors::{ParseErrorAnswers, ProblemStream};
 use crate::routes;
 use crate::start::Server;
 use crate::state::AppState;
+use crate::tls::Tls;
 
 /// hyper refuses buffers under 8 KiB; headers past `max_header_bytes` are
 /// answered with a problem by the edge, so hyper's own limit
@@ -80,6 +81,7 @@ impl Server {
             lock: _lock,
             catalog_lease,
             change_position,
+            tls,
             ..
         } = self;
         // A service's hosts are routed before the router sees the request.
@@ -161,19 +163,29 @@ impl Server {
             }
         };
 
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout.get())
-            .max_buf_size(hyper_buffer_bytes(&config))
-            .max_headers(max_header_count(&config));
+        let http = Arc::new(Protocols::new(&config));
         let parse_error_answers =
             ParseErrorAnswers::new(max_header_count(&config), hyper_buffer_bytes(&config));
         let graceful = GracefulShutdown::new();
-        tracing::info!(address = %listener.local_addr()?, node = %state.node.name, "listening");
+        // The main listener speaks TLS unless TLS has a listener of its own.
+        let separate_tls = config.tls.as_ref().and_then(|t| t.listen);
+        let main_tls = tls.clone().filter(|_| separate_tls.is_none());
+        let tls_listener = match separate_tls {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
+        let tls_watch = tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(stop_background.subscribe())));
+        tracing::info!(address = %listener.local_addr()?, tls = main_tls.is_some(), node = %state.node.name, "listening");
+        if let Some(extra) = &tls_listener {
+            tracing::info!(address = %extra.local_addr()?, tls = true, "listening");
+        }
 
-        // One connection: its address, then the service a `Host` names, one
-        // step before the router; served until the drain ends it.
-        let serve_one = |stream: tokio::net::TcpStream, peer| {
+        // One connection: its address, its TLS handshake if the listener
+        // has one, then the service a `Host` names, one step before the
+        // router; served until the drain ends it.
+        let serve_one = |stream: tokio::net::TcpStream, peer, tls: Option<&Arc<Tls>>| {
             let hosts = hosts.clone();
             let client = ClientAddr::new(peer);
             let service = TowerToHyperService::new(tower::ServiceExt::map_request(
@@ -183,18 +195,52 @@ impl Server {
                     hosts.route(request.map(axum::body::Body::new))
                 },
             ));
-            let connection = graceful.watch(http.serve_connection(
-                TokioIo::new(ProblemStream::new(stream, parse_error_answers.clone())),
-                service,
-            ));
+            let (http, answers, watcher) = (
+                http.clone(),
+                parse_error_answers.clone(),
+                graceful.watcher(),
+            );
+            let handshake = tls.map(|tls| (tls.acceptor(), tls_handshake_timeout(&config)));
+            let header_read_timeout = config.header_read_timeout.get();
+            let state = state.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                let served = match handshake {
+                    None => {
+                        let h2 = starts_with_h2_preface(&stream, header_read_timeout).await;
+                        http.serve(stream, h2, answers, service, watcher).await
+                    }
+                    Some((acceptor, timeout)) => {
+                        let stream = match tokio::time::timeout(timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                let reason = crate::tls::failure_reason(&e);
+                                state.admission.metrics.tls_handshake_failed(reason);
+                                tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                state.admission.metrics.tls_handshake_failed("timeout");
+                                tracing::info!(%peer, reason = "timeout", "TLS handshake failed");
+                                return;
+                            }
+                        };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        http.serve(stream, h2, answers, service, watcher).await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             });
         };
 
-        accept_until(&listener, shutdown, &serve_one).await;
+        let listeners = Listeners {
+            main: (&listener, main_tls.as_ref()),
+            tls: tls_listener.as_ref().zip(tls.as_ref()),
+        };
+        accept_until(&listeners, shutdown, &serve_one).await;
         // Not ready first, still serving: a load balancer polling `/readyz`
         // moves new requests to other nodes before this one stops accepting.
         state
@@ -203,13 +249,14 @@ impl Server {
         if !config.shutdown_notice.is_zero() {
             tracing::info!(notice = ?config.shutdown_notice, "shutting down: not ready, still serving");
             accept_until(
-                &listener,
+                &listeners,
                 tokio::time::sleep(config.shutdown_notice),
                 &serve_one,
             )
             .await;
         }
-        drop(listener);
+        // Closed: nothing new is accepted while in-flight requests finish.
+        drop((listener, tls_listener));
         tracing::info!("shutting down: draining in-flight requests");
         if tokio::time::timeout(config.shutdown_timeout.get(), graceful.shutdown())
             .await
@@ -224,6 +271,7 @@ impl Server {
             .chain(lease_keeper)
             .chain(follower)
             .chain(job_sweep)
+            .chain(tls_watch)
         {
             let _ = task.await;
         }
@@ -302,26 +350,140 @@ async fn keep_catalog_lease(
     }
 }
 
-/// Serves every connection `listener` accepts until `until` resolves. A
-/// failed accept (usually out of file descriptors) pauses instead of spinning.
-async fn accept_until(
-    listener: &TcpListener,
-    until: impl Future<Output = ()>,
-    serve: &impl Fn(tokio::net::TcpStream, std::net::SocketAddr),
-) {
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve(stream, peer),
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            () = &mut until => return,
+/// How a connection is served once its protocol is known: HTTP/1.1 with its
+/// header-read timeout and head limits, or HTTP/2 with its stream and reset
+/// limits (each stream a request like any other from here on).
+struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(config: &Config) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout.get())
+            .max_buf_size(hyper_buffer_bytes(config))
+            .max_headers(max_header_count(config));
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.http2.max_concurrent_streams)
+            .max_pending_accept_reset_streams(config.http2.max_pending_resets)
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        Self { http1, http2 }
+    }
+
+    /// Serves `io` until it ends or the drain ends it. HTTP/1.1 goes through
+    /// `ProblemStream`, which rewrites hyper's bare answers to requests it
+    /// cannot parse; HTTP/2 has none.
+    async fn serve<IO, S>(
+        &self,
+        io: IO,
+        h2: bool,
+        answers: Arc<ParseErrorAnswers>,
+        service: S,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) -> Result<(), hyper::Error>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                hyper::Request<hyper::body::Incoming>,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        if h2 {
+            watcher
+                .watch(self.http2.serve_connection(TokioIo::new(io), service))
+                .await
+        } else {
+            let io = TokioIo::new(ProblemStream::new(io, answers));
+            watcher
+                .watch(self.http1.serve_connection(io, service))
+                .await
         }
     }
+}
+
+/// Whether a connection in the clear begins with HTTP/2's preface (a client
+/// with prior knowledge), looked at without reading it. HTTP/1.1 differs
+/// from its first byte, so it is told at once; a preface that arrives in
+/// pieces is waited for, at most `within` (then HTTP/1.1's own header-read
+/// timeout ends the connection).
+async fn starts_with_h2_preface(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    tokio::time::timeout(within, preface(stream))
+        .await
+        .unwrap_or(false)
+}
+
+async fn preface(stream: &tokio::net::TcpStream) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        let Ok(n) = stream.peek(&mut seen).await else {
+            return false;
+        };
+        if n == 0 || seen[..n] != PREFACE[..n] {
+            return false;
+        }
+        if n == PREFACE.len() {
+            return true;
+        }
+        // A prefix of the preface, and the rest not here yet: peeking again
+        // at once would see the same bytes.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The listeners a node accepts on, each with its TLS if it speaks TLS.
+struct Listeners<'a> {
+    main: (&'a TcpListener, Option<&'a Arc<Tls>>),
+    /// `tls.listen`'s, beside a plain main listener.
+    tls: Option<(&'a TcpListener, &'a Arc<Tls>)>,
+}
+
+/// Serves every connection the listeners accept until `until` resolves. A
+/// failed accept (usually out of file descriptors) pauses instead of spinning.
+async fn accept_until(
+    listeners: &Listeners<'_>,
+    until: impl Future<Output = ()>,
+    serve: &impl Fn(tokio::net::TcpStream, std::net::SocketAddr, Option<&Arc<Tls>>),
+) {
+    tokio::pin!(until);
+    let (main, main_tls) = listeners.main;
+    loop {
+        let second = async {
+            match listeners.tls {
+                Some((listener, tls)) => (listener.accept().await, Some(tls)),
+                None => std::future::pending().await,
+            }
+        };
+        let (accepted, tls) = tokio::select! {
+            accepted = main.accept() => (accepted, main_tls),
+            accepted = second => accepted,
+            () = &mut until => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => serve(stream, peer, tls),
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Time a client has to finish its TLS handshake.
+fn tls_handshake_timeout(config: &Config) -> Duration {
+    config
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(10), |tls| tls.handshake_timeout.get())
 }
 
 /// Writes key last-used times every `every`.

@@ -63,6 +63,8 @@ pub enum StartError {
          configure [admission.redis] on every node to run several"
     )]
     CatalogInUse { url: String },
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("admission: {0}")]
@@ -82,6 +84,8 @@ pub struct Server {
     /// The catalog's change feed position before this node read its state:
     /// what it follows from, to hear of every change made since elsewhere.
     pub(crate) change_position: i64,
+    /// The listener's TLS, read at start, when configured.
+    pub(crate) tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// The catalog the configuration names, with its lease when on PostgreSQL:
@@ -202,6 +206,9 @@ impl Server {
     /// key if the store has never had one.
     pub async fn start(config: ValidConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let config = config.into_inner();
+        // Read first: a certificate that cannot be used stops the start
+        // before anything is made.
+        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
         let data_dir = &config.data_dir;
         let lock = lock_data_dir(data_dir)?;
         let secret = match &config.server_secret {
@@ -311,6 +318,7 @@ impl Server {
             lock,
             catalog_lease,
             change_position,
+            tls,
         })
     }
 

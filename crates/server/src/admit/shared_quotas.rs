@@ -12,7 +12,8 @@
 //! every other node's, when the view is stale (not reported for twenty
 //! replays), when the plan or add-ons changed, and when usage is within the
 //! margin of a ceiling: the larger of `quota_strict_margin` of the limit and
-//! four times what other nodes added between the last two replays (a refused
+//! eight times what other nodes added between the last two replays, times
+//! one more for each replay the view missed since (a refused
 //! request is always within it). Over-admission is what other nodes admit
 //! from their own views within about one replay of the limit.
 //!
@@ -76,7 +77,7 @@ return totals
 
 /// The margin covers this many times what other nodes added between the
 /// last two replays: their pace varies from one interval to the next.
-const GROWTH_MARGIN: u64 = 4;
+const GROWTH_MARGIN: u64 = 8;
 
 /// A tenant whose every quota has more than half its limit and more than
 /// this many margins left is far from its ceilings: it is replayed every
@@ -272,16 +273,20 @@ impl SharedQuotas {
                 gate: Arc::default(),
             })
         });
+        // Other nodes went on adding since the view was reported: a view
+        // some replays old (one skipped while a strict call held the gate,
+        // replays delayed on a busy machine) widens the margin as many
+        // times over.
+        let age = view.synced_at.map(|at| replays.saturating_sub(at));
         let current = Arc::ptr_eq(&view.plan, plan)
             && view.add_ons_through == through
-            && view
-                .synced_at
-                .is_some_and(|at| replays.saturating_sub(at) < self.stale_after())
+            && age.is_some_and(|age| age < self.stale_after())
             && view.pairs.iter().all(|pair| {
                 let (start, used) = ledger.counted(pair.ceiling.metric, pair.ceiling.period);
+                let margin = self.margin(pair).saturating_mul(1 + age.unwrap_or(0));
                 start == pair.ceiling.window.0
                     && secs < pair.ceiling.window.1
-                    && used.saturating_add(self.margin(pair)) < pair.ceiling.limit
+                    && used.saturating_add(margin) < pair.ceiling.limit
             });
         if current {
             Route::Local
@@ -705,7 +710,7 @@ mod tests {
         });
         assert!(admitted);
         assert_eq!(used(&usage), 41, "Redis's total, the request in it once");
-        // Far from the ceiling (41 plus a margin of four times the 40
+        // Far from the ceiling (41 plus a margin of eight times the 40
         // others added): local decisions, replayed later as +3.
         assert!(matches!(shared.route(&mut usage, &plan, NOW), Route::Local));
         for _ in 0..3 {

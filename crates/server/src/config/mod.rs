@@ -19,6 +19,7 @@ use tenantd_store::StoragePool;
 mod admission;
 mod errors;
 mod gateway;
+mod listener;
 mod pools;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ pub use admission::*;
 use errors::explain;
 pub use errors::ConfigError;
 pub use gateway::*;
+pub use listener::*;
 pub use pools::*;
 pub use values::{CatalogUrl, NonZeroDuration};
 
@@ -121,6 +123,9 @@ pub struct Config {
     pub plans: Vec<Plan>,
     pub admission: AdmissionConfig,
     pub gateway: GatewayConfig,
+    /// TLS on the listener (or on a listener of its own); unset, plain HTTP.
+    pub tls: Option<TlsConfig>,
+    pub http2: Http2Config,
 }
 
 impl Default for Config {
@@ -165,6 +170,8 @@ impl Default for Config {
             plans: vec![Plan::default_plan()],
             admission: AdmissionConfig::default(),
             gateway: GatewayConfig::default(),
+            tls: None,
+            http2: Http2Config::default(),
         }
     }
 }
@@ -264,6 +271,22 @@ impl Config {
             }
         }
         pools::check(&self.pools).map_err(|reason| invalid("pools", &reason))?;
+        if let Some(tls) = &self.tls {
+            tls.check()
+                .map_err(|(setting, reason)| invalid(setting, &reason))?;
+            if tls.listen == Some(self.listen) {
+                return Err(invalid(
+                    "tls.listen",
+                    "is the plain listener's address too: leave it unset to serve TLS on `listen`",
+                ));
+            }
+        }
+        if self.http2.max_concurrent_streams == 0 {
+            return Err(invalid(
+                "http2.max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
         if self.catalog_url.is_some() && self.server_secret.is_none() {
             return Err(invalid(
                 "server_secret",

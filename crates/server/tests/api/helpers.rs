@@ -188,8 +188,13 @@ pub async fn wait_for_job(app: &TestApp, id: &tenantd_core::JobId) -> tenantd_cl
 
 /// The value of the unlabelled series `series` in `/metrics` (0 if absent).
 pub async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .request(Method::GET, "/metrics")
+    metric_over(app, &app.http, &format!("{}/metrics", app.url), series).await
+}
+
+/// A series of `/metrics` at `url`, read with `http` (a TLS client, say).
+pub async fn metric_over(app: &TestApp, http: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let text = http
+        .get(url)
         .bearer_auth(&app.operator_token)
         .send()
         .await

@@ -22,4 +22,5 @@ mod openapi;
 mod policy;
 mod shared_quotas;
 mod tenants;
+mod tls;
 mod upstream;
