@@ -36,7 +36,7 @@ FAST_UPSTREAM_PORT = 19001
 HELLO_PORT = 19002
 PORTS = {"tenantd": 19080, "tenantd-fifo": 19083, "tenantd-capped": 19084, "nginx": 19081,
          "haproxy": 19082, "tenantd-baseline": 19085, "hyper-floor": 19086,
-         "tenantd-local": 19087, "tenantd-shared": 19088}
+         "tenantd-local": 19087, "tenantd-shared": 19088, "tenantd-tls": 19089}
 # The operator key of each tenantd started, by name.
 OPERATORS = {}
 
@@ -168,13 +168,14 @@ def api(port, token, method, path, body=None):
 
 
 def start_tenantd(procs, name, discipline, tenants, concurrency_cap=None,
-                  binary=RELEASE / "tenantd", quotas=None, extra=""):
+                  binary=RELEASE / "tenantd", quotas=None, extra="", rate=TENANT_RATE):
     """A tenantd (`binary`) on its embedded default with the `sim` and `fast`
     services, and `tenants` tenants each with a developer key; returns the
     keys. With `concurrency_cap`, the default plan lets a tenant hold at most
     that many seats at once (its further requests wait in its own queue);
     `quotas` is the default plan's quota list instead (TOML); `extra` is
-    appended to the configuration."""
+    appended to the configuration; `rate` is the default plan's requests a
+    second per tenant (burst TENANT_BURST)."""
     cap = ("" if concurrency_cap is None else
            f'quotas = [{{ metric = "concurrent_requests", hard = {concurrency_cap} }}]')
     if quotas is not None:
@@ -189,7 +190,7 @@ log_level = "warn"
 
 [[plans]]
 id = "default"
-rate = {{ requests = {TENANT_RATE}, per = "1s", burst = {TENANT_BURST} }}
+rate = {{ requests = {rate}, per = "1s", burst = {TENANT_BURST} }}
 {cap}
 
 [[plans]]
@@ -327,14 +328,18 @@ backend fast
     return process
 
 
-def wrk(port, path, keys, connections, threads, seconds, spread="rotate", think_ms=0):
-    """Runs wrk on the load core; returns its JSON summary."""
+def wrk(port, path, keys, connections, threads, seconds, spread="rotate", think_ms=0,
+        scheme="http", close=False):
+    """Runs wrk on the load core; returns its JSON summary. With `close`,
+    every request asks the server to close its connection, so each opens a
+    new one (with `scheme` https, a new TLS handshake)."""
     keyfile = WORK / f"keys-{secrets.token_hex(4)}.txt"
     keyfile.write_text("\n".join(keys) + "\n")
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
          "-d", f"{seconds}s", "--timeout", f"{DEADLINE_S + 2}s", "-s", str(BENCH / "wrk.lua"),
-         f"http://127.0.0.1:{port}", "--", str(keyfile), path, spread, str(think_ms)],
+         f"{scheme}://127.0.0.1:{port}", "--", str(keyfile), path, spread, str(think_ms),
+         "close" if close else "keep-alive"],
         capture_output=True, text=True, timeout=seconds + 30,
     )
     keyfile.unlink()

@@ -2,13 +2,15 @@
 -- own key. Arguments (after `--`): a file of keys (one per line), the request
 -- path, how keys are spread: `rotate` (each request the next key) or
 -- `thread` (one key per wrk thread, so one thread is one tenant), and a think
--- time in milliseconds between an answer and the next request.
+-- time in milliseconds between an answer and the next request, and
+-- `close` to ask for a new connection after each answer (else `keep-alive`).
 -- `done` prints one JSON line with the counts and latency percentiles.
 
 local keys = {}
 local path = "/"
 local spread = "rotate"
 local think_ms = 0
+local close = false
 local counter = 0
 local thread_key = nil
 local threads_made = 0
@@ -28,6 +30,7 @@ function init(args)
   path = args[2] or "/"
   spread = args[3] or "rotate"
   think_ms = tonumber(args[4]) or 0
+  close = args[5] == "close"
   local index = tonumber(tid) or 0
   thread_key = keys[(index % #keys) + 1]
   counter = index * 7919
@@ -48,6 +51,9 @@ function request()
   local method = "GET"
   local body = nil
   local headers = { ["Authorization"] = "Bearer " .. key }
+  if close then
+    headers["Connection"] = "close"
+  end
   if string.sub(target, 1, 4) == "PUT " then
     method = "PUT"
     target = string.sub(target, 5)

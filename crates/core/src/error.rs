@@ -74,6 +74,7 @@ error_codes! {
     BulkheadFull = ("bulkhead_full", 429, "Too many of the tenant's requests to this service are in flight"),
     UpstreamUnavailable = ("upstream_unavailable", 503, "The tenant's circuit to this service is open after repeated failures"),
     UpstreamRefused = ("upstream_refused", 502, "The service's upstream refused or could not take the connection"),
+    UpstreamTls = ("upstream_tls", 502, "The TLS handshake with the service's upstream failed"),
     UpstreamError = ("upstream_error", 502, "The service's upstream broke off or answered with something that is not HTTP"),
     UpstreamTimeout = ("upstream_timeout", 504, "The service's upstream did not answer within the service's request timeout"),
     Internal = ("internal", 500, "Internal server error"),

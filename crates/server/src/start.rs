@@ -65,6 +65,8 @@ pub enum StartError {
     CatalogInUse { url: String },
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::gateway::GatewayError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("admission: {0}")]
@@ -206,6 +208,10 @@ impl Server {
     /// key if the store has never had one.
     pub async fn start(config: ValidConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let config = config.into_inner();
+        // Every TLS client tenantd makes (Redis's among them, which asks
+        // for the process's provider) uses ring, whatever else a dependency
+        // enables. Installed once per process; a second start finds it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // Read first: a certificate that cannot be used stops the start
         // before anything is made.
         let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;

@@ -1,7 +1,8 @@
-//! TLS on the listener: the server's certificate and key from PEM files,
-//! client certificates verified against the configured authorities, and
-//! both read again on SIGHUP and when the files change, without dropping a
-//! connection (a handshake takes the configuration current when it starts).
+//! TLS, with rustls and ring. On the listener: the server's certificate and
+//! key from PEM files, client certificates verified against the configured
+//! authorities, and both read again on SIGHUP and when the files change,
+//! without dropping a connection (a handshake takes the configuration current
+//! when it starts). To upstreams: each service's client configuration.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -168,6 +169,66 @@ fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
     })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(server)
+}
+
+/// The rustls configuration of a service's client: the authorities of
+/// `ca_file`, or the system's, and a client certificate for mTLS when given.
+/// Hostnames are verified (webpki); SNI is sent.
+pub fn client_config(
+    ca_file: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for ca in certificates(path)? {
+                roots.add(ca).map_err(|e| fail(path, e))?;
+            }
+        }
+        None => {
+            let system = rustls_native_certs::load_native_certs();
+            // Certificates the system store holds that rustls cannot use
+            // are skipped, as every other client skips them.
+            roots.add_parsable_certificates(system.certs);
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| fail(ca_file.unwrap_or(Path::new("system roots")), e))?
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = certificates(cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| fail(key, e))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| fail(key, format!("{e} (does the key match the certificate?)")))
+        }
+    }
+}
+
+/// Whether `error` (from a connection to an upstream) is a TLS failure: the
+/// certificate not trusted or not for the host, or the upstream refusing
+/// tenantd's.
+pub fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // An `io::Error`'s `source` skips the error it wraps (tokio-rustls
+        // wraps rustls's in one, hyper-rustls that in another): look inside.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 /// What a failed handshake's error says, as the metric's reason.

@@ -1,13 +1,17 @@
 //! Ephemeral servers for tests: each `Postgres::start()` initializes a fresh
 //! PostgreSQL cluster in a temporary directory, serves it on a free port of
 //! 127.0.0.1 with trust authentication, and removes it when dropped.
-//! `Redis::start()` runs a throwaway redis-server the same way.
+//! `Redis::start()` runs a throwaway redis-server the same way. Either can
+//! serve TLS with a certificate from `certs` (`start_tls`).
 //!
 //! PostgreSQL refuses to run as root, so as root the cluster belongs to the
 //! `postgres` user and every command runs through `runuser`.
 #![forbid(unsafe_code)]
 
+pub mod certs;
+
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +35,12 @@ pub struct Postgres {
     roles: tokio::sync::OnceCell<()>,
     /// Numbers the databases made by `tenantd_database`.
     databases: AtomicUsize,
+    /// Whether the cluster serves TLS only.
+    tls: bool,
 }
+
+/// Options for clusters whose data need not survive a crash of the machine.
+const FAST: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
 
 fn is_root() -> bool {
     Command::new("id")
@@ -117,16 +126,26 @@ impl Postgres {
     /// Starts a new cluster tuned for tests: no fsync, since nothing in it
     /// needs to survive a crash of the machine. Panics saying what failed.
     pub fn start() -> Self {
-        Self::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        Self::start_with(FAST, None)
+    }
+
+    /// Starts a new cluster, tuned as `start` does, that takes connections
+    /// over TLS only (its `pg_hba.conf` has `hostssl` lines and no `host`
+    /// ones), presenting `leaf`.
+    pub fn start_tls(leaf: &certs::Leaf) -> Self {
+        Self::start_with(FAST, Some(leaf))
     }
 
     /// Starts a new cluster that makes every commit durable, as production
     /// does, for benchmarks that compare engines fairly.
     pub fn start_durable() -> Self {
-        Self::start_with("-c fsync=on -c synchronous_commit=on -c full_page_writes=on")
+        Self::start_with(
+            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on",
+            None,
+        )
     }
 
-    fn start_with(durability: &str) -> Self {
+    fn start_with(durability: &str, tls: Option<&certs::Leaf>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tenantd-pg-")
             .tempdir()
@@ -162,16 +181,44 @@ impl Postgres {
         );
         let port = free_port();
         let socket_dir = dir.path().to_string_lossy().into_owned();
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 {durability} \
              -c max_connections=300"
         );
+        if let Some(leaf) = tls {
+            let cert = dir.path().join("server.crt");
+            let key = dir.path().join("server.key");
+            std::fs::write(&cert, &leaf.cert).expect("write the server certificate");
+            std::fs::write(&key, &leaf.key).expect("write the server key");
+            // PostgreSQL refuses a key others may read.
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("make the key private");
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostssl all all ::1/128 trust\n",
+            )
+            .expect("write pg_hba.conf");
+            if is_root() {
+                let mut chown = Command::new("chown");
+                chown.arg("postgres:postgres").arg(&cert).arg(&key);
+                chown.arg(data.join("pg_hba.conf"));
+                run(chown, "chown");
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
         let server = Self {
             dir,
             port,
             options,
             roles: tokio::sync::OnceCell::new(),
             databases: AtomicUsize::new(0),
+            tls: tls.is_some(),
         };
         server.resume();
         server
@@ -263,9 +310,33 @@ impl Postgres {
         self.port
     }
 
-    /// A connection URL for `user` on `database`.
+    /// A connection URL for `user` on `database`; over TLS, without
+    /// checking the server's certificate, when the cluster takes only TLS.
     pub fn url(&self, user: &str, database: &str) -> String {
-        format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
+        let url = format!("postgres://{user}@127.0.0.1:{}/{database}", self.port);
+        if self.tls {
+            url + "?sslmode=require"
+        } else {
+            url
+        }
+    }
+
+    /// A URL for `user` on `database` that reaches the server as
+    /// `localhost` and verifies its certificate as libpq's `sslmode`
+    /// (`verify-ca` or `verify-full`) says, against the authorities in
+    /// `root_cert`.
+    pub fn verifying_url(
+        &self,
+        user: &str,
+        database: &str,
+        sslmode: &str,
+        root_cert: &Path,
+    ) -> String {
+        format!(
+            "postgres://{user}@localhost:{}/{database}?sslmode={sslmode}&sslrootcert={}",
+            self.port,
+            root_cert.display()
+        )
     }
 
     /// The superuser's URL on the `postgres` database.
@@ -303,27 +374,77 @@ impl Drop for Postgres {
 pub struct Redis {
     dir: tempfile::TempDir,
     port: u16,
+    /// The TLS port, when the server also serves TLS (the plain port stays
+    /// for `command`).
+    tls_port: Option<u16>,
+    /// The server's options for TLS.
+    tls_args: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl Redis {
     /// Starts a server and waits until it answers. Panics saying what failed.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("tenantd-redis-")
-            .tempdir()
-            .expect("temp dir");
-        let mut redis = Self {
-            dir,
-            port: free_port(),
-            child: None,
-        };
+        let mut redis = Self::unstarted();
         redis.resume();
         redis
     }
 
+    /// Starts a server that also serves TLS on a port of its own,
+    /// presenting `leaf`; with `clients` (an authority's PEM), a TLS client
+    /// must present a certificate that authority issued. `url` is then the
+    /// TLS port's, as `rediss://localhost`.
+    pub fn start_tls(leaf: &certs::Leaf, clients: Option<&str>) -> Self {
+        let mut redis = Self::unstarted();
+        let file = |name: &str, pem: &str| {
+            let path = redis.dir.path().join(name);
+            std::fs::write(&path, pem).expect("write a TLS file for Redis");
+            path.to_string_lossy().into_owned()
+        };
+        let tls_port = free_port();
+        let mut args = vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file("server.crt", &leaf.cert),
+            "--tls-key-file".to_owned(),
+            file("server.key", &leaf.key),
+        ];
+        match clients {
+            Some(ca) => args.extend([
+                "--tls-ca-cert-file".to_owned(),
+                file("clients.crt", ca),
+                "--tls-auth-clients".to_owned(),
+                "yes".to_owned(),
+            ]),
+            None => args.extend(["--tls-auth-clients".to_owned(), "no".to_owned()]),
+        }
+        redis.tls_port = Some(tls_port);
+        redis.tls_args = args;
+        redis.resume();
+        redis
+    }
+
+    fn unstarted() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tenantd-redis-")
+            .tempdir()
+            .expect("temp dir");
+        Self {
+            dir,
+            port: free_port(),
+            tls_port: None,
+            tls_args: Vec::new(),
+            child: None,
+        }
+    }
+
+    /// The URL clients use: the TLS port's when the server serves TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls_port {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(port) => format!("rediss://localhost:{port}/0"),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -344,6 +465,7 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.tls_args)
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())

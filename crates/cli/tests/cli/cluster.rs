@@ -60,6 +60,10 @@ purge_interval = "1s"
 [admission.redis]
 url = "{redis_url}"
 on_unavailable = "fail_closed"
+# Three debug builds, PostgreSQL, Redis and 32 clients share two cores: a
+# call to Redis may wait here far longer than in production, and this test
+# is about what is admitted, not how fast.
+timeout = "2s"
 
 [[plans]]
 id = "unlimited"
@@ -429,7 +433,7 @@ async fn three_nodes_on_one_catalog_behave_as_one_service() {
                         admitted.fetch_add(1, Ordering::Relaxed);
                     }
                     429 => {}
-                    other => panic!("{url}: {other}"),
+                    other => panic!("{url}: {other} {}", answer.text().await.unwrap_or_default()),
                 }
             }
         }));

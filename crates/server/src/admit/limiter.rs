@@ -145,19 +145,48 @@ impl std::fmt::Debug for RedisRates {
     }
 }
 
+/// A client of the Redis at `config.url`. `Client::open` takes a
+/// `rediss://` URL too, trusting the system's roots; files configured for
+/// TLS go through `build_with_tls`.
+fn redis_client(config: &RedisConfig) -> Result<redis::Client, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let client_tls = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    let root_cert = config.ca_file.as_deref().map(read).transpose()?;
+    if client_tls.is_none() && root_cert.is_none() {
+        return redis::Client::open(config.url.as_str()).map_err(|e| e.to_string());
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    redis::Client::build_with_tls(config.url.as_str(), certificates)
+        .map_err(|e| format!("redis TLS files: {e}"))
+}
+
 /// The hash holding a tenant's limits.
 pub fn redis_key(tenant: &TenantId) -> String {
     format!("tenantd:rate:{{{tenant}}}")
 }
 
 impl RedisRates {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, Unavailable> {
-        let client = redis::Client::open(url).map_err(|e| Unavailable(e.to_string()))?;
+    /// The limiter's store on the Redis `config` names, over TLS with its
+    /// authorities and client certificate for a `rediss://` URL. Nothing is
+    /// connected yet; files that cannot be read or parsed are refused here.
+    pub fn new(config: &RedisConfig) -> Result<Self, Unavailable> {
+        let client = redis_client(config).map_err(|e| Unavailable(e.to_string()))?;
         Ok(Self {
             client,
             connection: OnceCell::new(),
             script: redis::Script::new(GCRA_LUA),
-            timeout,
+            timeout: config.timeout,
             retry_connect_at: AtomicU64::new(0),
             epoch: SystemClock.instant(),
         })
@@ -278,7 +307,7 @@ impl Limiter {
         Ok(match redis {
             None => Self::Memory(ledgers),
             Some(config) => Self::Redis {
-                redis: Arc::new(RedisRates::new(&config.url, config.timeout)?),
+                redis: Arc::new(RedisRates::new(config)?),
                 local: ledgers,
                 on_unavailable: config.on_unavailable,
                 health: Dependency::new("redis", dependency_policy()),

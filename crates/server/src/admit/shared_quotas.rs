@@ -630,6 +630,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{FailMode, RedisConfig};
     use serde_json::json;
     use tenantd_core::quota::QuotaDecision;
     use tenantd_core::ManualClock;
@@ -640,7 +641,11 @@ mod tests {
 
     fn shared() -> SharedQuotas {
         // Never connected: these tests hand the answers in themselves.
-        let redis = RedisRates::new("redis://127.0.0.1:1/0", Duration::from_millis(10)).unwrap();
+        let config = RedisConfig {
+            timeout: Duration::from_millis(10),
+            ..RedisConfig::new("redis://127.0.0.1:1/0".into(), FailMode::FailOpen)
+        };
+        let redis = RedisRates::new(&config).unwrap();
         let clock = Arc::new(ManualClock::new(NOW));
         let health = Dependency::new("redis", dependency_policy());
         SharedQuotas::new(Arc::new(redis), health, Duration::from_millis(10), 1, clock)

@@ -2,6 +2,7 @@
 //! tenant context and the response cache.
 
 use super::admission::Classes;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,20 @@ pub struct ServiceConfig {
     /// Unset: never.
     #[serde(default, with = "humantime_serde")]
     pub stale_if_error: Option<Duration>,
+    /// PEM: the authorities an `https://` upstream's certificate must chain
+    /// to, instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM: the client certificate (then its chain) tenantd presents to
+    /// `https://` upstreams that ask for one (mTLS), with its key.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// HTTP/2 to the upstreams: offered by ALPN to `https://` ones, by prior
+    /// knowledge to `http://` ones (which must then speak it).
+    #[serde(default)]
+    pub http2: bool,
 }
 
 impl ServiceConfig {
@@ -141,6 +156,21 @@ impl ServiceConfig {
         {
             return Err("timeouts must be greater than zero".into());
         }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err("client_cert_file and client_key_file go together".into());
+        }
+        let tls_files = self.ca_file.is_some() || self.client_cert_file.is_some();
+        if tls_files
+            && !self
+                .upstreams
+                .iter()
+                .any(|u| u.scheme == axum::http::uri::Scheme::HTTPS)
+        {
+            return Err(
+                "ca_file and client_cert_file are for https:// upstreams; this service has none"
+                    .into(),
+            );
+        }
         if self.seats == Some(0) || self.max_in_flight_per_tenant == 0 {
             return Err("seats and max_in_flight_per_tenant must be at least 1".into());
         }
@@ -148,7 +178,7 @@ impl ServiceConfig {
     }
 }
 
-/// An upstream's base URL: `http://host[:port]`, with no path or query
+/// An upstream's base URL: `http://` or `https://host[:port]`, with no path or query
 /// (the service's `path_prefix` says where it lives on the upstream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -166,9 +196,9 @@ impl TryFrom<String> for UpstreamUrl {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(format!("upstream {s:?} needs a scheme and a host"));
         };
-        if scheme != &axum::http::uri::Scheme::HTTP {
+        if scheme != &axum::http::uri::Scheme::HTTP && scheme != &axum::http::uri::Scheme::HTTPS {
             return Err(format!(
-                "upstream {s:?}: only http:// upstreams are supported; terminate TLS beside the upstream"
+                "upstream {s:?}: the scheme must be http:// or https://"
             ));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {

@@ -169,6 +169,15 @@ fn bad_plans_and_admission_settings_name_the_setting() {
             "[admission.redis]\nurl = \"http://x\"\non_unavailable = \"fail_open\"\n",
             "admission",
         ),
+        // TLS files are for rediss://, and a certificate needs its key.
+        (
+            "[admission.redis]\nurl = \"redis://x\"\non_unavailable = \"fail_open\"\nca_file = \"ca.pem\"\n",
+            "admission",
+        ),
+        (
+            "[admission.redis]\nurl = \"rediss://x\"\non_unavailable = \"fail_open\"\nclient_cert_file = \"c.pem\"\n",
+            "admission",
+        ),
     ] {
         assert_invalid(text, setting);
     }
@@ -227,6 +236,12 @@ fn bad_gateway_settings_are_rejected_with_the_setting_named() {
             format!("{}{}", service(""), service("")),
             "gateway.services",
         ),
+        // TLS files are for https:// upstreams, and a certificate needs its key.
+        (service("ca_file = \"ca.pem\"\n"), "gateway.services"),
+        (
+            "[[gateway.services]]\nname = \"billing\"\nupstreams = [\"https://h:1\"]\nclient_cert_file = \"c.pem\"\n".to_owned(),
+            "gateway.services",
+        ),
         (
             "[gateway.context]\njwks_max_age = \"10m\"\npublish_ahead = \"5m\"\n".to_owned(),
             "gateway.context.publish_ahead",
@@ -235,8 +250,9 @@ fn bad_gateway_settings_are_rejected_with_the_setting_named() {
     for (text, setting) in cases {
         assert_invalid(&text, setting);
     }
-    // Upstream URLs are parsed when read: a path, https or no host is a parse error.
-    for upstream in ["http://h:1/base", "https://h:1", "h:1", "http://h:1/?q=1"] {
+    // Upstream URLs are parsed when read: a path, another scheme or no host
+    // is a parse error.
+    for upstream in ["http://h:1/base", "ftp://h:1", "h:1", "http://h:1/?q=1"] {
         Jail::expect_with(|jail| {
             let text =
                 format!("[[gateway.services]]\nname = \"billing\"\nupstreams = [\"{upstream}\"]\n");

@@ -538,7 +538,12 @@ fn transport_error(service: &ServiceName, error: &hyper_util::client::legacy::Er
         source = e.source();
     }
     tracing::warn!(%service, error = %error, %cause, "upstream call failed");
-    if error.is_connect() {
+    if crate::tls::is_tls_failure(error) {
+        ApiError::with_detail(
+            ErrorCode::UpstreamTls,
+            format!("the TLS handshake with an upstream of {service} failed: {cause}"),
+        )
+    } else if error.is_connect() {
         ApiError::with_detail(
             ErrorCode::UpstreamRefused,
             format!("no upstream of {service} took the connection: {cause}"),

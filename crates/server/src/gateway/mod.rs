@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -43,6 +44,19 @@ const CIRCUITS_KEPT: usize = 100_000;
 /// Idle upstream connections kept per upstream host.
 const IDLE_CONNECTIONS_PER_HOST: usize = 64;
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A service's TLS files cannot be used.
+    #[error("service {service}: {error}")]
+    Tls {
+        service: ServiceName,
+        error: crate::tls::TlsError,
+    },
+}
+
 /// Everything the gateway holds.
 #[derive(Debug)]
 pub struct Gateway {
@@ -57,12 +71,19 @@ impl Gateway {
         admission: &AdmissionConfig,
         catalog: &Catalog,
         clock: &Arc<dyn Clock>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, GatewayError> {
         let services = config
             .services
             .iter()
-            .map(|s| (s.name.clone(), Arc::new(Service::new(s, admission, clock))))
-            .collect();
+            .map(|s| {
+                let service =
+                    Service::new(s, admission, clock).map_err(|error| GatewayError::Tls {
+                        service: s.name.clone(),
+                        error,
+                    })?;
+                Ok((s.name.clone(), Arc::new(service)))
+            })
+            .collect::<Result<_, GatewayError>>()?;
         Ok(Self {
             services,
             keyring: Keyring::load(catalog, &config.context, clock.now()).await?,
@@ -131,7 +152,7 @@ pub struct Service {
     pub config: ServiceConfig,
     /// The service's own fair queue, when it declares its capacity.
     pub seats: Option<Arc<Seats>>,
-    client: Client<HttpConnector, axum::body::Body>,
+    client: Client<HttpsConnector<HttpConnector>, axum::body::Body>,
     breaker: BreakerPolicy,
     circuits: quick_cache::sync::Cache<TenantId, Arc<TenantCircuit>>,
     /// Where the next request starts among the upstreams (round robin).
@@ -145,15 +166,43 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(config: &ServiceConfig, admission: &AdmissionConfig, clock: &Arc<dyn Clock>) -> Self {
+    fn new(
+        config: &ServiceConfig,
+        admission: &AdmissionConfig,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<Self, crate::tls::TlsError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        // The https connector below takes `https://` upstreams.
+        connector.enforce_http(false);
+        let identity = config
+            .client_cert_file
+            .as_deref()
+            .zip(config.client_key_file.as_deref());
+        let tls = crate::tls::client_config(config.ca_file.as_deref(), identity)?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if config.http2 {
+            https.enable_all_versions().wrap_connector(connector)
+        } else {
+            https.enable_http1().wrap_connector(connector)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
-            .build(connector);
-        Self {
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST);
+        // In the clear, HTTP/2 has no ALPN to agree on it: prior knowledge.
+        let plain = config
+            .upstreams
+            .iter()
+            .any(|u| u.scheme == axum::http::uri::Scheme::HTTP);
+        if config.http2 && plain {
+            client.http2_only(true);
+        }
+        let client = client.build(connector);
+        Ok(Self {
             seats: config.seats.map(|seats| {
                 Seats::with_tenant_ceiling(
                     seats,
@@ -173,7 +222,7 @@ impl Service {
             label: crate::metrics::ServiceLabel::new(&config.name),
             clock: clock.clone(),
             config: config.clone(),
-        }
+        })
     }
 
     pub fn class(&self) -> OpClass {

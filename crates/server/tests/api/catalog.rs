@@ -20,7 +20,8 @@ use tenantd_server::{Server, StartError};
 use tenantd_store::plans::NewPlanVersion;
 use tenantd_store::policy::{NewPolicyVersion, PolicyStatus};
 use tenantd_store::{AuditAction, BackgroundTask, CatalogLease, NewAuditEntry, Owner};
-use tenantd_testkit::Postgres;
+use tenantd_testkit::certs::Authority;
+use tenantd_testkit::{Postgres, APP_ROLE, OWNER_ROLE};
 
 use crate::helpers::{assert_problem, restart_app, spawn_app_with, TestApp, START};
 
@@ -214,6 +215,64 @@ async fn a_stopped_postgresql_catalog_answers_fast_and_heals_without_a_restart()
         "the catalog was not written again after PostgreSQL came back"
     );
     assert!(app.operator.tenant(&"acme".parse().unwrap()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_catalog_and_a_pool_over_tls_verify_the_servers_certificate_and_name() {
+    let ca = Authority::new("database CA");
+    let server = Postgres::start_tls(&ca.server("localhost"));
+    let roots = tempfile::tempdir().unwrap();
+    let root_cert = roots.path().join("ca.pem");
+    std::fs::write(&root_cert, &ca.pem).unwrap();
+    let verified = |user: &str, database: &str| {
+        server.verifying_url(user, database, "verify-full", &root_cert)
+    };
+    let (catalog, data) = (
+        server.tenantd_database().await,
+        server.tenantd_database().await,
+    );
+    let mut config = Config::default();
+    on_postgres_of(&server, &mut config, verified(OWNER_ROLE, &catalog), &data);
+    config.pools[0].location = verified(APP_ROLE, &data);
+    config.pools[0].owner_location = Some(verified(OWNER_ROLE, &data));
+    let shared = config.clone();
+    let app = spawn_app_with(move |c| {
+        c.catalog_url = shared.catalog_url;
+        c.server_secret = shared.server_secret;
+        c.pools = shared.pools;
+    })
+    .await;
+    // The cluster takes TLS connections only: all of this went over TLS.
+    app.create_tenant("acme").await;
+    let client = app.client(&app.tenant_key("acme", Role::Developer).await.token);
+    let orders = "orders".parse().unwrap();
+    client
+        .create_collection(&CreateCollection {
+            name: "orders".parse().unwrap(),
+            indexes: vec![],
+        })
+        .await
+        .unwrap();
+    let record = client.create_record(&orders, &json!({"total": 7})).await;
+    let record = client.record(&orders, &record.unwrap().id).await.unwrap();
+    assert_eq!(record.data, json!({"total": 7}));
+
+    // A server whose certificate names another host is refused.
+    let elsewhere = Postgres::start_tls(&ca.server("db.internal"));
+    let database = elsewhere.tenantd_database().await;
+    let url = elsewhere.verifying_url(OWNER_ROLE, &database, "verify-full", &root_cert);
+    let opened = tenantd_store::Catalog::open_postgres(&url, Duration::from_secs(5)).await;
+    let refused = opened.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("db.internal"), "{refused}");
+    // And an authority it does not know is refused.
+    let strangers = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(strangers.path(), Authority::new("other CA").pem).unwrap();
+    let url = server.verifying_url(OWNER_ROLE, &catalog, "verify-ca", strangers.path());
+    let opened = tenantd_store::Catalog::open_postgres(&url, Duration::from_secs(5)).await;
+    assert!(
+        opened.is_err(),
+        "a server from an unknown authority was trusted"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use tenantd_core::{PlanId, Role, TenantId};
 use tenantd_server::admit::ledgers::Ledgers;
 use tenantd_server::admit::limiter::{redis_key, RateCheck, RateStore, RedisRates};
 use tenantd_server::config::{FailMode, RedisConfig};
+use tenantd_testkit::certs::Authority;
 use tenantd_testkit::Redis;
 
 use crate::helpers::{spawn_app_with, TestApp};
@@ -43,7 +44,7 @@ proptest! {
         let redis = shared_redis();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let remote = RedisRates::new(&redis.url(), Duration::from_secs(2)).unwrap();
+            let remote = redis_rates(&redis.url());
             let local = Ledgers::default();
             let checks = checks(&limits);
             // Tenants unique to this case, so cases do not share state.
@@ -61,6 +62,15 @@ proptest! {
     }
 }
 
+/// The limiter's store on the Redis at `url`, waiting up to 2 s for it.
+fn redis_rates(url: &str) -> RedisRates {
+    let config = RedisConfig {
+        timeout: Duration::from_secs(2),
+        ..RedisConfig::new(url.to_owned(), FailMode::FailClosed)
+    };
+    RedisRates::new(&config).unwrap()
+}
+
 fn shared_redis() -> &'static Redis {
     static SHARED: std::sync::OnceLock<Redis> = std::sync::OnceLock::new();
     SHARED.get_or_init(Redis::start)
@@ -69,7 +79,7 @@ fn shared_redis() -> &'static Redis {
 #[tokio::test]
 async fn a_flushed_script_cache_is_reloaded_and_keys_carry_the_tenant_as_hash_tag() {
     let redis = Redis::start();
-    let store = RedisRates::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let store = redis_rates(&redis.url());
     let tenant = TenantId::parse("acme").unwrap();
     let checks = checks(&[(10, 1000, 2)]);
     let first = store.decide(&tenant, &checks, NOW, 1).await.unwrap();
@@ -95,17 +105,22 @@ async fn a_flushed_script_cache_is_reloaded_and_keys_carry_the_tenant_as_hash_ta
 
 /// A server sharing `redis`, whose plan allows a burst of 3 and then 1 a second.
 async fn app_on_redis(redis: &Redis, on_unavailable: FailMode) -> (TestApp, String) {
-    let url = redis.url();
+    app_with_redis(RedisConfig {
+        timeout: Duration::from_millis(200),
+        ..RedisConfig::new(redis.url(), on_unavailable)
+    })
+    .await
+}
+
+/// A server on the Redis `redis` configures, with the plan of `app_on_redis`.
+async fn app_with_redis(redis: RedisConfig) -> (TestApp, String) {
     let app = spawn_app_with(move |config| {
         config.plans = vec![Plan {
             id: PlanId::default_plan(),
             rate: Rate::new(1, Duration::from_secs(1), 3).unwrap(),
             ..Plan::default_plan()
         }];
-        config.admission.redis = Some(RedisConfig {
-            timeout: Duration::from_millis(200),
-            ..RedisConfig::new(url, on_unavailable)
-        });
+        config.admission.redis = Some(redis);
     })
     .await;
     app.create_tenant("acme").await;
@@ -135,6 +150,67 @@ async fn until_redis_answers(app: &TestApp, token: &str) -> StatusCode {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the limiter did not come back after Redis restarted");
+}
+
+#[tokio::test]
+async fn rediss_verifies_the_server_and_presents_the_client_certificate() {
+    let ca = Authority::new("Redis CA");
+    let callers = Authority::new("callers CA");
+    let redis = Redis::start_tls(&ca.server("localhost"), Some(&callers.pem));
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        Some(path)
+    };
+    let tenantd = callers.client("tenantd");
+    let config = RedisConfig {
+        ca_file: write("ca.pem", &ca.pem),
+        client_cert_file: write("client.pem", &tenantd.cert),
+        client_key_file: write("client.key", &tenantd.key),
+        timeout: Duration::from_secs(2),
+        ..RedisConfig::new(redis.url(), FailMode::FailClosed)
+    };
+    assert!(
+        config.url.starts_with("rediss://localhost:"),
+        "{}",
+        config.url
+    );
+    let (app, token) = app_with_redis(config.clone()).await;
+    assert_eq!(status(&app, &token).await.0, StatusCode::OK);
+    // Decided in Redis, over TLS: the tenant's limits are there.
+    assert_eq!(redis.command(&["EXISTS", "tenantd:rate:{acme}"]), ":1");
+
+    // Without the client certificate Redis refuses the handshake; without
+    // the CA the system's roots do not know Redis's certificate. Failing
+    // closed, both answer 503.
+    for (what, config) in [
+        (
+            "no client certificate",
+            RedisConfig {
+                client_cert_file: None,
+                client_key_file: None,
+                ..config.clone()
+            },
+        ),
+        (
+            "the system's roots",
+            RedisConfig {
+                ca_file: None,
+                ..config.clone()
+            },
+        ),
+    ] {
+        let (app, token) = app_with_redis(config).await;
+        assert_eq!(
+            status(&app, &token).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("limiter_unavailable".into())
+            ),
+            "{what}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,56 +1,26 @@
-//! TLS and HTTP/2 on the listener, with certificates made by the test
-//! (rcgen): TLS 1.3 with HTTP/1.1 and HTTP/2 by ALPN, client certificates
-//! required, a certificate reloaded under an open connection, HTTP/2 in the
-//! clear by prior knowledge, and failed handshakes counted, never answered
-//! in plain text.
+//! TLS and HTTP/2, with certificates made by the test (testkit's `certs`).
+//! On the listener: TLS 1.3 with HTTP/1.1 and HTTP/2 by ALPN, client
+//! certificates required, a certificate reloaded under an open connection,
+//! HTTP/2 in the clear by prior knowledge, and failed handshakes counted,
+//! never answered in plain text. To upstreams: `https://` verified (a wrong
+//! name refused), mTLS, and HTTP/2 by ALPN or prior knowledge. (PostgreSQL's
+//! and Redis's TLS are tested in `catalog.rs` and `limiter.rs`.)
 
 use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
 use reqwest::tls::TlsInfo;
 use reqwest::{Certificate, Identity, Version};
-use tenantd_server::config::{ClientAuth, NonZeroDuration, TlsConfig};
+use tenantd_server::config::{ClientAuth, NonZeroDuration, ServiceConfig, TlsConfig};
+use tenantd_testkit::certs::{Authority, Leaf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{spawn_app_with, TestApp};
 
-/// A certificate authority made for one test.
-struct Authority {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Authority {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf certificate for `name` and its key, as PEM.
-    fn issue(&self, name: &str, purpose: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![purpose];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
 /// Writes the server's certificate and key where the configuration reads
 /// them, each file replaced whole (written aside, then renamed).
-fn install(dir: &Path, (cert, key): &(String, String)) {
-    for (name, pem) in [("server.pem", cert), ("server.key", key)] {
+fn install(dir: &Path, leaf: &Leaf) {
+    for (name, pem) in [("server.pem", &leaf.cert), ("server.key", &leaf.key)] {
         let aside = dir.join(format!("{name}.new"));
         std::fs::write(&aside, pem).unwrap();
         std::fs::rename(aside, dir.join(name)).unwrap();
@@ -73,10 +43,7 @@ fn tls_config(dir: &Path) -> TlsConfig {
 /// from `ca`; `tweak` adjusts its TLS settings.
 async fn tls_app(ca: &Authority, tweak: impl FnOnce(&mut TlsConfig, &Path)) -> TestApp {
     let certs = tempfile::tempdir().unwrap().keep();
-    install(
-        &certs,
-        &ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth),
-    );
+    install(&certs, &ca.server("localhost"));
     let mut tls = tls_config(&certs);
     tweak(&mut tls, &certs);
     spawn_app_with(move |c| c.tls = Some(tls)).await
@@ -159,8 +126,8 @@ async fn required_client_certificates_refuse_a_client_without_one() {
     let anonymous = client(&app, &ca).build().unwrap();
     assert!(anonymous.get(https(&app, "/healthz")).send().await.is_err());
 
-    let (cert, key) = clients.issue("billing-service", ExtendedKeyUsagePurpose::ClientAuth);
-    let identity = Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap();
+    let leaf = clients.client("billing-service");
+    let identity = Identity::from_pem(format!("{}{}", leaf.cert, leaf.key).as_bytes()).unwrap();
     let known = client(&app, &ca).identity(identity).build().unwrap();
     assert_eq!(
         known
@@ -173,9 +140,9 @@ async fn required_client_certificates_refuse_a_client_without_one() {
     );
 
     // A certificate from another authority is refused too.
-    let (cert, key) =
-        Authority::new("other").issue("intruder", ExtendedKeyUsagePurpose::ClientAuth);
-    let identity = Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap();
+    let intruder = Authority::new("other").client("intruder");
+    let identity =
+        Identity::from_pem(format!("{}{}", intruder.cert, intruder.key).as_bytes()).unwrap();
     let other = client(&app, &ca).identity(identity).build().unwrap();
     assert!(other.get(https(&app, "/healthz")).send().await.is_err());
     let refused = crate::helpers::metric_over(
@@ -192,7 +159,7 @@ async fn required_client_certificates_refuse_a_client_without_one() {
 async fn a_new_certificate_is_used_for_new_connections_while_open_ones_go_on() {
     let ca = Authority::new("test CA");
     let certs = tempfile::tempdir().unwrap().keep();
-    let first = ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let first = ca.server("localhost");
     install(&certs, &first);
     let tls = tls_config(&certs);
     let app = spawn_app_with(move |c| c.tls = Some(tls)).await;
@@ -208,10 +175,7 @@ async fn a_new_certificate_is_used_for_new_connections_while_open_ones_go_on() {
     let still = fresh.get(https(&app, "/healthz")).send().await.unwrap();
     assert_eq!(presented(&still), old_cert);
 
-    install(
-        &certs,
-        &ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth),
-    );
+    install(&certs, &ca.server("localhost"));
     let mut renewed = false;
     for _ in 0..100 {
         let fresh = client(&app, &ca).build().unwrap();
@@ -397,5 +361,221 @@ async fn one_http_2_connection_still_queues_each_tenant_fairly() {
     assert!(
         seen_by_victim[2] < 20,
         "the flood's requests done before each of the other tenant's: {seen_by_victim:?}"
+    );
+}
+
+/// An HTTPS upstream on loopback presenting `leaf`, offering h2 and
+/// http/1.1 by ALPN, asking for client certificates from `clients` when
+/// given; it answers every request with the HTTP version it came in.
+async fn https_upstream(leaf: &Leaf, clients: Option<&Authority>) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for der in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+                roots.add(der.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_upstream(tls, h2).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A plain upstream on loopback that speaks HTTP/2 only (prior knowledge).
+async fn h2c_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(serve_upstream(tcp, true));
+        }
+    });
+    port
+}
+
+/// Serves one upstream connection, HTTP/2 when `h2`, else HTTP/1.1,
+/// answering `{"version": …}` with the version each request came in.
+async fn serve_upstream<Io>(io: Io, h2: bool)
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let answer = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| {
+        let body = serde_json::json!({ "version": format!("{:?}", request.version()) });
+        async move {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                axum::body::Bytes::from(body.to_string()),
+            )))
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(io);
+    let _ = if h2 {
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(io, answer)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, answer)
+            .await
+    };
+}
+
+/// A node with service `secure` in front of `https://localhost:<port>`,
+/// trusting `ca`, with `tweak` applied to the service.
+async fn gateway_to(
+    port: u16,
+    ca: &Authority,
+    tweak: impl FnOnce(&mut ServiceConfig, &Path),
+) -> (TestApp, String) {
+    let files = tempfile::tempdir().unwrap().keep();
+    std::fs::write(files.join("ca.pem"), &ca.pem).unwrap();
+    let mut service = crate::gateway::service("secure", &[&format!("https://localhost:{port}")]);
+    service.ca_file = Some(files.join("ca.pem"));
+    tweak(&mut service, &files);
+    gateway_with(service).await
+}
+
+/// A node with `service` (to be named `secure`) and a developer key of a tenant.
+async fn gateway_with(service: ServiceConfig) -> (TestApp, String) {
+    let app = spawn_app_with(move |c| c.gateway.services = vec![service]).await;
+    app.create_tenant("acme").await;
+    let key = app
+        .tenant_key("acme", tenantd_core::Role::Developer)
+        .await
+        .token;
+    (app, key)
+}
+
+async fn proxied(app: &TestApp, key: &str) -> (u16, serde_json::Value) {
+    let answer = app
+        .http
+        .get(format!("{}/v1/proxy/secure/anything", app.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (
+        status,
+        answer.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_and_one_with_another_name_refused() {
+    let ca = Authority::new("upstream CA");
+    let good = https_upstream(&ca.server("localhost"), None).await;
+    let (app, key) = gateway_to(good, &ca, |_, _| {}).await;
+    assert_eq!(proxied(&app, &key).await.0, 200);
+
+    let wrong = https_upstream(&ca.server("billing.internal"), None).await;
+    let (app, key) = gateway_to(wrong, &ca, |_, _| {}).await;
+    let (status, problem) = proxied(&app, &key).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (502, Some("upstream_tls")),
+        "{problem}"
+    );
+
+    // Without the service's CA, the system's roots do not know this one.
+    let (app, key) = gateway_to(good, &ca, |service, _| service.ca_file = None).await;
+    let (status, problem) = proxied(&app, &key).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (502, Some("upstream_tls")),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_requires_a_client_certificate_gets_the_services() {
+    let ca = Authority::new("upstream CA");
+    let callers = Authority::new("callers CA");
+    let port = https_upstream(&ca.server("localhost"), Some(&callers)).await;
+    let (app, key) = gateway_to(port, &ca, |_, _| {}).await;
+    let (status, problem) = proxied(&app, &key).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (502, Some("upstream_tls")),
+        "{problem}"
+    );
+
+    let tenantd = callers.client("tenantd");
+    let (app, key) = gateway_to(port, &ca, |service, files| {
+        std::fs::write(files.join("client.pem"), &tenantd.cert).unwrap();
+        std::fs::write(files.join("client.key"), &tenantd.key).unwrap();
+        service.client_cert_file = Some(files.join("client.pem"));
+        service.client_key_file = Some(files.join("client.key"));
+    })
+    .await;
+    assert_eq!(proxied(&app, &key).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_service_asking_for_http_2_gets_it_by_alpn_and_by_prior_knowledge() {
+    let ca = Authority::new("upstream CA");
+    let port = https_upstream(&ca.server("localhost"), None).await;
+    for (http2, version) in [(false, "HTTP/1.1"), (true, "HTTP/2.0")] {
+        let (app, key) = gateway_to(port, &ca, |service, _| service.http2 = http2).await;
+        let (status, body) = proxied(&app, &key).await;
+        assert_eq!(
+            (status, body["version"].as_str()),
+            (200, Some(version)),
+            "http2 = {http2}"
+        );
+    }
+
+    // In the clear there is no ALPN: `http2 = true` speaks it from the
+    // first byte, to an upstream that speaks nothing else.
+    let port = h2c_upstream().await;
+    let plain = || crate::gateway::service("secure", &[&format!("http://127.0.0.1:{port}")]);
+    let (app, key) = gateway_with(ServiceConfig {
+        http2: true,
+        ..plain()
+    })
+    .await;
+    let (status, body) = proxied(&app, &key).await;
+    assert_eq!((status, body["version"].as_str()), (200, Some("HTTP/2.0")));
+    let (app, key) = gateway_with(plain()).await;
+    let (status, problem) = proxied(&app, &key).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (502, Some("upstream_error")),
+        "{problem}"
     );
 }
