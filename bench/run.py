@@ -254,8 +254,12 @@ def nginx_location(service):
     }}"""
 
 
-def start_nginx(procs):
-    conf = WORK / "nginx"
+def start_nginx_with(procs, name, server, rate=TENANT_RATE, http=""):
+    """nginx (one worker, on the server core) as `name`, with the `sim` and
+    `fast` upstreams, a per-key `limit_req` zone of `rate` requests a second,
+    `http` added to its http block and `server` as its one server block's
+    body; returns its process once it started."""
+    conf = WORK / name
     conf.mkdir()
     (conf / "logs").mkdir()
     (conf / "nginx.conf").write_text(f"""
@@ -267,19 +271,25 @@ http {{
   access_log off;
   client_body_temp_path {conf}/body;
   proxy_temp_path {conf}/proxy;
-  limit_req_zone $http_authorization zone=perkey:64m rate={TENANT_RATE}r/s;
+  limit_req_zone $http_authorization zone=perkey:64m rate={rate}r/s;
   limit_req_status 429;
   upstream sim {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 256; }}
   upstream fast {{ server 127.0.0.1:{FAST_UPSTREAM_PORT}; keepalive 256; }}
+{http}
   server {{
-    listen 127.0.0.1:{PORTS["nginx"]};
-{"".join(nginx_location(service) for service in ("sim", "fast"))}
-    location = /healthz {{ return 200 "ok"; }}
+{server}
   }}
 }}
 """)
-    process = procs.start("nginx", ["nginx", "-p", str(conf), "-c", str(conf / "nginx.conf"),
-                                    "-g", "daemon off;"], SERVER_CORE)
+    return procs.start(name, ["nginx", "-p", str(conf), "-c", str(conf / "nginx.conf"),
+                              "-g", "daemon off;"], SERVER_CORE)
+
+
+def start_nginx(procs):
+    process = start_nginx_with(procs, "nginx", f"""
+    listen 127.0.0.1:{PORTS["nginx"]};
+{"".join(nginx_location(service) for service in ("sim", "fast"))}
+    location = /healthz {{ return 200 "ok"; }}""")
     wait_for_port(PORTS["nginx"])
     return process
 

@@ -48,32 +48,12 @@ def make_certificate():
 
 
 def start_nginx_tls(procs, cert, key):
-    conf = run.WORK / "nginx-tls"
-    conf.mkdir()
-    (conf / "nginx.conf").write_text(f"""
-worker_processes 1;
-pid {conf}/nginx.pid;
-error_log {conf}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {conf}/body;
-  proxy_temp_path {conf}/proxy;
-  keepalive_requests 1000000;
-  limit_req_zone $http_authorization zone=perkey:64m rate={RATE}r/s;
-  limit_req_status 429;
-  upstream fast {{ server 127.0.0.1:{run.FAST_UPSTREAM_PORT}; keepalive 256; }}
-  server {{
+    return run.start_nginx_with(procs, "nginx-tls", f"""
     listen 127.0.0.1:{TLS_PORTS["nginx"]} ssl http2;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.3;
-{run.nginx_location("fast")}
-  }}
-}}
-""")
-    return procs.start("nginx-tls", ["nginx", "-p", str(conf), "-c", str(conf / "nginx.conf"),
-                                     "-g", "daemon off;"], run.SERVER_CORE)
+{run.nginx_location("fast")}""", rate=RATE, http="  keepalive_requests 1000000;")
 
 
 def wait_for_tls(port):

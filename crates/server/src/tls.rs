@@ -16,7 +16,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ClientAuth, TlsConfig};
+use crate::config::{ClientAuth, ClientTls, TlsConfig};
 
 /// A TLS configuration that cannot be used, naming the file and why.
 #[derive(Debug, thiserror::Error)]
@@ -171,13 +171,11 @@ fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
     Ok(server)
 }
 
-/// The rustls configuration of a service's client: the authorities of
-/// `ca_file`, or the system's, and a client certificate for mTLS when given.
-/// Hostnames are verified (webpki); SNI is sent.
-pub fn client_config(
-    ca_file: Option<&Path>,
-    identity: Option<(&Path, &Path)>,
-) -> Result<rustls::ClientConfig, TlsError> {
+/// The rustls configuration of a client configured by `files`: the
+/// authorities of `ca_file`, or the system's, and a client certificate for
+/// mTLS when given. Hostnames are verified (webpki); SNI is sent.
+pub fn client_config(files: &ClientTls) -> Result<rustls::ClientConfig, TlsError> {
+    let ca_file = files.ca_file.as_deref();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     match ca_file {
@@ -197,7 +195,7 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| fail(ca_file.unwrap_or(Path::new("system roots")), e))?
         .with_root_certificates(roots);
-    match identity {
+    match files.identity() {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
             let chain = certificates(cert)?;

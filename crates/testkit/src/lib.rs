@@ -2,12 +2,14 @@
 //! PostgreSQL cluster in a temporary directory, serves it on a free port of
 //! 127.0.0.1 with trust authentication, and removes it when dropped.
 //! `Redis::start()` runs a throwaway redis-server the same way. Either can
-//! serve TLS with a certificate from `certs` (`start_tls`).
+//! serve TLS with a certificate from `certs` (`start_tls`). `browser` drives
+//! a headless Chromium through chromedriver.
 //!
 //! PostgreSQL refuses to run as root, so as root the cluster belongs to the
 //! `postgres` user and every command runs through `runuser`.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod certs;
 
 use std::net::TcpListener;

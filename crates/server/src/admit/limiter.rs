@@ -152,14 +152,14 @@ fn redis_client(config: &RedisConfig) -> Result<redis::Client, String> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let client_tls = match (&config.client_cert_file, &config.client_key_file) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+    let client_tls = match config.tls.identity() {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
             client_cert: read(cert)?,
             client_key: read(key)?,
         }),
-        _ => None,
+        None => None,
     };
-    let root_cert = config.ca_file.as_deref().map(read).transpose()?;
+    let root_cert = config.tls.ca_file.as_deref().map(read).transpose()?;
     if client_tls.is_none() && root_cert.is_none() {
         return redis::Client::open(config.url.as_str()).map_err(|e| e.to_string());
     }

@@ -3,7 +3,7 @@
 
 use super::pools::without_password;
 use super::values::NonZeroDuration;
-use std::path::PathBuf;
+use super::ClientTls;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -177,16 +177,10 @@ pub struct ClassConfig {
 pub struct RedisConfig {
     /// `redis://host:port/db`, or `rediss://` for TLS.
     pub url: String,
-    /// PEM: the authorities a `rediss://` server's certificate must chain
-    /// to, instead of the system's.
+    /// TLS to a `rediss://` server: whom to trust, what to present (for
+    /// `tls-auth-clients`).
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM: the client certificate tenantd presents to a `rediss://` server
-    /// that asks for one (`tls-auth-clients`), with its key.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
+    pub tls: ClientTls,
     /// What to do when Redis cannot be reached: `fail_open` decides on this
     /// node alone meanwhile; `fail_closed` answers 503 `limiter_unavailable`.
     pub on_unavailable: FailMode,
@@ -208,9 +202,7 @@ impl RedisConfig {
     pub fn new(url: String, on_unavailable: FailMode) -> Self {
         Self {
             url,
-            ca_file: None,
-            client_cert_file: None,
-            client_key_file: None,
+            tls: ClientTls::default(),
             on_unavailable,
             timeout: default_redis_timeout(),
             quota_sync_interval: default_quota_sync_interval(),
@@ -236,8 +228,7 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &without_password(&self.url))
-            .field("ca_file", &self.ca_file)
-            .field("client_cert_file", &self.client_cert_file)
+            .field("tls", &self.tls)
             .field("on_unavailable", &self.on_unavailable)
             .field("timeout", &self.timeout)
             .field("quota_sync_interval", &self.quota_sync_interval)
@@ -283,15 +274,10 @@ impl AdmissionConfig {
             if redis.timeout.is_zero() {
                 return Err("redis.timeout must be greater than zero".into());
             }
-            if redis.client_cert_file.is_some() != redis.client_key_file.is_some() {
-                return Err("redis.client_cert_file and redis.client_key_file go together".into());
-            }
-            let tls_files = redis.ca_file.is_some() || redis.client_cert_file.is_some();
-            if tls_files && !redis.url.starts_with("rediss://") {
-                return Err(
-                    "redis.ca_file and redis.client_cert_file are for a rediss:// url".into(),
-                );
-            }
+            redis
+                .tls
+                .check(redis.url.starts_with("rediss://"), "rediss://")
+                .map_err(|e| format!("redis.{e}"))?;
         }
         Ok(())
     }

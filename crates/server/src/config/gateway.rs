@@ -2,7 +2,7 @@
 //! tenant context and the response cache.
 
 use super::admission::Classes;
-use std::path::PathBuf;
+use super::ClientTls;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -82,16 +82,9 @@ pub struct ServiceConfig {
     /// Unset: never.
     #[serde(default, with = "humantime_serde")]
     pub stale_if_error: Option<Duration>,
-    /// PEM: the authorities an `https://` upstream's certificate must chain
-    /// to, instead of the system's.
+    /// TLS to `https://` upstreams: whom to trust, what to present.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM: the client certificate (then its chain) tenantd presents to
-    /// `https://` upstreams that ask for one (mTLS), with its key.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
+    pub tls: ClientTls,
     /// HTTP/2 to the upstreams: offered by ALPN to `https://` ones, by prior
     /// knowledge to `http://` ones (which must then speak it).
     #[serde(default)]
@@ -156,21 +149,11 @@ impl ServiceConfig {
         {
             return Err("timeouts must be greater than zero".into());
         }
-        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
-            return Err("client_cert_file and client_key_file go together".into());
-        }
-        let tls_files = self.ca_file.is_some() || self.client_cert_file.is_some();
-        if tls_files
-            && !self
-                .upstreams
-                .iter()
-                .any(|u| u.scheme == axum::http::uri::Scheme::HTTPS)
-        {
-            return Err(
-                "ca_file and client_cert_file are for https:// upstreams; this service has none"
-                    .into(),
-            );
-        }
+        let https = self
+            .upstreams
+            .iter()
+            .any(|u| u.scheme == axum::http::uri::Scheme::HTTPS);
+        self.tls.check(https, "https://")?;
         if self.seats == Some(0) || self.max_in_flight_per_tenant == 0 {
             return Err("seats and max_in_flight_per_tenant must be at least 1".into());
         }

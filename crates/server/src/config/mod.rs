@@ -17,6 +17,7 @@ use tenantd_core::{ApiKeyToken, Isolation, PlanId, PoolName, RegionId, ServerSec
 use tenantd_store::StoragePool;
 
 mod admission;
+mod client_tls;
 mod errors;
 mod gateway;
 mod listener;
@@ -26,6 +27,7 @@ mod tests;
 mod values;
 
 pub use admission::*;
+pub use client_tls::ClientTls;
 use errors::explain;
 pub use errors::ConfigError;
 pub use gateway::*;

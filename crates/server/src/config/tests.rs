@@ -171,11 +171,11 @@ fn bad_plans_and_admission_settings_name_the_setting() {
         ),
         // TLS files are for rediss://, and a certificate needs its key.
         (
-            "[admission.redis]\nurl = \"redis://x\"\non_unavailable = \"fail_open\"\nca_file = \"ca.pem\"\n",
+            "[admission.redis]\nurl = \"redis://x\"\non_unavailable = \"fail_open\"\ntls = { ca_file = \"ca.pem\" }\n",
             "admission",
         ),
         (
-            "[admission.redis]\nurl = \"rediss://x\"\non_unavailable = \"fail_open\"\nclient_cert_file = \"c.pem\"\n",
+            "[admission.redis]\nurl = \"rediss://x\"\non_unavailable = \"fail_open\"\ntls = { client_cert_file = \"c.pem\" }\n",
             "admission",
         ),
     ] {
@@ -237,9 +237,9 @@ fn bad_gateway_settings_are_rejected_with_the_setting_named() {
             "gateway.services",
         ),
         // TLS files are for https:// upstreams, and a certificate needs its key.
-        (service("ca_file = \"ca.pem\"\n"), "gateway.services"),
+        (service("tls = { ca_file = \"ca.pem\" }\n"), "gateway.services"),
         (
-            "[[gateway.services]]\nname = \"billing\"\nupstreams = [\"https://h:1\"]\nclient_cert_file = \"c.pem\"\n".to_owned(),
+            "[[gateway.services]]\nname = \"billing\"\nupstreams = [\"https://h:1\"]\ntls = { client_cert_file = \"c.pem\" }\n".to_owned(),
             "gateway.services",
         ),
         (

@@ -176,11 +176,7 @@ impl Service {
         connector.set_nodelay(true);
         // The https connector below takes `https://` upstreams.
         connector.enforce_http(false);
-        let identity = config
-            .client_cert_file
-            .as_deref()
-            .zip(config.client_key_file.as_deref());
-        let tls = crate::tls::client_config(config.ca_file.as_deref(), identity)?;
+        let tls = crate::tls::client_config(&config.tls)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();

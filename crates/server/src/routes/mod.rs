@@ -311,9 +311,19 @@ pub(crate) fn router(state: AppState) -> Router {
         router = router.route(spec.path, handler.route_layer(phases));
     }
     router
+        .merge(api_reference())
         .fallback(edge::not_found)
         .method_not_allowed_fallback(edge::method_not_allowed)
         .with_state(state)
+}
+
+/// The API reference at `/docs`: Swagger UI (its files built into the
+/// binary) reading `/openapi.json`. Static pages for people, public like
+/// the description they render, so outside the route table.
+fn api_reference() -> Router<AppState> {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+        .into()
 }
 
 /// The request path of every route after the edge, as phases in order:

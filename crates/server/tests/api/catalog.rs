@@ -8,12 +8,12 @@ use serde_json::json;
 use std::time::Duration;
 
 use tenantd_api::{CreateCollection, CreateTenant};
-use tenantd_client::{KeysOf, PageRequest};
+use tenantd_client::{Client, KeysOf, PageRequest};
 use tenantd_core::plan::Plan;
 use tenantd_core::policy::Overrides;
 use tenantd_core::{
-    Clock, Isolation, KeyId, ManualClock, OperatorScope, Role, ServerSecret, SystemClock, TenantId,
-    TenantScope,
+    Clock, CollectionName, Isolation, KeyId, ManualClock, OperatorScope, RecordId, Role,
+    ServerSecret, SystemClock, TenantId, TenantScope,
 };
 use tenantd_server::config::{CatalogUrl, Config, Engine, NonZeroDuration, PoolConfig};
 use tenantd_server::{Server, StartError};
@@ -47,14 +47,34 @@ async fn spawn_on_postgres(server: &Postgres, tweak: impl FnOnce(&mut Config)) -
     let data = server.tenantd_database().await;
     let mut config = Config::default();
     on_postgres_of(server, &mut config, catalog_url, &data);
-    let (url, secret, pools) = (config.catalog_url, config.server_secret, config.pools);
+    spawn_on_catalog_of(config, tweak).await
+}
+
+/// A node with the catalog, server secret and pools of `shared`, and
+/// `tweak` applied to its configuration.
+async fn spawn_on_catalog_of(shared: Config, tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_with(move |c| {
-        c.catalog_url = url;
-        c.server_secret = secret;
-        c.pools = pools;
+        c.catalog_url = shared.catalog_url;
+        c.server_secret = shared.server_secret;
+        c.pools = shared.pools;
         tweak(c);
     })
     .await
+}
+
+/// Collection `orders` with one record of `data`, made through `client`;
+/// the collection's name and the record's id.
+async fn an_order(client: &Client, data: serde_json::Value) -> (CollectionName, RecordId) {
+    let orders: CollectionName = "orders".parse().unwrap();
+    client
+        .create_collection(&CreateCollection {
+            name: orders.clone(),
+            indexes: vec![],
+        })
+        .await
+        .unwrap();
+    let record = client.create_record(&orders, &data).await.unwrap();
+    (orders, record.id)
 }
 
 #[tokio::test]
@@ -64,18 +84,7 @@ async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts()
     app.create_tenant("acme").await;
     let admin = app.tenant_key("acme", Role::Admin).await;
     let client = app.client(&admin.token);
-    let orders = "orders".parse().unwrap();
-    client
-        .create_collection(&CreateCollection {
-            name: "orders".parse().unwrap(),
-            indexes: vec![],
-        })
-        .await
-        .unwrap();
-    let record = client
-        .create_record(&orders, &json!({"total": 12}))
-        .await
-        .unwrap();
+    let (orders, record) = an_order(&client, json!({"total": 12})).await;
     for file in ["catalog.db", "server-secret"] {
         assert!(
             !app.config.data_dir.join(file).exists(),
@@ -141,7 +150,7 @@ async fn a_postgresql_catalog_keeps_tenants_keys_and_the_trail_across_restarts()
     let app = restart_app(dir, config, token).await;
     let client = app.client(&admin.token);
     assert_eq!(
-        client.record(&orders, &record.id).await.unwrap().data,
+        client.record(&orders, &record).await.unwrap().data,
         json!({"total": 12}),
         "the key, its tenant and its data are all there after a restart"
     );
@@ -235,26 +244,12 @@ async fn a_catalog_and_a_pool_over_tls_verify_the_servers_certificate_and_name()
     on_postgres_of(&server, &mut config, verified(OWNER_ROLE, &catalog), &data);
     config.pools[0].location = verified(APP_ROLE, &data);
     config.pools[0].owner_location = Some(verified(OWNER_ROLE, &data));
-    let shared = config.clone();
-    let app = spawn_app_with(move |c| {
-        c.catalog_url = shared.catalog_url;
-        c.server_secret = shared.server_secret;
-        c.pools = shared.pools;
-    })
-    .await;
+    let app = spawn_on_catalog_of(config, |_| {}).await;
     // The cluster takes TLS connections only: all of this went over TLS.
     app.create_tenant("acme").await;
     let client = app.client(&app.tenant_key("acme", Role::Developer).await.token);
-    let orders = "orders".parse().unwrap();
-    client
-        .create_collection(&CreateCollection {
-            name: "orders".parse().unwrap(),
-            indexes: vec![],
-        })
-        .await
-        .unwrap();
-    let record = client.create_record(&orders, &json!({"total": 7})).await;
-    let record = client.record(&orders, &record.unwrap().id).await.unwrap();
+    let (orders, record) = an_order(&client, json!({"total": 7})).await;
+    let record = client.record(&orders, &record).await.unwrap();
     assert_eq!(record.data, json!({"total": 7}));
 
     // A server whose certificate names another host is refused.
@@ -282,13 +277,7 @@ async fn a_node_that_lost_the_catalogs_lease_to_another_stops() {
     let data = server.tenantd_database().await;
     let mut config = Config::default();
     on_postgres_of(&server, &mut config, catalog_url, &data);
-    let shared = config.clone();
-    let first = spawn_app_with(move |c| {
-        c.catalog_url = shared.catalog_url;
-        c.server_secret = shared.server_secret;
-        c.pools = shared.pools;
-    })
-    .await;
+    let first = spawn_on_catalog_of(config, |_| {}).await;
 
     // PostgreSQL restarts: the first node's lease went with its connection.
     server.stop();

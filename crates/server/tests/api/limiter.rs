@@ -11,7 +11,7 @@ use tenantd_core::plan::{Plan, Rate};
 use tenantd_core::{PlanId, Role, TenantId};
 use tenantd_server::admit::ledgers::Ledgers;
 use tenantd_server::admit::limiter::{redis_key, RateCheck, RateStore, RedisRates};
-use tenantd_server::config::{FailMode, RedisConfig};
+use tenantd_server::config::{ClientTls, FailMode, RedisConfig};
 use tenantd_testkit::certs::Authority;
 use tenantd_testkit::Redis;
 
@@ -164,10 +164,13 @@ async fn rediss_verifies_the_server_and_presents_the_client_certificate() {
         Some(path)
     };
     let tenantd = callers.client("tenantd");
-    let config = RedisConfig {
+    let tls = ClientTls {
         ca_file: write("ca.pem", &ca.pem),
         client_cert_file: write("client.pem", &tenantd.cert),
         client_key_file: write("client.key", &tenantd.key),
+    };
+    let config = RedisConfig {
+        tls: tls.clone(),
         timeout: Duration::from_secs(2),
         ..RedisConfig::new(redis.url(), FailMode::FailClosed)
     };
@@ -188,15 +191,21 @@ async fn rediss_verifies_the_server_and_presents_the_client_certificate() {
         (
             "no client certificate",
             RedisConfig {
-                client_cert_file: None,
-                client_key_file: None,
+                tls: ClientTls {
+                    client_cert_file: None,
+                    client_key_file: None,
+                    ..tls.clone()
+                },
                 ..config.clone()
             },
         ),
         (
             "the system's roots",
             RedisConfig {
-                ca_file: None,
+                tls: ClientTls {
+                    ca_file: None,
+                    ..tls.clone()
+                },
                 ..config.clone()
             },
         ),

@@ -465,7 +465,7 @@ async fn gateway_to(
     let files = tempfile::tempdir().unwrap().keep();
     std::fs::write(files.join("ca.pem"), &ca.pem).unwrap();
     let mut service = crate::gateway::service("secure", &[&format!("https://localhost:{port}")]);
-    service.ca_file = Some(files.join("ca.pem"));
+    service.tls.ca_file = Some(files.join("ca.pem"));
     tweak(&mut service, &files);
     gateway_with(service).await
 }
@@ -513,7 +513,7 @@ async fn an_https_upstream_is_verified_and_one_with_another_name_refused() {
     );
 
     // Without the service's CA, the system's roots do not know this one.
-    let (app, key) = gateway_to(good, &ca, |service, _| service.ca_file = None).await;
+    let (app, key) = gateway_to(good, &ca, |service, _| service.tls.ca_file = None).await;
     let (status, problem) = proxied(&app, &key).await;
     assert_eq!(
         (status, problem["code"].as_str()),
@@ -539,8 +539,8 @@ async fn an_upstream_that_requires_a_client_certificate_gets_the_services() {
     let (app, key) = gateway_to(port, &ca, |service, files| {
         std::fs::write(files.join("client.pem"), &tenantd.cert).unwrap();
         std::fs::write(files.join("client.key"), &tenantd.key).unwrap();
-        service.client_cert_file = Some(files.join("client.pem"));
-        service.client_key_file = Some(files.join("client.key"));
+        service.tls.client_cert_file = Some(files.join("client.pem"));
+        service.tls.client_key_file = Some(files.join("client.key"));
     })
     .await;
     assert_eq!(proxied(&app, &key).await.0, 200);
