@@ -24,6 +24,7 @@ pub mod tenant;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod text;
+pub mod user;
 pub mod whole;
 
 pub use api_key::{ApiKeyToken, KeyHasher, KeySecret, SecretHash, ServerSecret};

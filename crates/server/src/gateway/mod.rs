@@ -44,6 +44,52 @@ const CIRCUITS_KEPT: usize = 100_000;
 /// Idle upstream connections kept per upstream host.
 const IDLE_CONNECTIONS_PER_HOST: usize = 64;
 
+/// A connector whose whole connection, TCP and then TLS, is made within
+/// `timeout`: `HttpConnector`'s own timeout covers the TCP part only, and an
+/// upstream that takes the connection but never finishes its handshake
+/// would otherwise hold the request until the service's `request_timeout`.
+#[derive(Debug, Clone)]
+pub struct Bounded<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower::Service<axum::http::Uri> for Bounded<C>
+where
+    C: tower::Service<axum::http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, upstream: axum::http::Uri) -> Self::Future {
+        let connecting = self.inner.call(upstream);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(format!(
+                    "the connection (TCP, then TLS) was not made within {} ms",
+                    timeout.as_millis()
+                )
+                .into()),
+            }
+        })
+    }
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -152,7 +198,7 @@ pub struct Service {
     pub config: ServiceConfig,
     /// The service's own fair queue, when it declares its capacity.
     pub seats: Option<Arc<Seats>>,
-    client: Client<HttpsConnector<HttpConnector>, axum::body::Body>,
+    client: Client<Bounded<HttpsConnector<HttpConnector>>, axum::body::Body>,
     breaker: BreakerPolicy,
     circuits: quick_cache::sync::Cache<TenantId, Arc<TenantCircuit>>,
     /// Where the next request starts among the upstreams (round robin).
@@ -197,7 +243,10 @@ impl Service {
         if config.http2 && plain {
             client.http2_only(true);
         }
-        let client = client.build(connector);
+        let client = client.build(Bounded {
+            inner: connector,
+            timeout: config.connect_timeout,
+        });
         Ok(Self {
             seats: config.seats.map(|seats| {
                 Seats::with_tenant_ceiling(

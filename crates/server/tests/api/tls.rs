@@ -579,3 +579,38 @@ async fn a_service_asking_for_http_2_gets_it_by_alpn_and_by_prior_knowledge() {
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_finishes_its_handshake_is_refused_at_the_connect_timeout() {
+    // It takes the TCP connection and never answers the ClientHello.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let ca = Authority::new("upstream CA");
+    let (app, key) = gateway_to(port, &ca, |service, _| {
+        service.connect_timeout = Duration::from_millis(200);
+        service.request_timeout = Duration::from_secs(20);
+        service.retries = 0;
+    })
+    .await;
+    // Refused as a connection not made, not left to the request's timeout
+    // (which would answer 504 upstream_timeout).
+    let (status, problem) = proxied(&app, &key).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (502, Some("upstream_refused")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("within 200 ms"),
+        "{problem}"
+    );
+}
