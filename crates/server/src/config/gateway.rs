@@ -152,8 +152,19 @@ impl ServiceConfig {
         let https = self
             .upstreams
             .iter()
-            .any(|u| u.scheme == axum::http::uri::Scheme::HTTPS);
-        self.tls.check(https, "https://")?;
+            .filter(|u| u.scheme == axum::http::uri::Scheme::HTTPS)
+            .count();
+        self.tls.check(https > 0, "https://")?;
+        // The client has one switch for HTTP/2 in the clear (prior
+        // knowledge), which would also force it on https:// upstreams that
+        // did not choose it by ALPN.
+        if self.http2 && https > 0 && https < self.upstreams.len() {
+            return Err(
+                "with http2 = true, a service's upstreams are all http:// (prior knowledge) \
+                 or all https:// (ALPN)"
+                    .into(),
+            );
+        }
         if self.seats == Some(0) || self.max_in_flight_per_tenant == 0 {
             return Err("seats and max_in_flight_per_tenant must be at least 1".into());
         }

@@ -243,6 +243,10 @@ fn bad_gateway_settings_are_rejected_with_the_setting_named() {
             "gateway.services",
         ),
         (
+            "[[gateway.services]]\nname = \"billing\"\nupstreams = [\"https://h:1\", \"http://h:2\"]\nhttp2 = true\n".to_owned(),
+            "gateway.services",
+        ),
+        (
             "[gateway.context]\njwks_max_age = \"10m\"\npublish_ahead = \"5m\"\n".to_owned(),
             "gateway.context.publish_ahead",
         ),
