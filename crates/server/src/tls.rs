@@ -171,26 +171,41 @@ fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
     Ok(server)
 }
 
+/// The system's trusted roots, read from its store once per process, when a
+/// client first needs them.
+fn system_roots() -> RootCertStore {
+    static ROOTS: std::sync::LazyLock<RootCertStore> = std::sync::LazyLock::new(|| {
+        let mut roots = RootCertStore::empty();
+        // Certificates the system store holds that rustls cannot use are
+        // skipped, as every other client skips them.
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots
+    });
+    ROOTS.clone()
+}
+
 /// The rustls configuration of a client configured by `files`: the
 /// authorities of `ca_file`, or the system's, and a client certificate for
-/// mTLS when given. Hostnames are verified (webpki); SNI is sent.
-pub fn client_config(files: &ClientTls) -> Result<rustls::ClientConfig, TlsError> {
+/// mTLS when given. Hostnames are verified (webpki); SNI is sent. A client
+/// that will never speak TLS (`speaks_tls` false: a service with only
+/// `http://` upstreams) trusts nothing and reads no store.
+pub fn client_config(
+    files: &ClientTls,
+    speaks_tls: bool,
+) -> Result<rustls::ClientConfig, TlsError> {
     let ca_file = files.ca_file.as_deref();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    match ca_file {
+    let roots = match ca_file {
         Some(path) => {
+            let mut roots = RootCertStore::empty();
             for ca in certificates(path)? {
                 roots.add(ca).map_err(|e| fail(path, e))?;
             }
+            roots
         }
-        None => {
-            let system = rustls_native_certs::load_native_certs();
-            // Certificates the system store holds that rustls cannot use
-            // are skipped, as every other client skips them.
-            roots.add_parsable_certificates(system.certs);
-        }
-    }
+        None if speaks_tls => system_roots(),
+        None => RootCertStore::empty(),
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| fail(ca_file.unwrap_or(Path::new("system roots")), e))?

@@ -222,7 +222,11 @@ impl Service {
         connector.set_nodelay(true);
         // The https connector below takes `https://` upstreams.
         connector.enforce_http(false);
-        let tls = crate::tls::client_config(&config.tls)?;
+        let speaks_tls = config
+            .upstreams
+            .iter()
+            .any(|u| u.scheme == axum::http::uri::Scheme::HTTPS);
+        let tls = crate::tls::client_config(&config.tls, speaks_tls)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
@@ -235,12 +239,9 @@ impl Service {
         client
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST);
-        // In the clear, HTTP/2 has no ALPN to agree on it: prior knowledge.
-        let plain = config
-            .upstreams
-            .iter()
-            .any(|u| u.scheme == axum::http::uri::Scheme::HTTP);
-        if config.http2 && plain {
+        // In the clear, HTTP/2 has no ALPN to agree on it: prior knowledge
+        // (a service with http2 has upstreams of one scheme only).
+        if config.http2 && !speaks_tls {
             client.http2_only(true);
         }
         let client = client.build(Bounded {

@@ -481,6 +481,18 @@ async fn gateway_with(service: ServiceConfig) -> (TestApp, String) {
     (app, key)
 }
 
+/// Asserts that a proxied call answers 502 with the problem `code`; returns
+/// the problem.
+async fn assert_refused(app: &TestApp, key: &str, code: &str) -> serde_json::Value {
+    let (status, problem) = proxied(app, key).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (502, Some(code)),
+        "{problem}"
+    );
+    problem
+}
+
 async fn proxied(app: &TestApp, key: &str) -> (u16, serde_json::Value) {
     let answer = app
         .http
@@ -505,21 +517,11 @@ async fn an_https_upstream_is_verified_and_one_with_another_name_refused() {
 
     let wrong = https_upstream(&ca.server("billing.internal"), None).await;
     let (app, key) = gateway_to(wrong, &ca, |_, _| {}).await;
-    let (status, problem) = proxied(&app, &key).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_tls")),
-        "{problem}"
-    );
+    assert_refused(&app, &key, "upstream_tls").await;
 
     // Without the service's CA, the system's roots do not know this one.
     let (app, key) = gateway_to(good, &ca, |service, _| service.tls.ca_file = None).await;
-    let (status, problem) = proxied(&app, &key).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_tls")),
-        "{problem}"
-    );
+    assert_refused(&app, &key, "upstream_tls").await;
 }
 
 #[tokio::test]
@@ -528,12 +530,7 @@ async fn an_upstream_that_requires_a_client_certificate_gets_the_services() {
     let callers = Authority::new("callers CA");
     let port = https_upstream(&ca.server("localhost"), Some(&callers)).await;
     let (app, key) = gateway_to(port, &ca, |_, _| {}).await;
-    let (status, problem) = proxied(&app, &key).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_tls")),
-        "{problem}"
-    );
+    assert_refused(&app, &key, "upstream_tls").await;
 
     let tenantd = callers.client("tenantd");
     let (app, key) = gateway_to(port, &ca, |service, files| {
@@ -572,12 +569,7 @@ async fn a_service_asking_for_http_2_gets_it_by_alpn_and_by_prior_knowledge() {
     let (status, body) = proxied(&app, &key).await;
     assert_eq!((status, body["version"].as_str()), (200, Some("HTTP/2.0")));
     let (app, key) = gateway_with(plain()).await;
-    let (status, problem) = proxied(&app, &key).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_error")),
-        "{problem}"
-    );
+    assert_refused(&app, &key, "upstream_error").await;
 }
 
 #[tokio::test]
@@ -600,12 +592,7 @@ async fn an_upstream_that_never_finishes_its_handshake_is_refused_at_the_connect
     .await;
     // Refused as a connection not made, not left to the request's timeout
     // (which would answer 504 upstream_timeout).
-    let (status, problem) = proxied(&app, &key).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_refused")),
-        "{problem}"
-    );
+    let problem = assert_refused(&app, &key, "upstream_refused").await;
     assert!(
         problem["detail"]
             .as_str()
